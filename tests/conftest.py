@@ -1,0 +1,140 @@
+"""Fixtures: a real Redis, a real emulator over HTTP, settings and a vault per test.
+
+Redis: the one at REDIS_URL (default 127.0.0.1:6379); where none answers, a
+`redis-server` started for the run if installed, else fakeredis's TCP server.
+The header of the run says which.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from worker.emulator import EmulatorServer
+from worker.settings import Settings
+from worker.vault import Vault
+
+TEST_KEY = "sk_test_4eC39HqLyjWDarjtT1zdp7dc"
+LIVE_KEY = "sk_live_51HxYzTestOnlyNotARealKey00"
+
+_redis: dict[str, object] = {}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _answers(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
+    except redis.RedisError:
+        return False
+
+
+def _start_redis() -> tuple[str, str, object]:
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    if _answers(url):
+        return url, f"the Redis at {url}", None
+    port = free_port()
+    if shutil.which("redis-server"):
+        workdir = tempfile.mkdtemp(prefix="stripe-worker-redis-")
+        proc = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", workdir],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        url = f"redis://127.0.0.1:{port}/0"
+        for _ in range(100):
+            if _answers(url):
+                break
+            time.sleep(0.05)
+        return url, f"redis-server started for this run on port {port}", proc
+    from fakeredis import TcpFakeServer
+
+    server = TcpFakeServer(("127.0.0.1", port), server_type="redis")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"redis://127.0.0.1:{port}/0", f"fakeredis TCP server on port {port}", server
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    url, how, handle = _start_redis()
+    _redis.update(url=url, how=how, handle=handle)
+    os.environ["STRIPE_WORKER_TEST_REDIS_URL"] = url
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    handle = _redis.get("handle")
+    if isinstance(handle, subprocess.Popen):
+        handle.terminate()
+        handle.wait(5)
+    elif handle is not None:
+        handle.shutdown()  # type: ignore[attr-defined]
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"redis: {_redis['how']}"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return str(_redis["url"])
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def emulator_server() -> Iterator[EmulatorServer]:
+    server = EmulatorServer("127.0.0.1", 0).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def emulator(emulator_server: EmulatorServer) -> EmulatorServer:
+    """The emulator, with no customers, faults or revoked keys left from another test."""
+    emulator_server.state.reset()
+    return emulator_server
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A STREAM_PREFIX of its own, so tests sharing one Redis never see each other's keys."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def settings(emulator: EmulatorServer, redis_url: str, prefix: str,
+             redis_client: redis.Redis) -> Iterator[Settings]:
+    yield Settings(redis_url=redis_url, stripe_api_base=emulator.url, stream_prefix=prefix,
+                   stripe_timeout=5.0)
+    keys = list(redis_client.scan_iter(f"{prefix}:*", count=1000))
+    if keys:
+        redis_client.delete(*keys)
+
+
+@pytest.fixture
+def env() -> dict[str, str]:
+    """The environment the vault reads in a test; tests add to it."""
+    return {"STRIPE_SECRET_KEY": TEST_KEY}
+
+
+@pytest.fixture
+def vault(env: dict[str, str]) -> Vault:
+    return Vault(None, env)

@@ -1,0 +1,103 @@
+"""The `stripe-worker` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from worker.errors import SpecError, StripeCallError, StripeWorkerError
+
+
+def _print_json(data: Any, stream: Any = None) -> None:
+    print(json.dumps(data, indent=2, default=str), file=stream or sys.stdout)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run one component now; outputs as JSON. Exit 0 ok, 1 Stripe error, 2 bad spec."""
+    from worker.components import ComponentSpec, StripeGateway, run_component
+    from worker.settings import Settings
+    from worker.vault import Vault
+
+    try:
+        text = sys.stdin.read() if args.spec == "-" else Path(args.spec).read_text("utf-8")
+    except OSError as exc:
+        _print_json({"error": {"type": "invalid_spec", "message": f"cannot read spec: "
+                                                                  f"{exc.strerror}"}}, sys.stderr)
+        return 2
+    try:
+        settings = Settings.from_env()
+        spec = ComponentSpec.parse(text)
+        gateway = StripeGateway(settings, Vault.from_settings(settings),
+                                max_network_retries=args.retries)
+        outputs = run_component(spec, gateway)
+    except StripeCallError as exc:
+        _print_json({"error": exc.to_dict()}, sys.stderr)
+        return 1
+    except StripeWorkerError as exc:
+        _print_json({"error": exc.to_dict()}, sys.stderr)
+        return 2
+    _print_json(outputs)
+    return 0
+
+
+def cmd_emulator(args: argparse.Namespace) -> int:
+    """Serve the local Stripe API until interrupted."""
+    from worker.emulator import EmulatorServer, EmulatorState
+
+    state = EmulatorState(allowed_keys=set(args.key or ()))
+    state.set_faults({"latency_ms": args.latency_ms, "rate": args.fail_rate,
+                      "status": args.fail_status, "rate_limit": args.rate_limit})
+    server = EmulatorServer(args.host, args.port, state)
+    print(f"stripe emulator listening on {server.url}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stripe-worker",
+        description="Webhook worker between Stripe, your app and your agents.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run one component (SPEC.json, or - for stdin)")
+    run.add_argument("spec", metavar="SPEC.json")
+    run.add_argument("--retries", type=int, default=2,
+                     help="network retries of temporary errors (default 2, same idempotency key)")
+    run.set_defaults(func=cmd_run)
+
+    emu = sub.add_parser("emulator", help="serve the local Stripe API emulator")
+    emu.add_argument("--host", default="127.0.0.1")
+    emu.add_argument("--port", type=int, default=12111)
+    emu.add_argument("--key", action="append",
+                     help="accept only this API key (repeatable); default: any well-formed key")
+    emu.add_argument("--latency-ms", type=float, default=0.0, help="added to every request")
+    emu.add_argument("--fail-rate", type=float, default=0.0, help="fraction of requests failed")
+    emu.add_argument("--fail-status", type=int, default=500, choices=(500, 429, 503))
+    emu.add_argument("--rate-limit", type=float, default=0.0,
+                     help="requests/s before answering 429 like Stripe (0 = none)")
+    emu.set_defaults(func=cmd_emulator)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except SpecError as exc:
+        _print_json({"error": exc.to_dict()}, sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

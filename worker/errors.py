@@ -1,0 +1,183 @@
+"""One rooted error hierarchy, and the retry rule, in one place.
+
+Every error carries `error_type`, `http_status`, `request_id` and a message that
+has been through `redact`, so it can go to a log, a stream or an HTTP answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# The `error_type` values of INTERFACE.md's error stream.
+AUTHENTICATION = "authentication_error"
+INVALID_REQUEST = "invalid_request_error"
+NOT_FOUND = "not_found"
+RATE_LIMIT = "rate_limit"
+API_ERROR = "api_error"
+CONNECTION = "connection_error"
+
+
+class StripeWorkerError(Exception):
+    """Root of every error this project raises on purpose."""
+
+    error_type: str = "error"
+    http_status: int | None = None
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        http_status: int | None = None,
+        request_id: str | None = None,
+        retryable: bool | None = None,
+    ) -> None:
+        from worker.vault import redact
+
+        self.message = redact(message)
+        super().__init__(self.message)
+        if http_status is not None:
+            self.http_status = http_status
+        self.request_id = request_id
+        if retryable is not None:
+            self.retryable = retryable
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": self.error_type,
+            "message": self.message,
+            "http_status": self.http_status,
+            "request_id": self.request_id,
+            "retryable": self.retryable,
+        }
+
+
+class SettingsError(StripeWorkerError):
+    """Raised when an environment variable has a value that cannot be used."""
+
+    error_type = "settings_error"
+
+
+class SpecError(StripeWorkerError):
+    """Raised when a component's JSON is malformed, before any network call."""
+
+    error_type = "invalid_spec"
+
+
+class SecretMissing(StripeWorkerError):
+    """Raised when a named secret is in neither SECRETS_DIR nor the environment."""
+
+    error_type = "secret_missing"
+
+
+class ModeMismatch(StripeWorkerError):
+    """Raised when test and live would mix: an event's livemode against the key's mode."""
+
+    error_type = "livemode_mismatch"
+
+
+class WebhookRejected(StripeWorkerError):
+    """Raised when a webhook fails verification or parsing; answered 4xx."""
+
+    error_type = "invalid_webhook"
+    http_status = 400
+
+    def __init__(self, error_type: str, message: str, http_status: int = 400) -> None:
+        super().__init__(message, http_status=http_status)
+        self.error_type = error_type
+
+
+class QueueUnavailable(StripeWorkerError):
+    """Raised when work could not be queued safely (Redis or broker down); answered 503."""
+
+    error_type = "unavailable"
+    http_status = 503
+    retryable = True
+
+
+class StripeCallError(StripeWorkerError):
+    """Raised when a call to Stripe did not succeed; subclasses say why."""
+
+
+class AuthenticationFailed(StripeCallError):
+    """Raised on 401/403: wrong, revoked or restricted key, or a test key used for live."""
+
+    error_type = AUTHENTICATION
+
+
+class InvalidRequest(StripeCallError):
+    """Raised on 400/402 and idempotency mismatches: the request itself is wrong."""
+
+    error_type = INVALID_REQUEST
+
+
+class NotFound(StripeCallError):
+    """Raised on 404, or when the customer asked for has been deleted."""
+
+    error_type = NOT_FOUND
+
+
+class RateLimited(StripeCallError):
+    """Raised on 429: too many requests; retried with backoff."""
+
+    error_type = RATE_LIMIT
+    retryable = True
+
+
+class StripeUnavailable(StripeCallError):
+    """Raised on 409 and 5xx: Stripe could not finish the request; retried."""
+
+    error_type = API_ERROR
+    retryable = True
+
+
+class ConnectionFailed(StripeCallError):
+    """Raised when Stripe could not be reached or did not answer in time; retried."""
+
+    error_type = CONNECTION
+    retryable = True
+
+
+def from_stripe_error(exc: Exception) -> StripeCallError:
+    """Map a `stripe.StripeError` to ours, following stripe-python's retry rule.
+
+    Temporary: 409, 429, 5xx, connection errors and timeouts. `Stripe-Should-Retry`
+    overrides either way. Everything else is permanent.
+    """
+    import stripe
+
+    status = getattr(exc, "http_status", None)
+    headers = {k.lower(): v for k, v in (getattr(exc, "headers", None) or {}).items()}
+    request_id = getattr(exc, "request_id", None)
+    message = getattr(exc, "user_message", None) or str(exc) or exc.__class__.__name__
+    code = getattr(exc, "code", None)
+
+    cls: type[StripeCallError]
+    if isinstance(exc, stripe.APIConnectionError) or status is None:
+        cls = ConnectionFailed
+        message = f"could not reach Stripe: {message}"
+    elif status in (401, 403):
+        cls = AuthenticationFailed
+        message = (
+            f"Stripe refused the API key ({status}): {message}. Check the secret is the right "
+            "key, not revoked or restricted, and a test key is not used for live mode."
+        )
+    elif status == 404:
+        cls = NotFound
+    elif status == 429:
+        cls = RateLimited
+    elif status == 409 or status >= 500:
+        cls = StripeUnavailable
+    else:
+        cls = InvalidRequest
+        if isinstance(exc, stripe.IdempotencyError) or code == "idempotency_key_in_use":
+            message = f"idempotency key reused with other parameters: {message}"
+
+    should_retry = headers.get("stripe-should-retry")
+    retryable = {"true": True, "false": False}.get(should_retry or "")
+    return cls(message, http_status=status, request_id=request_id, retryable=retryable)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """The one retry rule: our errors say so themselves; anything else is a bug, never retried."""
+    return isinstance(exc, StripeWorkerError) and exc.retryable

@@ -1,0 +1,73 @@
+"""Settings: one explicit object, built from the environment when asked, never at import."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from worker.errors import SettingsError
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of the project; see the configuration table in the README."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    stripe_api_base: str = "https://api.stripe.com"
+    stream_prefix: str = "stripe"
+    stream_maxlen: int = 100_000
+    secrets_dir: Path | None = None
+    # Stripe signs with a 300 s tolerance by default; Standard Webhooks uses 5 minutes too.
+    webhook_tolerance: int = 300
+    # Stripe retries a webhook for up to 3 days, so a dedupe mark must outlive that.
+    dedupe_ttl: int = 3 * 24 * 3600
+    max_body_bytes: int = 1024 * 1024
+    stripe_timeout: float = 20.0
+    # Retry schedule of temporary Stripe errors: base * 2**n with full jitter, capped.
+    retry_max_attempts: int = 8
+    retry_base_delay: float = 1.0
+    retry_max_delay: float = 60.0
+    # How long the user id -> customer id memory lasts (beyond Stripe's 24 h idempotency window).
+    customer_memory_ttl: int = 90 * 24 * 3600
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Read the variables of the configuration table; unknown ones are ignored."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = env.get(f.name.upper())
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _convert(f.name, raw, f.type)
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
+
+    def with_(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    def key(self, *parts: str) -> str:
+        """A Redis key under STREAM_PREFIX: key("customers") is "stripe:customers"."""
+        return ":".join((self.stream_prefix, *parts))
+
+
+def _convert(name: str, raw: str, type_name: object) -> object:
+    kind = str(type_name)
+    try:
+        if kind == "int":
+            value: object = int(raw)
+            if value < 0:  # type: ignore[operator]
+                raise ValueError("must not be negative")
+            return value
+        if kind == "float":
+            number = float(raw)
+            if number < 0:
+                raise ValueError("must not be negative")
+            return number
+    except ValueError as exc:
+        raise SettingsError(f"{name.upper()} must be a non-negative number, got {raw!r}") from exc
+    if kind.startswith("Path"):
+        return Path(raw)
+    return raw
