@@ -1,0 +1,84 @@
+"""`stripe-worker run` as a user runs it: a real process, the emulator over HTTP."""
+
+import json
+import os
+import subprocess
+import sys
+
+import requests
+
+from .conftest import TEST_KEY
+
+CREATE = {"component": "stripe.createCustomer", "trigger": "true",
+          "Body": {"email": "jenny.rosen@example.com", "name": "Jenny Rosen"}}
+
+
+def run(spec, emulator, key=TEST_KEY, extra_env=None):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRIPE")}
+    env.update(STRIPE_API_BASE=emulator.url, STRIPE_SECRET_KEY=key, **(extra_env or {}))
+    text = spec if isinstance(spec, str) else json.dumps(spec)
+    return subprocess.run([sys.executable, "-m", "worker.cli", "run", "-"], input=text,
+                          capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_create_then_get_print_the_promised_outputs(emulator):
+    created = run(CREATE, emulator)
+    assert created.returncode == 0, created.stderr
+    out = json.loads(created.stdout)
+    assert set(out) == {"customerId", "Response", "Headers"}
+    got = run({"component": "stripe.getStripeCustomer", "customer_id": out["customerId"]},
+              emulator)
+    assert got.returncode == 0, got.stderr
+    got_out = json.loads(got.stdout)
+    assert list(got_out) == ["customerId", "customerEmail", "Response", "Headers"]
+    assert got_out["customerEmail"] == "jenny.rosen@example.com"
+
+
+def test_spec_from_a_file(emulator, tmp_path):
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(dict(CREATE, outputs={"email": "Response.email"})))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRIPE")}
+    env.update(STRIPE_API_BASE=emulator.url, STRIPE_SECRET_KEY=TEST_KEY)
+    done = subprocess.run([sys.executable, "-m", "worker.cli", "run", str(path)],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0 and json.loads(done.stdout)["email"] == "jenny.rosen@example.com"
+
+
+def test_revoked_key_prints_a_clear_401_and_exits_1(emulator):
+    requests.post(f"{emulator.url}/_emulator/keys", json={"revoke": [TEST_KEY]}, timeout=5)
+    done = run(CREATE, emulator)
+    assert done.returncode == 1 and done.stdout == ""
+    error = json.loads(done.stderr)["error"]
+    assert error["type"] == "authentication_error" and error["http_status"] == 401
+    assert "revoked" in error["message"]
+    assert TEST_KEY[8:] not in done.stderr
+
+
+def test_unknown_customer_exits_1_not_found(emulator):
+    done = run({"component": "stripe.getStripeCustomer", "customer_id": "cus_ABC123XYZ456"},
+               emulator)
+    assert done.returncode == 1 and json.loads(done.stderr)["error"]["type"] == "not_found"
+
+
+def test_bad_spec_exits_2_without_calling_stripe(emulator):
+    for spec in ("{nope", {"component": "stripe.getStripeCustomer"},
+                 dict(CREATE, Body={"email": "not-an-email"})):
+        done = run(spec, emulator)
+        assert done.returncode == 2, done
+        assert json.loads(done.stderr)["error"]["type"] == "invalid_spec"
+    assert requests.get(f"{emulator.url}/_emulator/stats", timeout=5).json()["requests"] == 0
+
+
+def test_missing_key_exits_2_naming_the_secret(emulator):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRIPE")}
+    env["STRIPE_API_BASE"] = emulator.url
+    done = subprocess.run([sys.executable, "-m", "worker.cli", "run", "-"],
+                          input=json.dumps(CREATE), capture_output=True, text=True, env=env,
+                          timeout=60)
+    assert done.returncode == 2 and "STRIPE_SECRET_KEY" in done.stderr
+
+
+def test_missing_spec_file_exits_2(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "worker.cli", "run", str(tmp_path / "no.json")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "cannot read spec" in done.stderr
