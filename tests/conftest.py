@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC
 
 import pytest
 import redis
@@ -138,3 +139,76 @@ def env() -> dict[str, str]:
 @pytest.fixture
 def vault(env: dict[str, str]) -> Vault:
     return Vault(None, env)
+
+
+STRIPE_WEBHOOK_SECRET = "whsec_test_stripe_endpoint_secret_0001"
+# Standard Webhooks secrets are base64 after the prefix.
+SIGNUP_WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def sign_stripe(payload: bytes | str, secret: str = STRIPE_WEBHOOK_SECRET,
+                timestamp: int | None = None) -> str:
+    """A Stripe-Signature header made by the official SDK (by hand for bytes not UTF-8)."""
+    import hashlib
+    import hmac
+
+    import stripe
+
+    if isinstance(payload, bytes):
+        try:
+            payload = payload.decode()
+        except UnicodeDecodeError:
+            stamp = int(time.time()) if timestamp is None else timestamp
+            mac = hmac.new(secret.encode(), f"{stamp}.".encode() + payload, hashlib.sha256)
+            return f"t={stamp},v1={mac.hexdigest()}"
+    return stripe.WebhookSignature.generate_signature_header(payload, secret, timestamp)
+
+
+def sign_standard(payload: bytes | str, msg_id: str = "msg_1",
+                  secret: str = SIGNUP_WEBHOOK_SECRET, timestamp: float | None = None,
+                  prefix: str = "webhook") -> dict[str, str]:
+    """Standard Webhooks headers made by the `standardwebhooks` library."""
+    from datetime import datetime
+
+    from standardwebhooks.webhooks import Webhook
+
+    text = payload.decode() if isinstance(payload, bytes) else payload
+    stamp = int(time.time() if timestamp is None else timestamp)
+    signature = Webhook(secret).sign(msg_id, datetime.fromtimestamp(stamp, tz=UTC), text)
+    return {f"{prefix}-id": msg_id, f"{prefix}-timestamp": str(stamp),
+            f"{prefix}-signature": signature}
+
+
+@pytest.fixture
+def webhook_env(env: dict[str, str]) -> dict[str, str]:
+    env.update(STRIPE_WEBHOOK_SECRET=STRIPE_WEBHOOK_SECRET,
+               SIGNUP_WEBHOOK_SECRET=SIGNUP_WEBHOOK_SECRET)
+    return env
+
+
+@pytest.fixture
+def app(settings: Settings, webhook_env: dict[str, str]):
+    from webhooks import create_app
+
+    return create_app(settings, vault=Vault(None, webhook_env))
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def queued(redis_client: redis.Redis, settings: Settings) -> list[dict]:
+    """The task messages waiting on the Celery queue: [{"task", "kwargs"}...]."""
+    import base64
+    import json
+
+    from worker.celery_app import queue_key
+
+    found = []
+    for raw in redis_client.lrange(queue_key(settings), 0, -1):
+        envelope = json.loads(raw)
+        _args, kwargs, _embed = json.loads(base64.b64decode(envelope["body"]))
+        found.append({"task": envelope["headers"]["task"], "kwargs": kwargs,
+                      "id": envelope["headers"]["id"]})
+    return found

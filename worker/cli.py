@@ -61,6 +61,59 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_web(args: argparse.Namespace) -> int:
+    """The receiver under gunicorn; metrics summed across its worker processes."""
+    import os
+    import tempfile
+
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Read by prometheus_client when imported: set before anything imports it.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="stripe-worker-prom-")
+    from gunicorn.app.base import BaseApplication
+
+    from worker.settings import Settings
+
+    settings = Settings.from_env()
+
+    class Server(BaseApplication):
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{args.host}:{args.port}")
+            self.cfg.set("workers", args.workers)
+            self.cfg.set("accesslog", None)
+            self.cfg.set("graceful_timeout", 10)
+            self.cfg.set("child_exit", _mark_dead)
+
+        def load(self):  # type: ignore[no-untyped-def]
+            from webhooks import create_app
+
+            return create_app(settings)
+
+    Server().run()
+    return 0
+
+
+def _mark_dead(server: object, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """The Celery worker."""
+    import os
+
+    from worker.celery_app import create_celery
+    from worker.settings import Settings
+
+    settings = Settings.from_env()
+    app = create_celery(settings)
+    argv = ["worker", f"--loglevel={args.loglevel}", f"--hostname=stripe-worker-{os.getpid()}@%h",
+            f"--concurrency={args.concurrency or settings.worker_concurrency}",
+            f"--pool={args.pool or settings.worker_pool}", "--without-gossip", "--without-mingle"]
+    app.worker_main(argv)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stripe-worker",
@@ -73,6 +126,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--retries", type=int, default=2,
                      help="network retries of temporary errors (default 2, same idempotency key)")
     run.set_defaults(func=cmd_run)
+
+    import os
+
+    web = sub.add_parser("web", help="serve the webhook receiver under gunicorn")
+    web.add_argument("--host", default="0.0.0.0")
+    web.add_argument("--port", type=int, default=int(os.environ.get("PORT") or 8000))
+    web.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY") or 2))
+    web.set_defaults(func=cmd_web)
+
+    wrk = sub.add_parser("worker", help="run the Celery worker")
+    wrk.add_argument("--concurrency", type=int, help="default: WORKER_CONCURRENCY (8)")
+    wrk.add_argument("--pool", choices=("prefork", "threads", "gevent", "solo"),
+                     help="default: WORKER_POOL (prefork)")
+    wrk.add_argument("--loglevel", default="INFO")
+    wrk.set_defaults(func=cmd_worker)
 
     emu = sub.add_parser("emulator", help="serve the local Stripe API emulator")
     emu.add_argument("--host", default="127.0.0.1")

@@ -29,8 +29,16 @@ class Settings:
     retry_max_attempts: int = 8
     retry_base_delay: float = 1.0
     retry_max_delay: float = 60.0
-    # How long the user id -> customer id memory lasts (beyond Stripe's 24 h idempotency window).
+    # How long the work id -> customer id memory and the published-once marks last; beyond
+    # Stripe's 24 h idempotency window, so a replay a week later finds the first customer.
     customer_memory_ttl: int = 90 * 24 * 3600
+    # Celery: a message a dead worker held comes back after this; above the longest retry
+    # delay plus a task's time limit, or an ETA retry would be handed out twice.
+    visibility_timeout: int = 300
+    task_time_limit: int = 120
+    worker_concurrency: int = 8
+    # I/O-bound work: prefork keeps hard time limits; threads and gevent are there to measure.
+    worker_pool: str = "prefork"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -43,7 +51,19 @@ class Settings:
                 continue
             values[f.name] = _convert(f.name, raw, f.type)
         values.update(overrides)
-        return cls(**values)  # type: ignore[arg-type]
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Refuse combinations that would break a promise, with the variable to change."""
+        if self.visibility_timeout <= self.retry_max_delay + self.task_time_limit:
+            raise SettingsError(
+                "VISIBILITY_TIMEOUT must exceed RETRY_MAX_DELAY + TASK_TIME_LIMIT, or a task "
+                "waiting to retry is handed to a second worker"
+            )
+        if self.worker_pool not in ("prefork", "threads", "gevent", "solo"):
+            raise SettingsError("WORKER_POOL must be prefork, threads, gevent or solo")
 
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]

@@ -1,0 +1,245 @@
+"""The Celery tasks: run a component, retry what is temporary, publish each result once.
+
+Every task ends its piece of work in exactly one stream entry: its result on
+`stripe:customers` (or `stripe:events`), or its failure on `stripe:errors` once it is
+permanent or its retries are spent. Messages carry plain JSON: a component as users
+write it, the source and its id, and for events the event itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+import redis
+from celery import Celery, Task
+from celery.exceptions import SoftTimeLimitExceeded
+
+from worker.celery_app import TASKS, Runtime
+from worker.components import (
+    CREATE_CUSTOMER,
+    GET_CUSTOMER,
+    ComponentSpec,
+    run_component,
+)
+from worker.errors import ConnectionFailed, NotFound, StripeWorkerError
+from worker.streams import CUSTOMERS, ERRORS, EVENTS, publish_result
+from worker.vault import redact
+
+log = logging.getLogger("stripe_worker.tasks")
+
+def backoff(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
+    """Exponential backoff with equal jitter: half fixed, half random, capped."""
+    delay = min(cap, base * 2 ** (attempt - 1))
+    return delay / 2 + (rng or random).uniform(0, delay / 2)
+
+
+def customer_id_named_by(event: dict[str, Any]) -> str | None:
+    """The customer an event names: the object itself, or its `customer` field."""
+    obj = (event.get("data") or {}).get("object") or {}
+    if not isinstance(obj, dict):
+        return None
+    if obj.get("object") == "customer":
+        found: Any = obj.get("id")
+    else:
+        found = obj.get("customer")
+        if isinstance(found, dict):  # expanded
+            found = found.get("id")
+    return found if isinstance(found, str) and found else None
+
+
+def create_once(rt: Runtime, spec: ComponentSpec, key: str) -> dict[str, Any]:
+    """Create the customer, or return the one this key made before, even after Stripe's 24 h
+    idempotency window has passed."""
+    livemode = "live" if rt.gateway.livemode(spec.api_secret) else "test"
+    memory = rt.settings.key("customer", livemode, key)
+    known = rt.redis.get(memory)
+    if known:
+        lookup = ComponentSpec(GET_CUSTOMER, spec.api_secret, customer_id=known.decode(),
+                               outputs=spec.outputs)
+        try:
+            outputs = run_component(lookup, rt.gateway)
+        except NotFound:
+            rt.redis.delete(memory)  # deleted since: make it anew
+        else:
+            outputs.pop("customerEmail")
+            return outputs
+    outputs = run_component(spec, rt.gateway, idempotency_key=key)
+    rt.redis.set(memory, outputs["customerId"], ex=rt.settings.customer_memory_ttl)
+    return outputs
+
+
+def _entry(component: str, outputs: dict[str, Any], *, source: str, source_id: str,
+           idempotency_key: str, livemode: bool | None, attempts: int) -> dict[str, Any]:
+    response = outputs.get("Response") or {}
+    email = outputs.get("customerEmail", response.get("email") if response else None)
+    entry = {
+        "component": component,
+        "customerId": outputs.get("customerId"),
+        "customerEmail": email,
+        "Response": response,
+        "Headers": outputs.get("Headers") or {},
+        "source": source,
+        "source_id": source_id,
+        "idempotency_key": idempotency_key,
+        "livemode": livemode,
+        "attempts": attempts,
+    }
+    extra = {k: v for k, v in outputs.items()
+             if k not in ("customerId", "customerEmail", "Response", "Headers")}
+    if extra:
+        entry["outputs"] = extra
+    return entry
+
+
+class WorkTask(Task):
+    """Runs one piece of work; the retry policy and the publishing live here, once."""
+
+    abstract = True
+    typing = False
+
+    def perform(self, work: dict[str, Any]) -> dict[str, Any]:
+        rt: Runtime = self.app.runtime  # type: ignore[attr-defined]
+        attempts = self.request.retries + 1
+        try:
+            stream, work_id, entry = self.do(rt, work, attempts)
+        except SoftTimeLimitExceeded:
+            error: StripeWorkerError = ConnectionFailed("the task ran past its time limit")
+        except StripeWorkerError as exc:
+            error = exc
+        except redis.RedisError as exc:
+            # Our own Redis (memory or streams) is down: the work is not done; try again.
+            raise self.retry(countdown=self._delay(rt, attempts), max_retries=None,
+                             exc=exc) from None
+        else:
+            return self._publish(rt, stream, work_id, entry)
+        if error.retryable and attempts < rt.settings.retry_max_attempts:
+            log.info("retrying %s %s (attempt %d): %s", self.name, work["source_id"], attempts,
+                     error.message)
+            raise self.retry(countdown=self._delay(rt, attempts), exc=error) from None
+        return self._publish_error(rt, work, error, attempts)
+
+    def run(self, work: dict[str, Any]) -> dict[str, Any]:
+        return self.perform(work)
+
+    def do(self, rt: Runtime, work: dict[str, Any], attempts: int
+           ) -> tuple[str, str, dict[str, Any]]:
+        """The work itself: (stream, work id, entry), or a StripeWorkerError."""
+        raise NotImplementedError
+
+    def _delay(self, rt: Runtime, attempts: int) -> float:
+        return backoff(attempts, rt.settings.retry_base_delay, rt.settings.retry_max_delay)
+
+    def _publish(self, rt: Runtime, stream: str, work_id: str, entry: dict[str, Any]) -> dict:
+        try:
+            published = publish_result(rt.redis, rt.settings, stream, work_id, entry)
+        except redis.RedisError as exc:
+            raise self.retry(countdown=self._delay(rt, self.request.retries + 1),
+                             max_retries=None, exc=exc) from None
+        return {"stream": stream, "entry_id": published.entry_id, "new": published.new,
+                "customerId": entry.get("customerId")}
+
+    def _publish_error(self, rt: Runtime, work: dict[str, Any], error: StripeWorkerError,
+                       attempts: int) -> dict[str, Any]:
+        spec = work.get("spec") or {}
+        entry = {
+            "component": spec.get("component", GET_CUSTOMER),
+            "customerId": spec.get("customer_id") or "",
+            "customerEmail": "",
+            "Response": {},
+            "Headers": {},
+            "source": work["source"],
+            "source_id": work["source_id"],
+            "idempotency_key": work.get("idempotency_key") or "",
+            "livemode": _livemode(rt, work),
+            "attempts": attempts,
+            "error_type": error.error_type,
+            "http_status": error.http_status,
+            "error_message": redact(error.message),
+            "request_id": error.request_id,
+            # What `stripe-worker dlq replay` queues again.
+            "task": self.name,
+            "task_kwargs": {"work": work},
+        }
+        if "event" in work:
+            entry["event_type"] = work["event"].get("type")
+            entry["event"] = work["event"]
+        log.warning("failed for good: %s %s: %s %s", self.name, work["source_id"],
+                    error.error_type, error.message)
+        work_id = f"{work['work_id']}:failed:{work.get('replay', 0)}"
+        return self._publish(rt, ERRORS, work_id, entry)
+
+
+def _livemode(rt: Runtime, work: dict[str, Any]) -> bool | None:
+    if "event" in work:
+        return work["event"].get("livemode")
+    try:
+        return rt.gateway.livemode(ComponentSpec.parse(work["spec"]).api_secret)
+    except StripeWorkerError:
+        return None
+
+
+def _spec_work(rt: Runtime, work: dict[str, Any]) -> tuple[ComponentSpec, bool]:
+    spec = ComponentSpec.parse(work["spec"])
+    return spec, rt.gateway.livemode(spec.api_secret)
+
+
+class CreateCustomer(WorkTask):
+    """work: {spec, source, source_id, work_id, idempotency_key, replay}."""
+
+    name = TASKS["create_customer"]
+
+    def do(self, rt: Runtime, work: dict[str, Any], attempts: int):
+        spec, livemode = _spec_work(rt, work)
+        key = work["idempotency_key"]
+        outputs = create_once(rt, spec, key)
+        return CUSTOMERS, work["work_id"], _entry(
+            CREATE_CUSTOMER, outputs, source=work["source"], source_id=work["source_id"],
+            idempotency_key=key, livemode=livemode, attempts=attempts)
+
+
+class GetCustomer(WorkTask):
+    """work: {spec, source, source_id, work_id, replay}."""
+
+    name = TASKS["get_customer"]
+
+    def do(self, rt: Runtime, work: dict[str, Any], attempts: int):
+        spec, livemode = _spec_work(rt, work)
+        outputs = run_component(spec, rt.gateway)
+        return CUSTOMERS, work["work_id"], _entry(
+            GET_CUSTOMER, outputs, source=work["source"], source_id=work["source_id"],
+            idempotency_key="", livemode=livemode, attempts=attempts)
+
+
+class HandleStripeEvent(WorkTask):
+    """work: {event, source, source_id, work_id, replay}; enriched by a Get Customer when
+    the event names a customer that still exists."""
+
+    name = TASKS["handle_stripe_event"]
+
+    def do(self, rt: Runtime, work: dict[str, Any], attempts: int):
+        event = work["event"]
+        obj = (event.get("data") or {}).get("object") or {}
+        customer_id = customer_id_named_by(event)
+        if customer_id and not (obj.get("object") == "customer" and obj.get("deleted")):
+            spec = ComponentSpec.parse({"component": GET_CUSTOMER, "customer_id": customer_id})
+            work.setdefault("spec", spec.to_json())
+            outputs = run_component(spec, rt.gateway)
+            component = GET_CUSTOMER
+        else:  # nothing to look up: a deleted customer, or an event about no customer
+            is_customer = obj.get("object") == "customer"
+            outputs = {"customerId": customer_id,
+                       "customerEmail": obj.get("email") if is_customer else None}
+            component = ""
+        entry = _entry(component, outputs, source=work["source"], source_id=work["source_id"],
+                       idempotency_key="", livemode=event.get("livemode"), attempts=attempts)
+        entry["event_type"] = event.get("type")
+        entry["event"] = event
+        return EVENTS, work["work_id"], entry
+
+
+def register(app: Celery) -> None:
+    """Register the tasks on `app` under their stable names."""
+    for task_class in (CreateCustomer, GetCustomer, HandleStripeEvent):
+        app.register_task(task_class())
