@@ -23,7 +23,7 @@ from worker.components import (
     ComponentSpec,
     run_component,
 )
-from worker.errors import ConnectionFailed, NotFound, StripeWorkerError
+from worker.errors import ConnectionFailed, InternalError, NotFound, StripeWorkerError
 from worker.streams import CUSTOMERS, ERRORS, EVENTS, publish_result
 from worker.vault import redact
 
@@ -98,6 +98,7 @@ class WorkTask(Task):
 
     abstract = True
     typing = False
+    max_retries = None  # attempts are counted against RETRY_MAX_ATTEMPTS in `perform`
 
     def perform(self, work: dict[str, Any]) -> dict[str, Any]:
         rt: Runtime = self.app.runtime  # type: ignore[attr-defined]
@@ -110,8 +111,10 @@ class WorkTask(Task):
             error = exc
         except redis.RedisError as exc:
             # Our own Redis (memory or streams) is down: the work is not done; try again.
-            raise self.retry(countdown=self._delay(rt, attempts), max_retries=None,
-                             exc=exc) from None
+            raise self.retry(countdown=self._delay(rt, attempts), exc=exc) from None
+        except Exception as exc:  # a bug of ours: end on the error stream, never vanish
+            log.exception("unexpected error in %s %s", self.name, work.get("source_id"))
+            error = InternalError(f"{exc.__class__.__name__}: {exc}")
         else:
             return self._publish(rt, stream, work_id, entry)
         if error.retryable and attempts < rt.settings.retry_max_attempts:
@@ -136,7 +139,7 @@ class WorkTask(Task):
             published = publish_result(rt.redis, rt.settings, stream, work_id, entry)
         except redis.RedisError as exc:
             raise self.retry(countdown=self._delay(rt, self.request.retries + 1),
-                             max_retries=None, exc=exc) from None
+                             exc=exc) from None
         return {"stream": stream, "entry_id": published.entry_id, "new": published.new,
                 "customerId": entry.get("customerId")}
 

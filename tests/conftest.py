@@ -212,3 +212,88 @@ def queued(redis_client: redis.Redis, settings: Settings) -> list[dict]:
         found.append({"task": envelope["headers"]["task"], "kwargs": kwargs,
                       "id": envelope["headers"]["id"]})
     return found
+
+
+class WorkerProcess:
+    """`stripe-worker worker` as a real process in its own process group."""
+
+    def __init__(self, env: dict[str, str], log_path: str) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, *extra: str) -> WorkerProcess:
+        import sys
+
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "worker.cli", "worker", "--loglevel=INFO", *extra],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL to the whole group: the worker and its pool children die mid-task."""
+        import signal
+
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        import signal
+
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log(self) -> str:
+        with open(self.log_path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+
+def worker_env(settings: Settings, env: dict[str, str], **extra: object) -> dict[str, str]:
+    """The environment a worker process sees for `settings`: fast retries for tests."""
+    child = {k: v for k, v in os.environ.items()
+             if not k.startswith(("STRIPE", "REDIS", "STREAM", "RETRY", "VISIBILITY"))}
+    child.update(env)
+    child.update(REDIS_URL=settings.redis_url, STRIPE_API_BASE=settings.stripe_api_base,
+                 STREAM_PREFIX=settings.stream_prefix, RETRY_BASE_DELAY="0.1",
+                 RETRY_MAX_DELAY="0.4", RETRY_MAX_ATTEMPTS="5", STRIPE_TIMEOUT="5",
+                 TASK_TIME_LIMIT="10", VISIBILITY_TIMEOUT="12", WORKER_CONCURRENCY="4")
+    child.update({k: str(v) for k, v in extra.items()})
+    return child
+
+
+@pytest.fixture
+def start_worker(settings: Settings, webhook_env: dict[str, str], tmp_path):
+    """Start real worker processes; all are stopped at the end of the test."""
+    started: list[WorkerProcess] = []
+
+    def start(*extra: str, **env_extra: object) -> WorkerProcess:
+        w = WorkerProcess(worker_env(settings, webhook_env, **env_extra),
+                          str(tmp_path / f"worker{len(started)}.log")).start(*extra)
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        w.stop()
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05):
+    """Poll until `predicate()` is truthy; its last value, or AssertionError on time out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
+        time.sleep(interval)
+
+
+def entries(redis_client: redis.Redis, settings: Settings, stream: str) -> list[dict]:
+    return [fields for _id, fields in redis_client.xrange(settings.key(stream))]

@@ -114,6 +114,83 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _runtime():  # type: ignore[no-untyped-def]
+    from worker.celery_app import create_celery, redis_client
+    from worker.settings import Settings
+
+    settings = Settings.from_env()
+    return settings, redis_client(settings), create_celery(settings)
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    """List failures, or replay them with their original idempotency keys."""
+    from worker.dlq import list_failures, replay
+    from worker.queue import Enqueuer
+
+    settings, client, app = _runtime()
+    failures = list_failures(client, settings, count=args.count)
+    if args.action == "list":
+        for f in failures:
+            if args.json:
+                print(json.dumps({"id": f.entry_id, "replayed": f.replayed, **f.fields}))
+                continue
+            state = "replayed" if f.replayed else "failed"
+            print(f"{f.entry_id}  {state:8}  {f.fields.get('component', ''):26} "
+                  f"{f.fields.get('error_type', ''):22} {f.fields.get('source', '')}:"
+                  f"{f.fields.get('source_id', '')}  {f.fields.get('error_message', '')[:80]}")
+        if not failures and not args.json:
+            print(f"no failures in {settings.key('errors')}")
+        return 0
+    ids = [f.entry_id for f in failures if not f.replayed] if args.all else args.ids
+    if not ids:
+        print("nothing to replay: give entry ids, or --all", file=sys.stderr)
+        return 2
+    enqueuer = Enqueuer(app, client, settings)
+    for entry_id in ids:
+        queued = replay(client, settings, enqueuer, entry_id)
+        print(f"{entry_id}  {'queued again' if queued else 'already replayed'}")
+    return 0
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    """Show stream entries as they arrive; with --group, read and ack as a consumer."""
+    import datetime
+
+    from worker.streams import StreamConsumer, decode_entry, stream_key
+
+    settings, client, _app = _runtime()
+    key = stream_key(settings, args.stream)
+    consumer = None
+    if args.group:
+        consumer = StreamConsumer(client, key, args.group, args.consumer or "tail",
+                                  start="0" if args.from_start else "$")
+    last = "0" if args.from_start else "$"
+    shown = 0
+    while args.count is None or shown < args.count:
+        if consumer is not None:
+            items = consumer.read(count=10, block_ms=1000)
+        else:
+            answer = client.xread({key: last}, count=10, block=1000) or []
+            items = [(i.decode(), decode_entry(f)) for _s, batch in answer for i, f in batch]
+        for entry_id, fields in items:
+            last = entry_id
+            if args.json:
+                print(json.dumps({"id": entry_id, **fields}), flush=True)
+            else:
+                at = datetime.datetime.fromtimestamp(int(entry_id.split("-")[0]) / 1000)
+                what = fields.get("event_type") or fields.get("error_type") or ""
+                cols = [fields.get(k) or "-" for k in ("component", "customerId", "customerEmail")]
+                print(f"{at:%H:%M:%S}  {cols[0]:26} {cols[1]:20} {cols[2]:30} "
+                      f"{fields.get('source', '')}:{fields.get('source_id', '')} {what}",
+                      flush=True)
+            if consumer is not None:
+                consumer.ack([entry_id])
+            shown += 1
+            if args.count is not None and shown >= args.count:
+                break
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stripe-worker",
@@ -141,6 +218,23 @@ def build_parser() -> argparse.ArgumentParser:
                      help="default: WORKER_POOL (prefork)")
     wrk.add_argument("--loglevel", default="INFO")
     wrk.set_defaults(func=cmd_worker)
+
+    dlq = sub.add_parser("dlq", help="list and replay failures of the errors stream")
+    dlq.add_argument("action", choices=("list", "replay"))
+    dlq.add_argument("ids", nargs="*", metavar="ID", help="error entry ids to replay")
+    dlq.add_argument("--all", action="store_true", help="replay every failure not replayed yet")
+    dlq.add_argument("--count", type=int, default=1000, help="newest entries to look at")
+    dlq.add_argument("--json", action="store_true")
+    dlq.set_defaults(func=cmd_dlq)
+
+    tail = sub.add_parser("tail", help="show a stream's entries as they arrive")
+    tail.add_argument("stream", help="customers, events, errors (or a full key)")
+    tail.add_argument("--group", help="read as this consumer group, acknowledging each entry")
+    tail.add_argument("--consumer", help="consumer name within the group (default: tail)")
+    tail.add_argument("--from-start", action="store_true", help="begin at the oldest entry")
+    tail.add_argument("--count", type=int, help="stop after this many entries")
+    tail.add_argument("--json", action="store_true", help="one JSON object a line")
+    tail.set_defaults(func=cmd_tail)
 
     emu = sub.add_parser("emulator", help="serve the local Stripe API emulator")
     emu.add_argument("--host", default="127.0.0.1")

@@ -160,7 +160,6 @@ class EmulatorState:
         """(an error to answer instead, seconds to wait before answering)."""
         with self.lock:
             f = self.faults
-            self.stats["requests"] += 1
             delay = f.latency_ms / 1000.0
             if f.rate_limit > 0:
                 now = time.monotonic()
@@ -514,6 +513,8 @@ class _Handler(BaseHTTPRequestHandler):
             idem_key = self.headers.get("Idempotency-Key")
             if idem_key:
                 headers["Idempotency-Key"] = idem_key
+            with state.lock:
+                state.stats["requests"] += 1
             mode = state.authenticate(self.headers.get("Authorization"))
             fault, delay = state.fault_for_request()
             if fault is not None:

@@ -95,6 +95,13 @@ class QueueUnavailable(StripeWorkerError):
     retryable = True
 
 
+class InternalError(StripeWorkerError):
+    """Raised in place of an unexpected exception in a task, so the work ends on the error
+    stream (replayable once fixed) instead of vanishing."""
+
+    error_type = "internal_error"
+
+
 class StripeCallError(StripeWorkerError):
     """Raised when a call to Stripe did not succeed; subclasses say why."""
 

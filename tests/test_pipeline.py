@@ -1,0 +1,219 @@
+"""End to end on real parts: the receiver, Redis, a real worker process, the emulator."""
+
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import requests
+
+from webhooks.signup import signup_component
+from worker.emulator import IDEMPOTENCY_TTL
+from worker.work import component_work
+
+from .conftest import TEST_KEY, entries, queued, sign_standard, wait_for, worker_env
+from .test_receiver import SIGNUP, post_signup, post_stripe, stripe_event
+
+
+def emulator_stats(emulator):
+    return requests.get(f"{emulator.url}/_emulator/stats", timeout=5).json()
+
+
+def faults(emulator, **spec):
+    requests.post(f"{emulator.url}/_emulator/faults", json=spec, timeout=5).raise_for_status()
+
+
+def test_signup_becomes_one_customer_and_one_entry(client, start_worker, redis_client,
+                                                   settings, emulator):
+    assert post_signup(client).status_code == 200
+    start_worker()
+    [entry] = wait_for(lambda: entries(redis_client, settings, "customers"))
+    assert entry["component"] == "stripe.createCustomer"
+    assert entry["customerId"].startswith("cus_")
+    assert entry["customerEmail"] == "jenny.rosen@example.com"
+    assert json.loads(entry["Response"])["metadata"] == {"plan": "pro", "user_id": "u_123"}
+    assert "Request-Id" in json.loads(entry["Headers"])
+    assert (entry["source"], entry["source_id"]) == ("signup", "msg_1")
+    assert entry["idempotency_key"] == "signup-u_123"
+    assert (entry["livemode"], entry["attempts"]) == ("false", "1")
+    assert emulator_stats(emulator)["created"]["test"] == 1
+
+
+def test_three_concurrent_deliveries_make_one_customer(app, start_worker, redis_client,
+                                                       settings, emulator):
+    headers = sign_standard(SIGNUP, "msg_3x")
+    answers = []
+
+    def deliver():
+        answers.append(post_signup(app.test_client(), SIGNUP, headers).json["duplicate"])
+
+    start_worker()
+    threads = [threading.Thread(target=deliver) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(answers) == [False, True, True]
+    wait_for(lambda: entries(redis_client, settings, "customers"))
+    # The same user signed up under other webhook ids still makes no second customer.
+    for msg_id in ("msg_other_1", "msg_other_2"):
+        assert post_signup(app.test_client(), SIGNUP, sign_standard(SIGNUP, msg_id)).json[
+            "duplicate"] is False
+    wait_for(lambda: not queued(redis_client, settings) and
+             emulator_stats(emulator)["replays"] + emulator_stats(emulator)["requests"] >= 1)
+    wait_for(lambda: redis_client.llen(settings.key("q", "celery")) == 0)
+    time.sleep(1)  # let the last task finish publishing (or not)
+    assert len(entries(redis_client, settings, "customers")) == 1
+    assert emulator_stats(emulator)["created"]["test"] == 1
+
+
+def test_500_twice_then_success(client, start_worker, redis_client, settings, emulator):
+    faults(emulator, status=500, count=2)
+    post_signup(client)
+    start_worker()
+    [entry] = wait_for(lambda: entries(redis_client, settings, "customers"))
+    assert entry["attempts"] == "3"
+    assert entry["idempotency_key"] == "signup-u_123"
+    stats = emulator_stats(emulator)
+    assert (stats["created"]["test"], stats["faults"]) == (1, 2)
+    assert entries(redis_client, settings, "errors") == []
+
+
+def test_429_with_should_retry_is_retried(client, start_worker, redis_client, settings,
+                                          emulator):
+    faults(emulator, status=429, count=1, should_retry="true")
+    post_signup(client)
+    start_worker()
+    [entry] = wait_for(lambda: entries(redis_client, settings, "customers"))
+    assert entry["attempts"] == "2"
+
+
+def test_temporary_errors_end_in_one_error_entry_when_retries_are_spent(
+        client, start_worker, redis_client, settings, emulator):
+    faults(emulator, status=500, count=100)
+    post_signup(client)
+    start_worker()
+    [error] = wait_for(lambda: entries(redis_client, settings, "errors"))
+    assert (error["error_type"], error["http_status"], error["attempts"]) == ("api_error",
+                                                                              "500", "5")
+    assert error["request_id"].startswith("req_")
+    assert entries(redis_client, settings, "customers") == []
+
+
+def test_401_is_one_error_entry_without_retry_then_replayed(
+        client, start_worker, redis_client, settings, emulator, webhook_env):
+    requests.post(f"{emulator.url}/_emulator/keys", json={"revoke": [TEST_KEY]}, timeout=5)
+    post_signup(client)
+    start_worker()
+    [error] = wait_for(lambda: entries(redis_client, settings, "errors"))
+    assert (error["error_type"], error["http_status"], error["attempts"]) == (
+        "authentication_error", "401", "1")
+    assert TEST_KEY not in json.dumps(error)
+    assert emulator_stats(emulator)["requests"] == 1  # no retry
+
+    # The key is fixed; the operator replays the failure, twice by mistake.
+    requests.post(f"{emulator.url}/_emulator/keys", json={"allow": [TEST_KEY]}, timeout=5)
+    cli = [sys.executable, "-m", "worker.cli", "dlq"]
+    env = worker_env(settings, webhook_env)
+    listed = subprocess.run([*cli, "list"], env=env, capture_output=True, text=True, timeout=60)
+    assert "failed" in listed.stdout and "authentication_error" in listed.stdout
+    for _ in range(2):
+        done = subprocess.run([*cli, "replay", "--all"], env=env, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode in (0, 2), done.stderr
+    [entry] = wait_for(lambda: entries(redis_client, settings, "customers"))
+    assert entry["idempotency_key"] == "signup-u_123"
+    listed = subprocess.run([*cli, "list", "--json"], env=env, capture_output=True, text=True,
+                            timeout=60)
+    [row] = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert row["replayed"]["replay"] == 1
+    assert emulator_stats(emulator)["created"]["test"] == 1
+    assert len(entries(redis_client, settings, "errors")) == 1
+
+
+def test_unknown_customer_in_an_event_is_one_not_found_error(client, start_worker,
+                                                             redis_client, settings):
+    body = stripe_event("evt_inv", obj={"id": "in_1", "object": "invoice",
+                                        "customer": "cus_ABC123XYZ456"},
+                        type_="invoice.payment_failed")
+    assert post_stripe(client, body).status_code == 200
+    start_worker()
+    [error] = wait_for(lambda: entries(redis_client, settings, "errors"))
+    assert (error["error_type"], error["http_status"]) == ("not_found", "404")
+    assert error["component"] == "stripe.getStripeCustomer"
+    assert error["event_type"] == "invoice.payment_failed"
+    assert json.loads(error["event"])["id"] == "evt_inv"
+    assert error["customerId"] == "cus_ABC123XYZ456"
+
+
+def test_stripe_event_is_enriched_with_its_customer(client, start_worker, redis_client,
+                                                    settings, emulator):
+    customer = requests.post(f"{emulator.url}/v1/customers", data={"email": "e@example.com"},
+                             headers={"Authorization": f"Bearer {TEST_KEY}"}, timeout=5).json()
+    body = stripe_event("evt_cs", obj={"id": "cs_1", "object": "checkout.session",
+                                       "customer": customer["id"]},
+                        type_="checkout.session.completed")
+    post_stripe(client, body)
+    plain = stripe_event("evt_plain", obj={"id": "prod_1", "object": "product"},
+                         type_="product.created")
+    post_stripe(client, plain)
+    start_worker()
+    found = wait_for(lambda: len(entries(redis_client, settings, "events")) == 2
+                     and entries(redis_client, settings, "events"))
+    by_type = {e["event_type"]: e for e in found}
+    enriched = by_type["checkout.session.completed"]
+    assert (enriched["customerId"], enriched["customerEmail"]) == (customer["id"],
+                                                                   "e@example.com")
+    assert enriched["component"] == "stripe.getStripeCustomer"
+    assert json.loads(enriched["event"])["id"] == "evt_cs"
+    assert by_type["product.created"]["customerId"] == ""
+
+
+def test_the_same_work_run_twice_publishes_once(app, start_worker, redis_client, settings,
+                                                emulator):
+    """Two messages of one piece of work (as after a kill between publish and ack)."""
+    enqueuer = app.extensions["stripe_worker"]["enqueuer"]
+    _user, spec = signup_component(json.loads(SIGNUP))
+    task, work = component_work(spec, "signup", "msg_twice")
+    assert enqueuer.enqueue_once("a", task, work) and enqueuer.enqueue_once("b", task, work)
+    start_worker()
+    wait_for(lambda: entries(redis_client, settings, "customers"))
+    wait_for(lambda: redis_client.llen(settings.key("q", "celery")) == 0)
+    time.sleep(1.5)
+    assert len(entries(redis_client, settings, "customers")) == 1
+    assert emulator_stats(emulator)["created"]["test"] == 1
+
+
+def test_worker_killed_mid_task_runs_it_again_once(client, start_worker, redis_client,
+                                                   settings, emulator):
+    faults(emulator, latency_ms=2000)
+    post_signup(client)
+    first = start_worker()
+    wait_for(lambda: emulator_stats(emulator)["requests"] >= 1)  # the call is in flight
+    first.kill()
+    assert entries(redis_client, settings, "customers") == []
+    faults(emulator, latency_ms=0)
+    start_worker()  # the message comes back after the visibility timeout
+    [entry] = wait_for(lambda: entries(redis_client, settings, "customers"), timeout=60)
+    assert emulator_stats(emulator)["created"]["test"] == 1
+    assert entry["idempotency_key"] == "signup-u_123"
+
+
+def test_replay_a_week_later_returns_the_first_customer(client, start_worker, redis_client,
+                                                        settings, emulator, app):
+    post_signup(client)
+    start_worker()
+    [first] = wait_for(lambda: entries(redis_client, settings, "customers"))
+    # Stripe forgets idempotency keys after 24 h: so does the emulator.
+    for stored in emulator.state.idempotency.values():
+        stored.at -= IDEMPOTENCY_TTL * 7
+    _user, spec = signup_component(json.loads(SIGNUP))
+    task, work = component_work(spec, "signup", "msg_week_later")
+    enqueuer = app.extensions["stripe_worker"]["enqueuer"]
+    assert enqueuer.enqueue_once("week-later", task, work)
+    wait_for(lambda: redis_client.llen(settings.key("q", "celery")) == 0)
+    time.sleep(1.5)
+    assert emulator_stats(emulator)["created"]["test"] == 1
+    assert [e["customerId"] for e in entries(redis_client, settings, "customers")] == [
+        first["customerId"]]
