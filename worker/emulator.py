@@ -135,6 +135,8 @@ class EmulatorState:
         self.reset()
 
     def reset(self) -> None:
+        # Requests still sleeping (latency, hangs) from before a reset must not land after it.
+        self.generation = getattr(self, "generation", 0) + 1
         self.customers: dict[str, OrderedDict[str, dict[str, Any]]] = {
             "test": OrderedDict(), "live": OrderedDict()}
         self.idempotency: dict[tuple[str, str, str], _Stored] = {}
@@ -519,7 +521,7 @@ class _Handler(BaseHTTPRequestHandler):
             fault, delay = state.fault_for_request()
             if fault is not None:
                 if delay:
-                    time.sleep(delay)
+                    self._sleep(delay)
                 raise fault
             try:
                 params = decode_form(parse_qsl(raw.decode("utf-8") if method != "GET"
@@ -529,7 +531,7 @@ class _Handler(BaseHTTPRequestHandler):
                                "Request body is not valid UTF-8") from None
             if not idem_key or method == "GET":
                 if delay:
-                    time.sleep(delay)
+                    self._sleep(delay)
                 status, body = self._route(mode, method, url.path, params)
                 return self._send(status, body, headers)
             fingerprint = json.dumps([method, url.path, params], sort_keys=True)
@@ -542,7 +544,7 @@ class _Handler(BaseHTTPRequestHandler):
             record = None
             try:
                 if delay:
-                    time.sleep(delay)
+                    self._sleep(delay)
                 try:
                     status, body = self._route(mode, method, url.path, params)
                 except ApiError as exc:
@@ -556,6 +558,12 @@ class _Handler(BaseHTTPRequestHandler):
         except ApiError as exc:
             headers.update(exc.headers)
             self._send(exc.status, {"error": exc.body}, headers)
+
+    def _sleep(self, delay: float) -> None:
+        generation = self.server.state.generation
+        time.sleep(delay)
+        if self.server.state.generation != generation:
+            raise ApiError(500, "api_error", "the emulator was reset during this request")
 
     def _route(self, mode: str, method: str, path: str, params: dict[str, Any]):
         state = self.server.state
@@ -639,6 +647,13 @@ class EmulatorServer(ThreadingHTTPServer):
         self.state = state or EmulatorState()
         super().__init__((host, port), _Handler)
         self._thread: threading.Thread | None = None
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            return  # the client gave up (timed out, or was killed): nothing to report
+        super().handle_error(request, client_address)
 
     @property
     def url(self) -> str:
