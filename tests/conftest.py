@@ -167,14 +167,26 @@ def sign_stripe(payload: bytes | str, secret: str = STRIPE_WEBHOOK_SECRET,
 def sign_standard(payload: bytes | str, msg_id: str = "msg_1",
                   secret: str = SIGNUP_WEBHOOK_SECRET, timestamp: float | None = None,
                   prefix: str = "webhook") -> dict[str, str]:
-    """Standard Webhooks headers made by the `standardwebhooks` library."""
+    """Standard Webhooks headers made by the `standardwebhooks` library (by hand for bytes
+    that are not UTF-8, which the library cannot sign)."""
+    import base64
+    import hashlib
+    import hmac
     from datetime import datetime
 
     from standardwebhooks.webhooks import Webhook
 
-    text = payload.decode() if isinstance(payload, bytes) else payload
     stamp = int(time.time() if timestamp is None else timestamp)
-    signature = Webhook(secret).sign(msg_id, datetime.fromtimestamp(stamp, tz=UTC), text)
+    if isinstance(payload, bytes):
+        try:
+            payload = payload.decode()
+        except UnicodeDecodeError:
+            key = base64.b64decode(secret.removeprefix("whsec_"))
+            mac = hmac.new(key, f"{msg_id}.{stamp}.".encode() + payload, hashlib.sha256)
+            signature = "v1," + base64.b64encode(mac.digest()).decode()
+            return {f"{prefix}-id": msg_id, f"{prefix}-timestamp": str(stamp),
+                    f"{prefix}-signature": signature}
+    signature = Webhook(secret).sign(msg_id, datetime.fromtimestamp(stamp, tz=UTC), payload)
     return {f"{prefix}-id": msg_id, f"{prefix}-timestamp": str(stamp),
             f"{prefix}-signature": signature}
 
@@ -297,3 +309,101 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05):
 
 def entries(redis_client: redis.Redis, settings: Settings, stream: str) -> list[dict]:
     return [fields for _id, fields in redis_client.xrange(settings.key(stream))]
+
+
+class RedisServer:
+    """A Redis of a test's own, that the test can stop and start again on the same port:
+    `redis-server` when installed, else fakeredis's TCP server."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._handle: object = None
+
+    def start(self) -> RedisServer:
+        if shutil.which("redis-server"):
+            self._handle = subprocess.Popen(
+                ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", tempfile.mkdtemp(prefix="sw-redis-")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        else:
+            from fakeredis import TcpFakeServer
+
+            server = TcpFakeServer(("127.0.0.1", self.port), server_type="redis")
+            server.daemon_threads = True
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            self._handle = server
+        wait_for(lambda: _answers(self.url), timeout=10)
+        return self
+
+    def stop(self) -> None:
+        if isinstance(self._handle, subprocess.Popen):
+            self._handle.kill()
+            self._handle.wait(5)
+        elif self._handle is not None:
+            self._handle.shutdown()  # type: ignore[attr-defined]
+            self._handle.server_close()  # type: ignore[attr-defined]
+        self._handle = None
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+class WebProcess:
+    """`stripe-worker web` (gunicorn) on a free port, as a real process."""
+
+    def __init__(self, env: dict[str, str], log_path: str, workers: int = 2) -> None:
+        import sys
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        log = open(log_path, "ab")  # noqa: SIM115 - the child keeps it
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "worker.cli", "web", "--host", "127.0.0.1",
+             "--port", str(self.port), "--workers", str(workers)],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        import requests
+
+        def up() -> bool:
+            try:
+                return requests.get(self.url + "/healthz", timeout=1).status_code == 200
+            except requests.RequestException:
+                assert self.proc.poll() is None, self.log()
+                return False
+
+        wait_for(up, timeout=30)
+
+    def log(self) -> str:
+        with open(self.log_path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    def stop(self) -> None:
+        import signal
+
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+
+
+@pytest.fixture
+def start_web(settings: Settings, webhook_env: dict[str, str], tmp_path):
+    started: list[WebProcess] = []
+
+    def start(settings_: Settings | None = None, **env_extra: object) -> WebProcess:
+        env = worker_env(settings_ or settings, webhook_env, **env_extra)
+        web = WebProcess(env, str(tmp_path / f"web{len(started)}.log"))
+        started.append(web)
+        return web
+
+    yield start
+    for web in started:
+        web.stop()

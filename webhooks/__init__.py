@@ -118,8 +118,9 @@ def create_app(settings: Settings | None = None, *, vault: Vault | None = None,
         elapsed = time.perf_counter() - started
         metrics.requests.labels(route, outcome).inc()
         metrics.latency.labels(route).observe(elapsed)
-        log.info(json.dumps({"route": route, "outcome": outcome, "status": response.status_code,
-                             "id": event_id, "ms": round(elapsed * 1000, 2)}))
+        log.info(json.dumps({"at": round(time.time(), 3), "route": route, "outcome": outcome,
+                             "status": response.status_code, "id": event_id,
+                             "ms": round(elapsed * 1000, 2)}))
         return response
 
     @app.post("/webhooks/stripe")

@@ -71,15 +71,17 @@ def cmd_web(args: argparse.Namespace) -> int:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="stripe-worker-prom-")
     from gunicorn.app.base import BaseApplication
 
+    from worker.logs import configure_logging
     from worker.settings import Settings
 
     settings = Settings.from_env()
+    configure_logging()
 
     class Server(BaseApplication):
         def load_config(self) -> None:
             self.cfg.set("bind", f"{args.host}:{args.port}")
             self.cfg.set("workers", args.workers)
-            self.cfg.set("accesslog", None)
+            self.cfg.set("accesslog", None)  # our own line per request replaces it
             self.cfg.set("graceful_timeout", 10)
             self.cfg.set("child_exit", _mark_dead)
 
@@ -103,9 +105,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import os
 
     from worker.celery_app import create_celery
+    from worker.logs import configure_logging
     from worker.settings import Settings
 
     settings = Settings.from_env()
+    configure_logging(args.loglevel.upper(),
+                      "[%(asctime)s: %(levelname)s/%(processName)s] %(name)s: %(message)s")
     app = create_celery(settings)
     argv = ["worker", f"--loglevel={args.loglevel}", f"--hostname=stripe-worker-{os.getpid()}@%h",
             f"--concurrency={args.concurrency or settings.worker_concurrency}",

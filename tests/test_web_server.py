@@ -1,0 +1,125 @@
+"""The receiver under a real gunicorn, over real HTTP on loopback."""
+
+import json
+import threading
+import time
+
+import requests
+
+from .conftest import LIVE_KEY, SIGNUP_WEBHOOK_SECRET, queued, sign_standard, sign_stripe
+from .test_receiver import SIGNUP, stripe_event
+
+
+def post(web, route, body, headers):
+    return requests.post(f"{web.url}/webhooks/{route}", data=body,
+                         headers={"Content-Type": "application/json", **headers}, timeout=10)
+
+
+def test_signature_matrix_over_http(start_web, redis_client, settings):
+    web = start_web()
+    body = stripe_event("evt_http")
+    now = int(time.time())
+    cases = {
+        "valid": (sign_stripe(body), 200),
+        "wrong secret": (sign_stripe(body, "whsec_wrong"), 400),
+        "tampered": (sign_stripe(body + b" "), 400),
+        "stale": (sign_stripe(body, timestamp=now - 400), 400),
+        "future": (sign_stripe(body, timestamp=now + 400), 400),
+        "garbled": ("t=,v1=,,,==", 400),
+    }
+    for name, (header, status) in cases.items():
+        r = post(web, "stripe", body, {"Stripe-Signature": header})
+        assert r.status_code == status, (name, r.text)
+        assert r.headers["Content-Type"] == "application/json"
+        if status == 400:
+            assert r.json()["error"]["type"] == "signature_verification_error"
+    r = post(web, "stripe", body, {})
+    assert r.status_code == 400 and "missing" in r.json()["error"]["message"]
+    assert len(queued(redis_client, settings)) == 1
+
+
+def test_signup_both_header_families_over_http(start_web, redis_client, settings):
+    web = start_web()
+    assert post(web, "signup", SIGNUP, sign_standard(SIGNUP, "msg_a")).status_code == 200
+    r = post(web, "signup", SIGNUP, sign_standard(SIGNUP, "msg_b", prefix="svix"))
+    assert r.status_code == 200 and r.json()["id"] == "msg_b"
+    bad = sign_standard(SIGNUP, "msg_c", secret="whsec_" + "QUJD" * 8)
+    assert post(web, "signup", SIGNUP, bad).status_code == 400
+    assert len(queued(redis_client, settings)) == 2
+
+
+def test_concurrent_duplicate_deliveries_over_http(start_web, redis_client, settings):
+    web = start_web()
+    body = stripe_event("evt_dup_http")
+    header = sign_stripe(body)
+    answers = []
+
+    def deliver():
+        answers.append(post(web, "stripe", body, {"Stripe-Signature": header}).json())
+
+    threads = [threading.Thread(target=deliver) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(a["duplicate"] for a in answers) == [False] + [True] * 11
+    assert len(queued(redis_client, settings)) == 1
+
+
+def test_body_over_the_limit_is_413_before_it_is_read(start_web):
+    web = start_web()
+    body = b"{" + b" " * (2 * 1024 * 1024) + b"}"
+    r = post(web, "stripe", body, {"Stripe-Signature": sign_stripe(body)})
+    assert r.status_code == 413 and r.json()["error"]["type"] == "request_entity_too_large"
+
+
+def test_errors_are_json_never_500(start_web):
+    web = start_web()
+    assert requests.get(f"{web.url}/webhooks/stripe", timeout=5).status_code == 405
+    assert requests.get(f"{web.url}/nope", timeout=5).json()["error"]["type"] == "not_found"
+    r = post(web, "stripe", b"\xff" * 100, {"Stripe-Signature": "t=1,v1=00"})
+    assert r.status_code == 400
+
+
+def test_redis_down_is_503_then_the_retry_goes_through(start_web, own_redis, settings):
+    import redis as redis_lib
+
+    local = settings.with_(redis_url=own_redis.url)
+    web = start_web(local)
+    body = stripe_event("evt_outage")
+    assert requests.get(f"{web.url}/readyz", timeout=5).status_code == 200
+    own_redis.stop()
+    r = post(web, "stripe", body, {"Stripe-Signature": sign_stripe(body)})
+    assert r.status_code == 503 and r.json()["error"]["type"] == "unavailable"
+    assert requests.get(f"{web.url}/readyz", timeout=5).status_code == 503
+    own_redis.start()  # an empty Redis: nothing was marked, so the retry is queued
+    r = post(web, "stripe", body, {"Stripe-Signature": sign_stripe(body)})
+    assert r.status_code == 200 and r.json()["duplicate"] is False
+    client = redis_lib.Redis.from_url(own_redis.url)
+    assert len(queued(client, local)) == 1
+    r = post(web, "stripe", body, {"Stripe-Signature": sign_stripe(body)})
+    assert r.json()["duplicate"] is True
+
+
+def test_metrics_are_summed_across_gunicorn_workers(start_web):
+    web = start_web()
+    for i in range(6):
+        body = stripe_event(f"evt_metric_{i}")
+        post(web, "stripe", body, {"Stripe-Signature": sign_stripe(body)})
+    text = requests.get(f"{web.url}/metrics", timeout=5).text
+    assert 'stripe_worker_webhooks_total{outcome="accepted",route="stripe"} 6.0' in text
+
+
+def test_one_log_line_per_request_and_no_secret(start_web):
+    web = start_web(STRIPE_SECRET_KEY=LIVE_KEY)
+    body = stripe_event("evt_log")
+    post(web, "stripe", body, {"Stripe-Signature": sign_stripe(body)})  # livemode mismatch
+    post(web, "signup", SIGNUP, sign_standard(SIGNUP, "msg_log"))
+    time.sleep(0.5)
+    lines = [json.loads(line) for line in web.log().splitlines() if line.startswith("{")]
+    assert [(line["route"], line["status"]) for line in lines] == [("stripe", 400),
+                                                                    ("signup", 200)]
+    assert lines[0]["outcome"] == "rejected_livemode_mismatch" and lines[0]["id"] is None
+    log = web.log()
+    for secret in (LIVE_KEY, SIGNUP_WEBHOOK_SECRET, "whsec_test_stripe"):
+        assert secret not in log
