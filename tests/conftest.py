@@ -12,7 +12,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -62,10 +61,9 @@ def _start_redis() -> tuple[str, str, object]:
                 break
             time.sleep(0.05)
         return url, f"redis-server started for this run on port {port}", proc
-    from fakeredis import TcpFakeServer
+    from worker.dev import embedded_redis
 
-    server = TcpFakeServer(("127.0.0.1", port), server_type="redis")
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = embedded_redis(port)
     return f"redis://127.0.0.1:{port}/0", f"fakeredis TCP server on port {port}", server
 
 
@@ -327,12 +325,9 @@ class RedisServer:
                  "--appendonly", "no", "--dir", tempfile.mkdtemp(prefix="sw-redis-")],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         else:
-            from fakeredis import TcpFakeServer
+            from worker.dev import embedded_redis
 
-            server = TcpFakeServer(("127.0.0.1", self.port), server_type="redis")
-            server.daemon_threads = True
-            threading.Thread(target=server.serve_forever, daemon=True).start()
-            self._handle = server
+            self._handle = embedded_redis(self.port)
         wait_for(lambda: _answers(self.url), timeout=10)
         return self
 

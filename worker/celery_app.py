@@ -101,7 +101,9 @@ def create_celery(settings: Settings, vault: Vault | None = None) -> Celery:
         worker_hijack_root_logger=False,
         worker_concurrency=settings.worker_concurrency,
         worker_pool=settings.worker_pool,
-        worker_cancel_long_running_tasks_on_connection_loss=False,
+        # Celery 6's default: a task whose broker connection is lost is cancelled and
+        # redelivered; the idempotency key and publish-once mark make that harmless.
+        worker_cancel_long_running_tasks_on_connection_loss=True,
     )
     app.runtime = Runtime(settings, vault)  # type: ignore[attr-defined]
     from tasks import customers

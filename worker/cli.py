@@ -121,9 +121,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def _runtime():  # type: ignore[no-untyped-def]
     from worker.celery_app import create_celery, redis_client
-    from worker.settings import Settings
 
-    settings = Settings.from_env()
+    settings, _state = _dev_settings()
     return settings, redis_client(settings), create_celery(settings)
 
 
@@ -196,6 +195,53 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dev_settings():  # type: ignore[no-untyped-def]
+    """Settings from the environment; where unset, those of a running `stripe-worker dev`."""
+    import os
+
+    from worker.dev import read_state
+    from worker.settings import Settings
+
+    state = read_state()
+    overrides = {}
+    if state and not os.environ.get("REDIS_URL"):
+        overrides = {"redis_url": state["redis_url"], "stream_prefix": state["stream_prefix"]}
+    return Settings.from_env(**overrides), state
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    """Sign and post a test event; prints the receiver's answer. Exit 1 unless it is 2xx."""
+    import requests
+
+    from worker.send import Sender
+    from worker.vault import Vault
+
+    settings, state = _dev_settings()
+    sender = Sender(settings, Vault.from_settings(settings), state, args.url)
+    try:
+        if args.kind == "signup":
+            if not args.email:
+                raise SpecError("send signup needs --email")
+            answer = sender.signup(args.email, args.name, args.user_id)
+        else:
+            if not args.type:
+                raise SpecError("send stripe needs an event TYPE, such as customer.created")
+            answer = sender.stripe_event(args.type, args.customer)
+    except requests.RequestException as exc:
+        print(f"could not reach the receiver at {sender.url}: {exc.__class__.__name__}",
+              file=sys.stderr)
+        return 1
+    print(f"{answer.status_code} {answer.text.strip()}")
+    return 0 if answer.ok else 1
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    """Everything in one process, on embedded defaults where nothing is configured."""
+    from worker.dev import run_dev
+
+    return run_dev(args.host, args.port, args.concurrency)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stripe-worker",
@@ -211,6 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     import os
 
+    dev = sub.add_parser("dev", help="receiver, worker and emulator in one process, for trying")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=int(os.environ.get("PORT") or 8000))
+    dev.add_argument("--concurrency", type=int, default=4)
+    dev.set_defaults(func=cmd_dev)
+
     web = sub.add_parser("web", help="serve the webhook receiver under gunicorn")
     web.add_argument("--host", default="0.0.0.0")
     web.add_argument("--port", type=int, default=int(os.environ.get("PORT") or 8000))
@@ -223,6 +275,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="default: WORKER_POOL (prefork)")
     wrk.add_argument("--loglevel", default="INFO")
     wrk.set_defaults(func=cmd_worker)
+
+    send = sub.add_parser("send", help="post a correctly signed test event to a receiver")
+    send.add_argument("kind", choices=("signup", "stripe"))
+    send.add_argument("type", nargs="?", help="for stripe: " + ", ".join(
+        ("customer.created", "checkout.session.completed", "invoice.payment_failed")))
+    send.add_argument("--email")
+    send.add_argument("--name")
+    send.add_argument("--user-id")
+    send.add_argument("--customer", help="for stripe: name this customer instead of making one")
+    send.add_argument("--url", help="the receiver (default: the running dev's, else :8000)")
+    send.set_defaults(func=cmd_send)
 
     dlq = sub.add_parser("dlq", help="list and replay failures of the errors stream")
     dlq.add_argument("action", choices=("list", "replay"))

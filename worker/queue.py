@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
 import uuid
 from typing import Any
@@ -20,6 +21,8 @@ from celery import Celery
 from worker.celery_app import QUEUE, queue_key
 from worker.errors import QueueUnavailable
 from worker.settings import Settings
+
+log = logging.getLogger("stripe_worker.queue")
 
 _ENQUEUE_ONCE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -76,6 +79,7 @@ class Enqueuer:
             queued = self._script(keys=[mark, self.queue],
                                   args=[payload, int(time.time()), self.settings.dedupe_ttl])
         except redis.RedisError as exc:
+            log.warning("could not queue %s: %s: %s", dedupe_id, exc.__class__.__name__, exc)
             raise QueueUnavailable(
                 f"the queue at REDIS_URL did not answer ({exc.__class__.__name__}); "
                 "nothing was queued, retry later"

@@ -1,0 +1,239 @@
+"""`stripe-worker dev`: receiver, worker and (when needed) emulator in one process.
+
+Each missing piece gets an embedded default, announced in one line: a Redis (fakeredis's
+TCP server, with Lua) when none answers at REDIS_URL or none is set, the emulator with a
+generated sk_test_ key when the vault has no Stripe key, generated webhook secrets when
+none are configured. Everything runs in this one process (threads, and the Celery worker
+on its threads pool), so Ctrl-C or SIGTERM stops it all and leaves nothing behind.
+
+What `send` and `tail` in another shell need (receiver URL, Redis URL, generated secrets)
+is written to a state file that only this user can read, removed on exit.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import socket
+import tempfile
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from worker.settings import Settings
+from worker.vault import (
+    SIGNUP_WEBHOOK_SECRET,
+    STRIPE_SECRET_KEY,
+    STRIPE_WEBHOOK_SECRET,
+    Vault,
+    key_mode,
+)
+
+
+def state_path() -> Path:
+    """Where a running `dev` leaves its URLs and generated secrets for `send` and `tail`."""
+    return Path(tempfile.gettempdir()) / f"stripe-worker-dev-{os.getuid()}.json"
+
+
+def read_state() -> dict[str, Any]:
+    try:
+        return json.loads(state_path().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def _answers(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
+    except (redis.RedisError, ValueError):
+        return False
+
+
+def _generated_whsec() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+def embedded_redis(port: int, host: str = "127.0.0.1") -> Any:
+    """fakeredis's TCP server (with Lua) on `port`, serving from a daemon thread.
+
+    Its stock handler hangs up after any error reply, and kombu and redis-py meet one in
+    normal use (EVALSHA before SCRIPT LOAD answers NOSCRIPT): here an error is answered
+    and the connection kept, as a real Redis does.
+    """
+    from fakeredis import TcpFakeServer
+    from fakeredis._clients._tcp_server import TCPFakeRequestHandler
+
+    class KeepConnectionOnErrors(TCPFakeRequestHandler):
+        def setup(self) -> None:
+            super().setup()
+            read = self.current_client.read_response
+
+            def read_response() -> Any:
+                try:
+                    return read()
+                except redis.ResponseError as exc:
+                    return exc  # encoded as an error reply by the server's writer
+
+            self.current_client.read_response = read_response  # type: ignore[method-assign]
+
+    server = TcpFakeServer((host, port), server_type="redis")
+    server.RequestHandlerClass = KeepConnectionOnErrors
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="embedded-redis", daemon=True).start()
+    return server
+
+
+class DevStack:
+    """The pieces `dev` starts, and how to stop them."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None, *, host: str = "127.0.0.1",
+                 port: int = 8000, say: Any = print) -> None:
+        self.environ = dict(os.environ if environ is None else environ)
+        self.host = host
+        self.port = port
+        self.say = say
+        self._stops: list[Any] = []
+        self.state: dict[str, Any] = {}
+
+    def prepare(self) -> tuple[Settings, Vault]:
+        """Fill in what is missing with embedded defaults, saying each in one line."""
+        env = self.environ
+        overrides: dict[str, Any] = {}
+        url = env.get("REDIS_URL")
+        if url and _answers(url):
+            self.say(f"redis     {redact_url(url)} (REDIS_URL)")
+        else:
+            overrides["redis_url"] = self._embedded_redis()
+            why = "no Redis answers at REDIS_URL" if url else "REDIS_URL is not set"
+            self.say(f"redis     embedded fakeredis at {overrides['redis_url']} ({why})")
+        settings = Settings.from_env(env, **overrides)
+        vault = Vault(settings.secrets_dir, env)
+        generated: dict[str, str] = {}
+        if vault.find(STRIPE_SECRET_KEY) is None:
+            key = "sk_test_dev" + secrets.token_hex(12)
+            env[STRIPE_SECRET_KEY.upper()] = generated[STRIPE_SECRET_KEY] = key
+            base = self._emulator(key)
+            settings = settings.with_(stripe_api_base=base)
+            self.say(f"stripe    emulator at {base} with a generated test key "
+                     "(no stripe_secret_key in the vault)")
+        else:
+            mode = key_mode(vault.stripe_key())
+            self.say(f"stripe    {settings.stripe_api_base} with the vault's stripe_secret_key "
+                     f"({mode} mode)")
+        for name in (STRIPE_WEBHOOK_SECRET, SIGNUP_WEBHOOK_SECRET):
+            if vault.find(name) is None:
+                env[name.upper()] = generated[name] = _generated_whsec()
+        if generated:
+            self.say("secrets   generated for this run: " + ", ".join(
+                f"{name.upper()}={value}" for name, value in generated.items()))
+        if not _port_free(self.host, self.port):
+            taken, self.port = self.port, _free_port()
+            self.say(f"port      {taken} is taken: the receiver listens on {self.port}")
+        self.state = {"receiver": f"http://{self.host}:{self.port}",
+                      "redis_url": settings.redis_url, "stream_prefix": settings.stream_prefix,
+                      "secrets": generated, "stripe_api_base": settings.stripe_api_base}
+        return settings, Vault(settings.secrets_dir, env)
+
+    def _embedded_redis(self) -> str:
+        port = _free_port()
+        server = embedded_redis(port)
+        self._stops.append(lambda: (server.shutdown(), server.server_close()))
+        return f"redis://127.0.0.1:{port}/0"
+
+    def _emulator(self, key: str) -> str:
+        from worker.emulator import EmulatorServer, EmulatorState
+
+        server = EmulatorServer("127.0.0.1", 0, EmulatorState(allowed_keys={key})).start()
+        self._stops.append(server.stop)
+        return server.url
+
+    def serve_receiver(self, settings: Settings, vault: Vault) -> None:
+        from werkzeug.serving import make_server
+
+        from webhooks import create_app
+
+        server = make_server(self.host, self.port, create_app(settings, vault=vault),
+                             threaded=True)
+        threading.Thread(target=server.serve_forever, name="receiver", daemon=True).start()
+        self._stops.append(server.shutdown)
+
+    def write_state(self) -> None:
+        path = state_path()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(dict(self.state, pid=os.getpid()), f)
+
+        def remove() -> None:
+            if read_state().get("pid") == os.getpid():  # not a newer dev's
+                path.unlink(missing_ok=True)
+
+        self._stops.append(remove)
+
+    def stop(self) -> None:
+        for stop in reversed(self._stops):
+            try:
+                stop()
+            except Exception:  # noqa: S112 - stopping the rest matters more
+                continue
+        self._stops.clear()
+
+
+def redact_url(url: str) -> str:
+    """A Redis URL without its password."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = f"{parts.username or ''}:***@{parts.hostname}:{parts.port}"
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def run_dev(host: str = "127.0.0.1", port: int = 8000, concurrency: int = 4) -> int:
+    """Start everything, print what to do next, run the worker until Ctrl-C or SIGTERM."""
+    from worker.celery_app import create_celery
+    from worker.logs import configure_logging
+
+    configure_logging("INFO", "%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stack = DevStack(host=host, port=port)
+    try:
+        settings, vault = stack.prepare()
+        stack.serve_receiver(settings, vault)
+        stack.write_state()
+        receiver = stack.state["receiver"]
+        print(f"receiver  {receiver}  (POST /webhooks/stripe, /webhooks/signup; "
+              "GET /healthz /readyz /metrics)")
+        print("ready. In another shell:\n"
+              "  stripe-worker send signup --email jenny.rosen@example.com --name 'Jenny Rosen'\n"
+              "  stripe-worker send stripe checkout.session.completed\n"
+              "  stripe-worker tail customers       # or: events, errors\n"
+              "Ctrl-C stops everything.", flush=True)
+        app = create_celery(settings, vault)
+        worker = app.Worker(pool="threads", concurrency=concurrency, loglevel="INFO",
+                            without_gossip=True, without_mingle=True, without_heartbeat=True,
+                            hostname=f"stripe-worker-dev-{os.getpid()}@{socket.gethostname()}",
+                            quiet=True)
+        worker.start()
+        return int(worker.exitcode or 0)
+    finally:
+        stack.stop()
