@@ -235,6 +235,19 @@ def cmd_send(args: argparse.Namespace) -> int:
     return 0 if answer.ok else 1
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """Check the configuration: exit 1 when anything fails."""
+    from worker.doctor import checks
+    from worker.vault import Vault
+
+    settings, _state = _dev_settings()
+    failed = 0
+    for ok, what, detail in checks(settings, Vault.from_settings(settings)):
+        failed += not ok
+        print(f"{'OK  ' if ok else 'FAIL'}  {what:8} {detail}")
+    return 1 if failed else 0
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     """Everything in one process, on embedded defaults where nothing is configured."""
     from worker.dev import run_dev
@@ -275,6 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="default: WORKER_POOL (prefork)")
     wrk.add_argument("--loglevel", default="INFO")
     wrk.set_defaults(func=cmd_worker)
+
+    check = sub.add_parser("check", help="check Redis, secrets, key mode and Stripe")
+    check.set_defaults(func=cmd_check)
 
     send = sub.add_parser("send", help="post a correctly signed test event to a receiver")
     send.add_argument("kind", choices=("signup", "stripe"))

@@ -1,0 +1,134 @@
+"""`stripe-worker dev`, `send` and `check` as a newcomer runs them: real processes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import redis
+
+from .conftest import TEST_KEY, wait_for
+
+CLI = [sys.executable, "-m", "worker.cli"]
+
+
+def clean_env(tmp_path, **extra):
+    """No Redis URL, no Stripe key, no secrets: a fresh machine. TMPDIR isolates the state
+    file `dev` leaves for `send` and `tail`."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("STRIPE", "REDIS", "SIGNUP", "STREAM", "SECRETS"))}
+    env["TMPDIR"] = str(tmp_path)
+    env.update(extra)
+    return env
+
+
+def start_dev(env, tmp_path, port):
+    log = open(tmp_path / "dev.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen([*CLI, "dev", "--port", str(port)], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    text = lambda: (tmp_path / "dev.log").read_text(errors="replace")  # noqa: E731
+    wait_for(lambda: "ready." in text() or proc.poll() is not None, timeout=60)
+    assert proc.poll() is None, text()
+    return proc, text
+
+
+def stop(proc):
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(30)
+
+
+def group_alive(pgid):
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_dev_on_embedded_defaults_end_to_end(tmp_path):
+    from .conftest import free_port
+
+    env = clean_env(tmp_path)
+    proc, text = start_dev(env, tmp_path, free_port())
+    try:
+        out = text()
+        assert "embedded fakeredis" in out and "emulator at" in out
+        assert "SIGNUP_WEBHOOK_SECRET=whsec_" in out
+        sent = subprocess.run([*CLI, "send", "signup", "--email", "jenny.rosen@example.com",
+                               "--name", "Jenny Rosen", "--user-id", "u_dev"], env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert sent.returncode == 0 and sent.stdout.startswith("200 "), sent
+        event = subprocess.run([*CLI, "send", "stripe", "invoice.payment_failed"], env=env,
+                               capture_output=True, text=True, timeout=60)
+        assert event.returncode == 0, event
+        state = json.loads((tmp_path / f"stripe-worker-dev-{os.getuid()}.json").read_text())
+        client = redis.Redis.from_url(state["redis_url"], decode_responses=True)
+        [(_id, entry)] = wait_for(lambda: client.xrange("stripe:customers"))
+        assert entry["customerEmail"] == "jenny.rosen@example.com"
+        assert entry["idempotency_key"] == "signup-u_dev"
+        [(_id, enriched)] = wait_for(lambda: client.xrange("stripe:events"))
+        assert enriched["event_type"] == "invoice.payment_failed"
+        assert enriched["customerId"].startswith("cus_")
+        tail = subprocess.run([*CLI, "tail", "customers", "--from-start", "--count", "1"],
+                              env=env, capture_output=True, text=True, timeout=60)
+        assert "jenny.rosen@example.com" in tail.stdout
+        check = subprocess.run([*CLI, "check"], env=env, capture_output=True, text=True,
+                               timeout=60)
+        assert "OK    redis" in check.stdout
+    finally:
+        stop(proc)
+    assert proc.returncode == 0, text()[-2000:]
+    time.sleep(0.5)
+    assert not group_alive(proc.pid)  # nothing left behind
+    assert not (tmp_path / f"stripe-worker-dev-{os.getuid()}.json").exists()
+
+
+def test_dev_uses_the_real_redis_when_redis_url_answers(tmp_path, redis_url, prefix,
+                                                         redis_client):
+    from .conftest import free_port
+
+    env = clean_env(tmp_path, REDIS_URL=redis_url, STREAM_PREFIX=prefix)
+    proc, text = start_dev(env, tmp_path, free_port())
+    try:
+        assert f"redis     {redis_url} (REDIS_URL)" in text()
+        sent = subprocess.run([*CLI, "send", "signup", "--email", "real@example.com"], env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert sent.returncode == 0, sent
+        wait_for(lambda: redis_client.xlen(f"{prefix}:customers") == 1)
+    finally:
+        stop(proc)
+        keys = list(redis_client.scan_iter(f"{prefix}:*"))
+        if keys:
+            redis_client.delete(*keys)
+
+
+def test_send_without_a_receiver_or_secret_is_a_clear_error(tmp_path):
+    env = clean_env(tmp_path)
+    done = subprocess.run([*CLI, "send", "signup", "--email", "a@example.com"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "signup_webhook_secret" in done.stderr
+    env["SIGNUP_WEBHOOK_SECRET"] = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    done = subprocess.run([*CLI, "send", "signup", "--email", "a@example.com", "--url",
+                           "http://127.0.0.1:9"], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 1 and "could not reach" in done.stderr
+
+
+@pytest.mark.parametrize(("extra", "expect_ok"), [
+    ({}, False),
+    ({"STRIPE_SECRET_KEY": TEST_KEY, "STRIPE_WEBHOOK_SECRET": "whsec_abcdefghijkl",
+      "SIGNUP_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}, True),
+])
+def test_check_says_ok_or_fail_per_line(tmp_path, emulator, redis_url, extra, expect_ok):
+    env = clean_env(tmp_path, REDIS_URL=redis_url, STRIPE_API_BASE=emulator.url, **extra)
+    done = subprocess.run([*CLI, "check"], env=env, capture_output=True, text=True, timeout=60)
+    assert (done.returncode == 0) is expect_ok, done.stdout
+    assert "OK    redis" in done.stdout
+    if expect_ok:
+        assert "OK    stripe" in done.stdout and "test mode" in done.stdout
+    else:
+        assert "FAIL  key" in done.stdout
+    assert TEST_KEY not in done.stdout

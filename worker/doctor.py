@@ -1,0 +1,67 @@
+"""`stripe-worker check`: a config doctor, one OK/FAIL line per thing that must hold."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterator
+
+import redis
+import stripe
+
+from worker.dev import redact_url
+from worker.errors import StripeWorkerError, from_stripe_error
+from worker.settings import Settings
+from worker.vault import (
+    SIGNUP_WEBHOOK_SECRET,
+    STRIPE_WEBHOOK_SECRET,
+    Vault,
+    key_mode,
+)
+
+
+def checks(settings: Settings, vault: Vault) -> Iterator[tuple[bool, str, str]]:
+    """(ok, what, detail) for Redis, each secret, the key's mode and Stripe itself."""
+    try:
+        client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2)
+        client.ping()
+        yield True, "redis", f"{redact_url(settings.redis_url)} answers"
+    except (redis.RedisError, ValueError) as exc:
+        yield False, "redis", f"{redact_url(settings.redis_url)} does not answer " \
+                              f"({exc.__class__.__name__})"
+    key = None
+    try:
+        key = vault.stripe_key()
+        yield True, "key", f"stripe_secret_key is a {key_mode(key)} mode key"
+    except StripeWorkerError as exc:
+        yield False, "key", exc.message
+    for name in (STRIPE_WEBHOOK_SECRET, SIGNUP_WEBHOOK_SECRET):
+        try:
+            values = vault.get_list(name)
+        except StripeWorkerError as exc:
+            yield False, "webhook", exc.message
+            continue
+        bad = [i for i, v in enumerate(values, 1) if not _looks_like_whsec(name, v)]
+        if bad:
+            yield False, "webhook", f"{name}: value(s) {bad} are not whsec_ secrets"
+        else:
+            yield True, "webhook", f"{name}: {len(values)} secret(s) of the right format"
+    if key is not None:
+        client = stripe.StripeClient(key, base_addresses={"api": settings.stripe_api_base},
+                                     http_client=stripe.RequestsClient(timeout=10))
+        try:
+            client.v1.customers.list(params={"limit": 1})
+            yield True, "stripe", f"{settings.stripe_api_base} accepts the key (list customers)"
+        except stripe.StripeError as exc:
+            yield False, "stripe", from_stripe_error(exc).message
+
+
+def _looks_like_whsec(name: str, value: str) -> bool:
+    if not value.startswith("whsec_") or len(value) < 14:
+        return False
+    if name == SIGNUP_WEBHOOK_SECRET:  # Standard Webhooks: base64 after the prefix
+        try:
+            base64.b64decode(value[6:], validate=True)
+        except (binascii.Error, ValueError):
+            return False
+    return True
