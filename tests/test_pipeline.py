@@ -217,3 +217,23 @@ def test_replay_a_week_later_returns_the_first_customer(client, start_worker, re
     assert emulator_stats(emulator)["created"]["test"] == 1
     assert [e["customerId"] for e in entries(redis_client, settings, "customers")] == [
         first["customerId"]]
+
+
+def test_run_queue_hands_a_component_to_the_worker_once(start_worker, redis_client, settings,
+                                                        emulator, webhook_env):
+    spec = json.dumps({"component": "stripe.createCustomer", "trigger": "true",
+                       "Body": {"email": "cli@example.com"},
+                       "outputs": {"mail": "Response.email"}})
+    env = worker_env(settings, webhook_env)
+    answers = []
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-m", "worker.cli", "run", "--queue", "-"],
+                              input=spec, env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        answers.append(json.loads(done.stdout))
+    assert [a["duplicate"] for a in answers] == [False, True]
+    start_worker()
+    [entry] = wait_for(lambda: entries(redis_client, settings, "customers"))
+    assert (entry["source"], entry["source_id"]) == ("cli", answers[0]["source_id"])
+    assert json.loads(entry["outputs"]) == {"mail": "cli@example.com"}
+    assert entry["idempotency_key"].startswith("sw-")

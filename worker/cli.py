@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from worker.errors import SpecError, StripeCallError, StripeWorkerError
+from worker.errors import QueueUnavailable, SpecError, StripeCallError, StripeWorkerError
 
 
 def _print_json(data: Any, stream: Any = None) -> None:
@@ -30,16 +30,39 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env()
         spec = ComponentSpec.parse(text)
+        if args.queue:
+            return _queue_component(settings, spec, args.id or _digest(text))
         gateway = StripeGateway(settings, Vault.from_settings(settings),
                                 max_network_retries=args.retries)
         outputs = run_component(spec, gateway)
-    except StripeCallError as exc:
+    except (StripeCallError, QueueUnavailable) as exc:
         _print_json({"error": exc.to_dict()}, sys.stderr)
         return 1
     except StripeWorkerError as exc:
         _print_json({"error": exc.to_dict()}, sys.stderr)
         return 2
     _print_json(outputs)
+    return 0
+
+
+def _digest(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _queue_component(settings: Any, spec: Any, source_id: str) -> int:
+    """Hand the component to the worker (source `cli`); the result arrives on the streams."""
+    from worker.celery_app import create_celery, redis_client
+    from worker.queue import Enqueuer
+    from worker.work import component_work
+
+    task, work = component_work(spec, "cli", source_id)
+    client = redis_client(settings)
+    queued = Enqueuer(create_celery(settings), client, settings).enqueue_once(
+        f"cli:{source_id}", task, work, summary=f"cli {source_id}")
+    _print_json({"queued": queued, "duplicate": not queued, "source": "cli",
+                 "source_id": source_id, "work_id": work["work_id"]})
     return 0
 
 
@@ -266,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("spec", metavar="SPEC.json")
     run.add_argument("--retries", type=int, default=2,
                      help="network retries of temporary errors (default 2, same idempotency key)")
+    run.add_argument("--queue", action="store_true",
+                     help="hand it to the worker instead; the result goes to the streams")
+    run.add_argument("--id", help="with --queue: the source id (default: a hash of the spec)")
     run.set_defaults(func=cmd_run)
 
     import os
