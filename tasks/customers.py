@@ -116,7 +116,7 @@ class WorkTask(Task):
             log.exception("unexpected error in %s %s", self.name, work.get("source_id"))
             error = InternalError(f"{exc.__class__.__name__}: {exc}")
         else:
-            return self._publish(rt, stream, work_id, entry)
+            return self._publish(rt, work, stream, work_id, entry)
         if error.retryable and attempts < rt.settings.retry_max_attempts:
             log.info("retrying %s %s (attempt %d): %s", self.name, work["source_id"], attempts,
                      error.message)
@@ -134,9 +134,11 @@ class WorkTask(Task):
     def _delay(self, rt: Runtime, attempts: int) -> float:
         return backoff(attempts, rt.settings.retry_base_delay, rt.settings.retry_max_delay)
 
-    def _publish(self, rt: Runtime, stream: str, work_id: str, entry: dict[str, Any]) -> dict:
+    def _publish(self, rt: Runtime, work: dict[str, Any], stream: str, work_id: str,
+                 entry: dict[str, Any]) -> dict:
         try:
-            published = publish_result(rt.redis, rt.settings, stream, work_id, entry)
+            published = publish_result(rt.redis, rt.settings, stream, work_id, entry,
+                                       work.get("ticket", ""))
         except redis.RedisError as exc:
             raise self.retry(countdown=self._delay(rt, self.request.retries + 1),
                              exc=exc) from None
@@ -171,7 +173,7 @@ class WorkTask(Task):
         log.warning("failed for good: %s %s: %s %s", self.name, work["source_id"],
                     error.error_type, error.message)
         work_id = f"{work['work_id']}:failed:{work.get('replay', 0)}"
-        return self._publish(rt, ERRORS, work_id, entry)
+        return self._publish(rt, work, ERRORS, work_id, entry)
 
 
 def _livemode(rt: Runtime, work: dict[str, Any]) -> bool | None:

@@ -237,3 +237,26 @@ def test_run_queue_hands_a_component_to_the_worker_once(start_worker, redis_clie
     assert (entry["source"], entry["source_id"]) == ("cli", answers[0]["source_id"])
     assert json.loads(entry["outputs"]) == {"mail": "cli@example.com"}
     assert entry["idempotency_key"].startswith("sw-")
+
+
+def test_work_whose_message_vanished_is_queued_again(app, start_worker, redis_client, settings,
+                                                     emulator):
+    """As when a worker dies between kombu's BRPOP and its unacked record."""
+    assert post_signup(app.test_client()).status_code == 200
+    assert redis_client.delete(settings.key("q", "celery")) == 1  # the message is gone
+    assert redis_client.zcard(settings.key("pending")) == 1
+    start_worker()  # VISIBILITY_TIMEOUT=12: its reaper looks every 3 s
+    [entry] = wait_for(lambda: entries(redis_client, settings, "customers"), timeout=60)
+    assert entry["idempotency_key"] == "signup-u_123"
+    assert redis_client.zcard(settings.key("pending")) == 0
+    assert emulator_stats(emulator)["created"]["test"] == 1
+
+
+def test_slow_work_is_not_queued_twice(app, start_worker, redis_client, settings):
+    from worker.queue import Enqueuer
+
+    post_signup(app.test_client())
+    enqueuer = Enqueuer(app.extensions["stripe_worker"]["enqueuer"].app, redis_client, settings)
+    # Its message is still in the queue: old, but alive.
+    assert enqueuer.requeue_stalled(older_than=-1) == []
+    assert redis_client.llen(settings.key("q", "celery")) == 1

@@ -8,9 +8,10 @@ the first request is in flight, keys kept 24 h), and injects faults on request.
 
 Admin routes (JSON), for tests and benchmarks:
   GET  /_emulator/stats    counters: customers created per mode, requests, faults
-  POST /_emulator/faults   {"status": 500|429, "count": N, "rate": p, "should_retry": "true",
-                            "hang_count": N, "hang_seconds": s, "latency_ms": ms,
-                            "rate_limit": req/s}   (fields omitted are left as they are)
+  POST /_emulator/faults   {"status": 500|429|[500, 429], "count": N, "rate": p,
+                            "should_retry": "true", "hang_count": N, "hang_seconds": s,
+                            "latency_ms": ms, "rate_limit": req/s}
+                           (fields omitted are left as they are)
   DELETE /_emulator/faults  clear every fault
   POST /_emulator/keys     {"revoke": [key, ...]} or {"allow": [key, ...]}
   POST /_emulator/reset    forget every customer, key, fault and counter
@@ -99,7 +100,7 @@ def _listify(node: Any) -> Any:
 
 @dataclass
 class Faults:
-    status: int = 500
+    status: int | list[int] = 500  # a list: each fault picks one at random
     count: int = 0
     rate: float = 0.0
     should_retry: str | None = None
@@ -111,7 +112,11 @@ class Faults:
     _bucket_at: float = field(default_factory=time.monotonic)
 
 
-_FAULT_TYPES = {"status": int, "count": int, "rate": float, "should_retry": str,
+def _statuses(value: Any) -> int | list[int]:
+    return [int(v) for v in value] if isinstance(value, list) else int(value)
+
+
+_FAULT_TYPES = {"status": _statuses, "count": int, "rate": float, "should_retry": str,
                 "hang_count": int, "hang_seconds": float, "latency_ms": float,
                 "rate_limit": float}
 
@@ -188,13 +193,14 @@ class EmulatorState:
                 return None, delay
             self.stats["faults"] += 1
             headers = {"Stripe-Should-Retry": f.should_retry} if f.should_retry else {}
-            if f.status == 429:
+            status = self.rng.choice(f.status) if isinstance(f.status, list) else f.status
+            if status == 429:
                 err = ApiError(429, "invalid_request_error",
                                "This object cannot be accessed right now because another API "
                                "request or Stripe process is currently accessing it.",
                                "lock_timeout", headers=headers)
             else:
-                err = ApiError(f.status, "api_error",
+                err = ApiError(status, "api_error",
                                "An unknown error occurred (injected by the emulator).",
                                headers=headers)
             return err, delay
@@ -507,6 +513,9 @@ class _Handler(BaseHTTPRequestHandler):
                    "Stripe-Version": self.headers.get("Stripe-Version") or DEFAULT_API_VERSION}
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length > 0 else b""
+        if len(raw) < length:  # the client died mid-request: like Stripe, do nothing
+            self.close_connection = True
+            return
         url = urlsplit(self.path)
         try:
             if url.path.startswith("/_emulator/"):

@@ -1,9 +1,16 @@
-"""Queueing work exactly once: dedupe and enqueue in one Redis round trip.
+"""Queueing work exactly once, and never losing it: dedupe, enqueue and record in one step.
 
 The message is an ordinary Celery task message (Celery's own `as_task_v2` builds its
 headers and body; kombu's Redis transport envelope wraps it), pushed onto the queue by
 a Lua script that also writes the dedupe mark. So two deliveries of one event queue it
 once, and a failed push leaves no mark: the sender's retry goes through.
+
+The same step records the work in a ledger (`PREFIX:pending`), which publishing its
+result or error clears. kombu's Redis transport pops a message (BRPOP) before it records
+it as unacked, so a worker killed, or a connection dropped, in between loses it; the
+reaper (`requeue_stalled`, run by every worker) queues again any recorded work whose
+message is in neither the queue nor the unacked set after VISIBILITY_TIMEOUT. Running
+twice is harmless: idempotency keys and the publish-once mark see to that.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from celery import Celery
 from worker.celery_app import QUEUE, queue_key
 from worker.errors import QueueUnavailable
 from worker.settings import Settings
+from worker.streams import ledger_keys
 
 log = logging.getLogger("stripe_worker.queue")
 
@@ -28,8 +36,11 @@ _ENQUEUE_ONCE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('LPUSH', KEYS[2], ARGV[1])
 redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[4])
+redis.call('HSET', KEYS[4], ARGV[4], ARGV[5])
 return 1
 """
+
 
 
 class Enqueuer:
@@ -42,9 +53,10 @@ class Enqueuer:
         self.queue = queue_key(settings)
         self._script = client.register_script(_ENQUEUE_ONCE)
 
-    def task_message(self, task_name: str, kwargs: dict[str, Any], summary: str = "") -> bytes:
+    def task_message(self, task_name: str, kwargs: dict[str, Any], summary: str = "",
+                     task_id: str | None = None) -> bytes:
         """kombu's Redis envelope around Celery's protocol-2 message, as `apply_async` makes."""
-        task_id = str(uuid.uuid4())
+        task_id = task_id or str(uuid.uuid4())
         message = self.app.amqp.as_task_v2(
             task_id, task_name, args=(), kwargs=kwargs,
             # Celery logs argsrepr on receipt: ids only, never a payload.
@@ -73,11 +85,15 @@ class Enqueuer:
 
         QueueUnavailable when Redis does not answer: nothing was queued or marked.
         """
-        payload = self.task_message(task_name, {"work": work}, summary)
+        work = dict(work, ticket=dedupe_id)
+        task_id = str(uuid.uuid4())
+        payload = self.task_message(task_name, {"work": work}, summary, task_id)
+        record = json.dumps({"task": task_name, "work": work, "task_id": task_id})
         mark = self.settings.key("seen", dedupe_id)
         try:
-            queued = self._script(keys=[mark, self.queue],
-                                  args=[payload, int(time.time()), self.settings.dedupe_ttl])
+            queued = self._script(keys=[mark, self.queue, *ledger_keys(self.settings)],
+                                  args=[payload, int(time.time()), self.settings.dedupe_ttl,
+                                        dedupe_id, record])
         except redis.RedisError as exc:
             log.warning("could not queue %s: %s: %s", dedupe_id, exc.__class__.__name__, exc)
             raise QueueUnavailable(
@@ -88,3 +104,46 @@ class Enqueuer:
 
     def depth(self) -> int:
         return int(self.client.llen(self.queue))
+
+    def requeue_stalled(self, older_than: float | None = None) -> list[str]:
+        """Queue again recorded work whose message is gone; returns the tickets requeued."""
+        older_than = self.settings.visibility_timeout if older_than is None else older_than
+        scores, works = ledger_keys(self.settings)
+        stalled = self.client.zrangebyscore(scores, "-inf", time.time() - older_than,
+                                            start=0, num=1000)
+        if not stalled:
+            return []
+        alive = self._task_ids_held()
+        requeued = []
+        for raw_ticket in stalled:
+            ticket = raw_ticket.decode() if isinstance(raw_ticket, bytes) else raw_ticket
+            raw = self.client.hget(works, ticket)
+            if raw is None:  # published meanwhile
+                self.client.zrem(scores, ticket)
+                continue
+            record = json.loads(raw)
+            now = time.time()
+            if record["task_id"] in alive:  # still queued, retrying or running: only slow
+                self.client.zadd(scores, {ticket: now}, xx=True)
+                continue
+            record["task_id"] = str(uuid.uuid4())
+            payload = self.task_message(record["task"], {"work": record["work"]},
+                                        f"requeued {ticket}", record["task_id"])
+            pipe = self.client.pipeline(transaction=True)
+            pipe.lpush(self.queue, payload)
+            pipe.hset(works, ticket, json.dumps(record))
+            pipe.zadd(scores, {ticket: now}, xx=True)
+            pipe.execute()
+            log.warning("requeued %s: its message was lost (%s)", ticket, record["task"])
+            requeued.append(ticket)
+        return requeued
+
+    def _task_ids_held(self) -> set[str]:
+        """Task ids of every message in the queue or held unacked by a worker."""
+        prefix = self.queue[: -len(QUEUE)]
+        ids = set()
+        for raw in self.client.lrange(self.queue, 0, -1):
+            ids.add(json.loads(raw)["headers"]["id"])
+        for raw in self.client.hvals(prefix + "unacked"):
+            ids.add(json.loads(raw)[0]["headers"]["id"])
+        return ids

@@ -23,10 +23,15 @@ ERRORS = "errors"
 STREAMS = (CUSTOMERS, EVENTS, ERRORS)
 
 # Redis 7 has no idempotent XADD, so the mark and the entry go in together.
+# It also clears the work's ticket from the ledger of queued work (worker/queue.py).
 _PUBLISH_ONCE = """
+if ARGV[3] ~= '' then
+  redis.call('ZREM', KEYS[3], ARGV[3])
+  redis.call('HDEL', KEYS[4], ARGV[3])
+end
 local seen = redis.call('GET', KEYS[2])
 if seen then return {0, seen} end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 3))
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 4))
 redis.call('SET', KEYS[2], id, 'EX', ARGV[2])
 return {1, id}
 """
@@ -40,6 +45,11 @@ class Published:
     new: bool
 
 
+def ledger_keys(settings: Settings) -> tuple[str, str]:
+    """The ledger of queued work (worker/queue.py): tickets by time, and their work."""
+    return settings.key("pending"), settings.key("pending", "work")
+
+
 def stream_key(settings: Settings, stream: str) -> str:
     """`customers` -> `stripe:customers`; a full key passes through unchanged."""
     if stream.startswith(settings.stream_prefix + ":"):
@@ -48,16 +58,18 @@ def stream_key(settings: Settings, stream: str) -> str:
 
 
 def publish_result(
-    client: redis.Redis, settings: Settings, stream: str, work_id: str, fields: Mapping[str, Any]
+    client: redis.Redis, settings: Settings, stream: str, work_id: str,
+    fields: Mapping[str, Any], ticket: str = "",
 ) -> Published:
-    """Append `fields` to `stream` once per `work_id`, however often this is called."""
+    """Append `fields` to `stream` once per `work_id`, however often this is called; the
+    queued work `ticket` is done."""
     pairs: list[str] = []
     for name, value in fields.items():
         pairs += [name, as_field(value)]
     mark = settings.key("published", stream, work_id)
     new, entry_id = client.eval(  # type: ignore[misc]
-        _PUBLISH_ONCE, 2, stream_key(settings, stream), mark,
-        settings.stream_maxlen, settings.customer_memory_ttl, *pairs,
+        _PUBLISH_ONCE, 4, stream_key(settings, stream), mark, *ledger_keys(settings),
+        settings.stream_maxlen, settings.customer_memory_ttl, ticket, *pairs,
     )
     return Published(_text(entry_id), bool(new))
 
