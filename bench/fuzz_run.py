@@ -1,0 +1,214 @@
+"""Hostile input at the receiver: 10,000+ requests over HTTP to a real gunicorn.
+
+    python bench/fuzz_run.py                  # 10,000 generated requests, then the set pieces
+    python bench/fuzz_run.py --examples 500   # the size the test suite runs
+
+The receiver is configured as a live endpoint (a live key and live webhook secrets).
+Hypothesis generates headers and bodies (random, half-valid, validly signed garbage);
+then come the set pieces: oversized and chunked bodies, deep JSON, invalid UTF-8, huge
+headers, replayed signatures, and events signed with a test secret or marked
+livemode=false. It checks: no 5xx at all, and the queue holds exactly the events that
+were validly signed for this live endpoint; and it prints the RSS of gunicorn's
+workers before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import redis
+import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+LIVE_KEY = "sk_live_fuzz" + "0" * 20
+LIVE_WHSEC = "whsec_live_endpoint_fuzz_0001"
+TEST_WHSEC = "whsec_test_endpoint_fuzz_0001"
+HEADER_NAMES = ["Stripe-Signature", "webhook-id", "webhook-timestamp", "webhook-signature",
+                "svix-id", "svix-timestamp", "svix-signature", "Content-Type"]
+
+
+@dataclass
+class Report:
+    requests: int = 0
+    by_status: Counter = field(default_factory=Counter)
+    server_errors: int = 0
+    valid_events_sent: int = 0
+    tasks_queued: int = 0
+    rss_kb_before: int = 0
+    rss_kb_after: int = 0
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.server_errors == 0 and self.tasks_queued == self.valid_events_sent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rss_kb(master_pid: int) -> int:
+    """Summed VmRSS of gunicorn's worker processes (the master's children)."""
+    total = 0
+    for child in Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split():
+        for line in Path(f"/proc/{child}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total
+
+
+def sign(payload: bytes, secret: str, stamp: int | None = None) -> str:
+    import hashlib
+    import hmac
+
+    stamp = int(time.time()) if stamp is None else stamp
+    mac = hmac.new(secret.encode(), f"{stamp}.".encode() + payload, hashlib.sha256)
+    return f"t={stamp},v1={mac.hexdigest()}"
+
+
+def event(i: int, livemode: bool = True) -> bytes:
+    return json.dumps({"id": f"evt_fuzz_{i}", "object": "event", "type": "product.created",
+                       "livemode": livemode, "created": int(time.time()),
+                       "data": {"object": {"id": f"prod_{i}", "object": "product"}}}).encode()
+
+
+header_values = st.one_of(
+    # requests refuses to send values with leading or trailing blanks
+    st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=300
+            ).map(str.strip),
+    st.builds(lambda t, v: f"t={t},v1={v}", st.integers(-10**12, 10**13),
+              st.text("0123456789abcdef", max_size=70)),
+    st.builds(lambda v: f"v1,{v}", st.text(
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=", max_size=60)),
+    st.just(str(int(time.time()))),
+)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner,
+                                                                max_size=5),
+    max_leaves=40)
+bodies = st.one_of(st.binary(max_size=4000), json_values.map(lambda v: json.dumps(v).encode()))
+
+
+def run_fuzz(examples: int = 10_000, say=print) -> Report:
+    report = Report()
+    started = time.monotonic()
+    port = free_port()
+    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    prefix = f"fuzz{os.getpid()}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE", "SIGNUP"))}
+    env.update(REDIS_URL=redis_url, STREAM_PREFIX=prefix, STRIPE_SECRET_KEY=LIVE_KEY,
+               STRIPE_WEBHOOK_SECRET=LIVE_WHSEC, SIGNUP_WEBHOOK_SECRET="whsec_"
+               + "bGl2ZS1zaWdudXAtc2VjcmV0LWZ1enotMDAwMQ==", PYTHONPATH=str(ROOT))
+    log = open(Path(tempfile.mkdtemp(prefix="fuzz-")) / "web.log", "wb")  # noqa: SIM115
+    web = subprocess.Popen([sys.executable, "-m", "worker.cli", "web", "--host", "127.0.0.1",
+                            "--port", str(port), "--workers", "2"], env=env, stdout=log,
+                           stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    session = requests.Session()
+    for _ in range(300):
+        try:
+            if session.get(url + "/healthz", timeout=1).ok:
+                break
+        except requests.RequestException:
+            time.sleep(0.1)
+    client = redis.Redis.from_url(redis_url)
+    queue = f"{prefix}:q:celery"
+
+    def send(route: str, body: bytes, headers: dict[str, str]) -> int:
+        try:
+            r = session.post(f"{url}/webhooks/{route}", data=body, headers=headers, timeout=30)
+            status = r.status_code
+        except requests.ConnectionError:
+            status = 0  # gunicorn hung up on a request line or header it refuses
+            session.close()
+        report.requests += 1
+        report.by_status[status] += 1
+        report.server_errors += status >= 500
+        return status
+
+    try:
+        report.rss_kb_before = rss_kb(web.pid)
+
+        @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
+                  suppress_health_check=list(HealthCheck))
+        @given(route=st.sampled_from(["stripe", "signup"]),
+               headers=st.dictionaries(st.sampled_from(HEADER_NAMES), header_values, max_size=5),
+               body=bodies, signed=st.sampled_from([None, LIVE_WHSEC, TEST_WHSEC]))
+        def fuzz(route, headers, body, signed):
+            if signed and route == "stripe":  # validly signed garbage: must be a 4xx
+                headers = dict(headers, **{"Stripe-Signature": sign(body, signed)})
+            send(route, body, headers)
+
+        fuzz()
+        say(f"{report.requests} generated requests, {dict(report.by_status)}")
+        # Set pieces.
+        big = b"{" + b" " * (2 * 1024 * 1024) + b"}"
+        send("stripe", big, {"Stripe-Signature": sign(big, LIVE_WHSEC)})
+        deep = b"[" * 50_000 + b"]" * 50_000
+        send("stripe", deep, {"Stripe-Signature": sign(deep, LIVE_WHSEC)})
+        bad_utf8 = b'{"id": "evt_\xff\xfe", "type": "x", "livemode": true}'
+        send("stripe", bad_utf8, {"Stripe-Signature": sign(bad_utf8, LIVE_WHSEC)})
+        send("stripe", event(0), {"Stripe-Signature": "t=1," + "v1=" + "a" * 60_000})
+        send("stripe", event(0), {"X-Huge": "x" * 200_000})
+        for i in range(1, 51):  # valid, then replayed as they are: queued once each
+            body, header = event(i), sign(event(i), LIVE_WHSEC)
+            for _ in range(3):
+                assert send("stripe", body, {"Stripe-Signature": header}) == 200
+            report.valid_events_sent += 1
+            # A replayed signature on another body, and a stale one.
+            send("stripe", event(i + 1000), {"Stripe-Signature": header})
+            send("stripe", body, {"Stripe-Signature": sign(body, LIVE_WHSEC,
+                                                            int(time.time()) - 3600)})
+            # Signed with the test endpoint's secret, and a test-mode event on live.
+            send("stripe", event(i + 2000), {"Stripe-Signature": sign(event(i + 2000),
+                                                                      TEST_WHSEC)})
+            test_mode = event(i + 3000, livemode=False)
+            assert send("stripe", test_mode, {"Stripe-Signature": sign(test_mode,
+                                                                       LIVE_WHSEC)}) == 400
+        report.tasks_queued = client.llen(queue)
+        report.rss_kb_after = rss_kb(web.pid)
+    finally:
+        os.killpg(web.pid, signal.SIGTERM)
+        web.wait(30)
+        keys = list(client.scan_iter(f"{prefix}:*"))
+        if keys:
+            client.delete(*keys)
+    report.seconds = round(time.monotonic() - started, 1)
+    return report
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--examples", type=int, default=10_000)
+    args = parser.parse_args()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+          f"{platform.python_version()}")
+    report = run_fuzz(args.examples)
+    for name, value in asdict(report).items():
+        print(f"{name:20} {dict(report.by_status) if name == 'by_status' else value}")
+    print("OK: no 5xx, nothing queued without a valid live signature" if report.ok
+          else "FAILED")
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

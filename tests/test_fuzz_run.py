@@ -1,0 +1,16 @@
+"""Hostile input, small: generated and set-piece requests at a real gunicorn."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.fuzz_run import run_fuzz
+
+
+def test_no_5xx_and_nothing_queued_without_a_valid_live_signature(redis_url, monkeypatch):
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    report = run_fuzz(examples=400, say=lambda *_: None)
+    assert report.server_errors == 0, report.by_status
+    assert report.valid_events_sent == 50 and report.tasks_queued == 50
+    assert report.by_status[413] == 1
