@@ -260,3 +260,22 @@ def test_slow_work_is_not_queued_twice(app, start_worker, redis_client, settings
     # Its message is still in the queue: old, but alive.
     assert enqueuer.requeue_stalled(older_than=-1) == []
     assert redis_client.llen(settings.key("q", "celery")) == 1
+
+
+def test_rate_limit_is_kept_across_workers(app, start_worker, redis_client, settings,
+                                           emulator):
+    """Two workers pacing to 20 calls/s never trip Stripe's 25/s limit (here the emulator's)."""
+    faults(emulator, rate_limit=25)
+    enqueuer = app.extensions["stripe_worker"]["enqueuer"]
+    for i in range(60):
+        body = {"type": "user.created", "data": {"user_id": f"u_{i}",
+                                                 "email": f"u{i}@example.com"}}
+        _user, spec = signup_component(body)
+        task, work = component_work(spec, "signup", f"msg_rl_{i}")
+        enqueuer.enqueue_once(f"rl{i}", task, work)
+    start_worker(STRIPE_RATE_LIMIT=20)
+    start_worker(STRIPE_RATE_LIMIT=20)
+    wait_for(lambda: len(entries(redis_client, settings, "customers")) == 60, timeout=60)
+    stats = emulator_stats(emulator)
+    assert stats["faults"] == 0  # not one 429
+    assert stats["created"]["test"] == 60

@@ -45,7 +45,14 @@ class Runtime:
     def gateway(self) -> StripeGateway:
         with self._lock:
             if self._gateway is None:
-                self._gateway = StripeGateway(self.settings, self.vault)
+                limiter = None
+                if self.settings.stripe_rate_limit > 0:
+                    from worker.ratelimit import StripeRateLimiter
+
+                    limiter = StripeRateLimiter(self._redis or redis_client(self.settings),
+                                                self.settings.key("ratelimit"),
+                                                self.settings.stripe_rate_limit)
+                self._gateway = StripeGateway(self.settings, self.vault, limiter=limiter)
             return self._gateway
 
     def reset(self) -> None:

@@ -309,9 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     web.set_defaults(func=cmd_web)
 
     wrk = sub.add_parser("worker", help="run the Celery worker")
-    wrk.add_argument("--concurrency", type=int, help="default: WORKER_CONCURRENCY (8)")
+    wrk.add_argument("--concurrency", type=int, help="default: WORKER_CONCURRENCY (16)")
     wrk.add_argument("--pool", choices=("prefork", "threads", "gevent", "solo"),
-                     help="default: WORKER_POOL (prefork)")
+                     help="default: WORKER_POOL (threads)")
     wrk.add_argument("--loglevel", default="INFO")
     wrk.set_defaults(func=cmd_worker)
 

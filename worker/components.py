@@ -155,10 +155,12 @@ def _check_value(path: str, value: object, depth: int) -> None:
 class StripeGateway:
     """Stripe clients for the keys named by components, made once and reused (keep-alive)."""
 
-    def __init__(self, settings: Settings, vault: Vault, *, max_network_retries: int = 0):
+    def __init__(self, settings: Settings, vault: Vault, *, max_network_retries: int = 0,
+                 limiter: Any = None):
         self.settings = settings
         self.vault = vault
         self.max_network_retries = max_network_retries
+        self.limiter = limiter  # a StripeRateLimiter shared by every worker, or None
         self._clients: dict[str, stripe.StripeClient] = {}
         self._lock = threading.Lock()
 
@@ -191,6 +193,8 @@ def run_component(
     from the work so every attempt, duplicate and replay sends the same one.
     """
     client = gateway.client(spec.api_secret)
+    if gateway.limiter is not None:
+        gateway.limiter.acquire()
     try:
         if spec.component == CREATE_CUSTOMER:
             key = idempotency_key or spec.idempotency_key

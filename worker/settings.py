@@ -36,9 +36,14 @@ class Settings:
     # delay plus a task's time limit, or an ETA retry would be handed out twice.
     visibility_timeout: int = 300
     task_time_limit: int = 120
-    worker_concurrency: int = 8
-    # I/O-bound work: prefork keeps hard time limits; threads and gevent are there to measure.
-    worker_pool: str = "prefork"
+    # The work waits on Stripe (about 300 ms a call): at that latency 16 threads do what 16
+    # prefork processes do in a fourteenth of the memory (docs/benchmarks.md). Threads have
+    # no hard time limit; STRIPE_TIMEOUT and Redis's socket timeouts bound each task instead.
+    worker_concurrency: int = 16
+    worker_pool: str = "threads"
+    # Calls per second to Stripe across all workers (paced in Redis); 0 = no limit.
+    # Stripe allows 25/s in test mode and 100/s in live mode by default.
+    stripe_rate_limit: float = 0.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
