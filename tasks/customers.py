@@ -23,11 +23,18 @@ from worker.components import (
     ComponentSpec,
     run_component,
 )
-from worker.errors import ConnectionFailed, InternalError, NotFound, StripeWorkerError
+from worker.errors import (
+    ConnectionFailed,
+    InternalError,
+    NotFound,
+    StripeWorkerError,
+    is_retryable,
+)
 from worker.streams import CUSTOMERS, ERRORS, EVENTS, publish_result
 from worker.vault import redact
 
 log = logging.getLogger("stripe_worker.tasks")
+
 
 def backoff(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
     """Exponential backoff with equal jitter: half fixed, half random, capped."""
@@ -117,7 +124,7 @@ class WorkTask(Task):
             error = InternalError(f"{exc.__class__.__name__}: {exc}")
         else:
             return self._publish(rt, work, stream, work_id, entry)
-        if error.retryable and attempts < rt.settings.retry_max_attempts:
+        if is_retryable(error) and attempts < rt.settings.retry_max_attempts:
             log.info("retrying %s %s (attempt %d): %s", self.name, work["source_id"], attempts,
                      error.message)
             raise self.retry(countdown=self._delay(rt, attempts), exc=error) from None

@@ -55,12 +55,6 @@ class Runtime:
                 self._gateway = StripeGateway(self.settings, self.vault, limiter=limiter)
             return self._gateway
 
-    def reset(self) -> None:
-        """Forget clients (after a fork, a child must open its own sockets)."""
-        with self._lock:
-            self._redis = None
-            self._gateway = None
-
 
 def redis_client(settings: Settings, **options: Any) -> redis.Redis:
     options.setdefault("socket_connect_timeout", 2)

@@ -102,9 +102,6 @@ class Enqueuer:
             ) from None
         return bool(queued)
 
-    def depth(self) -> int:
-        return int(self.client.llen(self.queue))
-
     def requeue_stalled(self, older_than: float | None = None) -> list[str]:
         """Queue again recorded work whose message is gone; returns the tickets requeued."""
         older_than = self.settings.visibility_timeout if older_than is None else older_than
