@@ -127,17 +127,24 @@ def cmd_worker(args: argparse.Namespace) -> int:
     """The Celery worker."""
     import os
 
-    from worker.celery_app import create_celery
-    from worker.logs import configure_logging
     from worker.settings import Settings
 
     settings = Settings.from_env()
+    pool = args.pool or settings.worker_pool
+    if pool == "gevent":  # sockets must be patched before redis and requests are imported
+        from celery import maybe_patch_concurrency
+
+        maybe_patch_concurrency(["-P", "gevent"])
+
+    from worker.celery_app import create_celery
+    from worker.logs import configure_logging
+
     configure_logging(args.loglevel.upper(),
                       "[%(asctime)s: %(levelname)s/%(processName)s] %(name)s: %(message)s")
     app = create_celery(settings)
     argv = ["worker", f"--loglevel={args.loglevel}", f"--hostname=stripe-worker-{os.getpid()}@%h",
             f"--concurrency={args.concurrency or settings.worker_concurrency}",
-            f"--pool={args.pool or settings.worker_pool}", "--without-gossip", "--without-mingle"]
+            f"--pool={pool}", "--without-gossip", "--without-mingle"]
     app.worker_main(argv)
     return 0
 
