@@ -82,3 +82,18 @@ def test_missing_spec_file_exits_2(tmp_path):
     done = subprocess.run([sys.executable, "-m", "worker.cli", "run", str(tmp_path / "no.json")],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "cannot read spec" in done.stderr
+
+
+def test_bad_setting_and_absent_redis_are_clear_errors_not_tracebacks():
+    from .conftest import free_port
+
+    env = dict(os.environ, STREAM_MAXLEN="abc")
+    done = subprocess.run([sys.executable, "-m", "worker.cli", "dlq", "list"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "STREAM_MAXLEN" in done.stderr
+    assert "Traceback" not in done.stderr
+    env = dict(os.environ, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    done = subprocess.run([sys.executable, "-m", "worker.cli", "dlq", "list"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "does not answer" in done.stderr
+    assert "Traceback" not in done.stderr

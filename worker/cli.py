@@ -369,11 +369,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import redis
+
     try:
         return int(args.func(args) or 0)
-    except SpecError as exc:
+    except (StripeCallError, QueueUnavailable) as exc:
+        _print_json({"error": exc.to_dict()}, sys.stderr)
+        return 1
+    except StripeWorkerError as exc:  # a bad spec, setting or secret: the user's to fix
         _print_json({"error": exc.to_dict()}, sys.stderr)
         return 2
+    except redis.RedisError as exc:
+        print(f"Redis at REDIS_URL does not answer ({exc.__class__.__name__})", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
