@@ -31,6 +31,7 @@ from worker.settings import Settings
 from worker.streams import ledger_keys
 
 log = logging.getLogger("stripe_worker.queue")
+MAX_REAP_SCAN = 20_000  # queue length above which the reaper waits for the backlog to drain
 
 _ENQUEUE_ONCE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -109,6 +110,10 @@ class Enqueuer:
         stalled = self.client.zrangebyscore(scores, "-inf", time.time() - older_than,
                                             start=0, num=1000)
         if not stalled:
+            return []
+        if self.client.llen(self.queue) > MAX_REAP_SCAN:
+            # A backlog: old work is most likely waiting its turn, and listing the queue
+            # would be costly. Lost messages are found once it drains.
             return []
         alive = self._task_ids_held()
         requeued = []
