@@ -104,6 +104,8 @@ def cmd_web(args: argparse.Namespace) -> int:
         def load_config(self) -> None:
             self.cfg.set("bind", f"{args.host}:{args.port}")
             self.cfg.set("workers", args.workers)
+            if args.threads > 1:  # gthread: a worker's threads overlap their Redis waits
+                self.cfg.set("threads", args.threads)
             self.cfg.set("accesslog", None)  # our own line per request replaces it
             self.cfg.set("graceful_timeout", 10)
             self.cfg.set("child_exit", _mark_dead)
@@ -313,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     web.add_argument("--host", default="0.0.0.0")
     web.add_argument("--port", type=int, default=int(os.environ.get("PORT") or 8000))
     web.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY") or 2))
+    web.add_argument("--threads", type=int, default=int(os.environ.get("WEB_THREADS") or 4),
+                     help="threads per worker (gthread) when above 1")
     web.set_defaults(func=cmd_web)
 
     wrk = sub.add_parser("worker", help="run the Celery worker")
