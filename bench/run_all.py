@@ -487,9 +487,9 @@ def main() -> int:
             say(f"| {kind} | {w['ceiling']['rps']:,.0f} | {w['stripe']['rps']:,.0f} | "
                 f"{w['stripe']['rps'] / w['ceiling']['rps']:.0%} | "
                 f"{w['stripe']['p50_ms']:.2f} | {w['stripe']['p99_ms']:.2f} |")
-        say("\nThe default is 2 workers x 4 threads (WEB_CONCURRENCY, WEB_THREADS): the most "
-            "events/s, as a worker's threads overlap their waits on Redis. With wrk the "
-            "receiver stays under the 50% target. What it does that the "
+        say("\nMore workers or threads overlap the waits on Redis; the default is 2 workers "
+            "x 4 threads (WEB_CONCURRENCY, WEB_THREADS), half the processes of 4 sync "
+            "workers. With wrk the receiver stays under the 50% target. What it does that the "
             "trivial route does not: one Redis round trip per event (a raw socket PING takes "
             "about 75 µs on this machine's loopback) carrying a ~2 KB script call that "
             "dedupes, queues and records the work, on the same 2 cores as Redis and the "
