@@ -22,7 +22,6 @@ import platform
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,16 +40,11 @@ from standardwebhooks.webhooks import Webhook
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from worker.dev import free_port  # noqa: E402
 from worker.emulator import EmulatorServer  # noqa: E402
 
 SECRET = "whsec_" + "ZmF1bHQtcnVuLXNpZ251cC1zZWNyZXQtMDAwMQ=="
 KEY = "sk_test_faultrun" + "0" * 16
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

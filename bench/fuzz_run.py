@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,8 @@ from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from worker.dev import free_port  # noqa: E402
 
 LIVE_KEY = "sk_live_fuzz" + "0" * 20
 LIVE_WHSEC = "whsec_live_endpoint_fuzz_0001"
@@ -57,12 +58,6 @@ class Report:
     @property
     def ok(self) -> bool:
         return self.server_errors == 0 and self.tasks_queued == self.valid_events_sent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rss_kb(master_pid: int) -> int:

@@ -18,7 +18,6 @@ import multiprocessing as mp
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,18 +33,13 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from worker.dev import free_port  # noqa: E402
 from worker.emulator import EmulatorServer  # noqa: E402
 
 KEY = "sk_test_bench" + "0" * 20
 WHSEC = "whsec_bench_endpoint_secret_01"
 SIGNUP_WHSEC = "whsec_" + "YmVuY2gtc2lnbnVwLXNlY3JldC0wMDAwMDE="
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pct(values: list[float], p: float) -> float:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -20,6 +19,7 @@ from datetime import UTC
 import pytest
 import redis
 
+from worker.dev import free_port, redis_answers
 from worker.emulator import EmulatorServer
 from worker.settings import Settings
 from worker.vault import Vault
@@ -30,22 +30,9 @@ LIVE_KEY = "sk_live_51HxYzTestOnlyNotARealKey00"
 _redis: dict[str, object] = {}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _answers(url: str) -> bool:
-    try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
-    except redis.RedisError:
-        return False
-
-
 def _start_redis() -> tuple[str, str, object]:
     url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    if _answers(url):
+    if redis_answers(url):
         return url, f"the Redis at {url}", None
     port = free_port()
     if shutil.which("redis-server"):
@@ -57,7 +44,7 @@ def _start_redis() -> tuple[str, str, object]:
         )
         url = f"redis://127.0.0.1:{port}/0"
         for _ in range(100):
-            if _answers(url):
+            if redis_answers(url):
                 break
             time.sleep(0.05)
         return url, f"redis-server started for this run on port {port}", proc
@@ -328,7 +315,7 @@ class RedisServer:
             from worker.dev import embedded_redis
 
             self._handle = embedded_redis(self.port)
-        wait_for(lambda: _answers(self.url), timeout=10)
+        wait_for(lambda: redis_answers(self.url), timeout=10)
         return self
 
     def stop(self) -> None:

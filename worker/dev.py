@@ -47,7 +47,8 @@ def read_state() -> dict[str, Any]:
         return {}
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nobody listens on now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -62,7 +63,7 @@ def _port_free(host: str, port: int) -> bool:
         return True
 
 
-def _answers(url: str) -> bool:
+def redis_answers(url: str) -> bool:
     try:
         return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
     except (redis.RedisError, ValueError):
@@ -120,7 +121,7 @@ class DevStack:
         env = self.environ
         overrides: dict[str, Any] = {}
         url = env.get("REDIS_URL")
-        if url and _answers(url):
+        if url and redis_answers(url):
             self.say(f"redis     {redact_url(url)} (REDIS_URL)")
         else:
             overrides["redis_url"] = self._embedded_redis()
@@ -147,7 +148,7 @@ class DevStack:
             self.say("secrets   generated for this run: " + ", ".join(
                 f"{name.upper()}={value}" for name, value in generated.items()))
         if not _port_free(self.host, self.port):
-            taken, self.port = self.port, _free_port()
+            taken, self.port = self.port, free_port()
             self.say(f"port      {taken} is taken: the receiver listens on {self.port}")
         self.state = {"receiver": f"http://{self.host}:{self.port}",
                       "redis_url": settings.redis_url, "stream_prefix": settings.stream_prefix,
@@ -155,7 +156,7 @@ class DevStack:
         return settings, Vault(settings.secrets_dir, env)
 
     def _embedded_redis(self) -> str:
-        port = _free_port()
+        port = free_port()
         server = embedded_redis(port)
         self._stops.append(lambda: (server.shutdown(), server.server_close()))
         return f"redis://127.0.0.1:{port}/0"
