@@ -82,9 +82,10 @@ def embedded_redis(port: int, host: str = "127.0.0.1") -> Any:
     and the connection kept, as a real Redis does.
     """
     from fakeredis import TcpFakeServer
-    from fakeredis._clients._tcp_server import TCPFakeRequestHandler
 
-    class KeepConnectionOnErrors(TCPFakeRequestHandler):
+    server = TcpFakeServer((host, port), server_type="redis")
+
+    class KeepConnectionOnErrors(server.RequestHandlerClass):  # type: ignore[name-defined,misc]
         def setup(self) -> None:
             super().setup()
             read = self.current_client.read_response
@@ -95,9 +96,8 @@ def embedded_redis(port: int, host: str = "127.0.0.1") -> Any:
                 except redis.ResponseError as exc:
                     return exc  # encoded as an error reply by the server's writer
 
-            self.current_client.read_response = read_response  # type: ignore[method-assign]
+            self.current_client.read_response = read_response
 
-    server = TcpFakeServer((host, port), server_type="redis")
     server.RequestHandlerClass = KeepConnectionOnErrors
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="embedded-redis", daemon=True).start()
