@@ -133,11 +133,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     pool = args.pool or settings.worker_pool
-    if pool == "gevent":  # sockets must be patched before redis and requests are imported
-        from celery import maybe_patch_concurrency
-
-        maybe_patch_concurrency(["-P", "gevent"])
-
     from worker.celery_app import create_celery
     from worker.logs import configure_logging
 
@@ -372,7 +367,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import os
+
     args = build_parser().parse_args(argv)
+    if args.func is cmd_worker and (args.pool or os.environ.get("WORKER_POOL")) == "gevent":
+        # Sockets must be patched before redis, requests or ssl are imported.
+        from celery import maybe_patch_concurrency
+
+        maybe_patch_concurrency(["-P", "gevent"])
     import redis
 
     try:
