@@ -56,11 +56,10 @@ def customer_id_named_by(event: dict[str, Any]) -> str | None:
     return found if isinstance(found, str) and found else None
 
 
-def create_once(rt: Runtime, spec: ComponentSpec, key: str) -> dict[str, Any]:
+def create_once(rt: Runtime, spec: ComponentSpec, key: str, livemode: bool) -> dict[str, Any]:
     """Create the customer, or return the one this key made before, even after Stripe's 24 h
     idempotency window has passed."""
-    livemode = "live" if rt.gateway.livemode(spec.api_secret) else "test"
-    memory = rt.settings.key("customer", livemode, key)
+    memory = rt.settings.key("customer", "live" if livemode else "test", key)
     known = rt.redis.get(memory)
     if known:
         lookup = ComponentSpec(GET_CUSTOMER, spec.api_secret, customer_id=known.decode(),
@@ -205,7 +204,7 @@ class CreateCustomer(WorkTask):
     def do(self, rt: Runtime, work: dict[str, Any], attempts: int):
         spec, livemode = _spec_work(rt, work)
         key = work["idempotency_key"]
-        outputs = create_once(rt, spec, key)
+        outputs = create_once(rt, spec, key, livemode)
         return CUSTOMERS, work["work_id"], _entry(
             CREATE_CUSTOMER, outputs, source=work["source"], source_id=work["source_id"],
             idempotency_key=key, livemode=livemode, attempts=attempts)

@@ -24,24 +24,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         text = sys.stdin.read() if args.spec == "-" else Path(args.spec).read_text("utf-8")
     except OSError as exc:
-        _print_json({"error": {"type": "invalid_spec", "message": f"cannot read spec: "
-                                                                  f"{exc.strerror}"}}, sys.stderr)
-        return 2
-    try:
-        settings = Settings.from_env()
-        spec = ComponentSpec.parse(text)
-        if args.queue:
-            return _queue_component(settings, spec, args.id or _digest(text))
-        gateway = StripeGateway(settings, Vault.from_settings(settings),
-                                max_network_retries=args.retries)
-        outputs = run_component(spec, gateway)
-    except (StripeCallError, QueueUnavailable) as exc:
-        _print_json({"error": exc.to_dict()}, sys.stderr)
-        return 1
-    except StripeWorkerError as exc:
-        _print_json({"error": exc.to_dict()}, sys.stderr)
-        return 2
-    _print_json(outputs)
+        raise SpecError(f"cannot read spec: {exc.strerror}") from None
+    settings = Settings.from_env()
+    spec = ComponentSpec.parse(text)
+    if args.queue:
+        return _queue_component(settings, spec, args.id or _digest(text))
+    gateway = StripeGateway(settings, Vault.from_settings(settings),
+                            max_network_retries=args.retries)
+    _print_json(run_component(spec, gateway))  # errors: main() prints them, exits 1 or 2
     return 0
 
 

@@ -18,7 +18,7 @@ import stripe
 
 from worker.errors import NotFound, SpecError, from_stripe_error
 from worker.settings import Settings
-from worker.vault import STRIPE_SECRET_KEY, Vault
+from worker.vault import STRIPE_SECRET_KEY, Vault, livemode_of
 
 CREATE_CUSTOMER = "stripe.createCustomer"
 GET_CUSTOMER = "stripe.getStripeCustomer"
@@ -179,8 +179,6 @@ class StripeGateway:
             return client
 
     def livemode(self, api_secret: str) -> bool:
-        from worker.vault import livemode_of
-
         return livemode_of(self.vault.stripe_key(api_secret))
 
 

@@ -32,6 +32,7 @@ from worker.vault import (
     STRIPE_WEBHOOK_SECRET,
     Vault,
     key_mode,
+    redact_url,
 )
 
 
@@ -197,17 +198,6 @@ class DevStack:
             except Exception:  # noqa: S112 - stopping the rest matters more
                 continue
         self._stops.clear()
-
-
-def redact_url(url: str) -> str:
-    """A Redis URL without its password."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = f"{parts.username or ''}:***@{parts.hostname}:{parts.port}"
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
 
 
 def run_dev(host: str = "127.0.0.1", port: int = 8000, concurrency: int = 4) -> int:

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 import redis
 import stripe
 
-from worker.dev import redact_url
 from worker.errors import StripeWorkerError, from_stripe_error
 from worker.settings import Settings
 from worker.vault import (
@@ -17,6 +16,7 @@ from worker.vault import (
     STRIPE_WEBHOOK_SECRET,
     Vault,
     key_mode,
+    redact_url,
 )
 
 

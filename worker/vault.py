@@ -38,6 +38,17 @@ def redact(text: str) -> str:
     return _SECRET_SHAPES.sub(lambda m: m.group(1) + "[redacted]", text)
 
 
+def redact_url(url: str) -> str:
+    """A URL (REDIS_URL) without its password."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = f"{parts.username or ''}:***@{parts.hostname}:{parts.port}"
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
 def key_mode(key: str) -> str:
     """'test' or 'live', from the key's prefix."""
     for prefix, mode in _MODES.items():
