@@ -40,6 +40,7 @@ from standardwebhooks.webhooks import Webhook
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import wait_http  # noqa: E402
 from worker.dev import free_port  # noqa: E402
 from worker.emulator import EmulatorServer  # noqa: E402
 
@@ -106,18 +107,6 @@ def start_redis(port: int) -> subprocess.Popen:
         except redis.ConnectionError:
             time.sleep(0.05)
     raise RuntimeError("redis-server did not start")
-
-
-def wait_http(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url, timeout=1).ok:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
 
 
 def diagnose(client: redis.Redis, entries: list[dict], signups: int) -> list[str]:

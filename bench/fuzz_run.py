@@ -35,6 +35,7 @@ from hypothesis import strategies as st
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import wait_http  # noqa: E402
 from worker.dev import free_port  # noqa: E402
 
 LIVE_KEY = "sk_live_fuzz" + "0" * 20
@@ -119,12 +120,7 @@ def run_fuzz(examples: int = 10_000, say=print) -> Report:
                            stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     session = requests.Session()
-    for _ in range(300):
-        try:
-            if session.get(url + "/healthz", timeout=1).ok:
-                break
-        except requests.RequestException:
-            time.sleep(0.1)
+    wait_http(url + "/healthz")
     client = redis.Redis.from_url(redis_url)
     queue = f"{prefix}:q:celery"
 

@@ -28,11 +28,11 @@ from http.client import HTTPConnection
 from pathlib import Path
 
 import redis
-import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import wait_http  # noqa: E402
 from worker.dev import free_port  # noqa: E402
 from worker.emulator import EmulatorServer  # noqa: E402
 
@@ -135,12 +135,7 @@ class Stack:
         self.procs: list[subprocess.Popen] = []
         if web:
             self.start("web", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "2")
-            for _ in range(300):
-                try:
-                    if requests.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).ok:
-                        break
-                except requests.RequestException:
-                    time.sleep(0.1)
+            wait_http(f"http://127.0.0.1:{self.port}/healthz")
         self.redis = redis.Redis.from_url(REDIS_URL, decode_responses=True)
 
     def start(self, *args: str) -> subprocess.Popen:
@@ -251,12 +246,7 @@ def bench_receiver_wrk(seconds: float, workers: int, threads: int) -> dict:
         stack.start("web", "--host", "127.0.0.1", "--port", str(stack.port), "--workers",
                     str(workers), "--threads", str(threads))
         url = f"http://127.0.0.1:{stack.port}"
-        for _ in range(300):
-            try:
-                if requests.get(url + "/healthz", timeout=1).ok:
-                    break
-            except requests.RequestException:
-                time.sleep(0.1)
+        wait_http(url + "/healthz")
         folder = Path(tempfile.mkdtemp(prefix="wrk-"))
         with open(folder / "requests.txt", "w") as f:
             for i in range(int(seconds * 6000)):
@@ -402,12 +392,7 @@ def bench_naive(seconds: float, latency_ms: float) -> dict:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
-        for _ in range(300):
-            try:
-                requests.get(f"http://127.0.0.1:{port}/", timeout=1)
-                break
-            except requests.RequestException:
-                time.sleep(0.1)
+        wait_http(f"http://127.0.0.1:{port}/", any_answer=True)
         return load(port, stripe_request, seconds)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -389,3 +390,33 @@ def start_web(settings: Settings, webhook_env: dict[str, str], tmp_path):
     yield start
     for web in started:
         web.stop()
+
+
+def at_once(n: int, call):
+    """Run `call()` in `n` threads released together; their results, as they finish."""
+    results: list = []
+    barrier = threading.Barrier(n)
+
+    def run() -> None:
+        barrier.wait()
+        results.append(call())
+
+    threads = [threading.Thread(target=run) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def faults(emulator: EmulatorServer, **spec: object) -> None:
+    """Set the emulator's fault injection through its admin route."""
+    import requests
+
+    requests.post(f"{emulator.url}/_emulator/faults", json=spec, timeout=5).raise_for_status()
+
+
+def emulator_stats(emulator: EmulatorServer) -> dict:
+    import requests
+
+    return requests.get(f"{emulator.url}/_emulator/stats", timeout=5).json()

@@ -1,7 +1,6 @@
 """Both components through the official SDK, over real HTTP, against the emulator."""
 
 import json
-import threading
 
 import pytest
 import requests
@@ -18,18 +17,10 @@ from worker.errors import (
     is_retryable,
 )
 
-from .conftest import TEST_KEY, free_port
+from .conftest import TEST_KEY, at_once, emulator_stats, faults, free_port
 
 CREATE = {"component": "stripe.createCustomer", "trigger": "true",
           "Body": {"email": "jenny.rosen@example.com", "name": "Jenny Rosen"}}
-
-
-def faults(emulator, **spec):
-    requests.post(f"{emulator.url}/_emulator/faults", json=spec, timeout=5).raise_for_status()
-
-
-def stats(emulator):
-    return requests.get(f"{emulator.url}/_emulator/stats", timeout=5).json()
 
 
 @pytest.fixture
@@ -52,7 +43,7 @@ def test_create_customer_outputs(gateway, emulator):
     assert out["Headers"]["Request-Id"].startswith("req_")
     assert "Stripe-Version" in out["Headers"]
     json.dumps(out)  # outputs are plain JSON
-    assert stats(emulator)["created"]["test"] == 1
+    assert emulator_stats(emulator)["created"]["test"] == 1
 
 
 def test_get_customer_outputs(gateway):
@@ -85,7 +76,7 @@ def test_idempotent_replay_returns_the_first_customer(gateway, emulator):
     second = create(gateway, key="signup-u_1")
     assert second["customerId"] == first["customerId"]
     assert second["Headers"].get("Idempotent-Replayed") == "true"
-    assert stats(emulator)["created"]["test"] == 1
+    assert emulator_stats(emulator)["created"]["test"] == 1
 
 
 def test_idempotency_key_with_other_parameters_is_permanent(gateway, emulator):
@@ -94,25 +85,22 @@ def test_idempotency_key_with_other_parameters_is_permanent(gateway, emulator):
         create(gateway, key="k1", email="other@example.com")
     assert "idempotency" in info.value.message
     assert not is_retryable(info.value)
-    assert stats(emulator)["created"]["test"] == 1
+    assert emulator_stats(emulator)["created"]["test"] == 1
 
 
 def test_concurrent_requests_with_one_key_make_one_customer(gateway, emulator):
     faults(emulator, latency_ms=100)
-    results, errors = [], []
 
     def attempt():
         try:
-            results.append(create(gateway, key="same")["customerId"])
+            return create(gateway, key="same")["customerId"]
         except StripeUnavailable as exc:  # 409: the first is still in flight
-            errors.append(exc)
+            return exc
 
-    threads = [threading.Thread(target=attempt) for _ in range(5)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert stats(emulator)["created"]["test"] == 1
+    answers = at_once(5, attempt)
+    results = [a for a in answers if isinstance(a, str)]
+    errors = [a for a in answers if not isinstance(a, str)]
+    assert emulator_stats(emulator)["created"]["test"] == 1
     assert len(set(results)) == 1
     assert all(e.http_status == 409 and is_retryable(e) for e in errors)
 
@@ -122,8 +110,8 @@ def test_500_then_success_with_sdk_retries_makes_one_customer(settings, vault, e
     gateway = StripeGateway(settings, vault, max_network_retries=2)
     out = create(gateway, key="k-500")
     assert out["customerId"].startswith("cus_")
-    assert stats(emulator)["created"]["test"] == 1
-    assert stats(emulator)["faults"] == 1
+    assert emulator_stats(emulator)["created"]["test"] == 1
+    assert emulator_stats(emulator)["faults"] == 1
 
 
 def test_500_is_temporary(gateway, emulator):
@@ -253,14 +241,14 @@ BAD_SPECS = [
 def test_bad_spec_is_a_clear_error_before_any_call(spec, message, emulator):
     with pytest.raises(SpecError, match=message):
         ComponentSpec.parse(spec if isinstance(spec, str) else json.dumps(spec))
-    assert stats(emulator)["requests"] == 0
+    assert emulator_stats(emulator)["requests"] == 0
 
 
 def test_bad_secret_name_makes_no_call(gateway, emulator):
     spec = ComponentSpec.parse(dict(CREATE, api_secret="../../etc/passwd"))
     with pytest.raises(SpecError):
         run_component(spec, gateway)
-    assert stats(emulator)["requests"] == 0
+    assert emulator_stats(emulator)["requests"] == 0
 
 
 def test_spec_round_trips_as_plain_json():

@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-import threading
 import time
 
 import requests
@@ -12,16 +11,18 @@ from webhooks.signup import signup_component
 from worker.emulator import IDEMPOTENCY_TTL
 from worker.work import component_work
 
-from .conftest import TEST_KEY, entries, queued, sign_standard, wait_for, worker_env
+from .conftest import (
+    TEST_KEY,
+    at_once,
+    emulator_stats,
+    entries,
+    faults,
+    queued,
+    sign_standard,
+    wait_for,
+    worker_env,
+)
 from .test_receiver import SIGNUP, post_signup, post_stripe, stripe_event
-
-
-def emulator_stats(emulator):
-    return requests.get(f"{emulator.url}/_emulator/stats", timeout=5).json()
-
-
-def faults(emulator, **spec):
-    requests.post(f"{emulator.url}/_emulator/faults", json=spec, timeout=5).raise_for_status()
 
 
 def test_signup_becomes_one_customer_and_one_entry(client, start_worker, redis_client,
@@ -43,17 +44,9 @@ def test_signup_becomes_one_customer_and_one_entry(client, start_worker, redis_c
 def test_three_concurrent_deliveries_make_one_customer(app, start_worker, redis_client,
                                                        settings, emulator):
     headers = sign_standard(SIGNUP, "msg_3x")
-    answers = []
-
-    def deliver():
-        answers.append(post_signup(app.test_client(), SIGNUP, headers).json["duplicate"])
-
     start_worker()
-    threads = [threading.Thread(target=deliver) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    answers = at_once(3, lambda: post_signup(app.test_client(), SIGNUP, headers).json[
+        "duplicate"])
     assert sorted(answers) == [False, True, True]
     wait_for(lambda: entries(redis_client, settings, "customers"))
     # The same user signed up under other webhook ids still makes no second customer.

@@ -1,7 +1,6 @@
 """The receiver through Flask's test client: verification, dedupe, answers."""
 
 import json
-import threading
 import time
 
 import pytest
@@ -9,6 +8,7 @@ import pytest
 from .conftest import (
     LIVE_KEY,
     STRIPE_WEBHOOK_SECRET,
+    at_once,
     queued,
     sign_standard,
     sign_stripe,
@@ -61,16 +61,7 @@ def test_duplicate_delivery_is_answered_but_not_queued(client, redis_client, set
 
 def test_concurrent_duplicates_queue_once(app, redis_client, settings):
     body = stripe_event("evt_concurrent")
-    answers = []
-
-    def deliver():
-        answers.append(post_stripe(app.test_client(), body).json)
-
-    threads = [threading.Thread(target=deliver) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    answers = at_once(8, lambda: post_stripe(app.test_client(), body).json)
     assert sorted(a["duplicate"] for a in answers) == [False] + [True] * 7
     assert len(queued(redis_client, settings)) == 1
 

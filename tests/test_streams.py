@@ -3,14 +3,13 @@
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import fakeredis
 
 from worker.streams import StreamConsumer, as_field, publish_result
 
-from .conftest import worker_env
+from .conftest import at_once, worker_env
 
 
 def test_publish_once_per_work_id(redis_client, settings):
@@ -21,16 +20,8 @@ def test_publish_once_per_work_id(redis_client, settings):
 
 
 def test_concurrent_publishers_append_once(redis_client, settings):
-    results = []
-
-    def publish():
-        results.append(publish_result(redis_client, settings, "customers", "same", {"a": 1}))
-
-    threads = [threading.Thread(target=publish) for _ in range(20)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = at_once(20, lambda: publish_result(redis_client, settings, "customers", "same",
+                                                 {"a": 1}))
     assert sum(r.new for r in results) == 1
     assert redis_client.xlen(settings.key("customers")) == 1
 

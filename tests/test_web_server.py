@@ -1,12 +1,11 @@
 """The receiver under a real gunicorn, over real HTTP on loopback."""
 
 import json
-import threading
 import time
 
 import requests
 
-from .conftest import LIVE_KEY, SIGNUP_WEBHOOK_SECRET, queued, sign_standard, sign_stripe
+from .conftest import LIVE_KEY, SIGNUP_WEBHOOK_SECRET, at_once, queued, sign_standard, sign_stripe
 from .test_receiver import SIGNUP, stripe_event
 
 
@@ -52,16 +51,7 @@ def test_concurrent_duplicate_deliveries_over_http(start_web, redis_client, sett
     web = start_web()
     body = stripe_event("evt_dup_http")
     header = sign_stripe(body)
-    answers = []
-
-    def deliver():
-        answers.append(post(web, "stripe", body, {"Stripe-Signature": header}).json())
-
-    threads = [threading.Thread(target=deliver) for _ in range(12)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    answers = at_once(12, lambda: post(web, "stripe", body, {"Stripe-Signature": header}).json())
     assert sorted(a["duplicate"] for a in answers) == [False] + [True] * 11
     assert len(queued(redis_client, settings)) == 1
 
