@@ -108,8 +108,6 @@ def create_celery(settings: Settings, vault: Vault | None = None) -> Celery:
     )
     app.runtime = Runtime(settings, vault)  # type: ignore[attr-defined]
     from tasks import customers
-    from worker.reaper import install_reaper
 
     customers.register(app)
-    install_reaper(app)
     return app

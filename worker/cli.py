@@ -128,7 +128,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     configure_logging(args.loglevel.upper(),
                       "[%(asctime)s: %(levelname)s/%(processName)s] %(name)s: %(message)s")
+    from worker.reaper import install_reaper
+
     app = create_celery(settings)
+    install_reaper(app)  # only processes that run tasks reap
     argv = ["worker", f"--loglevel={args.loglevel}", f"--hostname=stripe-worker-{os.getpid()}@%h",
             f"--concurrency={args.concurrency or settings.worker_concurrency}",
             f"--pool={pool}", "--without-gossip", "--without-mingle"]

@@ -204,6 +204,7 @@ def run_dev(host: str = "127.0.0.1", port: int = 8000, concurrency: int = 4) -> 
     """Start everything, print what to do next, run the worker until Ctrl-C or SIGTERM."""
     from worker.celery_app import create_celery
     from worker.logs import configure_logging
+    from worker.reaper import install_reaper
 
     configure_logging("INFO", "%(asctime)s %(levelname)s %(name)s: %(message)s")
     stack = DevStack(host=host, port=port)
@@ -220,6 +221,7 @@ def run_dev(host: str = "127.0.0.1", port: int = 8000, concurrency: int = 4) -> 
               "  stripe-worker tail customers       # or: events, errors\n"
               "Ctrl-C stops everything.", flush=True)
         app = create_celery(settings, vault)
+        install_reaper(app)
         worker = app.Worker(pool="threads", concurrency=concurrency, loglevel="INFO",
                             without_gossip=True, without_mingle=True, without_heartbeat=True,
                             hostname=f"stripe-worker-dev-{os.getpid()}@{socket.gethostname()}",
