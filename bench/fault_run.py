@@ -41,8 +41,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import wait_http  # noqa: E402
-from worker.dev import free_port  # noqa: E402
-from worker.emulator import EmulatorServer  # noqa: E402
+from worker.devtools.emulator import EmulatorServer  # noqa: E402
+from worker.devtools.local import free_port  # noqa: E402
 
 SECRET = "whsec_" + "ZmF1bHQtcnVuLXNpZ251cC1zZWNyZXQtMDAwMQ=="
 KEY = "sk_test_faultrun" + "0" * 16
@@ -69,8 +69,14 @@ class Report:
     @property
     def ok(self) -> bool:
         n = self.signups
-        return (self.customers_created, self.entries, self.distinct_customers_in_entries,
-                self.errors, self.duplicates, self.unanswered) == (n, n, n, 0, 0, 0)
+        return (
+            self.customers_created,
+            self.entries,
+            self.distinct_customers_in_entries,
+            self.errors,
+            self.duplicates,
+            self.unanswered,
+        ) == (n, n, n, 0, 0, 0)
 
 
 class Processes:
@@ -84,8 +90,13 @@ class Processes:
     def start(self, *args: str) -> subprocess.Popen:
         self.count += 1
         log = open(self.logdir / f"{args[0]}-{self.count}.log", "wb")  # noqa: SIM115
-        return subprocess.Popen([sys.executable, "-m", "worker.cli", *args], env=self.env,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "worker.cli", *args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     @staticmethod
     def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
@@ -96,9 +107,22 @@ class Processes:
 
 def start_redis(port: int) -> subprocess.Popen:
     proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", tempfile.mkdtemp(prefix="fault-redis-")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            tempfile.mkdtemp(prefix="fault-redis-"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     client = redis.Redis(port=port)
     for _ in range(100):
         try:
@@ -112,22 +136,32 @@ def start_redis(port: int) -> subprocess.Popen:
 def diagnose(client: redis.Redis, entries: list[dict], signups: int) -> list[str]:
     """Where the work of each signup without an entry stopped."""
     have = {f["idempotency_key"] for f in entries}
-    notes = [f"queue {client.llen('stripe:q:celery')}, unacked "
-             f"{client.hlen('stripe:q:unacked')}, unacked_index "
-             f"{client.zcard('stripe:q:unacked_index')}, mutex "
-             f"{client.exists('stripe:q:unacked_mutex')}"]
+    notes = [
+        f"queue {client.llen('stripe:q:celery')}, unacked "
+        f"{client.hlen('stripe:q:unacked')}, unacked_index "
+        f"{client.zcard('stripe:q:unacked_index')}, mutex "
+        f"{client.exists('stripe:q:unacked_mutex')}"
+    ]
     for i in range(signups):
         key = f"signup-u_{i:05d}"
         if key in have:
             continue
-        notes.append(f"{key}: marked {client.exists(f'stripe:seen:signup:msg_fault_{i:05d}')}, "
-                     f"customer remembered {client.exists(f'stripe:customer:test:{key}')}, "
-                     f"published {client.exists(f'stripe:published:customers:create:{key}')}")
+        notes.append(
+            f"{key}: marked {client.exists(f'stripe:seen:signup:msg_fault_{i:05d}')}, "
+            f"customer remembered {client.exists(f'stripe:customer:test:{key}')}, "
+            f"published {client.exists(f'stripe:published:customers:create:{key}')}"
+        )
     return notes
 
 
-def run_fault(signups: int = 1000, kill_every: int = 100, fail_rate: float = 0.3,
-              outage_s: float = 4.0, seed: int = 7, say=print) -> Report:
+def run_fault(
+    signups: int = 1000,
+    kill_every: int = 100,
+    fail_rate: float = 0.3,
+    outage_s: float = 4.0,
+    seed: int = 7,
+    say=print,
+) -> Report:
     """Run the scenario; returns the counts (check `report.ok`)."""
     rng = random.Random(seed)
     report = Report(signups)
@@ -140,20 +174,33 @@ def run_fault(signups: int = 1000, kill_every: int = 100, fail_rate: float = 0.3
         redis_proc: subprocess.Popen | None = start_redis(redis_port)
         redis_url = f"redis://127.0.0.1:{redis_port}/0"
     else:  # the outage needs a process to pause; without one the run says so
-        from worker.dev import embedded_redis
+        from worker.devtools.local import embedded_redis
 
         redis_port = free_port()
         server = embedded_redis(redis_port)
         redis_proc, redis_url = None, f"redis://127.0.0.1:{redis_port}/0"
         report.notes.append("no redis-server installed: ran on fakeredis, without the outage")
     web_port = free_port()
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("STRIPE", "REDIS", "STREAM", "RETRY", "SIGNUP"))}
-    env.update(REDIS_URL=redis_url, STRIPE_API_BASE=emulator.url, STRIPE_SECRET_KEY=KEY,
-               SIGNUP_WEBHOOK_SECRET=SECRET, STRIPE_WEBHOOK_SECRET="whsec_unused_here",
-               PYTHONPATH=str(ROOT), RETRY_BASE_DELAY="0.2", RETRY_MAX_DELAY="2",
-               RETRY_MAX_ATTEMPTS="14", TASK_TIME_LIMIT="8", VISIBILITY_TIMEOUT="12",
-               STRIPE_TIMEOUT="5", WORKER_CONCURRENCY="8")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("STRIPE", "REDIS", "STREAM", "RETRY", "SIGNUP"))
+    }
+    env.update(
+        REDIS_URL=redis_url,
+        STRIPE_API_BASE=emulator.url,
+        STRIPE_SECRET_KEY=KEY,
+        SIGNUP_WEBHOOK_SECRET=SECRET,
+        STRIPE_WEBHOOK_SECRET="whsec_unused_here",
+        PYTHONPATH=str(ROOT),
+        RETRY_BASE_DELAY="0.2",
+        RETRY_MAX_DELAY="2",
+        RETRY_MAX_ATTEMPTS="14",
+        TASK_TIME_LIMIT="8",
+        VISIBILITY_TIMEOUT="12",
+        STRIPE_TIMEOUT="5",
+        WORKER_CONCURRENCY="8",
+    )
     procs = Processes(env, logdir)
     web = procs.start("web", "--host", "127.0.0.1", "--port", str(web_port), "--workers", "2")
     receiver = f"http://127.0.0.1:{web_port}"
@@ -167,13 +214,17 @@ def run_fault(signups: int = 1000, kill_every: int = 100, fail_rate: float = 0.3
         """One delivery, retried on 503 or no answer like Stripe and Svix do (bounded)."""
         for attempt in range(60):
             stamp = int(time.time())
-            sig = Webhook(SECRET).sign(msg_id, datetime.fromtimestamp(stamp, tz=UTC),
-                                       body.decode())
-            headers = {"webhook-id": msg_id, "webhook-timestamp": str(stamp),
-                       "webhook-signature": sig, "Content-Type": "application/json"}
+            sig = Webhook(SECRET).sign(msg_id, datetime.fromtimestamp(stamp, tz=UTC), body.decode())
+            headers = {
+                "webhook-id": msg_id,
+                "webhook-timestamp": str(stamp),
+                "webhook-signature": sig,
+                "Content-Type": "application/json",
+            }
             try:
-                r = requests.post(receiver + "/webhooks/signup", data=body, headers=headers,
-                                  timeout=5)
+                r = requests.post(
+                    receiver + "/webhooks/signup", data=body, headers=headers, timeout=5
+                )
                 with lock:
                     report.deliveries += 1
                     report.answered_503 += r.status_code == 503
@@ -188,9 +239,16 @@ def run_fault(signups: int = 1000, kill_every: int = 100, fail_rate: float = 0.3
             report.unanswered += 1
 
     def signup(i: int) -> None:
-        body = json.dumps({"type": "user.created",
-                           "data": {"user_id": f"u_{i:05d}", "email": f"user{i}@example.com",
-                                    "name": f"User {i}"}}).encode()
+        body = json.dumps(
+            {
+                "type": "user.created",
+                "data": {
+                    "user_id": f"u_{i:05d}",
+                    "email": f"user{i}@example.com",
+                    "name": f"User {i}",
+                },
+            }
+        ).encode()
         msg_id = f"msg_fault_{i:05d}"
         twins = [threading.Thread(target=deliver, args=(body, msg_id)) for _ in range(2)]
         for t in twins:
@@ -213,8 +271,9 @@ def run_fault(signups: int = 1000, kill_every: int = 100, fail_rate: float = 0.3
             delivered = report.deliveries
             if not restarted_web and delivered > signups:
                 Processes.stop(web)
-                web = procs.start("web", "--host", "127.0.0.1", "--port", str(web_port),
-                                  "--workers", "2")
+                web = procs.start(
+                    "web", "--host", "127.0.0.1", "--port", str(web_port), "--workers", "2"
+                )
                 wait_http(receiver + "/healthz")
                 report.receiver_restarts += 1
                 restarted_web = True
@@ -232,13 +291,14 @@ def run_fault(signups: int = 1000, kill_every: int = 100, fail_rate: float = 0.3
     try:
         with ThreadPoolExecutor(max_workers=12) as pool:
             list(pool.map(signup, range(signups)))
-        say(f"delivered {signups} signups x3 in {time.monotonic() - started:.1f}s; "
-            "waiting for the worker")
+        say(
+            f"delivered {signups} signups x3 in {time.monotonic() - started:.1f}s; "
+            "waiting for the worker"
+        )
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             try:
-                settled = (client.xlen("stripe:customers") + client.xlen("stripe:errors")
-                           >= signups)
+                settled = client.xlen("stripe:customers") + client.xlen("stripe:errors") >= signups
             except redis.RedisError:
                 settled = False
             if settled:
@@ -281,8 +341,10 @@ def main() -> int:
     parser.add_argument("--fail-rate", type=float, default=0.3)
     parser.add_argument("--outage", type=float, default=4.0, help="seconds Redis is paused")
     args = parser.parse_args()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
-          f"{platform.python_version()}, {platform.platform()}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}, {platform.platform()}"
+    )
     report = run_fault(args.signups, args.kill_every, args.fail_rate, args.outage)
     for name, value in asdict(report).items():
         print(f"{name:32} {value}")

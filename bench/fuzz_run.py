@@ -36,13 +36,21 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import wait_http  # noqa: E402
-from worker.dev import free_port  # noqa: E402
+from worker.devtools.local import free_port  # noqa: E402
 
 LIVE_KEY = "sk_live_fuzz" + "0" * 20
 LIVE_WHSEC = "whsec_live_endpoint_fuzz_0001"
 TEST_WHSEC = "whsec_test_endpoint_fuzz_0001"
-HEADER_NAMES = ["Stripe-Signature", "webhook-id", "webhook-timestamp", "webhook-signature",
-                "svix-id", "svix-timestamp", "svix-signature", "Content-Type"]
+HEADER_NAMES = [
+    "Stripe-Signature",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "svix-id",
+    "svix-timestamp",
+    "svix-signature",
+    "Content-Type",
+]
 
 
 @dataclass
@@ -81,26 +89,41 @@ def sign(payload: bytes, secret: str, stamp: int | None = None) -> str:
 
 
 def event(i: int, livemode: bool = True) -> bytes:
-    return json.dumps({"id": f"evt_fuzz_{i}", "object": "event", "type": "product.created",
-                       "livemode": livemode, "created": int(time.time()),
-                       "data": {"object": {"id": f"prod_{i}", "object": "product"}}}).encode()
+    return json.dumps(
+        {
+            "id": f"evt_fuzz_{i}",
+            "object": "event",
+            "type": "product.created",
+            "livemode": livemode,
+            "created": int(time.time()),
+            "data": {"object": {"id": f"prod_{i}", "object": "product"}},
+        }
+    ).encode()
 
 
 header_values = st.one_of(
     # requests refuses to send values with leading or trailing blanks
-    st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=300
-            ).map(str.strip),
-    st.builds(lambda t, v: f"t={t},v1={v}", st.integers(-10**12, 10**13),
-              st.text("0123456789abcdef", max_size=70)),
-    st.builds(lambda v: f"v1,{v}", st.text(
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=", max_size=60)),
+    st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=300).map(
+        str.strip
+    ),
+    st.builds(
+        lambda t, v: f"t={t},v1={v}",
+        st.integers(-(10**12), 10**13),
+        st.text("0123456789abcdef", max_size=70),
+    ),
+    st.builds(
+        lambda v: f"v1,{v}",
+        st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=", max_size=60),
+    ),
     st.just(str(int(time.time()))),
 )
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner,
-                                                                max_size=5),
-    max_leaves=40)
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5)
+    ),
+    max_leaves=40,
+)
 bodies = st.one_of(st.binary(max_size=4000), json_values.map(lambda v: json.dumps(v).encode()))
 
 
@@ -111,13 +134,33 @@ def run_fuzz(examples: int = 10_000, say=print) -> Report:
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     prefix = f"fuzz{os.getpid()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE", "SIGNUP"))}
-    env.update(REDIS_URL=redis_url, STREAM_PREFIX=prefix, STRIPE_SECRET_KEY=LIVE_KEY,
-               STRIPE_WEBHOOK_SECRET=LIVE_WHSEC, SIGNUP_WEBHOOK_SECRET="whsec_"
-               + "bGl2ZS1zaWdudXAtc2VjcmV0LWZ1enotMDAwMQ==", PYTHONPATH=str(ROOT))
+    env.update(
+        REDIS_URL=redis_url,
+        STREAM_PREFIX=prefix,
+        STRIPE_SECRET_KEY=LIVE_KEY,
+        STRIPE_WEBHOOK_SECRET=LIVE_WHSEC,
+        SIGNUP_WEBHOOK_SECRET="whsec_" + "bGl2ZS1zaWdudXAtc2VjcmV0LWZ1enotMDAwMQ==",
+        PYTHONPATH=str(ROOT),
+    )
     log = open(Path(tempfile.mkdtemp(prefix="fuzz-")) / "web.log", "wb")  # noqa: SIM115
-    web = subprocess.Popen([sys.executable, "-m", "worker.cli", "web", "--host", "127.0.0.1",
-                            "--port", str(port), "--workers", "2"], env=env, stdout=log,
-                           stderr=subprocess.STDOUT, start_new_session=True)
+    web = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "worker.cli",
+            "web",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     session = requests.Session()
     wait_http(url + "/healthz")
@@ -139,11 +182,19 @@ def run_fuzz(examples: int = 10_000, say=print) -> Report:
     try:
         report.rss_kb_before = rss_kb(web.pid)
 
-        @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
-                  suppress_health_check=list(HealthCheck))
-        @given(route=st.sampled_from(["stripe", "signup"]),
-               headers=st.dictionaries(st.sampled_from(HEADER_NAMES), header_values, max_size=5),
-               body=bodies, signed=st.sampled_from([None, LIVE_WHSEC, TEST_WHSEC]))
+        @settings(
+            max_examples=examples,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(
+            route=st.sampled_from(["stripe", "signup"]),
+            headers=st.dictionaries(st.sampled_from(HEADER_NAMES), header_values, max_size=5),
+            body=bodies,
+            signed=st.sampled_from([None, LIVE_WHSEC, TEST_WHSEC]),
+        )
         def fuzz(route, headers, body, signed):
             if signed and route == "stripe":  # validly signed garbage: must be a 4xx
                 headers = dict(headers, **{"Stripe-Signature": sign(body, signed)})
@@ -167,14 +218,17 @@ def run_fuzz(examples: int = 10_000, say=print) -> Report:
             report.valid_events_sent += 1
             # A replayed signature on another body, and a stale one.
             send("stripe", event(i + 1000), {"Stripe-Signature": header})
-            send("stripe", body, {"Stripe-Signature": sign(body, LIVE_WHSEC,
-                                                            int(time.time()) - 3600)})
+            send(
+                "stripe",
+                body,
+                {"Stripe-Signature": sign(body, LIVE_WHSEC, int(time.time()) - 3600)},
+            )
             # Signed with the test endpoint's secret, and a test-mode event on live.
-            send("stripe", event(i + 2000), {"Stripe-Signature": sign(event(i + 2000),
-                                                                      TEST_WHSEC)})
+            send("stripe", event(i + 2000), {"Stripe-Signature": sign(event(i + 2000), TEST_WHSEC)})
             test_mode = event(i + 3000, livemode=False)
-            assert send("stripe", test_mode, {"Stripe-Signature": sign(test_mode,
-                                                                       LIVE_WHSEC)}) == 400
+            assert (
+                send("stripe", test_mode, {"Stripe-Signature": sign(test_mode, LIVE_WHSEC)}) == 400
+            )
         report.tasks_queued = client.llen(queue)
         report.rss_kb_after = rss_kb(web.pid)
     finally:
@@ -191,13 +245,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=10_000)
     args = parser.parse_args()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
-          f"{platform.python_version()}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
     report = run_fuzz(args.examples)
     for name, value in asdict(report).items():
         print(f"{name:20} {dict(report.by_status) if name == 'by_status' else value}")
-    print("OK: no 5xx, nothing queued without a valid live signature" if report.ok
-          else "FAILED")
+    print("OK: no 5xx, nothing queued without a valid live signature" if report.ok else "FAILED")
     return 0 if report.ok else 1
 
 

@@ -33,8 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import wait_http  # noqa: E402
-from worker.dev import free_port  # noqa: E402
-from worker.emulator import EmulatorServer  # noqa: E402
+from worker.devtools.emulator import EmulatorServer  # noqa: E402
+from worker.devtools.local import free_port  # noqa: E402
 
 KEY = "sk_test_bench" + "0" * 20
 WHSEC = "whsec_bench_endpoint_secret_01"
@@ -50,28 +50,59 @@ def pct(values: list[float], p: float) -> float:
 
 
 def stripe_request(i: int, prefix: str) -> tuple[str, str, bytes, dict[str, str]]:
-    body = json.dumps({"id": f"evt_{prefix}_{i}", "object": "event", "type": "product.created",
-                       "livemode": False, "created": int(time.time()),
-                       "data": {"object": {"id": f"prod_{i}", "object": "product",
-                                           "name": "Bench product", "metadata": {}}}}).encode()
+    body = json.dumps(
+        {
+            "id": f"evt_{prefix}_{i}",
+            "object": "event",
+            "type": "product.created",
+            "livemode": False,
+            "created": int(time.time()),
+            "data": {
+                "object": {
+                    "id": f"prod_{i}",
+                    "object": "product",
+                    "name": "Bench product",
+                    "metadata": {},
+                }
+            },
+        }
+    ).encode()
     stamp = int(time.time())
     mac = hmac.new(WHSEC.encode(), f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return ("POST", "/webhooks/stripe", body,
-            {"Stripe-Signature": f"t={stamp},v1={mac}", "Content-Type": "application/json"})
+    return (
+        "POST",
+        "/webhooks/stripe",
+        body,
+        {"Stripe-Signature": f"t={stamp},v1={mac}", "Content-Type": "application/json"},
+    )
 
 
 def signup_request(i: int, prefix: str) -> tuple[str, str, bytes, dict[str, str]]:
     from standardwebhooks.webhooks import Webhook
 
-    body = json.dumps({"type": "user.created",
-                       "data": {"user_id": f"u_{prefix}_{i}", "email": f"u{i}@example.com",
-                                "name": "Bench User"}})
+    body = json.dumps(
+        {
+            "type": "user.created",
+            "data": {
+                "user_id": f"u_{prefix}_{i}",
+                "email": f"u{i}@example.com",
+                "name": "Bench User",
+            },
+        }
+    )
     msg_id = f"msg_{prefix}_{i}"
     stamp = datetime.now(tz=UTC)
-    return ("POST", "/webhooks/signup", body.encode(),
-            {"webhook-id": msg_id, "webhook-timestamp": str(int(stamp.timestamp())),
-             "webhook-signature": Webhook(SIGNUP_WHSEC).sign(msg_id, stamp, body),
-             "Content-Type": "application/json"})
+    return (
+        "POST",
+        "/webhooks/signup",
+        body.encode(),
+        {
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(int(stamp.timestamp())),
+            "webhook-signature": Webhook(SIGNUP_WHSEC).sign(msg_id, stamp, body),
+            "Content-Type": "application/json",
+        },
+    )
 
 
 def _client(port: int, reqs: list, seconds: float, out: mp.Queue) -> None:
@@ -94,9 +125,13 @@ def load(port: int, make, seconds: float, clients: int = 4, per_client: int = 60
     """Closed-loop load from `clients` processes; requests/s and latency percentiles."""
     out: mp.Queue = mp.Queue()
     tag = f"{os.getpid()}{int(time.time() * 1000) % 10**8}"
-    procs = [mp.Process(target=_client, args=(
-        port, [make(c * per_client + i, tag) for i in range(per_client)], seconds, out))
-        for c in range(clients)]
+    procs = [
+        mp.Process(
+            target=_client,
+            args=(port, [make(c * per_client + i, tag) for i in range(per_client)], seconds, out),
+        )
+        for c in range(clients)
+    ]
     started = time.perf_counter()
     for p in procs:
         p.start()
@@ -109,28 +144,48 @@ def load(port: int, make, seconds: float, clients: int = 4, per_client: int = 60
     for _, s in results:
         for k, v in s.items():
             statuses[k] = statuses.get(k, 0) + v
-    return {"rps": len(lat) / min(elapsed, seconds + 0.5), "p50_ms": pct(lat, 50) * 1e3,
-            "p99_ms": pct(lat, 99) * 1e3, "statuses": statuses}
+    return {
+        "rps": len(lat) / min(elapsed, seconds + 0.5),
+        "p50_ms": pct(lat, 50) * 1e3,
+        "p99_ms": pct(lat, 99) * 1e3,
+        "statuses": statuses,
+    }
 
 
 class Stack:
     """gunicorn receiver, Celery worker and the emulator, on the Redis at REDIS_URL."""
 
-    def __init__(self, prefix: str, latency_ms: float = 0.0, pool: str = "threads",
-                 concurrency: int = 16, web: bool = True, rate_limit: float = 0.0,
-                 our_limit: float = 0.0) -> None:
+    def __init__(
+        self,
+        prefix: str,
+        latency_ms: float = 0.0,
+        pool: str = "threads",
+        concurrency: int = 16,
+        web: bool = True,
+        rate_limit: float = 0.0,
+        our_limit: float = 0.0,
+    ) -> None:
         self.prefix = prefix
         self.emulator = EmulatorServer("127.0.0.1", 0).start()
         self.emulator.state.set_faults({"latency_ms": latency_ms, "rate_limit": rate_limit})
         self.port = free_port()
-        self.env = {k: v for k, v in os.environ.items()
-                    if not k.startswith(("STRIPE", "SIGNUP", "STREAM"))}
-        self.env.update(REDIS_URL=REDIS_URL, STREAM_PREFIX=prefix, STRIPE_SECRET_KEY=KEY,
-                        STRIPE_API_BASE=self.emulator.url, STRIPE_WEBHOOK_SECRET=WHSEC,
-                        SIGNUP_WEBHOOK_SECRET=SIGNUP_WHSEC, PYTHONPATH=str(ROOT),
-                        WORKER_POOL=pool, WORKER_CONCURRENCY=str(concurrency),
-                        STRIPE_RATE_LIMIT=str(our_limit),
-                        RETRY_BASE_DELAY="0.2", RETRY_MAX_DELAY="1")
+        self.env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("STRIPE", "SIGNUP", "STREAM"))
+        }
+        self.env.update(
+            REDIS_URL=REDIS_URL,
+            STREAM_PREFIX=prefix,
+            STRIPE_SECRET_KEY=KEY,
+            STRIPE_API_BASE=self.emulator.url,
+            STRIPE_WEBHOOK_SECRET=WHSEC,
+            SIGNUP_WEBHOOK_SECRET=SIGNUP_WHSEC,
+            PYTHONPATH=str(ROOT),
+            WORKER_POOL=pool,
+            WORKER_CONCURRENCY=str(concurrency),
+            STRIPE_RATE_LIMIT=str(our_limit),
+            RETRY_BASE_DELAY="0.2",
+            RETRY_MAX_DELAY="1",
+        )
         self.logdir = Path(tempfile.mkdtemp(prefix="bench-"))
         self.procs: list[subprocess.Popen] = []
         if web:
@@ -140,8 +195,13 @@ class Stack:
 
     def start(self, *args: str) -> subprocess.Popen:
         log = open(self.logdir / f"{args[0]}.log", "ab")  # noqa: SIM115
-        proc = subprocess.Popen([sys.executable, "-m", "worker.cli", *args], env=self.env,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "worker.cli", *args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.procs.append(proc)
         return proc
 
@@ -167,7 +227,7 @@ class Stack:
         self.emulator.stop()
         keys = list(self.redis.scan_iter(f"{self.prefix}:*", count=1000))
         for i in range(0, len(keys), 1000):
-            self.redis.delete(*keys[i:i + 1000])
+            self.redis.delete(*keys[i : i + 1000])
 
 
 def bench_verify(n: int) -> dict:
@@ -176,11 +236,19 @@ def bench_verify(n: int) -> dict:
 
     from webhooks.verify import verify_stripe_signature
 
-    body = json.dumps({"id": "evt_1", "object": "event", "type": "invoice.paid",
-                       "data": {"object": {"x": "y" * 1900}}}).encode()
+    body = json.dumps(
+        {
+            "id": "evt_1",
+            "object": "event",
+            "type": "invoice.paid",
+            "data": {"object": {"x": "y" * 1900}},
+        }
+    ).encode()
     stamp = int(time.time())
-    header = f"t={stamp},v1=" + hmac.new(WHSEC.encode(), f"{stamp}.".encode() + body,
-                                         hashlib.sha256).hexdigest()
+    header = (
+        f"t={stamp},v1="
+        + hmac.new(WHSEC.encode(), f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
+    )
     t0 = time.perf_counter()
     for _ in range(n):
         verify_stripe_signature(body, header, [WHSEC])
@@ -228,23 +296,37 @@ def wrk(url: str, seconds: float, script: str | None = None, env: dict | None = 
     cmd = ["wrk", "-t2", "-c16", f"-d{int(seconds)}s", "--latency"]
     if script:
         cmd += ["-s", script]
-    out = subprocess.run([*cmd, url], capture_output=True, text=True, timeout=seconds + 60,
-                         env=env).stdout
+    out = subprocess.run(
+        [*cmd, url], capture_output=True, text=True, timeout=seconds + 60, env=env
+    ).stdout
 
     def ms(p: str) -> float:
         value, unit = re.search(rf"{p}%\s+([\d.]+)(us|ms|s)", out).groups()
         return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
 
-    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-            "p50_ms": ms("50"), "p99_ms": ms("99"), "statuses": "see wrk"}
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50_ms": ms("50"),
+        "p99_ms": ms("99"),
+        "statuses": "see wrk",
+    }
 
 
 def bench_receiver_wrk(seconds: float, workers: int, threads: int) -> dict:
     """The same comparison with wrk (Debian's package), when it is installed."""
     stack = Stack(f"benchwrk{os.getpid()}{workers}{threads}", web=False)
     try:
-        stack.start("web", "--host", "127.0.0.1", "--port", str(stack.port), "--workers",
-                    str(workers), "--threads", str(threads))
+        stack.start(
+            "web",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(stack.port),
+            "--workers",
+            str(workers),
+            "--threads",
+            str(threads),
+        )
         url = f"http://127.0.0.1:{stack.port}"
         wait_http(url + "/healthz")
         folder = Path(tempfile.mkdtemp(prefix="wrk-"))
@@ -256,8 +338,11 @@ def bench_receiver_wrk(seconds: float, workers: int, threads: int) -> dict:
         ceiling = wrk(url + "/healthz", seconds)
         env = dict(os.environ, REQUESTS_FILE=str(folder / "requests.txt"), WRK_THREADS="2")
         ours = wrk(url, seconds, str(folder / "replay.lua"), env)
-        return {"ceiling": ceiling, "stripe": ours,
-                "queued": stack.redis.llen(f"{stack.prefix}:q:celery")}
+        return {
+            "ceiling": ceiling,
+            "stripe": ours,
+            "queued": stack.redis.llen(f"{stack.prefix}:q:celery"),
+        }
     finally:
         stack.stop()
 
@@ -272,8 +357,13 @@ def bench_receiver(seconds: float) -> dict:
         rss = stack.rss_mb(stack.procs[0])
     finally:
         stack.stop()
-    return {"ceiling": ceiling, "stripe": ours, "queued": depth, "web_rss_mb": rss,
-            "web_rss_rest_mb": at_rest}
+    return {
+        "ceiling": ceiling,
+        "stripe": ours,
+        "queued": depth,
+        "web_rss_mb": rss,
+        "web_rss_rest_mb": at_rest,
+    }
 
 
 def drain(stack: Stack, n: int, stream: str = "customers", timeout: float = 600) -> float:
@@ -287,34 +377,50 @@ def drain(stack: Stack, n: int, stream: str = "customers", timeout: float = 600)
     return time.perf_counter() - t0
 
 
-def bench_worker(n: int, latency_ms: float, pool: str, concurrency: int,
-                 rate_limit: float = 0.0, our_limit: float = 0.0) -> dict:
+def bench_worker(
+    n: int,
+    latency_ms: float,
+    pool: str,
+    concurrency: int,
+    rate_limit: float = 0.0,
+    our_limit: float = 0.0,
+) -> dict:
     """Tasks/s draining `n` queued signups."""
-    stack = Stack(f"benchwk{os.getpid()}{pool}{int(latency_ms)}", latency_ms, pool, concurrency,
-                  web=False, rate_limit=rate_limit, our_limit=our_limit)
+    stack = Stack(
+        f"benchwk{os.getpid()}{pool}{int(latency_ms)}",
+        latency_ms,
+        pool,
+        concurrency,
+        web=False,
+        rate_limit=rate_limit,
+        our_limit=our_limit,
+    )
     try:
         from webhooks.signup import signup_component
-        from worker.celery_app import create_celery
         from worker.queue import Enqueuer
         from worker.settings import Settings
-        from worker.work import component_work
+        from worker.work import Work
 
         settings = Settings(redis_url=REDIS_URL, stream_prefix=stack.prefix)
-        enqueuer = Enqueuer(create_celery(settings), redis.Redis.from_url(REDIS_URL), settings)
+        enqueuer = Enqueuer(redis.Redis.from_url(REDIS_URL), settings)
         for i in range(n):
-            _u, spec = signup_component({"type": "user.created", "data": {
-                "user_id": f"u{i}", "email": f"u{i}@example.com"}})
-            task, work = component_work(spec, "signup", f"msg_{i}")
-            enqueuer.enqueue_once(f"signup:msg_{i}", task, work)
+            _u, spec = signup_component(
+                {"type": "user.created", "data": {"user_id": f"u{i}", "email": f"u{i}@example.com"}}
+            )
+            enqueuer.enqueue_once(Work.for_component(spec, "signup", f"msg_{i}"))
         worker = stack.start("worker")
         # Count from the first result, so start-up is not in the figure.
         drain(stack, 1)
         seconds = drain(stack, n)
         rss = stack.rss_mb(worker)  # under load: the queue is just drained
         stats = stack.emulator.state.stats
-        return {"tasks_per_s": (n - 1) / seconds, "rss_mb": rss,
-                "created": stats["created"]["test"], "429s": stats["faults"],
-                "errors": stack.redis.xlen(f"{stack.prefix}:errors")}
+        return {
+            "tasks_per_s": (n - 1) / seconds,
+            "rss_mb": rss,
+            "created": stats["created"]["test"],
+            "429s": stats["faults"],
+            "errors": stack.redis.xlen(f"{stack.prefix}:errors"),
+        }
     finally:
         stack.stop()
 
@@ -354,13 +460,17 @@ def bench_e2e(n: int, rate: float) -> dict:
             conn.getresponse().read()
         thread.join(120)
         lat = [done[k] - sent[k] for k in sent if k in done]
-        return {"n": len(lat), "p50_ms": pct(lat, 50) * 1e3, "p95_ms": pct(lat, 95) * 1e3,
-                "p99_ms": pct(lat, 99) * 1e3}
+        return {
+            "n": len(lat),
+            "p50_ms": pct(lat, 50) * 1e3,
+            "p95_ms": pct(lat, 95) * 1e3,
+            "p99_ms": pct(lat, 99) * 1e3,
+        }
     finally:
         stack.stop()
 
 
-NAIVE_APP = '''
+NAIVE_APP = """
 import json, os, stripe
 from flask import Flask, request
 app = Flask(__name__)
@@ -375,7 +485,7 @@ def hook():
     client.v1.customers.create(params={"email": "naive@example.com",
                                        "metadata": {"event": event.id}})
     return {"received": True}
-'''
+"""
 
 
 def bench_naive(seconds: float, latency_ms: float) -> dict:
@@ -385,12 +495,21 @@ def bench_naive(seconds: float, latency_ms: float) -> dict:
     port = free_port()
     folder = Path(tempfile.mkdtemp(prefix="naive-"))
     (folder / "naive_app.py").write_text(NAIVE_APP)
-    env = dict(os.environ, STRIPE_SECRET_KEY=KEY, STRIPE_API_BASE=emulator.url,
-               STRIPE_WEBHOOK_SECRET=WHSEC, PYTHONPATH=str(folder))
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-w", "2", "-b",
-                             f"127.0.0.1:{port}", "naive_app:app"], env=env, cwd=folder,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    env = dict(
+        os.environ,
+        STRIPE_SECRET_KEY=KEY,
+        STRIPE_API_BASE=emulator.url,
+        STRIPE_WEBHOOK_SECRET=WHSEC,
+        PYTHONPATH=str(folder),
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}", "naive_app:app"],
+        env=env,
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         wait_http(f"http://127.0.0.1:{port}/", any_answer=True)
         return load(port, stripe_request, seconds)
@@ -413,11 +532,13 @@ def machine() -> str:
             cpu = line.split(":", 1)[1].strip()
             break
     server = redis.Redis.from_url(REDIS_URL).info("server").get("redis_version", "?")
-    return (f"{platform.machine()}, {os.cpu_count()} cores ({cpu}), "
-            f"{round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB; "
-            f"Python {platform.python_version()}, Redis {server}, celery {celery.__version__}, "
-            f"flask {version('flask')}, gunicorn {gunicorn.__version__}, "
-            f"stripe {stripe.VERSION}")
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores ({cpu}), "
+        f"{round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB; "
+        f"Python {platform.python_version()}, Redis {server}, celery {celery.__version__}, "
+        f"flask {version('flask')}, gunicorn {gunicorn.__version__}, "
+        f"stripe {stripe.VERSION}"
+    )
 
 
 def main() -> int:
@@ -426,8 +547,10 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
     args = parser.parse_args()
     secs = 4 if args.quick else 10
-    lines = [f"# Benchmarks\n\nMeasured {datetime.now(tz=UTC):%Y-%m-%d} by "
-             f"`python bench/run_all.py{' --quick' if args.quick else ''}` on: {machine()}.\n"]
+    lines = [
+        f"# Benchmarks\n\nMeasured {datetime.now(tz=UTC):%Y-%m-%d} by "
+        f"`python bench/run_all.py{' --quick' if args.quick else ''}` on: {machine()}.\n"
+    ]
 
     def say(text: str = "") -> None:
         print(text, flush=True)
@@ -442,92 +565,131 @@ def main() -> int:
 
     rx = bench_receiver(secs)
     c, s = rx["ceiling"], rx["stripe"]
-    say("## Receiver: gunicorn (2 workers x 4 threads), 4 keep-alive Python client "
-        "processes\n")
+    say("## Receiver: gunicorn (2 workers x 4 threads), 4 keep-alive Python client processes\n")
     say("| route | req/s | p50 ms | p99 ms | answers |\n|---|---|---|---|---|")
-    say(f"| GET /healthz (ceiling: trivial JSON) | {c['rps']:,.0f} | {c['p50_ms']:.2f} | "
-        f"{c['p99_ms']:.2f} | {c['statuses']} |")
-    say(f"| POST /webhooks/stripe, verified and queued | {s['rps']:,.0f} | {s['p50_ms']:.2f} | "
-        f"{s['p99_ms']:.2f} | {s['statuses']} |")
-    say(f"\nThe receiver reaches **{s['rps'] / c['rps']:.0%} of the ceiling**; "
+    say(
+        f"| GET /healthz (ceiling: trivial JSON) | {c['rps']:,.0f} | {c['p50_ms']:.2f} | "
+        f"{c['p99_ms']:.2f} | {c['statuses']} |"
+    )
+    say(
+        f"| POST /webhooks/stripe, verified and queued | {s['rps']:,.0f} | {s['p50_ms']:.2f} | "
+        f"{s['p99_ms']:.2f} | {s['statuses']} |"
+    )
+    say(
+        f"\nThe receiver reaches **{s['rps'] / c['rps']:.0%} of the ceiling**; "
         f"{rx['queued']:,} task messages were queued. Web RSS (master + 2 workers): "
-        f"{rx['web_rss_rest_mb']:.0f} MB at rest, {rx['web_rss_mb']:.0f} MB after the load.\n")
+        f"{rx['web_rss_rest_mb']:.0f} MB at rest, {rx['web_rss_mb']:.0f} MB after the load.\n"
+    )
     import shutil
 
     if shutil.which("wrk"):
-        say("The same with wrk (2 threads, 16 connections), a load generator that costs far "
+        say(
+            "The same with wrk (2 threads, 16 connections), a load generator that costs far "
             "less than the Python one, for three gunicorn set-ups (each row: the same "
-            "gunicorn serving both routes):\n")
-        say("| gunicorn | trivial route req/s | verified and queued req/s | ratio | "
-            "p50 ms | p99 ms |\n|---|---|---|---|---|---|")
+            "gunicorn serving both routes):\n"
+        )
+        say(
+            "| gunicorn | trivial route req/s | verified and queued req/s | ratio | "
+            "p50 ms | p99 ms |\n|---|---|---|---|---|---|"
+        )
         for workers, threads in ((2, 1), (4, 1), (2, 4)):
             w = bench_receiver_wrk(secs, workers, threads)
             kind = f"{workers} sync" if threads == 1 else f"{workers} gthread x {threads}"
-            say(f"| {kind} | {w['ceiling']['rps']:,.0f} | {w['stripe']['rps']:,.0f} | "
+            say(
+                f"| {kind} | {w['ceiling']['rps']:,.0f} | {w['stripe']['rps']:,.0f} | "
                 f"{w['stripe']['rps'] / w['ceiling']['rps']:.0%} | "
-                f"{w['stripe']['p50_ms']:.2f} | {w['stripe']['p99_ms']:.2f} |")
-        say("\nMore workers or threads overlap the waits on Redis; the default is 2 workers "
+                f"{w['stripe']['p50_ms']:.2f} | {w['stripe']['p99_ms']:.2f} |"
+            )
+        say(
+            "\nMore workers or threads overlap the waits on Redis; the default is 2 workers "
             "x 4 threads (WEB_CONCURRENCY, WEB_THREADS), half the processes of 4 sync "
             "workers. With wrk the receiver stays under the 50% target. What it does that the "
             "trivial route does not: one Redis round trip per event (a raw socket PING takes "
             "about 75 µs on this machine's loopback) carrying a ~2 KB script call that "
             "dedupes, queues and records the work, on the same 2 cores as Redis and the "
             "load generator. (For scale: issue 7 found a handler publishing with Celery's "
-            "`.delay()` at about 27% on this kind of machine; not re-measured here.)\n")
+            "`.delay()` at about 27% on this kind of machine; not re-measured here.)\n"
+        )
     else:
-        say("(wrk is not installed: `apt-get install wrk` adds the same comparison with a "
-            "cheaper load generator)\n")
-    say("Where a request's time goes (cProfile, Flask test client, 3,000 events): the Redis "
+        say(
+            "(wrk is not installed: `apt-get install wrk` adds the same comparison with a "
+            "cheaper load generator)\n"
+        )
+    say(
+        "Where a request's time goes (cProfile, Flask test client, 3,000 events): the Redis "
         "round trip that dedupes and queues is about 55%, building the Celery message "
         "14%, verification, metrics and the log line the rest of our part; Flask and "
-        "Werkzeug around it cost as much again.\n")
+        "Werkzeug around it cost as much again.\n"
+    )
 
     naive = bench_naive(secs, 0)
     say("## Baseline: a naive Flask handler (SDK verify + Stripe call inline)\n")
     say("| handler | req/s | p50 ms | p99 ms |\n|---|---|---|---|")
-    say(f"| stripe-worker receiver (queue, answer) | {s['rps']:,.0f} | {s['p50_ms']:.2f} | "
-        f"{s['p99_ms']:.2f} |")
-    say(f"| naive, emulator at 0 ms | {naive['rps']:,.0f} | {naive['p50_ms']:.2f} | "
-        f"{naive['p99_ms']:.2f} |")
+    say(
+        f"| stripe-worker receiver (queue, answer) | {s['rps']:,.0f} | {s['p50_ms']:.2f} | "
+        f"{s['p99_ms']:.2f} |"
+    )
+    say(
+        f"| naive, emulator at 0 ms | {naive['rps']:,.0f} | {naive['p50_ms']:.2f} | "
+        f"{naive['p99_ms']:.2f} |"
+    )
     naive300 = bench_naive(secs, 300)
-    say(f"| naive, emulator at 300 ms (Stripe's usual) | {naive300['rps']:,.0f} | "
-        f"{naive300['p50_ms']:.2f} | {naive300['p99_ms']:.2f} |")
-    say("\nThe naive handler holds a gunicorn worker for the whole Stripe call, and a "
-        "failure there is a failed webhook for Stripe to retry.\n")
+    say(
+        f"| naive, emulator at 300 ms (Stripe's usual) | {naive300['rps']:,.0f} | "
+        f"{naive300['p50_ms']:.2f} | {naive300['p99_ms']:.2f} |"
+    )
+    say(
+        "\nThe naive handler holds a gunicorn worker for the whole Stripe call, and a "
+        "failure there is a failed webhook for Stripe to retry.\n"
+    )
 
     n = 300 if args.quick else 1000
     say("## Worker: tasks/s draining queued signups (Create Customer)\n")
-    runs = [(0, "prefork", 8, n), (0, "threads", 16, n), (300, "prefork", 8, n // 4),
-            (300, "prefork", 16, n // 4), (300, "threads", 16, n // 4),
-            (300, "threads", 32, n // 4)]
+    runs = [
+        (0, "prefork", 8, n),
+        (0, "threads", 16, n),
+        (300, "prefork", 8, n // 4),
+        (300, "prefork", 16, n // 4),
+        (300, "threads", 16, n // 4),
+        (300, "threads", 32, n // 4),
+    ]
     try:
         import gevent  # noqa: F401 - the optional extra: pip install -e '.[gevent]'
 
         runs += [(0, "gevent", 16, n), (300, "gevent", 16, n // 4), (300, "gevent", 64, n // 4)]
     except ImportError:
         say("(gevent is not installed: `pip install -e '.[gevent]'` adds its rows)\n")
-    say("| emulator latency | pool | concurrency | tasks/s | worker RSS MB |\n"
-        "|---|---|---|---|---|")
+    say(
+        "| emulator latency | pool | concurrency | tasks/s | worker RSS MB |\n|---|---|---|---|---|"
+    )
     for latency, pool, conc, count in runs:
         w = bench_worker(count, latency, pool, conc)
         say(f"| {latency} ms | {pool} | {conc} | {w['tasks_per_s']:.1f} | {w['rss_mb']:.0f} |")
-    say("\nStripe's test-mode limit is 25 req/s. The emulator enforces it (answering 429), "
-        "at 300 ms a call:\n")
+    say(
+        "\nStripe's test-mode limit is 25 req/s. The emulator enforces it (answering 429), "
+        "at 300 ms a call:\n"
+    )
     say("| worker | tasks/s | 429s from Stripe | customers | errors |\n|---|---|---|---|---|")
     for label, ours in (("no limiter", 0.0), ("STRIPE_RATE_LIMIT=25", 25.0)):
         lim = bench_worker(n // 2, 300, "threads", 16, rate_limit=25, our_limit=ours)
-        say(f"| {label} | {lim['tasks_per_s']:.1f} | {lim['429s']} | {lim['created']} of "
-            f"{n // 2} | {lim['errors']} |")
+        say(
+            f"| {label} | {lim['tasks_per_s']:.1f} | {lim['429s']} | {lim['created']} of "
+            f"{n // 2} | {lim['errors']} |"
+        )
     say("")
 
-    say("The default is the threads pool with 16 threads: the work waits on Stripe, and at "
+    say(
+        "The default is the threads pool with 16 threads: the work waits on Stripe, and at "
         "300 ms a call threads match prefork's throughput in a fraction of its memory. "
         "gevent, where measured, ran only a few tasks at once at 300 ms (its tasks/s is "
-        "far below concurrency/0.3 s); not investigated, so not the default.\n")
+        "far below concurrency/0.3 s); not investigated, so not the default.\n"
+    )
     e2e = bench_e2e(n, rate=100)
     say("## End to end: signup posted -> entry on stripe:customers (emulator at 0 ms)\n")
-    say(f"{e2e['n']} signups at 100/s: p50 {e2e['p50_ms']:.1f} ms, p95 {e2e['p95_ms']:.1f} ms, "
-        f"p99 {e2e['p99_ms']:.1f} ms (targets: p50 <= 15 ms, p99 <= 60 ms).\n")
+    say(
+        f"{e2e['n']} signups at 100/s: p50 {e2e['p50_ms']:.1f} ms, p95 {e2e['p95_ms']:.1f} ms, "
+        f"p99 {e2e['p99_ms']:.1f} ms (targets: p50 <= 15 ms, p99 <= 60 ms).\n"
+    )
 
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")

@@ -15,7 +15,7 @@ import json
 import os
 import socket
 
-from worker.celery_app import redis_client
+from worker.connections import redis_client
 from worker.settings import Settings
 from worker.streams import StreamConsumer
 
@@ -37,8 +37,13 @@ def main() -> None:
     args = parser.parse_args()
 
     settings = Settings.from_env()
-    consumer = StreamConsumer(redis_client(settings), settings.key(args.stream), args.group,
-                              args.consumer, min_idle_ms=args.min_idle_ms)
+    consumer = StreamConsumer(
+        redis_client(settings),
+        settings.keys.stream(args.stream),
+        args.group,
+        args.consumer,
+        min_idle_ms=args.min_idle_ms,
+    )
     done = 0
     while args.count is None or done < args.count:
         for entry_id, fields in consumer.read(count=10, block_ms=1000):

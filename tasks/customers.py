@@ -2,8 +2,8 @@
 
 Every task ends its piece of work in exactly one stream entry: its result on
 `stripe:customers` (or `stripe:events`), or its failure on `stripe:errors` once it is
-permanent or its retries are spent. Messages carry plain JSON: a component as users
-write it, the source and its id, and for events the event itself.
+permanent or its retries are spent. Each task takes one argument, `work`: a `Work`
+(worker/work.py) as JSON.
 """
 
 from __future__ import annotations
@@ -16,13 +16,8 @@ import redis
 from celery import Celery, Task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from worker.celery_app import TASKS, Runtime
-from worker.components import (
-    CREATE_CUSTOMER,
-    GET_CUSTOMER,
-    ComponentSpec,
-    run_component,
-)
+from tasks.components import run_component
+from tasks.runtime import Runtime
 from worker.errors import (
     ConnectionFailed,
     InternalError,
@@ -30,8 +25,14 @@ from worker.errors import (
     StripeWorkerError,
     is_retryable,
 )
-from worker.streams import CUSTOMERS, ERRORS, EVENTS, publish_result
-from worker.vault import redact
+from worker.keys import CUSTOMERS, ERRORS, EVENTS
+from worker.spec import CREATE_CUSTOMER, GET_CUSTOMER, ComponentSpec
+from worker.work import (
+    CREATE_CUSTOMER_TASK,
+    GET_CUSTOMER_TASK,
+    HANDLE_STRIPE_EVENT_TASK,
+    Work,
+)
 
 log = logging.getLogger("stripe_worker.tasks")
 
@@ -59,11 +60,12 @@ def customer_id_named_by(event: dict[str, Any]) -> str | None:
 def create_once(rt: Runtime, spec: ComponentSpec, key: str, livemode: bool) -> dict[str, Any]:
     """Create the customer, or return the one this key made before, even after Stripe's 24 h
     idempotency window has passed."""
-    memory = rt.settings.key("customer", "live" if livemode else "test", key)
+    memory = rt.settings.keys.customer(livemode, key)
     known = rt.redis.get(memory)
     if known:
-        lookup = ComponentSpec(GET_CUSTOMER, spec.api_secret, customer_id=known.decode(),
-                               outputs=spec.outputs)
+        lookup = ComponentSpec(
+            GET_CUSTOMER, spec.api_secret, customer_id=known.decode(), outputs=spec.outputs
+        )
         try:
             outputs = run_component(lookup, rt.gateway)
         except NotFound:
@@ -76,8 +78,16 @@ def create_once(rt: Runtime, spec: ComponentSpec, key: str, livemode: bool) -> d
     return outputs
 
 
-def _entry(component: str, outputs: dict[str, Any], *, source: str, source_id: str,
-           idempotency_key: str, livemode: bool | None, attempts: int) -> dict[str, Any]:
+def _entry(
+    component: str,
+    outputs: dict[str, Any],
+    *,
+    source: str,
+    source_id: str,
+    idempotency_key: str,
+    livemode: bool | None,
+    attempts: int,
+) -> dict[str, Any]:
     response = outputs.get("Response") or {}
     email = outputs.get("customerEmail", response.get("email") if response else None)
     entry = {
@@ -92,8 +102,11 @@ def _entry(component: str, outputs: dict[str, Any], *, source: str, source_id: s
         "livemode": livemode,
         "attempts": attempts,
     }
-    extra = {k: v for k, v in outputs.items()
-             if k not in ("customerId", "customerEmail", "Response", "Headers")}
+    extra = {
+        k: v
+        for k, v in outputs.items()
+        if k not in ("customerId", "customerEmail", "Response", "Headers")
+    }
     if extra:
         entry["outputs"] = extra
     return entry
@@ -106,11 +119,14 @@ class WorkTask(Task):
     typing = False
     max_retries = None  # attempts are counted against RETRY_MAX_ATTEMPTS in `perform`
 
-    def perform(self, work: dict[str, Any]) -> dict[str, Any]:
+    def run(self, work: dict[str, Any]) -> dict[str, Any]:
+        return self.perform(Work.from_json(work))
+
+    def perform(self, work: Work) -> dict[str, Any]:
         rt: Runtime = self.app.runtime  # type: ignore[attr-defined]
         attempts = self.request.retries + 1
         try:
-            stream, work_id, entry = self.do(rt, work, attempts)
+            stream, entry = self.do(rt, work, attempts)
         except SoftTimeLimitExceeded:
             error: StripeWorkerError = ConnectionFailed("the task ran past its time limit")
         except StripeWorkerError as exc:
@@ -119,135 +135,159 @@ class WorkTask(Task):
             # Our own Redis (memory or streams) is down: the work is not done; try again.
             raise self.retry(countdown=self._delay(rt, attempts), exc=exc) from None
         except Exception as exc:  # a bug of ours: end on the error stream, never vanish
-            log.exception("unexpected error in %s %s", self.name, work.get("source_id"))
+            log.exception("unexpected error in %s %s", self.name, work.source_id)
             error = InternalError(f"{exc.__class__.__name__}: {exc}")
         else:
-            return self._publish(rt, work, stream, work_id, entry)
+            return self._publish(rt, work, stream, work.work_id, entry)
         if is_retryable(error) and attempts < rt.settings.retry_max_attempts:
-            log.info("retrying %s %s (attempt %d): %s", self.name, work["source_id"], attempts,
-                     error.message)
+            log.info(
+                "retrying %s %s (attempt %d): %s",
+                self.name,
+                work.source_id,
+                attempts,
+                error.message,
+            )
             raise self.retry(countdown=self._delay(rt, attempts), exc=error) from None
         return self._publish_error(rt, work, error, attempts)
 
-    def run(self, work: dict[str, Any]) -> dict[str, Any]:
-        return self.perform(work)
-
-    def do(self, rt: Runtime, work: dict[str, Any], attempts: int
-           ) -> tuple[str, str, dict[str, Any]]:
-        """The work itself: (stream, work id, entry), or a StripeWorkerError."""
+    def do(self, rt: Runtime, work: Work, attempts: int) -> tuple[str, dict[str, Any]]:
+        """The work itself: (stream, entry), or a StripeWorkerError."""
         raise NotImplementedError
 
     def _delay(self, rt: Runtime, attempts: int) -> float:
         return backoff(attempts, rt.settings.retry_base_delay, rt.settings.retry_max_delay)
 
-    def _publish(self, rt: Runtime, work: dict[str, Any], stream: str, work_id: str,
-                 entry: dict[str, Any]) -> dict:
+    def _publish(
+        self, rt: Runtime, work: Work, stream: str, work_id: str, entry: dict[str, Any]
+    ) -> dict:
         try:
-            published = publish_result(rt.redis, rt.settings, stream, work_id, entry,
-                                       work.get("ticket", ""))
+            published = rt.publisher.publish(stream, work_id, entry, work.delivery_id)
         except redis.RedisError as exc:
-            raise self.retry(countdown=self._delay(rt, self.request.retries + 1),
-                             exc=exc) from None
-        return {"stream": stream, "entry_id": published.entry_id, "new": published.new,
-                "customerId": entry.get("customerId")}
+            raise self.retry(countdown=self._delay(rt, self.request.retries + 1), exc=exc) from None
+        return {
+            "stream": stream,
+            "entry_id": published.entry_id,
+            "new": published.new,
+            "customerId": entry.get("customerId"),
+        }
 
-    def _publish_error(self, rt: Runtime, work: dict[str, Any], error: StripeWorkerError,
-                       attempts: int) -> dict[str, Any]:
-        spec = work.get("spec") or {}
+    def _publish_error(
+        self, rt: Runtime, work: Work, error: StripeWorkerError, attempts: int
+    ) -> dict[str, Any]:
+        spec = work.spec or {}
         entry = {
             "component": spec.get("component", GET_CUSTOMER),
-            "customerId": spec.get("customer_id") or "",
+            "customerId": spec.get("customer_id") or customer_id_named_by(work.event or {}) or "",
             "customerEmail": "",
             "Response": {},
             "Headers": {},
-            "source": work["source"],
-            "source_id": work["source_id"],
-            "idempotency_key": work.get("idempotency_key") or "",
+            "source": work.source,
+            "source_id": work.source_id,
+            "idempotency_key": work.idempotency_key,
             "livemode": _livemode(rt, work),
             "attempts": attempts,
             "error_type": error.error_type,
             "http_status": error.http_status,
-            "error_message": redact(error.message),
+            "error_message": error.message,
             "request_id": error.request_id,
             # What `stripe-worker dlq replay` queues again.
-            "task": self.name,
-            "task_kwargs": {"work": work},
+            "task": work.task,
+            "task_kwargs": {"work": work.to_json()},
         }
-        if "event" in work:
-            entry["event_type"] = work["event"].get("type")
-            entry["event"] = work["event"]
-        log.warning("failed for good: %s %s: %s %s", self.name, work["source_id"],
-                    error.error_type, error.message)
-        work_id = f"{work['work_id']}:failed:{work.get('replay', 0)}"
-        return self._publish(rt, work, ERRORS, work_id, entry)
+        if work.event is not None:
+            entry["event_type"] = work.event.get("type")
+            entry["event"] = work.event
+        log.warning(
+            "failed for good: %s %s: %s %s",
+            self.name,
+            work.source_id,
+            error.error_type,
+            error.message,
+        )
+        return self._publish(rt, work, ERRORS, work.failure_id, entry)
 
 
-def _livemode(rt: Runtime, work: dict[str, Any]) -> bool | None:
-    if "event" in work:
-        return work["event"].get("livemode")
+def _livemode(rt: Runtime, work: Work) -> bool | None:
+    if work.event is not None:
+        return work.event.get("livemode")
     try:
-        return rt.gateway.livemode(ComponentSpec.parse(work["spec"]).api_secret)
+        return rt.gateway.livemode(ComponentSpec.parse(work.spec).api_secret)
     except StripeWorkerError:
         return None
 
 
-def _spec_work(rt: Runtime, work: dict[str, Any]) -> tuple[ComponentSpec, bool]:
-    spec = ComponentSpec.parse(work["spec"])
+def _component(rt: Runtime, work: Work) -> tuple[ComponentSpec, bool]:
+    spec = ComponentSpec.parse(work.spec)
     return spec, rt.gateway.livemode(spec.api_secret)
 
 
 class CreateCustomer(WorkTask):
-    """work: {spec, source, source_id, work_id, idempotency_key, replay}."""
+    name = CREATE_CUSTOMER_TASK
 
-    name = TASKS["create_customer"]
-
-    def do(self, rt: Runtime, work: dict[str, Any], attempts: int):
-        spec, livemode = _spec_work(rt, work)
-        key = work["idempotency_key"]
-        outputs = create_once(rt, spec, key, livemode)
-        return CUSTOMERS, work["work_id"], _entry(
-            CREATE_CUSTOMER, outputs, source=work["source"], source_id=work["source_id"],
-            idempotency_key=key, livemode=livemode, attempts=attempts)
+    def do(self, rt: Runtime, work: Work, attempts: int) -> tuple[str, dict[str, Any]]:
+        spec, livemode = _component(rt, work)
+        outputs = create_once(rt, spec, work.idempotency_key, livemode)
+        return CUSTOMERS, _entry(
+            CREATE_CUSTOMER,
+            outputs,
+            source=work.source,
+            source_id=work.source_id,
+            idempotency_key=work.idempotency_key,
+            livemode=livemode,
+            attempts=attempts,
+        )
 
 
 class GetCustomer(WorkTask):
-    """work: {spec, source, source_id, work_id, replay}."""
+    name = GET_CUSTOMER_TASK
 
-    name = TASKS["get_customer"]
-
-    def do(self, rt: Runtime, work: dict[str, Any], attempts: int):
-        spec, livemode = _spec_work(rt, work)
+    def do(self, rt: Runtime, work: Work, attempts: int) -> tuple[str, dict[str, Any]]:
+        spec, livemode = _component(rt, work)
         outputs = run_component(spec, rt.gateway)
-        return CUSTOMERS, work["work_id"], _entry(
-            GET_CUSTOMER, outputs, source=work["source"], source_id=work["source_id"],
-            idempotency_key="", livemode=livemode, attempts=attempts)
+        return CUSTOMERS, _entry(
+            GET_CUSTOMER,
+            outputs,
+            source=work.source,
+            source_id=work.source_id,
+            idempotency_key="",
+            livemode=livemode,
+            attempts=attempts,
+        )
 
 
 class HandleStripeEvent(WorkTask):
-    """work: {event, source, source_id, work_id, replay}; enriched by a Get Customer when
-    the event names a customer that still exists."""
+    """Publishes a verified event, enriched by a Get Customer when the event names a
+    customer that still exists."""
 
-    name = TASKS["handle_stripe_event"]
+    name = HANDLE_STRIPE_EVENT_TASK
 
-    def do(self, rt: Runtime, work: dict[str, Any], attempts: int):
-        event = work["event"]
+    def do(self, rt: Runtime, work: Work, attempts: int) -> tuple[str, dict[str, Any]]:
+        event = work.event or {}
         obj = (event.get("data") or {}).get("object") or {}
         customer_id = customer_id_named_by(event)
         if customer_id and not (obj.get("object") == "customer" and obj.get("deleted")):
             spec = ComponentSpec.parse({"component": GET_CUSTOMER, "customer_id": customer_id})
-            work.setdefault("spec", spec.to_json())
             outputs = run_component(spec, rt.gateway)
             component = GET_CUSTOMER
         else:  # nothing to look up: a deleted customer, or an event about no customer
             is_customer = obj.get("object") == "customer"
-            outputs = {"customerId": customer_id,
-                       "customerEmail": obj.get("email") if is_customer else None}
+            outputs = {
+                "customerId": customer_id,
+                "customerEmail": obj.get("email") if is_customer else None,
+            }
             component = ""
-        entry = _entry(component, outputs, source=work["source"], source_id=work["source_id"],
-                       idempotency_key="", livemode=event.get("livemode"), attempts=attempts)
+        entry = _entry(
+            component,
+            outputs,
+            source=work.source,
+            source_id=work.source_id,
+            idempotency_key="",
+            livemode=event.get("livemode"),
+            attempts=attempts,
+        )
         entry["event_type"] = event.get("type")
         entry["event"] = event
-        return EVENTS, work["work_id"], entry
+        return EVENTS, entry
 
 
 def register(app: Celery) -> None:

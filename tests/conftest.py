@@ -20,8 +20,8 @@ from datetime import UTC
 import pytest
 import redis
 
-from worker.dev import free_port, redis_answers
-from worker.emulator import EmulatorServer
+from worker.devtools.emulator import EmulatorServer
+from worker.devtools.local import free_port, redis_answers
 from worker.settings import Settings
 from worker.vault import Vault
 
@@ -39,9 +39,21 @@ def _start_redis() -> tuple[str, str, object]:
     if shutil.which("redis-server"):
         workdir = tempfile.mkdtemp(prefix="stripe-worker-redis-")
         proc = subprocess.Popen(
-            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", workdir],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                workdir,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         url = f"redis://127.0.0.1:{port}/0"
         for _ in range(100):
@@ -49,7 +61,7 @@ def _start_redis() -> tuple[str, str, object]:
                 break
             time.sleep(0.05)
         return url, f"redis-server started for this run on port {port}", proc
-    from worker.dev import embedded_redis
+    from worker.devtools.local import embedded_redis
 
     server = embedded_redis(port)
     return f"redis://127.0.0.1:{port}/0", f"fakeredis TCP server on port {port}", server
@@ -107,10 +119,12 @@ def prefix() -> str:
 
 
 @pytest.fixture
-def settings(emulator: EmulatorServer, redis_url: str, prefix: str,
-             redis_client: redis.Redis) -> Iterator[Settings]:
-    yield Settings(redis_url=redis_url, stripe_api_base=emulator.url, stream_prefix=prefix,
-                   stripe_timeout=5.0)
+def settings(
+    emulator: EmulatorServer, redis_url: str, prefix: str, redis_client: redis.Redis
+) -> Iterator[Settings]:
+    yield Settings(
+        redis_url=redis_url, stripe_api_base=emulator.url, stream_prefix=prefix, stripe_timeout=5.0
+    )
     keys = list(redis_client.scan_iter(f"{prefix}:*", count=1000))
     if keys:
         redis_client.delete(*keys)
@@ -132,8 +146,9 @@ STRIPE_WEBHOOK_SECRET = "whsec_test_stripe_endpoint_secret_0001"
 SIGNUP_WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
-def sign_stripe(payload: bytes | str, secret: str = STRIPE_WEBHOOK_SECRET,
-                timestamp: int | None = None) -> str:
+def sign_stripe(
+    payload: bytes | str, secret: str = STRIPE_WEBHOOK_SECRET, timestamp: int | None = None
+) -> str:
     """A Stripe-Signature header made by the official SDK (by hand for bytes not UTF-8)."""
     import hashlib
     import hmac
@@ -150,9 +165,13 @@ def sign_stripe(payload: bytes | str, secret: str = STRIPE_WEBHOOK_SECRET,
     return stripe.WebhookSignature.generate_signature_header(payload, secret, timestamp)
 
 
-def sign_standard(payload: bytes | str, msg_id: str = "msg_1",
-                  secret: str = SIGNUP_WEBHOOK_SECRET, timestamp: float | None = None,
-                  prefix: str = "webhook") -> dict[str, str]:
+def sign_standard(
+    payload: bytes | str,
+    msg_id: str = "msg_1",
+    secret: str = SIGNUP_WEBHOOK_SECRET,
+    timestamp: float | None = None,
+    prefix: str = "webhook",
+) -> dict[str, str]:
     """Standard Webhooks headers made by the `standardwebhooks` library (by hand for bytes
     that are not UTF-8, which the library cannot sign)."""
     import base64
@@ -170,17 +189,24 @@ def sign_standard(payload: bytes | str, msg_id: str = "msg_1",
             key = base64.b64decode(secret.removeprefix("whsec_"))
             mac = hmac.new(key, f"{msg_id}.{stamp}.".encode() + payload, hashlib.sha256)
             signature = "v1," + base64.b64encode(mac.digest()).decode()
-            return {f"{prefix}-id": msg_id, f"{prefix}-timestamp": str(stamp),
-                    f"{prefix}-signature": signature}
+            return {
+                f"{prefix}-id": msg_id,
+                f"{prefix}-timestamp": str(stamp),
+                f"{prefix}-signature": signature,
+            }
     signature = Webhook(secret).sign(msg_id, datetime.fromtimestamp(stamp, tz=UTC), payload)
-    return {f"{prefix}-id": msg_id, f"{prefix}-timestamp": str(stamp),
-            f"{prefix}-signature": signature}
+    return {
+        f"{prefix}-id": msg_id,
+        f"{prefix}-timestamp": str(stamp),
+        f"{prefix}-signature": signature,
+    }
 
 
 @pytest.fixture
 def webhook_env(env: dict[str, str]) -> dict[str, str]:
-    env.update(STRIPE_WEBHOOK_SECRET=STRIPE_WEBHOOK_SECRET,
-               SIGNUP_WEBHOOK_SECRET=SIGNUP_WEBHOOK_SECRET)
+    env.update(
+        STRIPE_WEBHOOK_SECRET=STRIPE_WEBHOOK_SECRET, SIGNUP_WEBHOOK_SECRET=SIGNUP_WEBHOOK_SECRET
+    )
     return env
 
 
@@ -198,17 +224,12 @@ def client(app):
 
 def queued(redis_client: redis.Redis, settings: Settings) -> list[dict]:
     """The task messages waiting on the Celery queue: [{"task", "kwargs"}...]."""
-    import base64
-    import json
-
-    from worker.celery_app import queue_key
+    from worker.envelope import open_envelope
 
     found = []
-    for raw in redis_client.lrange(queue_key(settings), 0, -1):
-        envelope = json.loads(raw)
-        _args, kwargs, _embed = json.loads(base64.b64decode(envelope["body"]))
-        found.append({"task": envelope["headers"]["task"], "kwargs": kwargs,
-                      "id": envelope["headers"]["id"]})
+    for raw in redis_client.lrange(settings.keys.queue, 0, -1):
+        message_id, task, (_args, kwargs, _embed) = open_envelope(raw)
+        found.append({"task": task, "kwargs": kwargs, "id": message_id})
     return found
 
 
@@ -226,7 +247,11 @@ class WorkerProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "worker.cli", "worker", "--loglevel=INFO", *extra],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         return self
 
     def kill(self) -> None:
@@ -254,13 +279,24 @@ class WorkerProcess:
 
 def worker_env(settings: Settings, env: dict[str, str], **extra: object) -> dict[str, str]:
     """The environment a worker process sees for `settings`: fast retries for tests."""
-    child = {k: v for k, v in os.environ.items()
-             if not k.startswith(("STRIPE", "REDIS", "STREAM", "RETRY", "VISIBILITY"))}
+    child = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("STRIPE", "REDIS", "STREAM", "RETRY", "VISIBILITY"))
+    }
     child.update(env)
-    child.update(REDIS_URL=settings.redis_url, STRIPE_API_BASE=settings.stripe_api_base,
-                 STREAM_PREFIX=settings.stream_prefix, RETRY_BASE_DELAY="0.1",
-                 RETRY_MAX_DELAY="0.4", RETRY_MAX_ATTEMPTS="5", STRIPE_TIMEOUT="5",
-                 TASK_TIME_LIMIT="10", VISIBILITY_TIMEOUT="12", WORKER_CONCURRENCY="4")
+    child.update(
+        REDIS_URL=settings.redis_url,
+        STRIPE_API_BASE=settings.stripe_api_base,
+        STREAM_PREFIX=settings.stream_prefix,
+        RETRY_BASE_DELAY="0.1",
+        RETRY_MAX_DELAY="0.4",
+        RETRY_MAX_ATTEMPTS="5",
+        STRIPE_TIMEOUT="5",
+        TASK_TIME_LIMIT="10",
+        VISIBILITY_TIMEOUT="12",
+        WORKER_CONCURRENCY="4",
+    )
     child.update({k: str(v) for k, v in extra.items()})
     return child
 
@@ -271,8 +307,10 @@ def start_worker(settings: Settings, webhook_env: dict[str, str], tmp_path):
     started: list[WorkerProcess] = []
 
     def start(*extra: str, **env_extra: object) -> WorkerProcess:
-        w = WorkerProcess(worker_env(settings, webhook_env, **env_extra),
-                          str(tmp_path / f"worker{len(started)}.log")).start(*extra)
+        w = WorkerProcess(
+            worker_env(settings, webhook_env, **env_extra),
+            str(tmp_path / f"worker{len(started)}.log"),
+        ).start(*extra)
         started.append(w)
         return w
 
@@ -294,7 +332,7 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05):
 
 
 def entries(redis_client: redis.Redis, settings: Settings, stream: str) -> list[dict]:
-    return [fields for _id, fields in redis_client.xrange(settings.key(stream))]
+    return [fields for _id, fields in redis_client.xrange(settings.keys.stream(stream))]
 
 
 class RedisServer:
@@ -309,11 +347,24 @@ class RedisServer:
     def start(self) -> RedisServer:
         if shutil.which("redis-server"):
             self._handle = subprocess.Popen(
-                ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--dir", tempfile.mkdtemp(prefix="sw-redis-")],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                [
+                    "redis-server",
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    tempfile.mkdtemp(prefix="sw-redis-"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         else:
-            from worker.dev import embedded_redis
+            from worker.devtools.local import embedded_redis
 
             self._handle = embedded_redis(self.port)
         wait_for(lambda: redis_answers(self.url), timeout=10)
@@ -347,9 +398,23 @@ class WebProcess:
         self.log_path = log_path
         log = open(log_path, "ab")  # noqa: SIM115 - the child keeps it
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "worker.cli", "web", "--host", "127.0.0.1",
-             "--port", str(self.port), "--workers", str(workers)],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "worker.cli",
+                "web",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(workers),
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         import requests
 
         def up() -> bool:

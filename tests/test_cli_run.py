@@ -9,16 +9,25 @@ import requests
 
 from .conftest import TEST_KEY
 
-CREATE = {"component": "stripe.createCustomer", "trigger": "true",
-          "Body": {"email": "jenny.rosen@example.com", "name": "Jenny Rosen"}}
+CREATE = {
+    "component": "stripe.createCustomer",
+    "trigger": "true",
+    "Body": {"email": "jenny.rosen@example.com", "name": "Jenny Rosen"},
+}
 
 
 def run(spec, emulator, key=TEST_KEY, extra_env=None):
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRIPE")}
     env.update(STRIPE_API_BASE=emulator.url, STRIPE_SECRET_KEY=key, **(extra_env or {}))
     text = spec if isinstance(spec, str) else json.dumps(spec)
-    return subprocess.run([sys.executable, "-m", "worker.cli", "run", "-"], input=text,
-                          capture_output=True, text=True, env=env, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", "run", "-"],
+        input=text,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
 
 
 def test_create_then_get_print_the_promised_outputs(emulator):
@@ -26,8 +35,7 @@ def test_create_then_get_print_the_promised_outputs(emulator):
     assert created.returncode == 0, created.stderr
     out = json.loads(created.stdout)
     assert set(out) == {"customerId", "Response", "Headers"}
-    got = run({"component": "stripe.getStripeCustomer", "customer_id": out["customerId"]},
-              emulator)
+    got = run({"component": "stripe.getStripeCustomer", "customer_id": out["customerId"]}, emulator)
     assert got.returncode == 0, got.stderr
     got_out = json.loads(got.stdout)
     assert list(got_out) == ["customerId", "customerEmail", "Response", "Headers"]
@@ -39,8 +47,13 @@ def test_spec_from_a_file(emulator, tmp_path):
     path.write_text(json.dumps(dict(CREATE, outputs={"email": "Response.email"})))
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRIPE")}
     env.update(STRIPE_API_BASE=emulator.url, STRIPE_SECRET_KEY=TEST_KEY)
-    done = subprocess.run([sys.executable, "-m", "worker.cli", "run", str(path)],
-                          capture_output=True, text=True, env=env, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "run", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert done.returncode == 0 and json.loads(done.stdout)["email"] == "jenny.rosen@example.com"
 
 
@@ -55,14 +68,18 @@ def test_revoked_key_prints_a_clear_401_and_exits_1(emulator):
 
 
 def test_unknown_customer_exits_1_not_found(emulator):
-    done = run({"component": "stripe.getStripeCustomer", "customer_id": "cus_ABC123XYZ456"},
-               emulator)
+    done = run(
+        {"component": "stripe.getStripeCustomer", "customer_id": "cus_ABC123XYZ456"}, emulator
+    )
     assert done.returncode == 1 and json.loads(done.stderr)["error"]["type"] == "not_found"
 
 
 def test_bad_spec_exits_2_without_calling_stripe(emulator):
-    for spec in ("{nope", {"component": "stripe.getStripeCustomer"},
-                 dict(CREATE, Body={"email": "not-an-email"})):
+    for spec in (
+        "{nope",
+        {"component": "stripe.getStripeCustomer"},
+        dict(CREATE, Body={"email": "not-an-email"}),
+    ):
         done = run(spec, emulator)
         assert done.returncode == 2, done
         assert json.loads(done.stderr)["error"]["type"] == "invalid_spec"
@@ -72,15 +89,24 @@ def test_bad_spec_exits_2_without_calling_stripe(emulator):
 def test_missing_key_exits_2_naming_the_secret(emulator):
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRIPE")}
     env["STRIPE_API_BASE"] = emulator.url
-    done = subprocess.run([sys.executable, "-m", "worker.cli", "run", "-"],
-                          input=json.dumps(CREATE), capture_output=True, text=True, env=env,
-                          timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "run", "-"],
+        input=json.dumps(CREATE),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert done.returncode == 2 and "STRIPE_SECRET_KEY" in done.stderr
 
 
 def test_missing_spec_file_exits_2(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "worker.cli", "run", str(tmp_path / "no.json")],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "run", str(tmp_path / "no.json")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2 and "cannot read spec" in done.stderr
 
 
@@ -88,12 +114,22 @@ def test_bad_setting_and_absent_redis_are_clear_errors_not_tracebacks():
     from .conftest import free_port
 
     env = dict(os.environ, STREAM_MAXLEN="abc")
-    done = subprocess.run([sys.executable, "-m", "worker.cli", "dlq", "list"], env=env,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "dlq", "list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2 and "STREAM_MAXLEN" in done.stderr
     assert "Traceback" not in done.stderr
     env = dict(os.environ, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
-    done = subprocess.run([sys.executable, "-m", "worker.cli", "dlq", "list"], env=env,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "dlq", "list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 1 and "does not answer" in done.stderr
     assert "Traceback" not in done.stderr

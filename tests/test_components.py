@@ -5,7 +5,8 @@ import json
 import pytest
 import requests
 
-from worker.components import ComponentSpec, StripeGateway, run_component
+from tasks.components import run_component
+from tasks.stripe_gateway import StripeGateway
 from worker.errors import (
     AuthenticationFailed,
     ConnectionFailed,
@@ -16,11 +17,15 @@ from worker.errors import (
     StripeUnavailable,
     is_retryable,
 )
+from worker.spec import ComponentSpec
 
 from .conftest import TEST_KEY, at_once, emulator_stats, faults, free_port
 
-CREATE = {"component": "stripe.createCustomer", "trigger": "true",
-          "Body": {"email": "jenny.rosen@example.com", "name": "Jenny Rosen"}}
+CREATE = {
+    "component": "stripe.createCustomer",
+    "trigger": "true",
+    "Body": {"email": "jenny.rosen@example.com", "name": "Jenny Rosen"},
+}
 
 
 @pytest.fixture
@@ -48,8 +53,9 @@ def test_create_customer_outputs(gateway, emulator):
 
 def test_get_customer_outputs(gateway):
     created = create(gateway)
-    spec = ComponentSpec.parse({"component": "stripe.getStripeCustomer",
-                                "customer_id": created["customerId"]})
+    spec = ComponentSpec.parse(
+        {"component": "stripe.getStripeCustomer", "customer_id": created["customerId"]}
+    )
     out = run_component(spec, gateway)
     assert list(out) == ["customerId", "customerEmail", "Response", "Headers"]
     assert out["customerId"] == created["customerId"]
@@ -58,11 +64,21 @@ def test_get_customer_outputs(gateway):
 
 
 def test_metadata_round_trip_and_custom_outputs(gateway):
-    spec = ComponentSpec.parse(dict(
-        CREATE, Body={"email": "a@example.com", "metadata": {"user_id": "u_1", "plan": "pro"},
-                      "address": {"city": "Berlin"}},
-        outputs={"userId": "Response.metadata.user_id", "requestId": "Headers.Request-Id",
-                 "nothing": "Response.metadata.absent"}))
+    spec = ComponentSpec.parse(
+        dict(
+            CREATE,
+            Body={
+                "email": "a@example.com",
+                "metadata": {"user_id": "u_1", "plan": "pro"},
+                "address": {"city": "Berlin"},
+            },
+            outputs={
+                "userId": "Response.metadata.user_id",
+                "requestId": "Headers.Request-Id",
+                "nothing": "Response.metadata.absent",
+            },
+        )
+    )
     out = run_component(spec, gateway)
     assert out["Response"]["metadata"] == {"user_id": "u_1", "plan": "pro"}
     assert out["Response"]["address"]["city"] == "Berlin"
@@ -155,13 +171,17 @@ def test_revoked_key_is_a_clear_permanent_401(gateway, emulator):
         create(gateway)
     err = info.value
     assert (err.error_type, err.http_status, is_retryable(err)) == (
-        "authentication_error", 401, False)
+        "authentication_error",
+        401,
+        False,
+    )
     assert "revoked" in err.message and TEST_KEY not in err.message
 
 
 def test_unknown_customer_is_not_found(gateway):
-    spec = ComponentSpec.parse({"component": "stripe.getStripeCustomer",
-                                "customer_id": "cus_ABC123XYZ456"})
+    spec = ComponentSpec.parse(
+        {"component": "stripe.getStripeCustomer", "customer_id": "cus_ABC123XYZ456"}
+    )
     with pytest.raises(NotFound) as info:
         run_component(spec, gateway)
     assert info.value.error_type == "not_found" and info.value.http_status == 404
@@ -170,10 +190,14 @@ def test_unknown_customer_is_not_found(gateway):
 
 def test_deleted_customer_is_not_found(gateway, settings):
     created = create(gateway)
-    requests.delete(f"{settings.stripe_api_base}/v1/customers/{created['customerId']}",
-                    headers={"Authorization": f"Bearer {TEST_KEY}"}, timeout=5)
-    spec = ComponentSpec.parse({"component": "stripe.getStripeCustomer",
-                                "customer_id": created["customerId"]})
+    requests.delete(
+        f"{settings.stripe_api_base}/v1/customers/{created['customerId']}",
+        headers={"Authorization": f"Bearer {TEST_KEY}"},
+        timeout=5,
+    )
+    spec = ComponentSpec.parse(
+        {"component": "stripe.getStripeCustomer", "customer_id": created["customerId"]}
+    )
     with pytest.raises(NotFound, match="deleted"):
         run_component(spec, gateway)
 
@@ -186,8 +210,9 @@ def test_unknown_stripe_parameter_is_a_permanent_400(gateway):
 
 
 def test_connection_refused_is_temporary(settings, vault):
-    gateway = StripeGateway(settings.with_(stripe_api_base=f"http://127.0.0.1:{free_port()}"),
-                            vault)
+    gateway = StripeGateway(
+        settings.with_(stripe_api_base=f"http://127.0.0.1:{free_port()}"), vault
+    )
     with pytest.raises(ConnectionFailed) as info:
         create(gateway)
     assert info.value.error_type == "connection_error" and is_retryable(info.value)
@@ -208,8 +233,13 @@ def test_live_key_sees_live_mode_only(settings, emulator):
     both = Vault(None, {"STRIPE_SECRET_KEY": TEST_KEY, "LIVE_KEY": LIVE_KEY})
     gateway = StripeGateway(settings, both)
     created = create(gateway)
-    spec = ComponentSpec.parse({"component": "stripe.getStripeCustomer", "api_secret": "live_key",
-                                "customer_id": created["customerId"]})
+    spec = ComponentSpec.parse(
+        {
+            "component": "stripe.getStripeCustomer",
+            "api_secret": "live_key",
+            "customer_id": created["customerId"],
+        }
+    )
     with pytest.raises(NotFound):
         run_component(spec, gateway)
     live = run_component(ComponentSpec.parse(dict(CREATE, api_secret="live_key")), gateway)

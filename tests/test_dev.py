@@ -18,8 +18,11 @@ CLI = [sys.executable, "-m", "worker.cli"]
 def clean_env(tmp_path, **extra):
     """No Redis URL, no Stripe key, no secrets: a fresh machine. TMPDIR isolates the state
     file `dev` leaves for `send` and `tail`."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("STRIPE", "REDIS", "SIGNUP", "STREAM", "SECRETS"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("STRIPE", "REDIS", "SIGNUP", "STREAM", "SECRETS"))
+    }
     env["TMPDIR"] = str(tmp_path)
     env.update(extra)
     return env
@@ -27,8 +30,13 @@ def clean_env(tmp_path, **extra):
 
 def start_dev(env, tmp_path, port):
     log = open(tmp_path / "dev.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([*CLI, "dev", "--port", str(port)], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [*CLI, "dev", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     text = lambda: (tmp_path / "dev.log").read_text(errors="replace")  # noqa: E731
     wait_for(lambda: "ready." in text() or proc.poll() is not None, timeout=60)
     assert proc.poll() is None, text()
@@ -57,12 +65,31 @@ def test_dev_on_embedded_defaults_end_to_end(tmp_path):
         out = text()
         assert "embedded fakeredis" in out and "emulator at" in out
         assert "SIGNUP_WEBHOOK_SECRET=whsec_" in out
-        sent = subprocess.run([*CLI, "send", "signup", "--email", "jenny.rosen@example.com",
-                               "--name", "Jenny Rosen", "--user-id", "u_dev"], env=env,
-                              capture_output=True, text=True, timeout=60)
+        sent = subprocess.run(
+            [
+                *CLI,
+                "send",
+                "signup",
+                "--email",
+                "jenny.rosen@example.com",
+                "--name",
+                "Jenny Rosen",
+                "--user-id",
+                "u_dev",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert sent.returncode == 0 and sent.stdout.startswith("200 "), sent
-        event = subprocess.run([*CLI, "send", "stripe", "invoice.payment_failed"], env=env,
-                               capture_output=True, text=True, timeout=60)
+        event = subprocess.run(
+            [*CLI, "send", "stripe", "invoice.payment_failed"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert event.returncode == 0, event
         state = json.loads((tmp_path / f"stripe-worker-dev-{os.getuid()}.json").read_text())
         client = redis.Redis.from_url(state["redis_url"], decode_responses=True)
@@ -72,11 +99,15 @@ def test_dev_on_embedded_defaults_end_to_end(tmp_path):
         [(_id, enriched)] = wait_for(lambda: client.xrange("stripe:events"))
         assert enriched["event_type"] == "invoice.payment_failed"
         assert enriched["customerId"].startswith("cus_")
-        tail = subprocess.run([*CLI, "tail", "customers", "--from-start", "--count", "1"],
-                              env=env, capture_output=True, text=True, timeout=60)
+        tail = subprocess.run(
+            [*CLI, "tail", "customers", "--from-start", "--count", "1"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert "jenny.rosen@example.com" in tail.stdout
-        check = subprocess.run([*CLI, "check"], env=env, capture_output=True, text=True,
-                               timeout=60)
+        check = subprocess.run([*CLI, "check"], env=env, capture_output=True, text=True, timeout=60)
         assert "OK    redis" in check.stdout
     finally:
         stop(proc)
@@ -86,16 +117,20 @@ def test_dev_on_embedded_defaults_end_to_end(tmp_path):
     assert not (tmp_path / f"stripe-worker-dev-{os.getuid()}.json").exists()
 
 
-def test_dev_uses_the_real_redis_when_redis_url_answers(tmp_path, redis_url, prefix,
-                                                         redis_client):
+def test_dev_uses_the_real_redis_when_redis_url_answers(tmp_path, redis_url, prefix, redis_client):
     from .conftest import free_port
 
     env = clean_env(tmp_path, REDIS_URL=redis_url, STREAM_PREFIX=prefix)
     proc, text = start_dev(env, tmp_path, free_port())
     try:
         assert f"redis     {redis_url} (REDIS_URL)" in text()
-        sent = subprocess.run([*CLI, "send", "signup", "--email", "real@example.com"], env=env,
-                              capture_output=True, text=True, timeout=60)
+        sent = subprocess.run(
+            [*CLI, "send", "signup", "--email", "real@example.com"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert sent.returncode == 0, sent
         wait_for(lambda: redis_client.xlen(f"{prefix}:customers") == 1)
     finally:
@@ -107,21 +142,39 @@ def test_dev_uses_the_real_redis_when_redis_url_answers(tmp_path, redis_url, pre
 
 def test_send_without_a_receiver_or_secret_is_a_clear_error(tmp_path):
     env = clean_env(tmp_path)
-    done = subprocess.run([*CLI, "send", "signup", "--email", "a@example.com"], env=env,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [*CLI, "send", "signup", "--email", "a@example.com"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2 and "signup_webhook_secret" in done.stderr
     env["SIGNUP_WEBHOOK_SECRET"] = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-    done = subprocess.run([*CLI, "send", "signup", "--email", "a@example.com", "--url",
-                           "http://127.0.0.1:9"], env=env, capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        [*CLI, "send", "signup", "--email", "a@example.com", "--url", "http://127.0.0.1:9"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 1 and "could not reach" in done.stderr
 
 
-@pytest.mark.parametrize(("extra", "expect_ok"), [
-    ({}, False),
-    ({"STRIPE_SECRET_KEY": TEST_KEY, "STRIPE_WEBHOOK_SECRET": "whsec_abcdefghijkl",
-      "SIGNUP_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}, True),
-])
+@pytest.mark.parametrize(
+    ("extra", "expect_ok"),
+    [
+        ({}, False),
+        (
+            {
+                "STRIPE_SECRET_KEY": TEST_KEY,
+                "STRIPE_WEBHOOK_SECRET": "whsec_abcdefghijkl",
+                "SIGNUP_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            },
+            True,
+        ),
+    ],
+)
 def test_check_says_ok_or_fail_per_line(tmp_path, emulator, redis_url, extra, expect_ok):
     env = clean_env(tmp_path, REDIS_URL=redis_url, STRIPE_API_BASE=emulator.url, **extra)
     done = subprocess.run([*CLI, "check"], env=env, capture_output=True, text=True, timeout=60)

@@ -10,7 +10,7 @@ import pytest
 import requests
 import stripe
 
-from worker.emulator import IDEMPOTENCY_TTL, EmulatorServer
+from worker.devtools.emulator import IDEMPOTENCY_TTL, EmulatorServer
 
 from .conftest import LIVE_KEY, TEST_KEY
 
@@ -34,8 +34,7 @@ def _nullable(node):
 
 
 def schema_validator(name):
-    schema = {"$ref": f"#/components/schemas/{name}",
-              "components": _nullable(SPEC["components"])}
+    schema = {"$ref": f"#/components/schemas/{name}", "components": _nullable(SPEC["components"])}
     return jsonschema.Draft202012Validator(schema)
 
 
@@ -47,9 +46,18 @@ def call(emulator, method, path, key=TEST_KEY, **kwargs):
 
 
 def test_created_customer_matches_stripes_schema(emulator):
-    r = call(emulator, "POST", "/v1/customers",
-             data={"email": "a@example.com", "name": "A", "metadata[user_id]": "u_1",
-                   "address[city]": "Berlin", "preferred_locales[0]": "de"})
+    r = call(
+        emulator,
+        "POST",
+        "/v1/customers",
+        data={
+            "email": "a@example.com",
+            "name": "A",
+            "metadata[user_id]": "u_1",
+            "address[city]": "Berlin",
+            "preferred_locales[0]": "de",
+        },
+    )
     assert r.status_code == 200
     customer = r.json()
     schema_validator("customer").validate(customer)
@@ -82,8 +90,9 @@ def test_response_headers(emulator):
     assert r.headers["Idempotency-Key"] == "h1"
 
 
-@pytest.mark.parametrize("auth", [None, "Bearer sk_test_unknownkey", "Bearer nonsense",
-                                  "Token abc", "Basic !!!"])
+@pytest.mark.parametrize(
+    "auth", [None, "Bearer sk_test_unknownkey", "Bearer nonsense", "Token abc", "Basic !!!"]
+)
 def test_missing_or_bad_key_is_401_in_stripes_shape(emulator, auth):
     emulator.state.allowed_keys = {TEST_KEY}
     headers = {"Authorization": auth} if auth else {}
@@ -95,8 +104,9 @@ def test_missing_or_bad_key_is_401_in_stripes_shape(emulator, auth):
 
 def test_basic_auth_like_curl_u(emulator):
     token = base64.b64encode(f"{TEST_KEY}:".encode()).decode()
-    r = call(emulator, "GET", "/v1/customers", key=None,
-             headers={"Authorization": f"Basic {token}"})
+    r = call(
+        emulator, "GET", "/v1/customers", key=None, headers={"Authorization": f"Basic {token}"}
+    )
     assert r.status_code == 200 and r.json()["object"] == "list"
 
 
@@ -109,33 +119,47 @@ def test_state_is_kept_per_key_mode(emulator):
 
 
 def test_update_merges_metadata(emulator):
-    cid = call(emulator, "POST", "/v1/customers", data={"metadata[a]": "1", "metadata[b]": "2"}
-               ).json()["id"]
-    r = call(emulator, "POST", f"/v1/customers/{cid}",
-             data={"metadata[b]": "", "metadata[c]": "3", "name": "New"})
+    cid = call(
+        emulator, "POST", "/v1/customers", data={"metadata[a]": "1", "metadata[b]": "2"}
+    ).json()["id"]
+    r = call(
+        emulator,
+        "POST",
+        f"/v1/customers/{cid}",
+        data={"metadata[b]": "", "metadata[c]": "3", "name": "New"},
+    )
     assert r.json()["metadata"] == {"a": "1", "c": "3"} and r.json()["name"] == "New"
 
 
 def test_list_with_limit_cursor_and_email(emulator):
-    ids = [call(emulator, "POST", "/v1/customers", data={"email": f"u{i}@example.com"}
-                ).json()["id"] for i in range(5)]
+    ids = [
+        call(emulator, "POST", "/v1/customers", data={"email": f"u{i}@example.com"}).json()["id"]
+        for i in range(5)
+    ]
     page = call(emulator, "GET", "/v1/customers", params={"limit": 2}).json()
     assert [c["id"] for c in page["data"]] == ids[::-1][:2] and page["has_more"] is True
-    rest = call(emulator, "GET", "/v1/customers",
-                params={"limit": 10, "starting_after": page["data"][-1]["id"]}).json()
+    rest = call(
+        emulator,
+        "GET",
+        "/v1/customers",
+        params={"limit": 10, "starting_after": page["data"][-1]["id"]},
+    ).json()
     assert [c["id"] for c in rest["data"]] == ids[::-1][2:] and rest["has_more"] is False
     by_email = call(emulator, "GET", "/v1/customers", params={"email": "u3@example.com"}).json()
     assert [c["id"] for c in by_email["data"]] == [ids[3]]
     assert call(emulator, "GET", "/v1/customers", params={"limit": 0}).status_code == 400
 
 
-@pytest.mark.parametrize(("data", "code"), [
-    ({"favourite": "x"}, "parameter_unknown"),
-    ({"email": "nope"}, "email_invalid"),
-    ({"balance": "lots"}, "parameter_invalid_integer"),
-    ({"address[planet]": "Mars"}, "parameter_unknown"),
-    ({"metadata": "x"}, "parameter_invalid_object"),
-])
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        ({"favourite": "x"}, "parameter_unknown"),
+        ({"email": "nope"}, "email_invalid"),
+        ({"balance": "lots"}, "parameter_invalid_integer"),
+        ({"address[planet]": "Mars"}, "parameter_unknown"),
+        ({"metadata": "x"}, "parameter_invalid_object"),
+    ],
+)
 def test_invalid_parameters_are_400_with_a_code(emulator, data, code):
     r = call(emulator, "POST", "/v1/customers", data=data)
     assert r.status_code == 400
@@ -143,36 +167,70 @@ def test_invalid_parameters_are_400_with_a_code(emulator, data, code):
 
 
 def test_idempotency_replay_mismatch_and_expiry(emulator):
-    first = call(emulator, "POST", "/v1/customers", data={"email": "a@example.com"},
-                 headers={"Idempotency-Key": "k"})
-    again = call(emulator, "POST", "/v1/customers", data={"email": "a@example.com"},
-                 headers={"Idempotency-Key": "k"})
+    first = call(
+        emulator,
+        "POST",
+        "/v1/customers",
+        data={"email": "a@example.com"},
+        headers={"Idempotency-Key": "k"},
+    )
+    again = call(
+        emulator,
+        "POST",
+        "/v1/customers",
+        data={"email": "a@example.com"},
+        headers={"Idempotency-Key": "k"},
+    )
     assert again.json() == first.json()
     assert again.headers["Idempotent-Replayed"] == "true"
-    other = call(emulator, "POST", "/v1/customers", data={"email": "b@example.com"},
-                 headers={"Idempotency-Key": "k"})
+    other = call(
+        emulator,
+        "POST",
+        "/v1/customers",
+        data={"email": "b@example.com"},
+        headers={"Idempotency-Key": "k"},
+    )
     assert other.status_code == 400 and other.json()["error"]["type"] == "idempotency_error"
     # After 24 h the key is forgotten, as at Stripe: the same request makes a new customer.
     for stored in emulator.state.idempotency.values():
         stored.at -= IDEMPOTENCY_TTL + 1
-    later = call(emulator, "POST", "/v1/customers", data={"email": "a@example.com"},
-                 headers={"Idempotency-Key": "k"})
+    later = call(
+        emulator,
+        "POST",
+        "/v1/customers",
+        data={"email": "a@example.com"},
+        headers={"Idempotency-Key": "k"},
+    )
     assert later.json()["id"] != first.json()["id"]
     assert "Idempotent-Replayed" not in later.headers
 
 
 def test_a_failed_request_is_replayed_as_failed(emulator):
-    bad = call(emulator, "POST", "/v1/customers", data={"email": "nope"},
-               headers={"Idempotency-Key": "bad"})
-    again = call(emulator, "POST", "/v1/customers", data={"email": "nope"},
-                 headers={"Idempotency-Key": "bad"})
+    bad = call(
+        emulator,
+        "POST",
+        "/v1/customers",
+        data={"email": "nope"},
+        headers={"Idempotency-Key": "bad"},
+    )
+    again = call(
+        emulator,
+        "POST",
+        "/v1/customers",
+        data={"email": "nope"},
+        headers={"Idempotency-Key": "bad"},
+    )
     assert bad.status_code == again.status_code == 400
     assert again.headers["Idempotent-Replayed"] == "true"
 
 
 def test_injected_faults_count_down(emulator):
-    call(emulator, "POST", "/_emulator/faults",
-         json={"status": 429, "count": 2, "should_retry": "true"})
+    call(
+        emulator,
+        "POST",
+        "/_emulator/faults",
+        json={"status": 429, "count": 2, "should_retry": "true"},
+    )
     codes = [call(emulator, "GET", "/v1/customers").status_code for _ in range(3)]
     assert codes == [429, 429, 200]
     r = call(emulator, "POST", "/_emulator/faults", json={"status": 500, "count": 1})
@@ -190,8 +248,9 @@ def test_latency_is_added(emulator):
 
 def test_official_sdk_talks_to_it(emulator):
     client = stripe.StripeClient(TEST_KEY, base_addresses={"api": emulator.url})
-    created = client.v1.customers.create(params={"email": "sdk@example.com",
-                                                 "metadata": {"k": "v"}})
+    created = client.v1.customers.create(
+        params={"email": "sdk@example.com", "metadata": {"k": "v"}}
+    )
     assert created.metadata["k"] == "v"
     listed = client.v1.customers.list(params={"email": "sdk@example.com"})
     assert [c.id for c in listed.data] == [created.id]
@@ -208,8 +267,7 @@ def test_it_serves_thousands_of_requests(emulator):
     """Not a timing assertion: many sequential keep-alive requests all answer."""
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {TEST_KEY}"
-    codes = {session.get(emulator.url + "/v1/customers", timeout=5).status_code
-             for _ in range(500)}
+    codes = {session.get(emulator.url + "/v1/customers", timeout=5).status_code for _ in range(500)}
     assert codes == {200}
 
 

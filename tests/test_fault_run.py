@@ -9,7 +9,6 @@ from bench.fault_run import run_fault
 
 
 def test_every_signup_is_one_customer_and_one_entry():
-    report = run_fault(signups=60, kill_every=20, fail_rate=0.3, outage_s=2.0,
-                       say=lambda *_: None)
+    report = run_fault(signups=60, kill_every=20, fail_rate=0.3, outage_s=2.0, say=lambda *_: None)
     assert report.worker_kills >= 2 and report.receiver_restarts == 1
     assert report.ok, report

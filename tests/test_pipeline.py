@@ -4,12 +4,13 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import requests
 
 from webhooks.signup import signup_component
-from worker.emulator import IDEMPOTENCY_TTL
-from worker.work import component_work
+from worker.devtools.emulator import IDEMPOTENCY_TTL
+from worker.work import Work
 
 from .conftest import (
     TEST_KEY,
@@ -25,8 +26,9 @@ from .conftest import (
 from .test_receiver import SIGNUP, post_signup, post_stripe, stripe_event
 
 
-def test_signup_becomes_one_customer_and_one_entry(client, start_worker, redis_client,
-                                                   settings, emulator):
+def test_signup_becomes_one_customer_and_one_entry(
+    client, start_worker, redis_client, settings, emulator
+):
     assert post_signup(client).status_code == 200
     start_worker()
     [entry] = wait_for(lambda: entries(redis_client, settings, "customers"))
@@ -41,21 +43,27 @@ def test_signup_becomes_one_customer_and_one_entry(client, start_worker, redis_c
     assert emulator_stats(emulator)["created"]["test"] == 1
 
 
-def test_three_concurrent_deliveries_make_one_customer(app, start_worker, redis_client,
-                                                       settings, emulator):
+def test_three_concurrent_deliveries_make_one_customer(
+    app, start_worker, redis_client, settings, emulator
+):
     headers = sign_standard(SIGNUP, "msg_3x")
     start_worker()
-    answers = at_once(3, lambda: post_signup(app.test_client(), SIGNUP, headers).json[
-        "duplicate"])
+    answers = at_once(3, lambda: post_signup(app.test_client(), SIGNUP, headers).json["duplicate"])
     assert sorted(answers) == [False, True, True]
     wait_for(lambda: entries(redis_client, settings, "customers"))
     # The same user signed up under other webhook ids still makes no second customer.
     for msg_id in ("msg_other_1", "msg_other_2"):
-        assert post_signup(app.test_client(), SIGNUP, sign_standard(SIGNUP, msg_id)).json[
-            "duplicate"] is False
-    wait_for(lambda: not queued(redis_client, settings) and
-             emulator_stats(emulator)["replays"] + emulator_stats(emulator)["requests"] >= 1)
-    wait_for(lambda: redis_client.llen(settings.key("q", "celery")) == 0)
+        assert (
+            post_signup(app.test_client(), SIGNUP, sign_standard(SIGNUP, msg_id)).json["duplicate"]
+            is False
+        )
+    wait_for(
+        lambda: (
+            not queued(redis_client, settings)
+            and emulator_stats(emulator)["replays"] + emulator_stats(emulator)["requests"] >= 1
+        )
+    )
+    wait_for(lambda: redis_client.llen(settings.keys.queue) == 0)
     time.sleep(1)  # let the last task finish publishing (or not)
     assert len(entries(redis_client, settings, "customers")) == 1
     assert emulator_stats(emulator)["created"]["test"] == 1
@@ -73,8 +81,7 @@ def test_500_twice_then_success(client, start_worker, redis_client, settings, em
     assert entries(redis_client, settings, "errors") == []
 
 
-def test_429_with_should_retry_is_retried(client, start_worker, redis_client, settings,
-                                          emulator):
+def test_429_with_should_retry_is_retried(client, start_worker, redis_client, settings, emulator):
     faults(emulator, status=429, count=1, should_retry="true")
     post_signup(client)
     start_worker()
@@ -83,25 +90,33 @@ def test_429_with_should_retry_is_retried(client, start_worker, redis_client, se
 
 
 def test_temporary_errors_end_in_one_error_entry_when_retries_are_spent(
-        client, start_worker, redis_client, settings, emulator):
+    client, start_worker, redis_client, settings, emulator
+):
     faults(emulator, status=500, count=100)
     post_signup(client)
     start_worker()
     [error] = wait_for(lambda: entries(redis_client, settings, "errors"))
-    assert (error["error_type"], error["http_status"], error["attempts"]) == ("api_error",
-                                                                              "500", "5")
+    assert (error["error_type"], error["http_status"], error["attempts"]) == (
+        "api_error",
+        "500",
+        "5",
+    )
     assert error["request_id"].startswith("req_")
     assert entries(redis_client, settings, "customers") == []
 
 
 def test_401_is_one_error_entry_without_retry_then_replayed(
-        client, start_worker, redis_client, settings, emulator, webhook_env):
+    client, start_worker, redis_client, settings, emulator, webhook_env
+):
     requests.post(f"{emulator.url}/_emulator/keys", json={"revoke": [TEST_KEY]}, timeout=5)
     post_signup(client)
     start_worker()
     [error] = wait_for(lambda: entries(redis_client, settings, "errors"))
     assert (error["error_type"], error["http_status"], error["attempts"]) == (
-        "authentication_error", "401", "1")
+        "authentication_error",
+        "401",
+        "1",
+    )
     assert TEST_KEY not in json.dumps(error)
     assert emulator_stats(emulator)["requests"] == 1  # no retry
 
@@ -112,24 +127,29 @@ def test_401_is_one_error_entry_without_retry_then_replayed(
     listed = subprocess.run([*cli, "list"], env=env, capture_output=True, text=True, timeout=60)
     assert "failed" in listed.stdout and "authentication_error" in listed.stdout
     for _ in range(2):
-        done = subprocess.run([*cli, "replay", "--all"], env=env, capture_output=True,
-                              text=True, timeout=60)
+        done = subprocess.run(
+            [*cli, "replay", "--all"], env=env, capture_output=True, text=True, timeout=60
+        )
         assert done.returncode in (0, 2), done.stderr
     [entry] = wait_for(lambda: entries(redis_client, settings, "customers"))
     assert entry["idempotency_key"] == "signup-u_123"
-    listed = subprocess.run([*cli, "list", "--json"], env=env, capture_output=True, text=True,
-                            timeout=60)
+    listed = subprocess.run(
+        [*cli, "list", "--json"], env=env, capture_output=True, text=True, timeout=60
+    )
     [row] = [json.loads(line) for line in listed.stdout.splitlines()]
     assert row["replayed"]["replay"] == 1
     assert emulator_stats(emulator)["created"]["test"] == 1
     assert len(entries(redis_client, settings, "errors")) == 1
 
 
-def test_unknown_customer_in_an_event_is_one_not_found_error(client, start_worker,
-                                                             redis_client, settings):
-    body = stripe_event("evt_inv", obj={"id": "in_1", "object": "invoice",
-                                        "customer": "cus_ABC123XYZ456"},
-                        type_="invoice.payment_failed")
+def test_unknown_customer_in_an_event_is_one_not_found_error(
+    client, start_worker, redis_client, settings
+):
+    body = stripe_event(
+        "evt_inv",
+        obj={"id": "in_1", "object": "invoice", "customer": "cus_ABC123XYZ456"},
+        type_="invoice.payment_failed",
+    )
     assert post_stripe(client, body).status_code == 200
     start_worker()
     [error] = wait_for(lambda: entries(redis_client, settings, "errors"))
@@ -140,46 +160,60 @@ def test_unknown_customer_in_an_event_is_one_not_found_error(client, start_worke
     assert error["customerId"] == "cus_ABC123XYZ456"
 
 
-def test_stripe_event_is_enriched_with_its_customer(client, start_worker, redis_client,
-                                                    settings, emulator):
-    customer = requests.post(f"{emulator.url}/v1/customers", data={"email": "e@example.com"},
-                             headers={"Authorization": f"Bearer {TEST_KEY}"}, timeout=5).json()
-    body = stripe_event("evt_cs", obj={"id": "cs_1", "object": "checkout.session",
-                                       "customer": customer["id"]},
-                        type_="checkout.session.completed")
+def test_stripe_event_is_enriched_with_its_customer(
+    client, start_worker, redis_client, settings, emulator
+):
+    customer = requests.post(
+        f"{emulator.url}/v1/customers",
+        data={"email": "e@example.com"},
+        headers={"Authorization": f"Bearer {TEST_KEY}"},
+        timeout=5,
+    ).json()
+    body = stripe_event(
+        "evt_cs",
+        obj={"id": "cs_1", "object": "checkout.session", "customer": customer["id"]},
+        type_="checkout.session.completed",
+    )
     post_stripe(client, body)
-    plain = stripe_event("evt_plain", obj={"id": "prod_1", "object": "product"},
-                         type_="product.created")
+    plain = stripe_event(
+        "evt_plain", obj={"id": "prod_1", "object": "product"}, type_="product.created"
+    )
     post_stripe(client, plain)
     start_worker()
-    found = wait_for(lambda: len(entries(redis_client, settings, "events")) == 2
-                     and entries(redis_client, settings, "events"))
+    found = wait_for(
+        lambda: (
+            len(entries(redis_client, settings, "events")) == 2
+            and entries(redis_client, settings, "events")
+        )
+    )
     by_type = {e["event_type"]: e for e in found}
     enriched = by_type["checkout.session.completed"]
-    assert (enriched["customerId"], enriched["customerEmail"]) == (customer["id"],
-                                                                   "e@example.com")
+    assert (enriched["customerId"], enriched["customerEmail"]) == (customer["id"], "e@example.com")
     assert enriched["component"] == "stripe.getStripeCustomer"
     assert json.loads(enriched["event"])["id"] == "evt_cs"
     assert by_type["product.created"]["customerId"] == ""
 
 
-def test_the_same_work_run_twice_publishes_once(app, start_worker, redis_client, settings,
-                                                emulator):
+def test_the_same_work_run_twice_publishes_once(
+    app, start_worker, redis_client, settings, emulator
+):
     """Two messages of one piece of work (as after a kill between publish and ack)."""
     enqueuer = app.extensions["stripe_worker"]["enqueuer"]
     _user, spec = signup_component(json.loads(SIGNUP))
-    task, work = component_work(spec, "signup", "msg_twice")
-    assert enqueuer.enqueue_once("a", task, work) and enqueuer.enqueue_once("b", task, work)
+    work = Work.for_component(spec, "signup", "msg_twice")
+    assert enqueuer.enqueue_once(replace(work, delivery_id="a"))
+    assert enqueuer.enqueue_once(replace(work, delivery_id="b"))
     start_worker()
     wait_for(lambda: entries(redis_client, settings, "customers"))
-    wait_for(lambda: redis_client.llen(settings.key("q", "celery")) == 0)
+    wait_for(lambda: redis_client.llen(settings.keys.queue) == 0)
     time.sleep(1.5)
     assert len(entries(redis_client, settings, "customers")) == 1
     assert emulator_stats(emulator)["created"]["test"] == 1
 
 
-def test_worker_killed_mid_task_runs_it_again_once(client, start_worker, redis_client,
-                                                   settings, emulator):
+def test_worker_killed_mid_task_runs_it_again_once(
+    client, start_worker, redis_client, settings, emulator
+):
     faults(emulator, latency_ms=2000)
     post_signup(client)
     first = start_worker()
@@ -193,8 +227,9 @@ def test_worker_killed_mid_task_runs_it_again_once(client, start_worker, redis_c
     assert entry["idempotency_key"] == "signup-u_123"
 
 
-def test_replay_a_week_later_returns_the_first_customer(client, start_worker, redis_client,
-                                                        settings, emulator, app):
+def test_replay_a_week_later_returns_the_first_customer(
+    client, start_worker, redis_client, settings, emulator, app
+):
     post_signup(client)
     start_worker()
     [first] = wait_for(lambda: entries(redis_client, settings, "customers"))
@@ -202,26 +237,39 @@ def test_replay_a_week_later_returns_the_first_customer(client, start_worker, re
     for stored in emulator.state.idempotency.values():
         stored.at -= IDEMPOTENCY_TTL * 7
     _user, spec = signup_component(json.loads(SIGNUP))
-    task, work = component_work(spec, "signup", "msg_week_later")
+    work = Work.for_component(spec, "signup", "msg_week_later")
     enqueuer = app.extensions["stripe_worker"]["enqueuer"]
-    assert enqueuer.enqueue_once("week-later", task, work)
-    wait_for(lambda: redis_client.llen(settings.key("q", "celery")) == 0)
+    assert enqueuer.enqueue_once(work)
+    wait_for(lambda: redis_client.llen(settings.keys.queue) == 0)
     time.sleep(1.5)
     assert emulator_stats(emulator)["created"]["test"] == 1
     assert [e["customerId"] for e in entries(redis_client, settings, "customers")] == [
-        first["customerId"]]
+        first["customerId"]
+    ]
 
 
-def test_run_queue_hands_a_component_to_the_worker_once(start_worker, redis_client, settings,
-                                                        emulator, webhook_env):
-    spec = json.dumps({"component": "stripe.createCustomer", "trigger": "true",
-                       "Body": {"email": "cli@example.com"},
-                       "outputs": {"mail": "Response.email"}})
+def test_run_queue_hands_a_component_to_the_worker_once(
+    start_worker, redis_client, settings, emulator, webhook_env
+):
+    spec = json.dumps(
+        {
+            "component": "stripe.createCustomer",
+            "trigger": "true",
+            "Body": {"email": "cli@example.com"},
+            "outputs": {"mail": "Response.email"},
+        }
+    )
     env = worker_env(settings, webhook_env)
     answers = []
     for _ in range(2):
-        done = subprocess.run([sys.executable, "-m", "worker.cli", "run", "--queue", "-"],
-                              input=spec, env=env, capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-m", "worker.cli", "run", "--queue", "-"],
+            input=spec,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert done.returncode == 0, done.stderr
         answers.append(json.loads(done.stdout))
     assert [a["duplicate"] for a in answers] == [False, True]
@@ -232,40 +280,37 @@ def test_run_queue_hands_a_component_to_the_worker_once(start_worker, redis_clie
     assert entry["idempotency_key"].startswith("sw-")
 
 
-def test_work_whose_message_vanished_is_queued_again(app, start_worker, redis_client, settings,
-                                                     emulator):
+def test_work_whose_message_vanished_is_queued_again(
+    app, start_worker, redis_client, settings, emulator
+):
     """As when a worker dies between kombu's BRPOP and its unacked record."""
     assert post_signup(app.test_client()).status_code == 200
-    assert redis_client.delete(settings.key("q", "celery")) == 1  # the message is gone
-    assert redis_client.zcard(settings.key("pending")) == 1
+    assert redis_client.delete(settings.keys.queue) == 1  # the message is gone
+    assert redis_client.zcard(settings.keys.ledger) == 1
     start_worker()  # VISIBILITY_TIMEOUT=12: its reaper looks every 3 s
     [entry] = wait_for(lambda: entries(redis_client, settings, "customers"), timeout=60)
     assert entry["idempotency_key"] == "signup-u_123"
-    assert redis_client.zcard(settings.key("pending")) == 0
+    assert redis_client.zcard(settings.keys.ledger) == 0
     assert emulator_stats(emulator)["created"]["test"] == 1
 
 
 def test_slow_work_is_not_queued_twice(app, start_worker, redis_client, settings):
-    from worker.queue import Enqueuer
+    from worker.recovery import requeue_lost
 
     post_signup(app.test_client())
-    enqueuer = Enqueuer(app.extensions["stripe_worker"]["enqueuer"].app, redis_client, settings)
     # Its message is still in the queue: old, but alive.
-    assert enqueuer.requeue_stalled(older_than=-1) == []
-    assert redis_client.llen(settings.key("q", "celery")) == 1
+    assert requeue_lost(redis_client, settings, older_than=-1) == []
+    assert redis_client.llen(settings.keys.queue) == 1
 
 
-def test_rate_limit_is_kept_across_workers(app, start_worker, redis_client, settings,
-                                           emulator):
+def test_rate_limit_is_kept_across_workers(app, start_worker, redis_client, settings, emulator):
     """Two workers pacing to 20 calls/s never trip Stripe's 25/s limit (here the emulator's)."""
     faults(emulator, rate_limit=25)
     enqueuer = app.extensions["stripe_worker"]["enqueuer"]
     for i in range(60):
-        body = {"type": "user.created", "data": {"user_id": f"u_{i}",
-                                                 "email": f"u{i}@example.com"}}
+        body = {"type": "user.created", "data": {"user_id": f"u_{i}", "email": f"u{i}@example.com"}}
         _user, spec = signup_component(body)
-        task, work = component_work(spec, "signup", f"msg_rl_{i}")
-        enqueuer.enqueue_once(f"rl{i}", task, work)
+        enqueuer.enqueue_once(Work.for_component(spec, "signup", f"msg_rl_{i}"))
     start_worker(STRIPE_RATE_LIMIT=20)
     start_worker(STRIPE_RATE_LIMIT=20)
     wait_for(lambda: len(entries(redis_client, settings, "customers")) == 60, timeout=60)

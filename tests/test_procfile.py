@@ -22,8 +22,9 @@ def test_procfile_has_web_and_worker():
     assert set(procfile()) == {"web", "worker"}
 
 
-def test_procfile_lines_process_a_signup_end_to_end(settings, webhook_env, redis_client,
-                                                    tmp_path, emulator):
+def test_procfile_lines_process_a_signup_end_to_end(
+    settings, webhook_env, redis_client, tmp_path, emulator
+):
     port = free_port()
     env = worker_env(settings, webhook_env, PORT=port, WEB_CONCURRENCY=1)
     # The console script lives beside the interpreter running the tests.
@@ -32,9 +33,15 @@ def test_procfile_lines_process_a_signup_end_to_end(settings, webhook_env, redis
     try:
         for name, command in procfile().items():
             log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115
-            procs.append(subprocess.Popen(["bash", "-c", f"exec {command.strip()}"], env=env,
-                                          stdout=log, stderr=subprocess.STDOUT,
-                                          start_new_session=True))
+            procs.append(
+                subprocess.Popen(
+                    ["bash", "-c", f"exec {command.strip()}"],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
 
         def up():
             try:
@@ -43,12 +50,26 @@ def test_procfile_lines_process_a_signup_end_to_end(settings, webhook_env, redis
                 return False
 
         wait_for(up, timeout=30)
-        sent = subprocess.run([sys.executable, "-m", "worker.cli", "send", "signup", "--email",
-                               "procfile@example.com", "--url", f"http://127.0.0.1:{port}"],
-                              env=env, capture_output=True, text=True, timeout=60)
+        sent = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "worker.cli",
+                "send",
+                "signup",
+                "--email",
+                "procfile@example.com",
+                "--url",
+                f"http://127.0.0.1:{port}",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert sent.returncode == 0, sent
-        wait_for(lambda: redis_client.xlen(settings.key("customers")) == 1, timeout=30)
-        entry = redis_client.xrange(settings.key("customers"))[0][1]
+        wait_for(lambda: redis_client.xlen(settings.keys.stream("customers")) == 1, timeout=30)
+        entry = redis_client.xrange(settings.keys.stream("customers"))[0][1]
         assert entry["customerEmail"] == "procfile@example.com"
     finally:
         for proc in procs:

@@ -17,13 +17,29 @@ from .conftest import (
 
 def stripe_event(event_id="evt_1", livemode=False, obj=None, type_="customer.created"):
     obj = obj or {"id": "cus_123", "object": "customer", "email": "a@example.com"}
-    return json.dumps({"id": event_id, "object": "event", "type": type_, "livemode": livemode,
-                       "created": int(time.time()), "data": {"object": obj}}).encode()
+    return json.dumps(
+        {
+            "id": event_id,
+            "object": "event",
+            "type": type_,
+            "livemode": livemode,
+            "created": int(time.time()),
+            "data": {"object": obj},
+        }
+    ).encode()
 
 
-SIGNUP = json.dumps({"type": "user.created",
-                     "data": {"user_id": "u_123", "email": "jenny.rosen@example.com",
-                              "name": "Jenny Rosen", "metadata": {"plan": "pro"}}}).encode()
+SIGNUP = json.dumps(
+    {
+        "type": "user.created",
+        "data": {
+            "user_id": "u_123",
+            "email": "jenny.rosen@example.com",
+            "name": "Jenny Rosen",
+            "metadata": {"plan": "pro"},
+        },
+    }
+).encode()
 
 
 def post_stripe(client, body, header=None, **headers):
@@ -31,14 +47,18 @@ def post_stripe(client, body, header=None, **headers):
         header = sign_stripe(body)
     if header:
         headers["Stripe-Signature"] = header
-    return client.post("/webhooks/stripe", data=body, headers=headers,
-                       content_type="application/json")
+    return client.post(
+        "/webhooks/stripe", data=body, headers=headers, content_type="application/json"
+    )
 
 
 def post_signup(client, body=SIGNUP, headers=None, msg_id="msg_1"):
-    return client.post("/webhooks/signup", data=body,
-                       headers=headers if headers is not None else sign_standard(body, msg_id),
-                       content_type="application/json")
+    return client.post(
+        "/webhooks/signup",
+        data=body,
+        headers=headers if headers is not None else sign_standard(body, msg_id),
+        content_type="application/json",
+    )
 
 
 def test_valid_stripe_event_is_queued_once(client, redis_client, settings):
@@ -70,18 +90,21 @@ def now():
     return int(time.time())
 
 
-@pytest.mark.parametrize(("header", "reason"), [
-    (lambda b: sign_stripe(b, "whsec_wrong"), "no signature matches"),
-    (lambda b: sign_stripe(b + b" "), "no signature matches"),
-    (lambda b: sign_stripe(b, timestamp=now() - 301), "too old"),
-    (lambda b: sign_stripe(b, timestamp=now() + 301), "future"),
-    (lambda b: "", "missing"),
-    (lambda b: "garbage", "timestamp"),
-    (lambda b: f"t={now()}", "no v1"),
-    (lambda b: f"t={now()},v1=zz", "no v1"),
-    (lambda b: f"t=abc,v1={'0' * 64}", "timestamp"),
-    (lambda b: sign_stripe(b).replace("v1=", "v0="), "no v1"),
-])
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        (lambda b: sign_stripe(b, "whsec_wrong"), "no signature matches"),
+        (lambda b: sign_stripe(b + b" "), "no signature matches"),
+        (lambda b: sign_stripe(b, timestamp=now() - 301), "too old"),
+        (lambda b: sign_stripe(b, timestamp=now() + 301), "future"),
+        (lambda b: "", "missing"),
+        (lambda b: "garbage", "timestamp"),
+        (lambda b: f"t={now()}", "no v1"),
+        (lambda b: f"t={now()},v1=zz", "no v1"),
+        (lambda b: f"t=abc,v1={'0' * 64}", "timestamp"),
+        (lambda b: sign_stripe(b).replace("v1=", "v0="), "no v1"),
+    ],
+)
 def test_bad_stripe_signatures_are_400(client, redis_client, settings, header, reason):
     body = stripe_event()
     r = post_stripe(client, body, header(body) or "")
@@ -111,8 +134,9 @@ def test_tolerance_is_configurable(settings, webhook_env):
     from webhooks import create_app
     from worker.vault import Vault
 
-    client = create_app(settings.with_(webhook_tolerance=3600),
-                        vault=Vault(None, webhook_env)).test_client()
+    client = create_app(
+        settings.with_(webhook_tolerance=3600), vault=Vault(None, webhook_env)
+    ).test_client()
     body = stripe_event()
     assert post_stripe(client, body, sign_stripe(body, timestamp=now() - 1800)).status_code == 200
 
@@ -134,8 +158,9 @@ def test_live_key_refuses_test_events(settings, webhook_env, redis_client):
     assert post_stripe(client, stripe_event("evt_live", livemode=True)).status_code == 200
 
 
-@pytest.mark.parametrize("body", [b"not json", b"\xff\xfe", b"[1,2]", b'{"id": 5}',
-                                  b"[" * 100000 + b"]" * 100000])
+@pytest.mark.parametrize(
+    "body", [b"not json", b"\xff\xfe", b"[1,2]", b'{"id": 5}', b"[" * 100000 + b"]" * 100000]
+)
 def test_bad_json_or_shape_is_400(client, body, redis_client, settings):
     r = post_stripe(client, body)
     assert r.status_code == 400
@@ -170,13 +195,15 @@ def test_missing_webhook_secret_is_503_not_500(settings, redis_client):
 
 def test_signup_becomes_one_create_customer(client, redis_client, settings):
     r = post_signup(client)
-    assert r.status_code == 200 and r.json == {"received": True, "id": "msg_1",
-                                               "duplicate": False}
+    assert r.status_code == 200 and r.json == {"received": True, "id": "msg_1", "duplicate": False}
     [message] = queued(redis_client, settings)
     assert message["task"] == "stripe_worker.create_customer"
     work = message["kwargs"]["work"]
-    assert work["spec"]["Body"] == {"email": "jenny.rosen@example.com", "name": "Jenny Rosen",
-                                    "metadata": {"plan": "pro", "user_id": "u_123"}}
+    assert work["spec"]["Body"] == {
+        "email": "jenny.rosen@example.com",
+        "name": "Jenny Rosen",
+        "metadata": {"plan": "pro", "user_id": "u_123"},
+    }
     assert work["idempotency_key"] == "signup-u_123"
     assert work["source"] == "signup" and work["source_id"] == "msg_1"
 
@@ -193,14 +220,19 @@ def test_signup_duplicate_delivery(client, redis_client, settings):
 
 
 CLERK = {
-    "type": "user.created", "object": "event",
-    "data": {"id": "user_29w83sxmDNGwOuEthce5gg56FcC", "object": "user",
-             "first_name": "Example", "last_name": "Example",
-             "primary_email_address_id": "idn_29w83yL7CwVlJXylYLxcslromF1",
-             "email_addresses": [
-                 {"id": "idn_other", "email_address": "old@example.org"},
-                 {"id": "idn_29w83yL7CwVlJXylYLxcslromF1",
-                  "email_address": "example@example.org"}]},
+    "type": "user.created",
+    "object": "event",
+    "data": {
+        "id": "user_29w83sxmDNGwOuEthce5gg56FcC",
+        "object": "user",
+        "first_name": "Example",
+        "last_name": "Example",
+        "primary_email_address_id": "idn_29w83yL7CwVlJXylYLxcslromF1",
+        "email_addresses": [
+            {"id": "idn_other", "email_address": "old@example.org"},
+            {"id": "idn_29w83yL7CwVlJXylYLxcslromF1", "email_address": "example@example.org"},
+        ],
+    },
 }
 
 
@@ -222,8 +254,9 @@ def test_other_signup_events_are_acknowledged_not_queued(client, redis_client, s
     assert queued(redis_client, settings) == []
 
 
-@pytest.mark.parametrize("change", ["secret", "body", "stale", "future", "no-id",
-                                    "garbled", "version"])
+@pytest.mark.parametrize(
+    "change", ["secret", "body", "stale", "future", "no-id", "garbled", "version"]
+)
 def test_bad_standard_signatures_are_400(client, redis_client, settings, change):
     headers = sign_standard(SIGNUP, "msg_bad")
     body = SIGNUP
@@ -253,8 +286,9 @@ def test_signup_without_user_id_is_400(client, redis_client, settings):
 
 
 def test_signup_with_a_bad_email_is_400(client):
-    body = json.dumps({"type": "user.created",
-                       "data": {"user_id": "u_1", "email": "not-an-email"}}).encode()
+    body = json.dumps(
+        {"type": "user.created", "data": {"user_id": "u_1", "email": "not-an-email"}}
+    ).encode()
     r = post_signup(client, body, sign_standard(body, "msg_y"))
     assert r.status_code == 400 and "email" in r.json["error"]["message"]
 

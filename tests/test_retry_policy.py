@@ -23,22 +23,31 @@ def test_backoff_doubles_with_jitter_and_is_capped():
         assert max(delays) - min(delays) > full / 10  # jittered, not one value
 
 
-@pytest.mark.parametrize(("error", "retry"), [
-    (RateLimited("x"), True), (QueueUnavailable("x"), True),
-    (RateLimited("x", retryable=False), False),  # Stripe-Should-Retry: false
-    (AuthenticationFailed("x"), False), (SpecError("x"), False),
-    (InternalError("x"), False), (ValueError("x"), False),
-])
+@pytest.mark.parametrize(
+    ("error", "retry"),
+    [
+        (RateLimited("x"), True),
+        (QueueUnavailable("x"), True),
+        (RateLimited("x", retryable=False), False),  # Stripe-Should-Retry: false
+        (AuthenticationFailed("x"), False),
+        (SpecError("x"), False),
+        (InternalError("x"), False),
+        (ValueError("x"), False),
+    ],
+)
 def test_only_our_temporary_errors_retry(error, retry):
     assert is_retryable(error) is retry
 
 
-@pytest.mark.parametrize(("obj", "expected"), [
-    ({"object": "customer", "id": "cus_1"}, "cus_1"),
-    ({"object": "invoice", "customer": "cus_2"}, "cus_2"),
-    ({"object": "invoice", "customer": {"id": "cus_3", "object": "customer"}}, "cus_3"),
-    ({"object": "product", "id": "prod_1"}, None),
-    ({"object": "invoice", "customer": None}, None),
-])
+@pytest.mark.parametrize(
+    ("obj", "expected"),
+    [
+        ({"object": "customer", "id": "cus_1"}, "cus_1"),
+        ({"object": "invoice", "customer": "cus_2"}, "cus_2"),
+        ({"object": "invoice", "customer": {"id": "cus_3", "object": "customer"}}, "cus_3"),
+        ({"object": "product", "id": "prod_1"}, None),
+        ({"object": "invoice", "customer": None}, None),
+    ],
+)
 def test_the_customer_an_event_names(obj, expected):
     assert customer_id_named_by({"data": {"object": obj}}) == expected

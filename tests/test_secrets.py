@@ -16,8 +16,14 @@ from .conftest import (
 )
 from .test_receiver import SIGNUP, stripe_event
 
-SECRETS = (TEST_KEY, STRIPE_WEBHOOK_SECRET, SIGNUP_WEBHOOK_SECRET,
-           TEST_KEY[8:], STRIPE_WEBHOOK_SECRET[6:], SIGNUP_WEBHOOK_SECRET[6:])
+SECRETS = (
+    TEST_KEY,
+    STRIPE_WEBHOOK_SECRET,
+    SIGNUP_WEBHOOK_SECRET,
+    TEST_KEY[8:],
+    STRIPE_WEBHOOK_SECRET[6:],
+    SIGNUP_WEBHOOK_SECRET[6:],
+)
 
 
 def test_no_secret_anywhere(start_web, start_worker, redis_client, settings, emulator):
@@ -26,21 +32,33 @@ def test_no_secret_anywhere(start_web, start_worker, redis_client, settings, emu
     answers = []
 
     def post(route, body, headers):
-        r = requests.post(f"{web.url}/webhooks/{route}", data=body, timeout=10,
-                          headers={"Content-Type": "application/json", **headers})
+        r = requests.post(
+            f"{web.url}/webhooks/{route}",
+            data=body,
+            timeout=10,
+            headers={"Content-Type": "application/json", **headers},
+        )
         answers.append(r.text + json.dumps(dict(r.headers)))
         return r
 
     # A success, a Stripe event, and every kind of refusal the receiver gives.
     assert post("signup", SIGNUP, sign_standard(SIGNUP, "msg_s1")).status_code == 200
-    event = stripe_event("evt_s1", obj={"id": "in_1", "object": "invoice",
-                                        "customer": "cus_missing"})
+    event = stripe_event(
+        "evt_s1", obj={"id": "in_1", "object": "invoice", "customer": "cus_missing"}
+    )
     assert post("stripe", event, {"Stripe-Signature": sign_stripe(event)}).status_code == 200
     post("stripe", event, {"Stripe-Signature": sign_stripe(event, "whsec_wrong")})
     live = stripe_event("evt_live", livemode=True)
     post("stripe", live, {"Stripe-Signature": sign_stripe(live)})
-    post("signup", SIGNUP, {"webhook-id": "x", "webhook-timestamp": "1",
-                            "webhook-signature": f"v1,{SIGNUP_WEBHOOK_SECRET}"})
+    post(
+        "signup",
+        SIGNUP,
+        {
+            "webhook-id": "x",
+            "webhook-timestamp": "1",
+            "webhook-signature": f"v1,{SIGNUP_WEBHOOK_SECRET}",
+        },
+    )
     post("stripe", b"{}", {"Stripe-Signature": f"t=1,v1={STRIPE_WEBHOOK_SECRET}"})
     wait_for(lambda: entries(redis_client, settings, "customers"))
     wait_for(lambda: entries(redis_client, settings, "errors"))

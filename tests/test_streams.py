@@ -7,48 +7,56 @@ from pathlib import Path
 
 import fakeredis
 
-from worker.streams import StreamConsumer, as_field, publish_result
+from tasks.publish import Publisher, as_field
+from worker.streams import StreamConsumer
 
 from .conftest import at_once, worker_env
 
 
 def test_publish_once_per_work_id(redis_client, settings):
-    first = publish_result(redis_client, settings, "customers", "w1", {"customerId": "cus_1"})
-    again = publish_result(redis_client, settings, "customers", "w1", {"customerId": "cus_1"})
+    first = Publisher(redis_client, settings).publish("customers", "w1", {"customerId": "cus_1"})
+    again = Publisher(redis_client, settings).publish("customers", "w1", {"customerId": "cus_1"})
     assert first.new and not again.new and again.entry_id == first.entry_id
-    assert redis_client.xlen(settings.key("customers")) == 1
+    assert redis_client.xlen(settings.keys.stream("customers")) == 1
 
 
 def test_concurrent_publishers_append_once(redis_client, settings):
-    results = at_once(20, lambda: publish_result(redis_client, settings, "customers", "same",
-                                                 {"a": 1}))
+    results = at_once(
+        20, lambda: Publisher(redis_client, settings).publish("customers", "same", {"a": 1})
+    )
     assert sum(r.new for r in results) == 1
-    assert redis_client.xlen(settings.key("customers")) == 1
+    assert redis_client.xlen(settings.keys.stream("customers")) == 1
 
 
 def test_stream_is_trimmed_near_maxlen(redis_client, settings):
     small = settings.with_(stream_maxlen=100)
     for i in range(1000):
-        publish_result(redis_client, small, "events", f"w{i}", {"i": i})
-    assert 100 <= redis_client.xlen(settings.key("events")) < 300
+        Publisher(redis_client, small).publish("events", f"w{i}", {"i": i})
+    assert 100 <= redis_client.xlen(settings.keys.stream("events")) < 300
 
 
 def test_fields_are_strings():
     assert [as_field(v) for v in (None, True, False, 3, {"b": 1, "a": [1]}, "x")] == [
-        "", "true", "false", "3", '{"a":[1],"b":1}', "x"]
+        "",
+        "true",
+        "false",
+        "3",
+        '{"a":[1],"b":1}',
+        "x",
+    ]
 
 
 def test_publish_once_works_on_embedded_fakeredis(settings):
     client = fakeredis.FakeRedis()
-    assert publish_result(client, settings, "customers", "w", {"a": 1}).new
-    assert not publish_result(client, settings, "customers", "w", {"a": 1}).new
-    assert client.xlen(settings.key("customers")) == 1
+    assert Publisher(client, settings).publish("customers", "w", {"a": 1}).new
+    assert not Publisher(client, settings).publish("customers", "w", {"a": 1}).new
+    assert client.xlen(settings.keys.stream("customers")) == 1
 
 
 def test_a_group_sees_each_entry_once(redis_client, settings):
     for i in range(10):
-        publish_result(redis_client, settings, "customers", f"w{i}", {"customerId": f"cus_{i}"})
-    key = settings.key("customers")
+        Publisher(redis_client, settings).publish("customers", f"w{i}", {"customerId": f"cus_{i}"})
+    key = settings.keys.stream("customers")
     a = StreamConsumer(redis_client, key, "agents", "a")
     b = StreamConsumer(redis_client, key, "agents", "b")
     seen = []
@@ -62,8 +70,8 @@ def test_a_group_sees_each_entry_once(redis_client, settings):
 
 def test_entries_of_a_dead_consumer_are_claimed(redis_client, settings):
     for i in range(4):
-        publish_result(redis_client, settings, "customers", f"w{i}", {"customerId": f"cus_{i}"})
-    key = settings.key("customers")
+        Publisher(redis_client, settings).publish("customers", f"w{i}", {"customerId": f"cus_{i}"})
+    key = settings.keys.stream("customers")
     doomed = StreamConsumer(redis_client, key, "agents", "doomed", min_idle_ms=50)
     taken = doomed.read(count=4)
     assert len(taken) == 4  # ... and it dies before acking
@@ -78,33 +86,53 @@ def test_entries_of_a_dead_consumer_are_claimed(redis_client, settings):
 
 
 def test_example_agent_reads_and_acks(redis_client, settings, webhook_env):
-    publish_result(redis_client, settings, "customers", "w1",
-                   {"customerId": "cus_1", "customerEmail": "a@example.com",
-                    "Response": {"metadata": {"plan": "pro"}}})
+    Publisher(redis_client, settings).publish(
+        "customers",
+        "w1",
+        {
+            "customerId": "cus_1",
+            "customerEmail": "a@example.com",
+            "Response": {"metadata": {"plan": "pro"}},
+        },
+    )
     agent = Path(__file__).parent.parent / "examples" / "agent.py"
     env = worker_env(settings, webhook_env)
     env["PYTHONPATH"] = str(agent.parent.parent) + os.pathsep + env.get("PYTHONPATH", "")
-    done = subprocess.run([sys.executable, str(agent), "--count", "1"], env=env,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, str(agent), "--count", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert "welcome a@example.com (cus_1, plan pro)" in done.stdout
-    assert redis_client.xpending(settings.key("customers"), "agents")["pending"] == 0
+    assert redis_client.xpending(settings.keys.stream("customers"), "agents")["pending"] == 0
 
 
 def test_tail_prints_entries_for_people_and_machines(redis_client, settings, webhook_env):
-    publish_result(redis_client, settings, "customers", "w1",
-                   {"component": "stripe.createCustomer", "customerId": "cus_1",
-                    "customerEmail": "a@example.com", "source": "signup", "source_id": "msg_1"})
+    Publisher(redis_client, settings).publish(
+        "customers",
+        "w1",
+        {
+            "component": "stripe.createCustomer",
+            "customerId": "cus_1",
+            "customerEmail": "a@example.com",
+            "source": "signup",
+            "source_id": "msg_1",
+        },
+    )
     env = worker_env(settings, webhook_env)
     cli = [sys.executable, "-m", "worker.cli", "tail", "customers", "--from-start", "--count", "1"]
     human = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=60)
     assert human.returncode == 0, human.stderr
     assert "cus_1" in human.stdout and "a@example.com" in human.stdout
     assert "signup:msg_1" in human.stdout
-    machine = subprocess.run([*cli, "--json", "--group", "ops"], env=env, capture_output=True,
-                             text=True, timeout=60)
+    machine = subprocess.run(
+        [*cli, "--json", "--group", "ops"], env=env, capture_output=True, text=True, timeout=60
+    )
     import json
 
     row = json.loads(machine.stdout)
     assert row["customerId"] == "cus_1" and row["id"]
-    assert redis_client.xpending(settings.key("customers"), "ops")["pending"] == 0
+    assert redis_client.xpending(settings.keys.stream("customers"), "ops")["pending"] == 0

@@ -3,8 +3,9 @@ from pathlib import Path
 import pytest
 
 from worker.errors import ModeMismatch, SecretMissing, SettingsError, SpecError
+from worker.redact import redact
 from worker.settings import Settings
-from worker.vault import Vault, check_livemode, key_mode, redact
+from worker.vault import Vault, check_livemode, key_mode
 
 from .conftest import LIVE_KEY, TEST_KEY
 
@@ -16,17 +17,24 @@ def test_settings_defaults_match_the_interface():
     assert s.stream_prefix == "stripe"
     assert s.stream_maxlen == 100_000
     assert s.secrets_dir is None
-    assert s.key("customers") == "stripe:customers"
+    assert s.keys.stream("customers") == "stripe:customers"
 
 
 def test_settings_from_environment():
-    s = Settings.from_env({"REDIS_URL": "redis://r:1/2", "STREAM_PREFIX": "acme",
-                           "STREAM_MAXLEN": "50", "SECRETS_DIR": "/run/secrets",
-                           "WEBHOOK_TOLERANCE": "60", "STRIPE_TIMEOUT": "2.5"})
+    s = Settings.from_env(
+        {
+            "REDIS_URL": "redis://r:1/2",
+            "STREAM_PREFIX": "acme",
+            "STREAM_MAXLEN": "50",
+            "SECRETS_DIR": "/run/secrets",
+            "WEBHOOK_TOLERANCE": "60",
+            "STRIPE_TIMEOUT": "2.5",
+        }
+    )
     assert (s.redis_url, s.stream_prefix, s.stream_maxlen) == ("redis://r:1/2", "acme", 50)
     assert s.secrets_dir == Path("/run/secrets")
     assert (s.webhook_tolerance, s.stripe_timeout) == (60, 2.5)
-    assert s.key("errors") == "acme:errors"
+    assert s.keys.stream("errors") == "acme:errors"
 
 
 @pytest.mark.parametrize("value", ["abc", "-1", "1.5"])
@@ -66,8 +74,10 @@ def test_rotation_list():
     assert vault.get_list("stripe_webhook_secret") == ["whsec_old111111", "whsec_new222222"]
 
 
-@pytest.mark.parametrize(("key", "mode"), [("sk_test_x", "test"), ("rk_test_x", "test"),
-                                           ("sk_live_x", "live"), ("rk_live_x", "live")])
+@pytest.mark.parametrize(
+    ("key", "mode"),
+    [("sk_test_x", "test"), ("rk_test_x", "test"), ("sk_live_x", "live"), ("rk_live_x", "live")],
+)
 def test_key_mode_from_prefix(key, mode):
     assert key_mode(key) == mode
 
@@ -90,11 +100,17 @@ def test_livemode_must_agree_with_key():
 def test_redact_masks_known_values_and_secret_shapes():
     vault = Vault(None, {"SIGNUP_WEBHOOK_SECRET": "plain-secret-value-42"})
     vault.get("signup_webhook_secret")
-    text = ("key sk_live_abcDEF123 hook whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw "
-            "restricted rk_test_zzz999 other plain-secret-value-42")
+    text = (
+        "key sk_live_abcDEF123 hook whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw "
+        "restricted rk_test_zzz999 other plain-secret-value-42"
+    )
     out = redact(text)
-    for secret in ("abcDEF123", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "zzz999",
-                   "plain-secret-value-42"):
+    for secret in (
+        "abcDEF123",
+        "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "zzz999",
+        "plain-secret-value-42",
+    ):
         assert secret not in out
     assert "sk_live_[redacted]" in out
 

@@ -10,8 +10,12 @@ from .test_receiver import SIGNUP, stripe_event
 
 
 def post(web, route, body, headers):
-    return requests.post(f"{web.url}/webhooks/{route}", data=body,
-                         headers={"Content-Type": "application/json", **headers}, timeout=10)
+    return requests.post(
+        f"{web.url}/webhooks/{route}",
+        data=body,
+        headers={"Content-Type": "application/json", **headers},
+        timeout=10,
+    )
 
 
 def test_signature_matrix_over_http(start_web, redis_client, settings):
@@ -107,8 +111,7 @@ def test_one_log_line_per_request_and_no_secret(start_web):
     post(web, "signup", SIGNUP, sign_standard(SIGNUP, "msg_log"))
     time.sleep(0.5)
     lines = [json.loads(line) for line in web.log().splitlines() if line.startswith("{")]
-    assert [(line["route"], line["status"]) for line in lines] == [("stripe", 400),
-                                                                    ("signup", 200)]
+    assert [(line["route"], line["status"]) for line in lines] == [("stripe", 400), ("signup", 200)]
     assert lines[0]["outcome"] == "rejected_livemode_mismatch" and lines[0]["id"] is None
     log = web.log()
     for secret in (LIVE_KEY, SIGNUP_WEBHOOK_SECRET, "whsec_test_stripe"):

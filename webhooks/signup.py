@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker.components import CREATE_CUSTOMER, ComponentSpec
 from worker.errors import SpecError, WebhookRejected
+from worker.spec import CREATE_CUSTOMER, ComponentSpec
 from worker.work import signup_idempotency_key
 
 SIGNUP_TYPES = {"user.created", "user.signup", "signup"}
@@ -21,8 +21,7 @@ def _clerk(data: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
     emails = [e for e in data.get("email_addresses") or [] if isinstance(e, dict)]
     chosen = next((e for e in emails if e.get("id") == primary), emails[0] if emails else {})
     name = " ".join(str(p) for p in (data.get("first_name"), data.get("last_name")) if p)
-    return data.get("id"), chosen.get("email_address"), name or None, data.get(
-        "public_metadata")
+    return data.get("id"), chosen.get("email_address"), name or None, data.get("public_metadata")
 
 
 def _fields(event: dict[str, Any]) -> tuple[Any, Any, Any, Any] | None:
@@ -58,14 +57,22 @@ def signup_component(event: object) -> tuple[str, ComponentSpec] | None:
     if name is not None:
         body["name"] = name
     extra = metadata if isinstance(metadata, dict) else {}
-    meta = {str(k)[:40]: str(v)[:500] for k, v in list(extra.items())[:_MAX_METADATA]
-            if isinstance(v, (str, int, float, bool))}
+    meta = {
+        str(k)[:40]: str(v)[:500]
+        for k, v in list(extra.items())[:_MAX_METADATA]
+        if isinstance(v, (str, int, float, bool))
+    }
     meta["user_id"] = user_id
     body["metadata"] = meta
-    spec = {"component": CREATE_CUSTOMER, "trigger": "signup", "Body": body,
-            "idempotency_key": signup_idempotency_key(user_id)}
+    spec = {
+        "component": CREATE_CUSTOMER,
+        "trigger": "signup",
+        "Body": body,
+        "idempotency_key": signup_idempotency_key(user_id),
+    }
     try:
         return user_id, ComponentSpec.parse(spec)
     except SpecError as exc:
-        raise WebhookRejected("invalid_payload", f"the signup event is unusable: {exc.message}"
-                              ) from None
+        raise WebhookRejected(
+            "invalid_payload", f"the signup event is unusable: {exc.message}"
+        ) from None

@@ -43,8 +43,14 @@ def _matches(expected: list[bytes], offered: list[bytes]) -> bool:
     return found
 
 
-def verify_stripe_signature(payload: bytes, header: str | None, secrets: list[str], *,
-                            tolerance: int = 300, now: float | None = None) -> None:
+def verify_stripe_signature(
+    payload: bytes,
+    header: str | None,
+    secrets: list[str],
+    *,
+    tolerance: int = 300,
+    now: float | None = None,
+) -> None:
     """Check `Stripe-Signature: t=...,v1=...[,v1=...]` over the raw body (scheme v1)."""
     if not header:
         raise WebhookRejected(SIGNATURE_ERROR, "the Stripe-Signature header is missing")
@@ -65,12 +71,13 @@ def verify_stripe_signature(payload: bytes, header: str | None, secrets: list[st
     signed = stamp.encode() + b"." + payload  # type: ignore[union-attr]
     expected = [hmac.new(s.encode(), signed, hashlib.sha256).digest() for s in secrets]
     if not _matches(expected, offered):
-        raise WebhookRejected(SIGNATURE_ERROR,
-                              "no signature matches a configured stripe_webhook_secret")
+        raise WebhookRejected(
+            SIGNATURE_ERROR, "no signature matches a configured stripe_webhook_secret"
+        )
 
 
 def _standard_key(secret: str) -> bytes:
-    raw = secret[len("whsec_"):] if secret.startswith("whsec_") else secret
+    raw = secret[len("whsec_") :] if secret.startswith("whsec_") else secret
     try:
         return base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True)
     except (binascii.Error, ValueError):
@@ -79,19 +86,27 @@ def _standard_key(secret: str) -> bytes:
 
 def standard_headers(headers: Mapping[str, str]) -> tuple[str | None, str | None, str | None]:
     """(id, timestamp, signature) from `webhook-*` headers, or Svix's `svix-*` names."""
+
     def get(name: str) -> str | None:
         return headers.get(f"webhook-{name}") or headers.get(f"svix-{name}")
 
     return get("id"), get("timestamp"), get("signature")
 
 
-def verify_standard_signature(payload: bytes, headers: Mapping[str, str], secrets: list[str],
-                              *, tolerance: int = 300, now: float | None = None) -> str:
+def verify_standard_signature(
+    payload: bytes,
+    headers: Mapping[str, str],
+    secrets: list[str],
+    *,
+    tolerance: int = 300,
+    now: float | None = None,
+) -> str:
     """Check a Standard Webhooks signature (`v1,<base64>` ...); returns the webhook id."""
     msg_id, stamp, signature = standard_headers(headers)
     if not msg_id or not signature:
-        raise WebhookRejected(SIGNATURE_ERROR,
-                              "the webhook-id or webhook-signature header is missing")
+        raise WebhookRejected(
+            SIGNATURE_ERROR, "the webhook-id or webhook-signature header is missing"
+        )
     if len(msg_id) > 255:
         raise WebhookRejected(SIGNATURE_ERROR, "the webhook-id header is too long")
     _timestamp(stamp, tolerance, now)
@@ -109,6 +124,7 @@ def verify_standard_signature(payload: bytes, headers: Mapping[str, str], secret
     signed = f"{msg_id}.{stamp}.".encode() + payload
     expected = [hmac.new(_standard_key(s), signed, hashlib.sha256).digest() for s in secrets]
     if not _matches(expected, offered):
-        raise WebhookRejected(SIGNATURE_ERROR,
-                              "no signature matches a configured signup_webhook_secret")
+        raise WebhookRejected(
+            SIGNATURE_ERROR, "no signature matches a configured signup_webhook_secret"
+        )
     return msg_id

@@ -1,87 +1,32 @@
-"""The Celery app, made from Settings at start-up, and the clients its tasks share.
+"""The Celery app's configuration, made from Settings at start-up.
 
-Tasks reach their clients through `app.runtime` (see `Runtime`), never through globals,
-so a test or `stripe-worker dev` can run several apps with their own settings.
+`create_celery` configures the broker and the worker's behaviour; the tasks register
+themselves on it (tasks/__init__.py), so this module knows nothing of them.
 """
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
-import redis
 from celery import Celery
 
-from worker.components import StripeGateway
+from worker.keys import QUEUE
 from worker.settings import Settings
-from worker.vault import Vault
-
-QUEUE = "celery"
-TASKS = {
-    "create_customer": "stripe_worker.create_customer",
-    "get_customer": "stripe_worker.get_customer",
-    "handle_stripe_event": "stripe_worker.handle_stripe_event",
-}
-
-
-class Runtime:
-    """Settings, vault, Redis and Stripe clients of one process; made on first use."""
-
-    def __init__(self, settings: Settings, vault: Vault | None = None) -> None:
-        self.settings = settings
-        self.vault = vault or Vault.from_settings(settings)
-        self._redis: redis.Redis | None = None
-        self._gateway: StripeGateway | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def redis(self) -> redis.Redis:
-        with self._lock:
-            if self._redis is None:
-                self._redis = redis_client(self.settings)
-            return self._redis
-
-    @property
-    def gateway(self) -> StripeGateway:
-        with self._lock:
-            if self._gateway is None:
-                limiter = None
-                if self.settings.stripe_rate_limit > 0:
-                    from worker.ratelimit import StripeRateLimiter
-
-                    limiter = StripeRateLimiter(self._redis or redis_client(self.settings),
-                                                self.settings.key("ratelimit"),
-                                                self.settings.stripe_rate_limit)
-                self._gateway = StripeGateway(self.settings, self.vault, limiter=limiter)
-            return self._gateway
-
-
-def redis_client(settings: Settings, **options: Any) -> redis.Redis:
-    options.setdefault("socket_connect_timeout", 2)
-    options.setdefault("socket_timeout", 5)
-    options.setdefault("health_check_interval", 30)
-    return redis.Redis.from_url(settings.redis_url, **options)
 
 
 def broker_options(settings: Settings) -> dict[str, Any]:
     """kombu's Redis transport options; every key it writes goes under STREAM_PREFIX."""
     return {
-        "global_keyprefix": settings.key("q") + ":",
+        "global_keyprefix": settings.keys.kombu_prefix,
         "visibility_timeout": settings.visibility_timeout,
-        # Messages of a killed worker come back within a few seconds of the timeout.
         "unacked_restore_interval": min(10, max(1, settings.visibility_timeout // 10)),
         "unacked_restore_throttle": 1,
         "socket_connect_timeout": 2,
     }
 
 
-def queue_key(settings: Settings) -> str:
-    """The Redis list kombu reads the task queue from."""
-    return broker_options(settings)["global_keyprefix"] + QUEUE
-
-
-def create_celery(settings: Settings, vault: Vault | None = None) -> Celery:
-    """A Celery app on the Redis at REDIS_URL, with the tasks of `tasks/` registered."""
+def create_celery(settings: Settings) -> Celery:
+    """A Celery app on the Redis at REDIS_URL, without tasks."""
     app = Celery("stripe_worker", broker=settings.redis_url, set_as_current=False)
     app.conf.update(
         task_serializer="json",
@@ -106,8 +51,4 @@ def create_celery(settings: Settings, vault: Vault | None = None) -> Celery:
         # redelivered; the idempotency key and publish-once mark make that harmless.
         worker_cancel_long_running_tasks_on_connection_loss=True,
     )
-    app.runtime = Runtime(settings, vault)  # type: ignore[attr-defined]
-    from tasks import customers
-
-    customers.register(app)
     return app

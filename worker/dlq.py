@@ -14,10 +14,12 @@ from typing import Any
 
 import redis
 
-from worker.errors import SpecError
+from worker.errors import InvalidMessage, UsageError
+from worker.keys import ERRORS
 from worker.queue import Enqueuer
 from worker.settings import Settings
-from worker.streams import ERRORS, decode_entry
+from worker.streams import decode_entry
+from worker.work import Work
 
 
 @dataclass(frozen=True)
@@ -26,37 +28,46 @@ class Failure:
     fields: dict[str, str]
     replayed: dict[str, Any] | None
 
-
-def _replayed_key(settings: Settings) -> str:
-    return settings.key(ERRORS, "replayed")
+    def line(self) -> str:
+        """One line for a terminal."""
+        f = self.fields
+        state = "replayed" if self.replayed else "failed"
+        return (
+            f"{self.entry_id}  {state:8}  {f.get('component', ''):26} "
+            f"{f.get('error_type', ''):22} {f.get('source', '')}:{f.get('source_id', '')}"
+            f"  {f.get('error_message', '')[:80]}"
+        )
 
 
 def list_failures(client: redis.Redis, settings: Settings, count: int = 100) -> list[Failure]:
     """The newest `count` error entries, oldest first, with their replay marks."""
-    raw = client.xrevrange(settings.key(ERRORS), count=count)
+    raw = client.xrevrange(settings.keys.stream(ERRORS), count=count)
     ids = [i.decode() if isinstance(i, bytes) else i for i, _ in raw]
-    marks = client.hmget(_replayed_key(settings), ids) if ids else []
-    return [Failure(entry_id, decode_entry(fields), json.loads(mark) if mark else None)
-            for entry_id, (_, fields), mark in reversed(list(zip(ids, raw, marks, strict=True)))]
+    marks = client.hmget(settings.keys.replayed, ids) if ids else []
+    return [
+        Failure(entry_id, decode_entry(fields), json.loads(mark) if mark else None)
+        for entry_id, (_, fields), mark in reversed(list(zip(ids, raw, marks, strict=True)))
+    ]
 
 
 def replay(client: redis.Redis, settings: Settings, enqueuer: Enqueuer, entry_id: str) -> bool:
     """Queue the failed work of `entry_id` again; False when it was replayed before."""
-    if client.hexists(_replayed_key(settings), entry_id):
+    if client.hexists(settings.keys.replayed, entry_id):
         return False
-    found = client.xrange(settings.key(ERRORS), entry_id, entry_id)
+    found = client.xrange(settings.keys.stream(ERRORS), entry_id, entry_id)
     if not found:
-        raise SpecError(f"no entry {entry_id} in {settings.key(ERRORS)}")
+        raise UsageError(f"no entry {entry_id} in {settings.keys.stream(ERRORS)}")
     fields = decode_entry(found[0][1])
     try:
-        task = fields["task"]
-        work = json.loads(fields["task_kwargs"])["work"]
-    except (KeyError, ValueError):
-        raise SpecError(f"entry {entry_id} does not say what to replay") from None
-    work["replay"] = int(work.get("replay", 0)) + 1
-    queued = enqueuer.enqueue_once(f"replay:{entry_id}", task, work,
-                                   summary=f"replay of {entry_id}")
+        work = Work.from_json(json.loads(fields["task_kwargs"])["work"])
+    except (KeyError, ValueError, TypeError, InvalidMessage):
+        raise UsageError(f"entry {entry_id} does not say what to replay") from None
+    replay = work.replayed(entry_id)
+    queued = enqueuer.enqueue_once(replay, summary=f"replay of {entry_id}")
     if queued:
-        client.hset(_replayed_key(settings), entry_id,
-                    json.dumps({"at": int(time.time()), "replay": work["replay"]}))
+        client.hset(
+            settings.keys.replayed,
+            entry_id,
+            json.dumps({"at": int(time.time()), "replay": replay.replay}),
+        )
     return queued

@@ -1,12 +1,16 @@
 """One rooted error hierarchy, and the retry rule, in one place.
 
-Every error carries `error_type`, `http_status`, `request_id` and a message that
-has been through `redact`, so it can go to a log, a stream or an HTTP answer.
+Every error carries `error_type`, a message that has been through `redact` (so it can go
+to a log, a stream or an HTTP answer), and two statuses that never mean the same thing:
+`http_status` is what Stripe answered (None when Stripe was not asked), `answer_status`
+is what the receiver answers its sender for it.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from worker.redact import redact
 
 # The `error_type` values of INTERFACE.md's error stream.
 AUTHENTICATION = "authentication_error"
@@ -21,7 +25,8 @@ class StripeWorkerError(Exception):
     """Root of every error this project raises on purpose."""
 
     error_type: str = "error"
-    http_status: int | None = None
+    http_status: int | None = None  # Stripe's status, for errors of a Stripe call
+    answer_status: int = 400  # the receiver's answer to its sender
     retryable: bool = False
 
     def __init__(
@@ -32,8 +37,6 @@ class StripeWorkerError(Exception):
         request_id: str | None = None,
         retryable: bool | None = None,
     ) -> None:
-        from worker.vault import redact
-
         self.message = redact(message)
         super().__init__(self.message)
         if http_status is not None:
@@ -64,6 +67,18 @@ class SpecError(StripeWorkerError):
     error_type = "invalid_spec"
 
 
+class UsageError(StripeWorkerError):
+    """Raised when a command is called wrongly (a missing option, an unknown entry id)."""
+
+    error_type = "usage_error"
+
+
+class InvalidMessage(StripeWorkerError):
+    """Raised when a queue message or its arguments are not a valid piece of work."""
+
+    error_type = "invalid_message"
+
+
 class SecretMissing(StripeWorkerError):
     """Raised when a named secret is in neither SECRETS_DIR nor the environment."""
 
@@ -80,18 +95,18 @@ class WebhookRejected(StripeWorkerError):
     """Raised when a webhook fails verification or parsing; answered 4xx."""
 
     error_type = "invalid_webhook"
-    http_status = 400
 
-    def __init__(self, error_type: str, message: str, http_status: int = 400) -> None:
-        super().__init__(message, http_status=http_status)
+    def __init__(self, error_type: str, message: str, answer_status: int = 400) -> None:
+        super().__init__(message)
         self.error_type = error_type
+        self.answer_status = answer_status
 
 
 class QueueUnavailable(StripeWorkerError):
     """Raised when work could not be queued safely (Redis or broker down); answered 503."""
 
     error_type = "unavailable"
-    http_status = 503
+    answer_status = 503
     retryable = True
 
 

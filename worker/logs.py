@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from worker.vault import redact
+from worker.redact import redact
 
 
 class RedactingFormatter(logging.Formatter):

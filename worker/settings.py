@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
+from functools import cached_property
 from pathlib import Path
 
 from worker.errors import SettingsError
+from worker.keys import Keys
 
 
 @dataclass(frozen=True)
@@ -73,9 +75,10 @@ class Settings:
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
 
-    def key(self, *parts: str) -> str:
-        """A Redis key under STREAM_PREFIX: key("customers") is "stripe:customers"."""
-        return ":".join((self.stream_prefix, *parts))
+    @cached_property
+    def keys(self) -> Keys:
+        """Every Redis key under STREAM_PREFIX (worker/keys.py)."""
+        return Keys(self.stream_prefix)
 
 
 def _convert(name: str, raw: str, type_name: object) -> object:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from worker.errors import ModeMismatch, SecretMissing, SpecError
+from worker.redact import remember_secret
 
 # Names of secrets, not secrets.
 STRIPE_SECRET_KEY = "stripe_secret_key"  # noqa: S105
@@ -22,41 +23,13 @@ SIGNUP_WEBHOOK_SECRET = "signup_webhook_secret"  # noqa: S105
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _MODES = {"sk_test_": "test", "rk_test_": "test", "sk_live_": "live", "rk_live_": "live"}
 
-# Anything shaped like a Stripe key or a webhook secret, wherever it appears in text.
-_SECRET_SHAPES = re.compile(
-    r"\b((?:sk|rk|pk)_(?:test|live)_|whsec_)[A-Za-z0-9+/=_\-]+"
-)
-# Values resolved by any vault in this process, masked even when they have no known shape.
-_known_values: set[str] = set()
-
-
-def redact(text: str) -> str:
-    """Mask every secret in `text`: known values, and anything shaped like a key or whsec_."""
-    for value in sorted(_known_values, key=len, reverse=True):
-        if value in text:
-            text = text.replace(value, "[redacted]")
-    return _SECRET_SHAPES.sub(lambda m: m.group(1) + "[redacted]", text)
-
-
-def redact_url(url: str) -> str:
-    """A URL (REDIS_URL) without its password."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = f"{parts.username or ''}:***@{parts.hostname}:{parts.port}"
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
-
 
 def key_mode(key: str) -> str:
     """'test' or 'live', from the key's prefix."""
     for prefix, mode in _MODES.items():
         if key.startswith(prefix):
             return mode
-    raise SpecError(
-        "the Stripe key does not start with sk_test_, rk_test_, sk_live_ or rk_live_"
-    )
+    raise SpecError("the Stripe key does not start with sk_test_, rk_test_, sk_live_ or rk_live_")
 
 
 def livemode_of(key: str) -> bool:
@@ -69,8 +42,7 @@ def check_livemode(key: str, livemode: object) -> None:
     if livemode is not expected:
         raise ModeMismatch(
             f"event livemode is {livemode!r} but the configured key is a "
-            f"{key_mode(key)} key; test and live never mix",
-            http_status=400,
+            f"{key_mode(key)} key; test and live never mix"
         )
 
 
@@ -99,10 +71,7 @@ class Vault:
         if not value:
             value = (self.environ.get(name.upper()) or "").strip() or None
         if value:
-            _known_values.add(value)
-            for part in value.split(","):
-                if len(part.strip()) >= 8:
-                    _known_values.add(part.strip())
+            remember_secret(value)
         return value
 
     def get(self, name: str) -> str:

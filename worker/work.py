@@ -1,18 +1,32 @@
-"""A piece of work as a queue message: plain JSON that names where it came from.
+"""`Work`: one piece of work as it travels, from the receiver to a stream entry.
 
-The receiver, `stripe-worker run --queue`-style callers and `dlq replay` all build
-their messages here, so the idempotency key and the work id of one piece of work are
-the same on every attempt, duplicate delivery and replay.
+It is built once, by `for_component` or `for_event`, and never changed after it is queued:
+the same JSON is the task's argument, the ledger's record and, on failure, what the error
+entry keeps for a replay; a replay is a new `Work` made by `replayed`.
+
+Three ids, each with one job:
+- `delivery_id` dedupes a delivery (`signup:<webhook id>`, `stripe:<event id>`,
+  `cli:<id>`, `replay:<error entry id>`); the ledger tracks work by it until it ends.
+- `work_id` names the piece of work: the publish-once mark, so any number of deliveries,
+  retries and replays of it publish one entry. A create's is its idempotency key.
+- the message id (Celery's task id) names one message on the queue: it lives in the
+  envelope (worker/envelope.py), not here, and changes when a lost message is re-sent.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from worker.celery_app import TASKS
-from worker.components import CREATE_CUSTOMER, ComponentSpec
+from worker.errors import InvalidMessage
+from worker.spec import CREATE_CUSTOMER, ComponentSpec
+
+CREATE_CUSTOMER_TASK = "stripe_worker.create_customer"
+GET_CUSTOMER_TASK = "stripe_worker.get_customer"
+HANDLE_STRIPE_EVENT_TASK = "stripe_worker.handle_stripe_event"
+TASK_NAMES = (CREATE_CUSTOMER_TASK, GET_CUSTOMER_TASK, HANDLE_STRIPE_EVENT_TASK)
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_\-:.]{1,200}$")
 
@@ -28,26 +42,93 @@ def signup_idempotency_key(user_id: str) -> str:
     return f"signup-{_digest(user_id)}"
 
 
-def idempotency_key_for(spec: ComponentSpec, source: str, source_id: str) -> str:
-    """The spec's own key, else one derived from where the work came from."""
-    return spec.idempotency_key or f"sw-{_digest(source, source_id, spec.component)}"
+@dataclass(frozen=True)
+class Work:
+    """One piece of work: which task runs it, where it came from, and what to do."""
 
+    task: str
+    delivery_id: str
+    work_id: str
+    source: str  # signup, stripe or cli
+    source_id: str  # the webhook, event or CLI id
+    spec: dict[str, Any] | None = None  # the component, as users write it
+    event: dict[str, Any] | None = None  # the verified Stripe event
+    idempotency_key: str = ""  # creates only
+    replay: int = 0  # how many replays of a failure led here
 
-def component_work(spec: ComponentSpec, source: str, source_id: str) -> tuple[str, dict]:
-    """(task name, work) for a component. A create's work id is its idempotency key, so
-    one customer-making piece of work publishes one entry whatever delivered it."""
-    work: dict[str, Any] = {"spec": spec.to_json(), "source": source, "source_id": source_id,
-                            "replay": 0}
-    if spec.component == CREATE_CUSTOMER:
-        key = idempotency_key_for(spec, source, source_id)
-        work.update(idempotency_key=key, work_id=f"create:{key}")
-        return TASKS["create_customer"], work
-    work["work_id"] = f"get:{source}:{source_id}"
-    return TASKS["get_customer"], work
+    @classmethod
+    def for_component(cls, spec: ComponentSpec, source: str, source_id: str) -> Work:
+        """A component to run. A create's work id is its idempotency key, so one
+        customer-making piece of work publishes one entry whatever delivered it."""
+        delivery_id = f"{source}:{source_id}"
+        if spec.component == CREATE_CUSTOMER:
+            key = spec.idempotency_key or f"sw-{_digest(source, source_id, spec.component)}"
+            return cls(
+                CREATE_CUSTOMER_TASK,
+                delivery_id,
+                f"create:{key}",
+                source,
+                source_id,
+                spec=spec.to_json(),
+                idempotency_key=key,
+            )
+        return cls(
+            GET_CUSTOMER_TASK,
+            delivery_id,
+            f"get:{source}:{source_id}",
+            source,
+            source_id,
+            spec=spec.to_json(),
+        )
 
+    @classmethod
+    def for_event(cls, event: dict[str, Any]) -> Work:
+        """A verified Stripe event, published to the events stream (enriched by the task)."""
+        return cls(
+            HANDLE_STRIPE_EVENT_TASK,
+            f"stripe:{event['id']}",
+            f"event:{event['id']}",
+            "stripe",
+            event["id"],
+            event=event,
+        )
 
-def event_work(event: dict[str, Any]) -> tuple[str, dict]:
-    """(task name, work) for a verified Stripe event."""
-    return TASKS["handle_stripe_event"], {
-        "event": event, "source": "stripe", "source_id": event["id"],
-        "work_id": f"event:{event['id']}", "replay": 0}
+    def replayed(self, error_entry_id: str) -> Work:
+        """The same work queued again from its error entry: same work id and key."""
+        return replace(self, delivery_id=f"replay:{error_entry_id}", replay=self.replay + 1)
+
+    @property
+    def failure_id(self) -> str:
+        """The work id of this attempt's error entry: one per replay, never two."""
+        return f"{self.work_id}:failed:{self.replay}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_json(cls, data: object) -> Work:
+        """The Work in a message or an error entry; InvalidMessage says what is wrong."""
+        if not isinstance(data, dict):
+            raise InvalidMessage("the work is not a JSON object")
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise InvalidMessage(f"the work has unknown fields: {', '.join(unknown)}")
+        for name in ("task", "delivery_id", "work_id", "source", "source_id"):
+            if not isinstance(data.get(name), str) or not data[name]:
+                raise InvalidMessage(f"the work has no {name}")
+        if data["task"] not in TASK_NAMES:
+            raise InvalidMessage(f"the work names an unknown task {data['task']!r}")
+        for name in ("spec", "event"):
+            if data.get(name) is not None and not isinstance(data[name], dict):
+                raise InvalidMessage(f"the work's {name} is not an object")
+        if (data["task"] == HANDLE_STRIPE_EVENT_TASK) == (data.get("event") is None):
+            raise InvalidMessage("an event's work carries the event, and only it does")
+        if data["task"] != HANDLE_STRIPE_EVENT_TASK and data.get("spec") is None:
+            raise InvalidMessage("a component's work carries its spec")
+        if (
+            not isinstance(data.get("idempotency_key", ""), str)
+            or type(data.get("replay", 0)) is not int
+        ):
+            raise InvalidMessage("the work's idempotency_key or replay has the wrong type")
+        return cls(**data)

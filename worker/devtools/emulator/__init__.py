@@ -45,8 +45,16 @@ _STRING_PARAMS = {"email": 512, "name": 256, "description": 350, "phone": 20}
 _INTEGER_PARAMS = {"balance", "next_invoice_sequence"}
 # Real Stripe parameters the worker never uses: accepted and ignored, not refused as unknown.
 _IGNORED_PARAMS = {
-    "coupon", "promotion_code", "payment_method", "source", "tax", "tax_id_data",
-    "test_clock", "invoice_settings", "cash_balance", "expand",
+    "coupon",
+    "promotion_code",
+    "payment_method",
+    "source",
+    "tax",
+    "tax_id_data",
+    "test_clock",
+    "invoice_settings",
+    "cash_balance",
+    "expand",
 }
 
 
@@ -57,8 +65,15 @@ def _new_id(prefix: str, length: int = 14) -> str:
 class ApiError(Exception):
     """An answer in Stripe's error shape."""
 
-    def __init__(self, status: int, type_: str, message: str, code: str | None = None,
-                 param: str | None = None, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        type_: str,
+        message: str,
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.body: dict[str, Any] = {"type": type_, "message": message}
@@ -77,8 +92,13 @@ def decode_form(pairs: list[tuple[str, str]]) -> dict[str, Any]:
         head, _, rest = raw_key.partition("[")
         parts = [head] + (rest[:-1].split("][") if rest.endswith("]") else ([rest] if rest else []))
         if not head or any(p == "" and i < len(parts) - 1 for i, p in enumerate(parts)):
-            raise ApiError(400, "invalid_request_error", f"Invalid parameter name: {raw_key}",
-                           "parameter_unknown", raw_key)
+            raise ApiError(
+                400,
+                "invalid_request_error",
+                f"Invalid parameter name: {raw_key}",
+                "parameter_unknown",
+                raw_key,
+            )
         node = root
         for part in parts[:-1]:
             child = node.get(part)
@@ -116,9 +136,16 @@ def _statuses(value: Any) -> int | list[int]:
     return [int(v) for v in value] if isinstance(value, list) else int(value)
 
 
-_FAULT_TYPES = {"status": _statuses, "count": int, "rate": float, "should_retry": str,
-                "hang_count": int, "hang_seconds": float, "latency_ms": float,
-                "rate_limit": float}
+_FAULT_TYPES = {
+    "status": _statuses,
+    "count": int,
+    "rate": float,
+    "should_retry": str,
+    "hang_count": int,
+    "hang_seconds": float,
+    "latency_ms": float,
+    "rate_limit": float,
+}
 
 
 @dataclass
@@ -143,13 +170,14 @@ class EmulatorState:
         # Requests still sleeping (latency, hangs) from before a reset must not land after it.
         self.generation = getattr(self, "generation", 0) + 1
         self.customers: dict[str, OrderedDict[str, dict[str, Any]]] = {
-            "test": OrderedDict(), "live": OrderedDict()}
+            "test": OrderedDict(),
+            "live": OrderedDict(),
+        }
         self.idempotency: dict[tuple[str, str, str], _Stored] = {}
         self.in_flight: set[tuple[str, str, str]] = set()
         self.revoked: set[str] = set()
         self.faults = Faults()
-        self.stats = {"requests": 0, "faults": 0, "replays": 0,
-                      "created": {"test": 0, "live": 0}}
+        self.stats = {"requests": 0, "faults": 0, "replays": 0, "created": {"test": 0, "live": 0}}
 
     # -- faults ---------------------------------------------------------------------------
 
@@ -174,10 +202,13 @@ class EmulatorState:
                 f._bucket_at = now
                 if f._bucket < 1.0:
                     self.stats["faults"] += 1
-                    return ApiError(429, "invalid_request_error",
-                                    "Request rate limit exceeded. Learn more about rate limits "
-                                    "here https://stripe.com/docs/rate-limits.",
-                                    "rate_limit"), 0.0
+                    return ApiError(
+                        429,
+                        "invalid_request_error",
+                        "Request rate limit exceeded. Learn more about rate limits "
+                        "here https://stripe.com/docs/rate-limits.",
+                        "rate_limit",
+                    ), 0.0
                 f._bucket -= 1.0
             if f.hang_count > 0:
                 f.hang_count -= 1
@@ -195,14 +226,21 @@ class EmulatorState:
             headers = {"Stripe-Should-Retry": f.should_retry} if f.should_retry else {}
             status = self.rng.choice(f.status) if isinstance(f.status, list) else f.status
             if status == 429:
-                err = ApiError(429, "invalid_request_error",
-                               "This object cannot be accessed right now because another API "
-                               "request or Stripe process is currently accessing it.",
-                               "lock_timeout", headers=headers)
+                err = ApiError(
+                    429,
+                    "invalid_request_error",
+                    "This object cannot be accessed right now because another API "
+                    "request or Stripe process is currently accessing it.",
+                    "lock_timeout",
+                    headers=headers,
+                )
             else:
-                err = ApiError(status, "api_error",
-                               "An unknown error occurred (injected by the emulator).",
-                               headers=headers)
+                err = ApiError(
+                    status,
+                    "api_error",
+                    "An unknown error occurred (injected by the emulator).",
+                    headers=headers,
+                )
             return err, delay
 
     # -- auth -----------------------------------------------------------------------------
@@ -211,10 +249,13 @@ class EmulatorState:
         """The key's mode, or a 401 in Stripe's shape."""
         key = _key_from_header(authorization)
         if not key:
-            raise ApiError(401, "invalid_request_error",
-                           "You did not provide an API key. You need to provide your API key "
-                           "in the Authorization header, using Bearer auth (e.g. "
-                           "'Authorization: Bearer YOUR_SECRET_KEY').")
+            raise ApiError(
+                401,
+                "invalid_request_error",
+                "You did not provide an API key. You need to provide your API key "
+                "in the Authorization header, using Bearer auth (e.g. "
+                "'Authorization: Bearer YOUR_SECRET_KEY').",
+            )
         masked = key[:8] + "*" * max(0, len(key) - 12) + key[-4:]
         match = _KEY_SHAPE.match(key)
         with self.lock:
@@ -242,20 +283,24 @@ class EmulatorState:
             if stored:
                 if stored.fingerprint != fingerprint:
                     raise ApiError(
-                        400, "idempotency_error",
+                        400,
+                        "idempotency_error",
                         "Keys for idempotent requests can only be used with the same "
                         "parameters they were first used with. Try using a key other than "
                         f"'{slot[2]}' if you meant to execute a different request.",
-                        "idempotency_key_in_use")
+                        "idempotency_key_in_use",
+                    )
                 self.stats["replays"] += 1
                 return stored
             if slot in self.in_flight:
                 raise ApiError(
-                    409, "idempotency_error",
+                    409,
+                    "idempotency_error",
                     "There is currently another in-progress request using this Idempotent "
                     f"Key (that probably means you submitted twice, and the other request is "
                     f"still going through): {slot[2]}. Please try again later.",
-                    "idempotency_key_in_use")
+                    "idempotency_key_in_use",
+                )
             self.in_flight.add(slot)
             return None
 
@@ -282,8 +327,12 @@ class EmulatorState:
             "discount": None,
             "email": None,
             "invoice_prefix": "".join(secrets.choice("0123456789ABCDEF") for _ in range(8)),
-            "invoice_settings": {"custom_fields": None, "default_payment_method": None,
-                                 "footer": None, "rendering_options": None},
+            "invoice_settings": {
+                "custom_fields": None,
+                "default_payment_method": None,
+                "footer": None,
+                "rendering_options": None,
+            },
             "livemode": mode == "live",
             "metadata": {},
             "name": None,
@@ -327,17 +376,32 @@ class EmulatorState:
         return {"id": customer_id, "object": "customer", "deleted": True}
 
     def list_customers(self, mode: str, query: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(query) - {"limit", "starting_after", "ending_before", "email", "expand",
-                                "created"}
+        unknown = set(query) - {
+            "limit",
+            "starting_after",
+            "ending_before",
+            "email",
+            "expand",
+            "created",
+        }
         if unknown:
             name = sorted(unknown)[0]
-            raise ApiError(400, "invalid_request_error", f"Received unknown parameter: {name}",
-                           "parameter_unknown", name)
+            raise ApiError(
+                400,
+                "invalid_request_error",
+                f"Received unknown parameter: {name}",
+                "parameter_unknown",
+                name,
+            )
         limit = _integer(query.get("limit", "10"), "limit")
         if not 1 <= limit <= 100:
-            raise ApiError(400, "invalid_request_error",
-                           "This value must be greater than or equal to 1 and less than or "
-                           "equal to 100.", "parameter_invalid_integer", "limit")
+            raise ApiError(
+                400,
+                "invalid_request_error",
+                "This value must be greater than or equal to 1 and less than or equal to 100.",
+                "parameter_invalid_integer",
+                "limit",
+            )
         with self.lock:
             items = [c for c in reversed(self.customers[mode].values()) if not c.get("deleted")]
         if "email" in query:
@@ -348,22 +412,36 @@ class EmulatorState:
                 if query[cursor] not in ids:
                     raise _no_such_customer(query[cursor], param=cursor)
                 at = ids.index(query[cursor])
-                items = items[at + 1:] if after else items[:at][-limit:]
-        return {"object": "list", "data": items[:limit], "has_more": len(items) > limit,
-                "url": "/v1/customers"}
+                items = items[at + 1 :] if after else items[:at][-limit:]
+        return {
+            "object": "list",
+            "data": items[:limit],
+            "has_more": len(items) > limit,
+            "url": "/v1/customers",
+        }
 
 
 def _no_such_customer(customer_id: str, param: str = "id") -> ApiError:
-    return ApiError(404, "invalid_request_error", f"No such customer: '{customer_id}'",
-                    "resource_missing", param)
+    return ApiError(
+        404,
+        "invalid_request_error",
+        f"No such customer: '{customer_id}'",
+        "resource_missing",
+        param,
+    )
 
 
 def _integer(value: Any, param: str) -> int:
     try:
         return int(value)
     except (TypeError, ValueError):
-        raise ApiError(400, "invalid_request_error", f"Invalid integer: {value}",
-                       "parameter_invalid_integer", param) from None
+        raise ApiError(
+            400,
+            "invalid_request_error",
+            f"Invalid integer: {value}",
+            "parameter_invalid_integer",
+            param,
+        ) from None
 
 
 def _validate_customer_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -374,15 +452,29 @@ def _validate_customer_params(params: dict[str, Any]) -> dict[str, Any]:
             continue
         if name in _STRING_PARAMS:
             if not isinstance(value, str):
-                raise ApiError(400, "invalid_request_error", f"Invalid string: {value!r}",
-                               "parameter_invalid_string", name)
+                raise ApiError(
+                    400,
+                    "invalid_request_error",
+                    f"Invalid string: {value!r}",
+                    "parameter_invalid_string",
+                    name,
+                )
             if len(value) > _STRING_PARAMS[name]:
-                raise ApiError(400, "invalid_request_error",
-                               f"Invalid string: must be at most {_STRING_PARAMS[name]} "
-                               "characters long", "parameter_invalid_string_too_long", name)
+                raise ApiError(
+                    400,
+                    "invalid_request_error",
+                    f"Invalid string: must be at most {_STRING_PARAMS[name]} characters long",
+                    "parameter_invalid_string_too_long",
+                    name,
+                )
             if name == "email" and value and not _EMAIL.match(value):
-                raise ApiError(400, "invalid_request_error", f"Invalid email address: {value}",
-                               "email_invalid", name)
+                raise ApiError(
+                    400,
+                    "invalid_request_error",
+                    f"Invalid email address: {value}",
+                    "email_invalid",
+                    name,
+                )
             fields[name] = value or None
         elif name in _INTEGER_PARAMS:
             fields[name] = _integer(value, name)
@@ -392,32 +484,54 @@ def _validate_customer_params(params: dict[str, Any]) -> dict[str, Any]:
             fields[name] = _validate_address(value, "address")
         elif name == "shipping":
             if not isinstance(value, dict) or "name" not in value:
-                raise ApiError(400, "invalid_request_error", "Missing required param: "
-                               "shipping[name].", "parameter_missing", "shipping[name]")
-            fields[name] = {"address": _validate_address(value.get("address", {}),
-                                                         "shipping[address]"),
-                            "name": value["name"], "phone": value.get("phone")}
+                raise ApiError(
+                    400,
+                    "invalid_request_error",
+                    "Missing required param: shipping[name].",
+                    "parameter_missing",
+                    "shipping[name]",
+                )
+            fields[name] = {
+                "address": _validate_address(value.get("address", {}), "shipping[address]"),
+                "name": value["name"],
+                "phone": value.get("phone"),
+            }
         elif name == "preferred_locales":
             if value == "":
                 value = []
             if not isinstance(value, list):
-                raise ApiError(400, "invalid_request_error", "Invalid array",
-                               "parameter_invalid_array", name)
+                raise ApiError(
+                    400, "invalid_request_error", "Invalid array", "parameter_invalid_array", name
+                )
             fields[name] = value
         elif name == "tax_exempt":
             if value not in ("", "none", "exempt", "reverse"):
-                raise ApiError(400, "invalid_request_error",
-                               "Invalid tax_exempt: must be one of none, exempt, or reverse",
-                               "parameter_invalid_string", name)
+                raise ApiError(
+                    400,
+                    "invalid_request_error",
+                    "Invalid tax_exempt: must be one of none, exempt, or reverse",
+                    "parameter_invalid_string",
+                    name,
+                )
             fields[name] = value or "none"
         elif name == "invoice_prefix":
             if not re.fullmatch(r"[A-Z0-9]{3,12}", str(value)):
-                raise ApiError(400, "invalid_request_error", "Invalid invoice_prefix",
-                               "invoice_prefix_invalid", name)
+                raise ApiError(
+                    400,
+                    "invalid_request_error",
+                    "Invalid invoice_prefix",
+                    "invoice_prefix_invalid",
+                    name,
+                )
             fields[name] = value
         else:
-            raise ApiError(400, "invalid_request_error", f"Received unknown parameter: {name}",
-                           "parameter_unknown", name)
+            raise ApiError(
+                400,
+                "invalid_request_error",
+                f"Received unknown parameter: {name}",
+                "parameter_unknown",
+                name,
+            )
     return fields
 
 
@@ -425,22 +539,42 @@ def _validate_metadata(value: Any) -> dict[str, Any]:
     if value == "":
         return {"__clear__": True}
     if not isinstance(value, dict):
-        raise ApiError(400, "invalid_request_error", "Invalid object",
-                       "parameter_invalid_object", "metadata")
+        raise ApiError(
+            400, "invalid_request_error", "Invalid object", "parameter_invalid_object", "metadata"
+        )
     if len(value) > 50:
-        raise ApiError(400, "invalid_request_error",
-                       "You can have at most 50 keys in metadata.", "parameter_invalid_object",
-                       "metadata")
+        raise ApiError(
+            400,
+            "invalid_request_error",
+            "You can have at most 50 keys in metadata.",
+            "parameter_invalid_object",
+            "metadata",
+        )
     for key, item in value.items():
         if not isinstance(item, str):
-            raise ApiError(400, "invalid_request_error", "Invalid string: metadata values are "
-                           "strings", "parameter_invalid_string", f"metadata[{key}]")
+            raise ApiError(
+                400,
+                "invalid_request_error",
+                "Invalid string: metadata values are strings",
+                "parameter_invalid_string",
+                f"metadata[{key}]",
+            )
         if len(key) > 40:
-            raise ApiError(400, "invalid_request_error", "Metadata keys can have up to 40 "
-                           "characters", "parameter_invalid_string", f"metadata[{key}]")
+            raise ApiError(
+                400,
+                "invalid_request_error",
+                "Metadata keys can have up to 40 characters",
+                "parameter_invalid_string",
+                f"metadata[{key}]",
+            )
         if len(item) > 500:
-            raise ApiError(400, "invalid_request_error", "Metadata values can have up to 500 "
-                           "characters", "parameter_invalid_string", f"metadata[{key}]")
+            raise ApiError(
+                400,
+                "invalid_request_error",
+                "Metadata values can have up to 500 characters",
+                "parameter_invalid_string",
+                f"metadata[{key}]",
+            )
     return value
 
 
@@ -448,13 +582,18 @@ def _validate_address(value: Any, param: str) -> dict[str, Any] | None:
     if value == "":
         return None
     if not isinstance(value, dict):
-        raise ApiError(400, "invalid_request_error", "Invalid object",
-                       "parameter_invalid_object", param)
+        raise ApiError(
+            400, "invalid_request_error", "Invalid object", "parameter_invalid_object", param
+        )
     for key in value:
         if key not in _ADDRESS_KEYS:
-            raise ApiError(400, "invalid_request_error",
-                           f"Received unknown parameter: {param}[{key}]",
-                           "parameter_unknown", f"{param}[{key}]")
+            raise ApiError(
+                400,
+                "invalid_request_error",
+                f"Received unknown parameter: {param}[{key}]",
+                "parameter_unknown",
+                f"{param}[{key}]",
+            )
     return {k: value.get(k) or None for k in sorted(_ADDRESS_KEYS)}
 
 
@@ -509,8 +648,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self, method: str) -> None:
         state = self.server.state
         request_id = _new_id("req_")
-        headers = {"Request-Id": request_id,
-                   "Stripe-Version": self.headers.get("Stripe-Version") or DEFAULT_API_VERSION}
+        headers = {
+            "Request-Id": request_id,
+            "Stripe-Version": self.headers.get("Stripe-Version") or DEFAULT_API_VERSION,
+        }
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length > 0 else b""
         if len(raw) < length:  # the client died mid-request: like Stripe, do nothing
@@ -533,11 +674,16 @@ class _Handler(BaseHTTPRequestHandler):
                     self._sleep(delay)
                 raise fault
             try:
-                params = decode_form(parse_qsl(raw.decode("utf-8") if method != "GET"
-                                               else url.query, keep_blank_values=True))
+                params = decode_form(
+                    parse_qsl(
+                        raw.decode("utf-8") if method != "GET" else url.query,
+                        keep_blank_values=True,
+                    )
+                )
             except UnicodeDecodeError:
-                raise ApiError(400, "invalid_request_error",
-                               "Request body is not valid UTF-8") from None
+                raise ApiError(
+                    400, "invalid_request_error", "Request body is not valid UTF-8"
+                ) from None
             if not idem_key or method == "GET":
                 if delay:
                     self._sleep(delay)
@@ -588,17 +734,24 @@ class _Handler(BaseHTTPRequestHandler):
                     params.pop("expand", None)
                     if params:
                         name = sorted(params)[0]
-                        raise ApiError(400, "invalid_request_error",
-                                       f"Received unknown parameter: {name}",
-                                       "parameter_unknown", name)
+                        raise ApiError(
+                            400,
+                            "invalid_request_error",
+                            f"Received unknown parameter: {name}",
+                            "parameter_unknown",
+                            name,
+                        )
                     return 200, state.get_customer(mode, parts[3])
                 if method == "POST":
                     return 200, state.update_customer(mode, parts[3], params)
                 if method == "DELETE":
                     return 200, state.delete_customer(mode, parts[3])
-        raise ApiError(404, "invalid_request_error",
-                       f"Unrecognized request URL ({method}: {path}). Please see "
-                       "https://stripe.com/docs or we can help at https://support.stripe.com/.")
+        raise ApiError(
+            404,
+            "invalid_request_error",
+            f"Unrecognized request URL ({method}: {path}). Please see "
+            "https://stripe.com/docs or we can help at https://support.stripe.com/.",
+        )
 
     def _admin(self, method: str, path: str, raw: bytes) -> tuple[int, Any]:
         state = self.server.state
@@ -611,8 +764,10 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/_emulator/stats" and method == "GET":
             with state.lock:
                 stats = json.loads(json.dumps(state.stats))
-                stats["customers"] = {m: sum(1 for c in cs.values() if not c.get("deleted"))
-                                      for m, cs in state.customers.items()}
+                stats["customers"] = {
+                    m: sum(1 for c in cs.values() if not c.get("deleted"))
+                    for m, cs in state.customers.items()
+                }
             return 200, stats
         if path == "/_emulator/faults" and method == "POST":
             try:
@@ -651,8 +806,9 @@ class EmulatorServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 256
 
-    def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
-                 state: EmulatorState | None = None):
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, state: EmulatorState | None = None
+    ):
         self.state = state or EmulatorState()
         super().__init__((host, port), _Handler)
         self._thread: threading.Thread | None = None
@@ -671,8 +827,9 @@ class EmulatorServer(ThreadingHTTPServer):
 
     def start(self) -> EmulatorServer:
         """Serve from a background thread; returns self."""
-        self._thread = threading.Thread(target=self.serve_forever, name="stripe-emulator",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self.serve_forever, name="stripe-emulator", daemon=True
+        )
         self._thread.start()
         return self
 

@@ -10,13 +10,13 @@ import redis
 import stripe
 
 from worker.errors import StripeWorkerError, from_stripe_error
+from worker.redact import redact_url
 from worker.settings import Settings
 from worker.vault import (
     SIGNUP_WEBHOOK_SECRET,
     STRIPE_WEBHOOK_SECRET,
     Vault,
     key_mode,
-    redact_url,
 )
 
 
@@ -27,8 +27,11 @@ def checks(settings: Settings, vault: Vault) -> Iterator[tuple[bool, str, str]]:
         client.ping()
         yield True, "redis", f"{redact_url(settings.redis_url)} answers"
     except (redis.RedisError, ValueError) as exc:
-        yield False, "redis", f"{redact_url(settings.redis_url)} does not answer " \
-                              f"({exc.__class__.__name__})"
+        yield (
+            False,
+            "redis",
+            f"{redact_url(settings.redis_url)} does not answer ({exc.__class__.__name__})",
+        )
     key = None
     try:
         key = vault.stripe_key()
@@ -47,8 +50,11 @@ def checks(settings: Settings, vault: Vault) -> Iterator[tuple[bool, str, str]]:
         else:
             yield True, "webhook", f"{name}: {len(values)} secret(s) of the right format"
     if key is not None:
-        client = stripe.StripeClient(key, base_addresses={"api": settings.stripe_api_base},
-                                     http_client=stripe.RequestsClient(timeout=10))
+        client = stripe.StripeClient(
+            key,
+            base_addresses={"api": settings.stripe_api_base},
+            http_client=stripe.RequestsClient(timeout=10),
+        )
         try:
             client.v1.customers.list(params={"limit": 1})
             yield True, "stripe", f"{settings.stripe_api_base} accepts the key (list customers)"

@@ -1,24 +1,18 @@
-"""The two Stripe components, stripe.createCustomer and stripe.getStripeCustomer.
+"""A component as users write it: `ComponentSpec.parse` checks it before any network call.
 
-A component is JSON exactly as users write it. `ComponentSpec.parse` checks it
-before any network call; `run_component` makes the one Stripe call through the
-official SDK and returns the promised outputs.
+The receiver, `run` and the tasks share this one parser; running a component is the
+worker's (tasks/components.py).
 """
 
 from __future__ import annotations
 
 import json
 import re
-import threading
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import stripe
-
-from worker.errors import NotFound, SpecError, from_stripe_error
-from worker.settings import Settings
-from worker.vault import STRIPE_SECRET_KEY, Vault, livemode_of
+from worker.errors import SpecError
+from worker.vault import STRIPE_SECRET_KEY
 
 CREATE_CUSTOMER = "stripe.createCustomer"
 GET_CUSTOMER = "stripe.getStripeCustomer"
@@ -58,9 +52,7 @@ class ComponentSpec:
             raise SpecError("a component must be a JSON object")
         name = data.get("component")
         if name not in COMPONENTS:
-            raise SpecError(
-                f"unknown component {name!r}: expected one of {', '.join(COMPONENTS)}"
-            )
+            raise SpecError(f"unknown component {name!r}: expected one of {', '.join(COMPONENTS)}")
         unknown = sorted(set(data) - _KNOWN_KEYS[name])
         if unknown:
             raise SpecError(f"{name} does not take the key(s) {', '.join(unknown)}")
@@ -150,94 +142,3 @@ def _check_value(path: str, value: object, depth: int) -> None:
             _check_value(f"{path}[{i}]", item, depth + 1)
     elif not (value is None or isinstance(value, (str, int, float, bool))):
         raise SpecError(f"{path} has a value that is not JSON")
-
-
-class StripeGateway:
-    """Stripe clients for the keys named by components, made once and reused (keep-alive)."""
-
-    def __init__(self, settings: Settings, vault: Vault, *, max_network_retries: int = 0,
-                 limiter: Any = None):
-        self.settings = settings
-        self.vault = vault
-        self.max_network_retries = max_network_retries
-        self.limiter = limiter  # a StripeRateLimiter shared by every worker, or None
-        self._clients: dict[str, stripe.StripeClient] = {}
-        self._lock = threading.Lock()
-
-    def client(self, api_secret: str) -> stripe.StripeClient:
-        key = self.vault.stripe_key(api_secret)
-        with self._lock:
-            client = self._clients.get(key)
-            if client is None:
-                client = stripe.StripeClient(
-                    key,
-                    base_addresses={"api": self.settings.stripe_api_base},
-                    max_network_retries=self.max_network_retries,
-                    http_client=stripe.RequestsClient(timeout=self.settings.stripe_timeout),
-                )
-                self._clients[key] = client
-            return client
-
-    def livemode(self, api_secret: str) -> bool:
-        return livemode_of(self.vault.stripe_key(api_secret))
-
-
-def run_component(
-    spec: ComponentSpec, gateway: StripeGateway, *, idempotency_key: str | None = None
-) -> dict[str, Any]:
-    """Make the component's one Stripe call and return its outputs.
-
-    `idempotency_key` (create only) overrides the spec's own; the caller derives it
-    from the work so every attempt, duplicate and replay sends the same one.
-    """
-    client = gateway.client(spec.api_secret)
-    if gateway.limiter is not None:
-        gateway.limiter.acquire()
-    try:
-        if spec.component == CREATE_CUSTOMER:
-            key = idempotency_key or spec.idempotency_key
-            options: dict[str, Any] = {"idempotency_key": key} if key else {}
-            obj = client.v1.customers.create(params=spec.body, options=options)  # type: ignore[arg-type]
-        else:
-            obj = client.v1.customers.retrieve(spec.customer_id or "")
-    except stripe.StripeError as exc:
-        raise from_stripe_error(exc) from None
-    response = obj.last_response
-    assert response is not None
-    data = response.data
-    if not isinstance(data, dict):
-        raise from_stripe_error(stripe.APIError("Stripe answered with something not an object"))
-    if data.get("deleted"):
-        raise NotFound(
-            f"customer {spec.customer_id} has been deleted",
-            http_status=404,
-            request_id=response.request_id,
-        )
-    outputs: dict[str, Any] = {
-        "customerId": data.get("id"),
-        "Response": json.loads(response.body),
-        "Headers": dict(response.headers.items()),
-    }
-    if spec.component == GET_CUSTOMER:
-        outputs = {
-            "customerId": outputs["customerId"],
-            "customerEmail": data.get("email"),
-            "Response": outputs["Response"],
-            "Headers": outputs["Headers"],
-        }
-    for name, path in spec.outputs.items():
-        outputs[name] = resolve_path(outputs, path)
-    return outputs
-
-
-def resolve_path(outputs: Mapping[str, Any], path: str) -> Any:
-    """Walk `Response.metadata.user_id` into the outputs; a missing step gives None."""
-    value: Any = outputs
-    for step in path.split("."):
-        if isinstance(value, Mapping):
-            value = value.get(step)
-        elif isinstance(value, list) and step.isdigit() and int(step) < len(value):
-            value = value[int(step)]
-        else:
-            return None
-    return value

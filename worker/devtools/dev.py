@@ -17,14 +17,13 @@ import json
 import os
 import secrets
 import socket
-import tempfile
 import threading
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-import redis
-
+from worker.devtools.dev_state import read_state, state_path
+from worker.devtools.local import embedded_redis, free_port, port_free, redis_answers
+from worker.redact import redact_url
 from worker.settings import Settings
 from worker.vault import (
     SIGNUP_WEBHOOK_SECRET,
@@ -32,84 +31,24 @@ from worker.vault import (
     STRIPE_WEBHOOK_SECRET,
     Vault,
     key_mode,
-    redact_url,
 )
-
-
-def state_path() -> Path:
-    """Where a running `dev` leaves its URLs and generated secrets for `send` and `tail`."""
-    return Path(tempfile.gettempdir()) / f"stripe-worker-dev-{os.getuid()}.json"
-
-
-def read_state() -> dict[str, Any]:
-    try:
-        return json.loads(state_path().read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-        return True
-
-
-def redis_answers(url: str) -> bool:
-    try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
-    except (redis.RedisError, ValueError):
-        return False
 
 
 def _generated_whsec() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
-def embedded_redis(port: int, host: str = "127.0.0.1") -> Any:
-    """fakeredis's TCP server (with Lua) on `port`, serving from a daemon thread.
-
-    Its stock handler hangs up after any error reply, and kombu and redis-py meet one in
-    normal use (EVALSHA before SCRIPT LOAD answers NOSCRIPT): here an error is answered
-    and the connection kept, as a real Redis does.
-    """
-    from fakeredis import TcpFakeServer
-
-    server = TcpFakeServer((host, port), server_type="redis")
-
-    class KeepConnectionOnErrors(server.RequestHandlerClass):  # type: ignore[name-defined,misc]
-        def setup(self) -> None:
-            super().setup()
-            read = self.current_client.read_response
-
-            def read_response() -> Any:
-                try:
-                    return read()
-                except redis.ResponseError as exc:
-                    return exc  # encoded as an error reply by the server's writer
-
-            self.current_client.read_response = read_response
-
-    server.RequestHandlerClass = KeepConnectionOnErrors
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="embedded-redis", daemon=True).start()
-    return server
-
-
 class DevStack:
     """The pieces `dev` starts, and how to stop them."""
 
-    def __init__(self, environ: Mapping[str, str] | None = None, *, host: str = "127.0.0.1",
-                 port: int = 8000, say: Any = print) -> None:
+    def __init__(
+        self,
+        environ: Mapping[str, str] | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        say: Any = print,
+    ) -> None:
         self.environ = dict(os.environ if environ is None else environ)
         self.host = host
         self.port = port
@@ -136,24 +75,34 @@ class DevStack:
             env[STRIPE_SECRET_KEY.upper()] = generated[STRIPE_SECRET_KEY] = key
             base = self._emulator(key)
             settings = settings.with_(stripe_api_base=base)
-            self.say(f"stripe    emulator at {base} with a generated test key "
-                     "(no stripe_secret_key in the vault)")
+            self.say(
+                f"stripe    emulator at {base} with a generated test key "
+                "(no stripe_secret_key in the vault)"
+            )
         else:
             mode = key_mode(vault.stripe_key())
-            self.say(f"stripe    {settings.stripe_api_base} with the vault's stripe_secret_key "
-                     f"({mode} mode)")
+            self.say(
+                f"stripe    {settings.stripe_api_base} with the vault's stripe_secret_key "
+                f"({mode} mode)"
+            )
         for name in (STRIPE_WEBHOOK_SECRET, SIGNUP_WEBHOOK_SECRET):
             if vault.find(name) is None:
                 env[name.upper()] = generated[name] = _generated_whsec()
         if generated:
-            self.say("secrets   generated for this run: " + ", ".join(
-                f"{name.upper()}={value}" for name, value in generated.items()))
-        if not _port_free(self.host, self.port):
+            self.say(
+                "secrets   generated for this run: "
+                + ", ".join(f"{name.upper()}={value}" for name, value in generated.items())
+            )
+        if not port_free(self.host, self.port):
             taken, self.port = self.port, free_port()
             self.say(f"port      {taken} is taken: the receiver listens on {self.port}")
-        self.state = {"receiver": f"http://{self.host}:{self.port}",
-                      "redis_url": settings.redis_url, "stream_prefix": settings.stream_prefix,
-                      "secrets": generated, "stripe_api_base": settings.stripe_api_base}
+        self.state = {
+            "receiver": f"http://{self.host}:{self.port}",
+            "redis_url": settings.redis_url,
+            "stream_prefix": settings.stream_prefix,
+            "secrets": generated,
+            "stripe_api_base": settings.stripe_api_base,
+        }
         return settings, Vault(settings.secrets_dir, env)
 
     def _embedded_redis(self) -> str:
@@ -163,7 +112,7 @@ class DevStack:
         return f"redis://127.0.0.1:{port}/0"
 
     def _emulator(self, key: str) -> str:
-        from worker.emulator import EmulatorServer, EmulatorState
+        from worker.devtools.emulator import EmulatorServer, EmulatorState
 
         server = EmulatorServer("127.0.0.1", 0, EmulatorState(allowed_keys={key})).start()
         self._stops.append(server.stop)
@@ -174,8 +123,7 @@ class DevStack:
 
         from webhooks import create_app
 
-        server = make_server(self.host, self.port, create_app(settings, vault=vault),
-                             threaded=True)
+        server = make_server(self.host, self.port, create_app(settings, vault=vault), threaded=True)
         threading.Thread(target=server.serve_forever, name="receiver", daemon=True).start()
         self._stops.append(server.shutdown)
 
@@ -202,9 +150,9 @@ class DevStack:
 
 def run_dev(host: str = "127.0.0.1", port: int = 8000, concurrency: int = 4) -> int:
     """Start everything, print what to do next, run the worker until Ctrl-C or SIGTERM."""
-    from worker.celery_app import create_celery
+    from tasks import worker_app
     from worker.logs import configure_logging
-    from worker.reaper import install_reaper
+    from worker.recovery import install_recovery
 
     configure_logging("INFO", "%(asctime)s %(levelname)s %(name)s: %(message)s")
     stack = DevStack(host=host, port=port)
@@ -213,19 +161,30 @@ def run_dev(host: str = "127.0.0.1", port: int = 8000, concurrency: int = 4) -> 
         stack.serve_receiver(settings, vault)
         stack.write_state()
         receiver = stack.state["receiver"]
-        print(f"receiver  {receiver}  (POST /webhooks/stripe, /webhooks/signup; "
-              "GET /healthz /readyz /metrics)")
-        print("ready. In another shell:\n"
-              "  stripe-worker send signup --email jenny.rosen@example.com --name 'Jenny Rosen'\n"
-              "  stripe-worker send stripe checkout.session.completed\n"
-              "  stripe-worker tail customers       # or: events, errors\n"
-              "Ctrl-C stops everything.", flush=True)
-        app = create_celery(settings, vault)
-        install_reaper(app)
-        worker = app.Worker(pool="threads", concurrency=concurrency, loglevel="INFO",
-                            without_gossip=True, without_mingle=True, without_heartbeat=True,
-                            hostname=f"stripe-worker-dev-{os.getpid()}@{socket.gethostname()}",
-                            quiet=True)
+        print(
+            f"receiver  {receiver}  (POST /webhooks/stripe, /webhooks/signup; "
+            "GET /healthz /readyz /metrics)"
+        )
+        print(
+            "ready. In another shell:\n"
+            "  stripe-worker send signup --email jenny.rosen@example.com --name 'Jenny Rosen'\n"
+            "  stripe-worker send stripe checkout.session.completed\n"
+            "  stripe-worker tail customers       # or: events, errors\n"
+            "Ctrl-C stops everything.",
+            flush=True,
+        )
+        app = worker_app(settings, vault)
+        install_recovery(app, settings)
+        worker = app.Worker(
+            pool="threads",
+            concurrency=concurrency,
+            loglevel="INFO",
+            without_gossip=True,
+            without_mingle=True,
+            without_heartbeat=True,
+            hostname=f"stripe-worker-dev-{os.getpid()}@{socket.gethostname()}",
+            quiet=True,
+        )
         worker.start()
         return int(worker.exitcode or 0)
     finally:

@@ -12,20 +12,8 @@ import time
 
 import redis
 
+from worker.connections import lua_script
 from worker.errors import RateLimited
-
-# Redis's clock, not the workers': one timeline for every caller.
-_RESERVE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now end
-local wait = tat - now
-if wait > tonumber(ARGV[2]) then return '-1' end
-redis.call('SET', KEYS[1], tostring(tat + tonumber(ARGV[1])), 'PX',
-           math.ceil(wait * 1000) + 60000)
-return tostring(wait)
-"""
 
 
 class StripeRateLimiter:
@@ -36,14 +24,16 @@ class StripeRateLimiter:
         self.key = key
         self.interval = 1.0 / rate
         self.max_wait = max_wait
-        self._reserve = client.register_script(_RESERVE)
+        self._reserve = lua_script(client, "tasks", "ratelimit.lua")
 
     def acquire(self) -> float:
         """Wait for this call's slot; returns the seconds waited."""
         wait = float(self._reserve(keys=[self.key], args=[self.interval, self.max_wait]))
         if wait < 0:
-            raise RateLimited(f"over the local Stripe rate limit for more than "
-                              f"{self.max_wait:.0f} s; retried later")
+            raise RateLimited(
+                f"over the local Stripe rate limit for more than "
+                f"{self.max_wait:.0f} s; retried later"
+            )
         if wait > 0:
             time.sleep(wait)
         return wait

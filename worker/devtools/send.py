@@ -18,7 +18,7 @@ import requests
 import stripe
 from standardwebhooks.webhooks import Webhook
 
-from worker.errors import SpecError
+from worker.errors import UsageError
 from worker.settings import Settings
 from worker.vault import Vault, livemode_of
 
@@ -27,15 +27,16 @@ STRIPE_TYPES = ("customer.created", "checkout.session.completed", "invoice.payme
 
 def fixtures() -> dict[str, Any]:
     """Stripe's example objects (from its OpenAPI fixtures) that events are built from."""
-    text = resources.files("worker").joinpath("data/stripe_fixtures.json").read_text()
+    text = resources.files("worker.devtools").joinpath("data/stripe_fixtures.json").read_text()
     return json.loads(text)
 
 
 class Sender:
     """Signs and posts test events with the configured (or dev) secrets."""
 
-    def __init__(self, settings: Settings, vault: Vault, dev_state: Mapping[str, Any],
-                 url: str | None = None) -> None:
+    def __init__(
+        self, settings: Settings, vault: Vault, dev_state: Mapping[str, Any], url: str | None = None
+    ) -> None:
         self.settings = settings
         self.vault = vault
         self.dev = dev_state
@@ -48,12 +49,19 @@ class Sender:
     def _need(self, name: str) -> str:
         value = self.secret(name)
         if not value:
-            raise SpecError(f"secret {name!r} is not configured: set {name.upper()}, or start "
-                            "`stripe-worker dev`, which generates one")
+            raise UsageError(
+                f"secret {name!r} is not configured: set {name.upper()}, or start "
+                "`stripe-worker dev`, which generates one"
+            )
         return value
 
-    def signup(self, email: str, name: str | None = None, user_id: str | None = None,
-               metadata: Mapping[str, str] | None = None) -> requests.Response:
+    def signup(
+        self,
+        email: str,
+        name: str | None = None,
+        user_id: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> requests.Response:
         """POST a Standard Webhooks signed user.created to /webhooks/signup."""
         user_id = user_id or f"u_{secrets.token_hex(6)}"
         data: dict[str, Any] = {"user_id": user_id, "email": email}
@@ -66,25 +74,36 @@ class Sender:
         stamp = datetime.now(tz=UTC)
         # The secret may hold several during a rotation: sign with the newest (last).
         secret = self._need("signup_webhook_secret").split(",")[-1].strip()
-        headers = {"webhook-id": msg_id, "webhook-timestamp": str(int(stamp.timestamp())),
-                   "webhook-signature": Webhook(secret).sign(msg_id, stamp, body),
-                   "Content-Type": "application/json"}
-        return requests.post(f"{self.url}/webhooks/signup", data=body.encode(),
-                             headers=headers, timeout=30)
+        headers = {
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(int(stamp.timestamp())),
+            "webhook-signature": Webhook(secret).sign(msg_id, stamp, body),
+            "Content-Type": "application/json",
+        }
+        return requests.post(
+            f"{self.url}/webhooks/signup", data=body.encode(), headers=headers, timeout=30
+        )
 
     def stripe_event(self, event_type: str, customer_id: str | None = None) -> requests.Response:
         """POST a Stripe-signed event of `event_type`; like `stripe trigger`, it first makes
         the customer it names (through the Stripe API) unless one is given."""
         if event_type not in STRIPE_TYPES:
-            raise SpecError(f"send stripe knows {', '.join(STRIPE_TYPES)}")
+            raise UsageError(f"send stripe knows {', '.join(STRIPE_TYPES)}")
         key = self._need("stripe_secret_key")
-        base = self.dev.get("stripe_api_base") if not self.vault.find("stripe_secret_key") \
+        base = (
+            self.dev.get("stripe_api_base")
+            if not self.vault.find("stripe_secret_key")
             else self.settings.stripe_api_base
+        )
         if customer_id is None:
             client = stripe.StripeClient(key, base_addresses={"api": base})
-            made = client.v1.customers.create(params={
-                "email": f"jenny.rosen+{secrets.token_hex(3)}@example.com", "name": "Jenny Rosen",
-                "metadata": {"source": "stripe-worker send"}})
+            made = client.v1.customers.create(
+                params={
+                    "email": f"jenny.rosen+{secrets.token_hex(3)}@example.com",
+                    "name": "Jenny Rosen",
+                    "metadata": {"source": "stripe-worker send"},
+                }
+            )
             customer: dict[str, Any] = made.to_dict()
         else:
             customer = dict(fixtures()["customer"], id=customer_id)
@@ -92,9 +111,12 @@ class Sender:
         payload = json.dumps(event)
         secret = self._need("stripe_webhook_secret").split(",")[-1].strip()
         header = stripe.WebhookSignature.generate_signature_header(payload, secret)
-        return requests.post(f"{self.url}/webhooks/stripe", data=payload.encode(),
-                             headers={"Stripe-Signature": header,
-                                      "Content-Type": "application/json"}, timeout=30)
+        return requests.post(
+            f"{self.url}/webhooks/stripe",
+            data=payload.encode(),
+            headers={"Stripe-Signature": header, "Content-Type": "application/json"},
+            timeout=30,
+        )
 
     @staticmethod
     def build_event(event_type: str, customer: Mapping[str, Any], livemode: bool) -> dict:
@@ -109,6 +131,12 @@ class Sender:
             if "customer_email" in obj:
                 obj["customer_email"] = customer.get("email")
         obj["livemode"] = livemode
-        return dict(shapes["event"], id=f"evt_{secrets.token_hex(12)}", type=event_type,
-                    created=now, livemode=livemode, data={"object": obj},
-                    request={"id": None, "idempotency_key": None})
+        return dict(
+            shapes["event"],
+            id=f"evt_{secrets.token_hex(12)}",
+            type=event_type,
+            created=now,
+            livemode=livemode,
+            data={"object": obj},
+            request={"id": None, "idempotency_key": None},
+        )

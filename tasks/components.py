@@ -1,0 +1,78 @@
+"""Running the two Stripe components, stripe.createCustomer and stripe.getStripeCustomer.
+
+`run_component` makes the component's one Stripe call through the official SDK and
+returns the promised outputs; the spec was checked before (worker/spec.py).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import stripe
+
+from tasks.stripe_gateway import StripeGateway
+from worker.errors import NotFound, from_stripe_error
+from worker.spec import CREATE_CUSTOMER, GET_CUSTOMER, ComponentSpec
+
+
+def run_component(
+    spec: ComponentSpec, gateway: StripeGateway, *, idempotency_key: str | None = None
+) -> dict[str, Any]:
+    """Make the component's one Stripe call and return its outputs.
+
+    `idempotency_key` (create only) overrides the spec's own; the caller derives it
+    from the work so every attempt, duplicate and replay sends the same one.
+    """
+    client = gateway.client(spec.api_secret)
+    if gateway.limiter is not None:
+        gateway.limiter.acquire()
+    try:
+        if spec.component == CREATE_CUSTOMER:
+            key = idempotency_key or spec.idempotency_key
+            options: dict[str, Any] = {"idempotency_key": key} if key else {}
+            obj = client.v1.customers.create(params=spec.body, options=options)  # type: ignore[arg-type]
+        else:
+            obj = client.v1.customers.retrieve(spec.customer_id or "")
+    except stripe.StripeError as exc:
+        raise from_stripe_error(exc) from None
+    response = obj.last_response
+    assert response is not None
+    data = response.data
+    if not isinstance(data, dict):
+        raise from_stripe_error(stripe.APIError("Stripe answered with something not an object"))
+    if data.get("deleted"):
+        raise NotFound(
+            f"customer {spec.customer_id} has been deleted",
+            http_status=404,
+            request_id=response.request_id,
+        )
+    outputs: dict[str, Any] = {
+        "customerId": data.get("id"),
+        "Response": json.loads(response.body),
+        "Headers": dict(response.headers.items()),
+    }
+    if spec.component == GET_CUSTOMER:
+        outputs = {
+            "customerId": outputs["customerId"],
+            "customerEmail": data.get("email"),
+            "Response": outputs["Response"],
+            "Headers": outputs["Headers"],
+        }
+    for name, path in spec.outputs.items():
+        outputs[name] = resolve_path(outputs, path)
+    return outputs
+
+
+def resolve_path(outputs: Mapping[str, Any], path: str) -> Any:
+    """Walk `Response.metadata.user_id` into the outputs; a missing step gives None."""
+    value: Any = outputs
+    for step in path.split("."):
+        if isinstance(value, Mapping):
+            value = value.get(step)
+        elif isinstance(value, list) and step.isdigit() and int(step) < len(value):
+            value = value[int(step)]
+        else:
+            return None
+    return value

@@ -1,0 +1,59 @@
+"""The clients one worker process shares between its tasks, made on first use."""
+
+from __future__ import annotations
+
+import threading
+
+import redis
+
+from tasks.publish import Publisher
+from tasks.stripe_gateway import StripeGateway
+from worker.connections import redis_client
+from worker.settings import Settings
+from worker.vault import Vault
+
+
+class Runtime:
+    """Settings, vault, Redis, the publisher and the Stripe gateway of one process.
+
+    Tasks reach it through `app.runtime`, never through globals, so a test or
+    `stripe-worker dev` can run several apps with their own settings.
+    """
+
+    def __init__(self, settings: Settings, vault: Vault | None = None) -> None:
+        self.settings = settings
+        self.vault = vault or Vault.from_settings(settings)
+        self._redis: redis.Redis | None = None
+        self._publisher: Publisher | None = None
+        self._gateway: StripeGateway | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def redis(self) -> redis.Redis:
+        with self._lock:
+            if self._redis is None:
+                self._redis = redis_client(self.settings)
+            return self._redis
+
+    @property
+    def publisher(self) -> Publisher:
+        client = self.redis
+        with self._lock:
+            if self._publisher is None:
+                self._publisher = Publisher(client, self.settings)
+            return self._publisher
+
+    @property
+    def gateway(self) -> StripeGateway:
+        client = self.redis
+        with self._lock:
+            if self._gateway is None:
+                limiter = None
+                if self.settings.stripe_rate_limit > 0:
+                    from tasks.ratelimit import StripeRateLimiter
+
+                    limiter = StripeRateLimiter(
+                        client, self.settings.keys.ratelimit("all"), self.settings.stripe_rate_limit
+                    )
+                self._gateway = StripeGateway(self.settings, self.vault, limiter=limiter)
+            return self._gateway

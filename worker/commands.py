@@ -1,0 +1,210 @@
+"""The commands behind `stripe-worker`: each one a thin call into the module that owns it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from worker.errors import UsageError
+
+
+def print_json(data: Any, stream: Any = None) -> None:
+    print(json.dumps(data, indent=2, default=str), file=stream or sys.stdout)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run one component now; outputs as JSON. Exit 0 ok, 1 Stripe error, 2 bad spec."""
+    from tasks.components import run_component
+    from tasks.stripe_gateway import StripeGateway
+    from worker.settings import Settings
+    from worker.spec import ComponentSpec
+    from worker.vault import Vault
+
+    try:
+        text = sys.stdin.read() if args.spec == "-" else Path(args.spec).read_text("utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read spec {args.spec}: {exc.strerror}") from None
+    settings = Settings.from_env()
+    spec = ComponentSpec.parse(text)
+    if args.queue:
+        return _queue_component(settings, spec, args.id or _digest(text))
+    gateway = StripeGateway(
+        settings, Vault.from_settings(settings), max_network_retries=args.retries
+    )
+    print_json(run_component(spec, gateway))  # errors: main() prints them, exits 1 or 2
+    return 0
+
+
+def _digest(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _queue_component(settings: Any, spec: Any, source_id: str) -> int:
+    """Hand the component to the worker (source `cli`); the result arrives on the streams."""
+    from worker.connections import redis_client
+    from worker.queue import Enqueuer
+    from worker.work import Work
+
+    work = Work.for_component(spec, "cli", source_id)
+    queued = Enqueuer(redis_client(settings), settings).enqueue_once(work)
+    print_json(
+        {
+            "queued": queued,
+            "duplicate": not queued,
+            "source": "cli",
+            "source_id": source_id,
+            "work_id": work.work_id,
+        }
+    )
+    return 0
+
+
+def cmd_emulator(args: argparse.Namespace) -> int:
+    """Serve the local Stripe API until interrupted."""
+    from worker.devtools.emulator import EmulatorServer, EmulatorState
+
+    state = EmulatorState(allowed_keys=set(args.key or ()))
+    state.set_faults(
+        {
+            "latency_ms": args.latency_ms,
+            "rate": args.fail_rate,
+            "status": args.fail_status,
+            "rate_limit": args.rate_limit,
+        }
+    )
+    server = EmulatorServer(args.host, args.port, state)
+    print(f"stripe emulator listening on {server.url}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    """The receiver under gunicorn."""
+    from webhooks.server import serve
+
+    return serve(args.host, args.port, args.workers, args.threads)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """The Celery worker; its exit status is the process's."""
+    from tasks.launch import run_worker
+    from worker.settings import Settings
+
+    return run_worker(
+        Settings.from_env(), pool=args.pool, concurrency=args.concurrency, loglevel=args.loglevel
+    )
+
+
+def _runtime():  # type: ignore[no-untyped-def]
+    from worker.connections import redis_client
+
+    settings, _state = _dev_settings()
+    return settings, redis_client(settings)
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    """List failures, or replay them with their original idempotency keys."""
+    from worker.dlq import list_failures, replay
+    from worker.queue import Enqueuer
+
+    settings, client = _runtime()
+    failures = list_failures(client, settings, count=args.count)
+    if args.action == "list":
+        for f in failures:
+            if args.json:
+                print(json.dumps({"id": f.entry_id, "replayed": f.replayed, **f.fields}))
+                continue
+            print(f.line())
+        if not failures and not args.json:
+            print(f"no failures in {settings.keys.stream('errors')}")
+        return 0
+    ids = [f.entry_id for f in failures if not f.replayed] if args.all else args.ids
+    if not ids:
+        print("nothing to replay: give entry ids, or --all", file=sys.stderr)
+        return 2
+    enqueuer = Enqueuer(client, settings)
+    for entry_id in ids:
+        queued = replay(client, settings, enqueuer, entry_id)
+        print(f"{entry_id}  {'queued again' if queued else 'already replayed'}")
+    return 0
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    """Show stream entries as they arrive; with --group, read and ack as a consumer."""
+    from worker.tail import follow
+
+    settings, client = _runtime()
+    follow(
+        client,
+        settings.keys.stream(args.stream),
+        group=args.group,
+        consumer=args.consumer,
+        from_start=args.from_start,
+        count=args.count,
+        as_json=args.json,
+    )
+    return 0
+
+
+def _dev_settings():  # type: ignore[no-untyped-def]
+    from worker.devtools.dev_state import settings_with_dev
+
+    return settings_with_dev()
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    """Sign and post a test event; prints the receiver's answer. Exit 1 unless it is 2xx."""
+    import requests
+
+    from worker.devtools.send import Sender
+    from worker.vault import Vault
+
+    settings, state = _dev_settings()
+    sender = Sender(settings, Vault.from_settings(settings), state, args.url)
+    try:
+        if args.kind == "signup":
+            if not args.email:
+                raise UsageError("send signup needs --email")
+            answer = sender.signup(args.email, args.name, args.user_id)
+        else:
+            if not args.type:
+                raise UsageError("send stripe needs an event TYPE, such as customer.created")
+            answer = sender.stripe_event(args.type, args.customer)
+    except requests.RequestException as exc:
+        print(
+            f"could not reach the receiver at {sender.url}: {exc.__class__.__name__}",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"{answer.status_code} {answer.text.strip()}")
+    return 0 if answer.ok else 1
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Check the configuration: exit 1 when anything fails."""
+    from worker.devtools.doctor import checks
+    from worker.vault import Vault
+
+    settings, _state = _dev_settings()
+    failed = 0
+    for ok, what, detail in checks(settings, Vault.from_settings(settings)):
+        failed += not ok
+        print(f"{'OK  ' if ok else 'FAIL'}  {what:8} {detail}")
+    return 1 if failed else 0
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    """Everything in one process, on embedded defaults where nothing is configured."""
+    from worker.devtools.dev import run_dev
+
+    return run_dev(args.host, args.port, args.concurrency)

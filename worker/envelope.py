@@ -1,0 +1,93 @@
+"""The queue message for a `Work`: Celery's task protocol 2 inside kombu's Redis envelope.
+
+Built here by hand so that the receiver queues work without a Celery app, the tasks or
+the Stripe SDK. What it must match is pinned in pyproject.toml (celery and kombu 5.x)
+and checked by tests/test_envelope_contract.py against Celery's own `as_task_v2` and a
+real worker. `open_envelope` is the reverse, for the reaper and tools that read a queue.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import uuid
+from typing import Any
+
+from worker.errors import InvalidMessage
+from worker.keys import QUEUE
+from worker.work import Work
+
+_ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
+
+
+def new_message_id() -> str:
+    return str(uuid.uuid4())
+
+
+def task_message(work: Work, message_id: str, summary: str = "") -> bytes:
+    """The bytes kombu's Redis transport LPUSHes for `apply_async` of `work`'s task."""
+    headers = {
+        "lang": "py",
+        "task": work.task,
+        "id": message_id,
+        "shadow": None,
+        "eta": None,
+        "expires": None,
+        "group": None,
+        "group_index": None,
+        "retries": 0,
+        "timelimit": [None, None],
+        "root_id": message_id,
+        "parent_id": None,
+        # Celery logs these on receipt: ids only, never a payload.
+        "argsrepr": "()",
+        "kwargsrepr": summary or work.delivery_id,
+        "origin": _ORIGIN,
+        "ignore_result": False,
+        "replaced_task_nesting": 0,
+        "stamped_headers": None,
+        "stamps": {},
+    }
+    embed = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+    body = json.dumps([[], {"work": work.to_json()}, embed], separators=(",", ":")).encode()
+    envelope = {
+        "body": base64.b64encode(body).decode(),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": headers,
+        "properties": {
+            "correlation_id": message_id,
+            "reply_to": "",
+            "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": QUEUE},
+            "priority": 0,
+            "body_encoding": "base64",
+            "delivery_tag": str(uuid.uuid4()),
+        },
+    }
+    return json.dumps(envelope, separators=(",", ":")).encode()
+
+
+def open_envelope(raw: bytes | str) -> tuple[str, str, Any]:
+    """(message id, task name, decoded body) of a queued message; InvalidMessage if it is
+    not one."""
+    try:
+        envelope = json.loads(raw)
+        headers = envelope["headers"]
+        body = base64.b64decode(envelope["body"])
+        return str(headers["id"]), str(headers["task"]), json.loads(body)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InvalidMessage(f"not a task message: {exc.__class__.__name__}") from None
+
+
+def message_id_of(raw: bytes | str) -> str | None:
+    """The message id of a queued or unacked message, or None when it has none."""
+    try:
+        envelope = json.loads(raw)
+        if isinstance(envelope, list):  # kombu's unacked hash: [message, exchange, key]
+            envelope = envelope[0]
+        return str(envelope["headers"]["id"])
+    except (ValueError, KeyError, TypeError, IndexError):
+        return None

@@ -1,0 +1,94 @@
+"""Every Redis key the project writes, in one place; all of them start with STREAM_PREFIX.
+
+    PREFIX:customers, :events, :errors      the streams agents read (XADD)
+    PREFIX:errors:replayed                  error entry id -> when it was replayed (hash)
+    PREFIX:seen:<delivery id>               dedupe mark of a delivery (string, DEDUPE_TTL)
+    PREFIX:pending                          the ledger: delivery id -> accepted at (sorted set)
+    PREFIX:pending:work                     the ledger: delivery id -> its Work and message id
+    PREFIX:published:<stream>:<work id>     publish-once mark -> entry id (CUSTOMER_MEMORY_TTL)
+    PREFIX:customer:<mode>:<idempotency key>  user -> customer memory (CUSTOMER_MEMORY_TTL)
+    PREFIX:ratelimit:<key hash>             the shared Stripe pace of one API key
+    PREFIX:workers                          live workers: worker id -> last heartbeat (sorted set)
+    PREFIX:worker:<worker id>               a worker's heartbeat and facts (string with a TTL)
+    PREFIX:q:celery                         the Celery queue (a list, kombu's Redis transport)
+    PREFIX:q:unacked                        kombu: delivery tag -> message a worker holds (hash)
+    PREFIX:q:unacked_index                  kombu: delivery tag -> lease deadline (sorted set)
+    PREFIX:q:unacked_mutex                  kombu: lock of its own restore
+
+kombu writes the `q:` keys itself, under `global_keyprefix`; the names here are the ones
+kombu 5.x builds, checked by tests/test_envelope_contract.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+QUEUE = "celery"
+CUSTOMERS = "customers"
+EVENTS = "events"
+ERRORS = "errors"
+STREAMS = (CUSTOMERS, EVENTS, ERRORS)
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The key names under one STREAM_PREFIX."""
+
+    prefix: str
+
+    def _key(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    def stream(self, name: str) -> str:
+        """`customers` -> `stripe:customers`; a full key passes through unchanged."""
+        if name.startswith(self.prefix + ":"):
+            return name
+        return self._key(name)
+
+    @property
+    def replayed(self) -> str:
+        return self._key(ERRORS, "replayed")
+
+    def seen(self, delivery_id: str) -> str:
+        return self._key("seen", delivery_id)
+
+    @property
+    def ledger(self) -> str:
+        return self._key("pending")
+
+    @property
+    def ledger_work(self) -> str:
+        return self._key("pending", "work")
+
+    def published(self, stream: str, work_id: str) -> str:
+        return self._key("published", stream, work_id)
+
+    def customer(self, livemode: bool, idempotency_key: str) -> str:
+        return self._key("customer", "live" if livemode else "test", idempotency_key)
+
+    def ratelimit(self, key_id: str) -> str:
+        return self._key("ratelimit", key_id)
+
+    @property
+    def workers(self) -> str:
+        return self._key("workers")
+
+    def worker(self, worker_id: str) -> str:
+        return self._key("worker", worker_id)
+
+    @property
+    def kombu_prefix(self) -> str:
+        """kombu's `global_keyprefix`: it puts every key of its own under this."""
+        return self._key("q") + ":"
+
+    @property
+    def queue(self) -> str:
+        return self.kombu_prefix + QUEUE
+
+    @property
+    def unacked(self) -> str:
+        return self.kombu_prefix + "unacked"
+
+    @property
+    def unacked_index(self) -> str:
+        return self.kombu_prefix + "unacked_index"

@@ -1,0 +1,38 @@
+"""Redaction: every log line, error message and answer passes through `redact` on its way out."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit, urlunsplit
+
+# Anything shaped like a Stripe key or a webhook secret, wherever it appears in text. `*`
+# is in the class because Stripe masks keys itself in its messages (`sk_live_*****hort`),
+# and a short key masked that way still shows most of its characters.
+_SECRET_SHAPES = re.compile(r"\b((?:sk|rk|pk)_(?:test|live)_|whsec_)[A-Za-z0-9+/=_\-*]+")
+# Values resolved by any vault in this process, masked even when they have no known shape.
+_known_values: set[str] = set()
+
+
+def remember_secret(value: str) -> None:
+    """Mask `value` (and each comma-separated part of it) in everything redacted from now on."""
+    _known_values.add(value)
+    for part in value.split(","):
+        if len(part.strip()) >= 8:
+            _known_values.add(part.strip())
+
+
+def redact(text: str) -> str:
+    """Mask every secret in `text`: known values, and anything shaped like a key or whsec_."""
+    for value in sorted(_known_values, key=len, reverse=True):
+        if value in text:
+            text = text.replace(value, "[redacted]")
+    return _SECRET_SHAPES.sub(lambda m: m.group(1) + "[redacted]", text)
+
+
+def redact_url(url: str) -> str:
+    """A URL (REDIS_URL) without its password."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = f"{parts.username or ''}:***@{parts.hostname}:{parts.port}"
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
