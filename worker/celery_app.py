@@ -18,6 +18,8 @@ def broker_options(settings: Settings) -> dict[str, Any]:
     """kombu's Redis transport options; every key it writes goes under STREAM_PREFIX."""
     return {
         "global_keyprefix": settings.keys.kombu_prefix,
+        # One list per queue: worker/transport.py fetches from it atomically (BLMOVE).
+        "priority_steps": [0],
         "visibility_timeout": settings.visibility_timeout,
         "unacked_restore_interval": min(10, max(1, settings.visibility_timeout // 10)),
         "unacked_restore_throttle": 1,
@@ -29,6 +31,8 @@ def create_celery(settings: Settings) -> Celery:
     """A Celery app on the Redis at REDIS_URL, without tasks."""
     app = Celery("stripe_worker", broker=settings.redis_url, set_as_current=False)
     app.conf.update(
+        # kombu's Redis transport, fetching so that a dead worker's messages can be found.
+        broker_transport="worker.transport:Transport",
         task_serializer="json",
         accept_content=["json"],
         result_serializer="json",

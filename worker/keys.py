@@ -14,9 +14,12 @@
     PREFIX:q:unacked                        kombu: delivery tag -> message a worker holds (hash)
     PREFIX:q:unacked_index                  kombu: delivery tag -> lease deadline (sorted set)
     PREFIX:q:unacked_mutex                  kombu: lock of its own restore
+    PREFIX:q:fetched:<worker id>            taken by that worker, not yet unacked (list)
+    PREFIX:q:poison                         messages no worker can decode, kept whole (list)
 
-kombu writes the `q:` keys itself, under `global_keyprefix`; the names here are the ones
-kombu 5.x builds, checked by tests/test_envelope_contract.py.
+kombu writes the `q:` keys itself, under `global_keyprefix` (fetched and poison are
+worker/transport.py's); the names here are the ones kombu 5.x builds, checked by
+tests/test_envelope_contract.py.
 """
 
 from __future__ import annotations
@@ -92,3 +95,10 @@ class Keys:
     @property
     def unacked_index(self) -> str:
         return self.kombu_prefix + "unacked_index"
+
+    def fetched(self, worker_id: str) -> str:
+        return self.kombu_prefix + "fetched:" + worker_id
+
+    @property
+    def poison(self) -> str:
+        return self.kombu_prefix + "poison"

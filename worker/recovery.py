@@ -1,38 +1,175 @@
-"""Recovery: each worker queues again the recorded work whose message was lost.
+"""Crash recovery: heartbeats and leases, so a dead worker's work runs again within seconds.
 
-kombu's Redis transport pops a message (BRPOP) before it records it as unacked, so a
-worker killed in between loses it; every accepted delivery is in the ledger until its
-task ends (worker/queue.py), and `requeue_lost` queues again the ledger's work whose
-message is in neither the queue nor the unacked set after VISIBILITY_TIMEOUT. The
-thread runs in the worker's main process; several workers doing it at once can only
-queue a piece of work twice, which the idempotency key and publish-once mark make harmless.
+Every worker's main process runs one thread that, each HEARTBEAT_INTERVAL:
+1. beats: `PREFIX:worker:<id>` (its facts, expiring after HEARTBEAT_LAPSE) and its score in
+   `PREFIX:workers`, on Redis's clock;
+2. renews the lease of every message it holds (reserved, waiting a retry's countdown, or
+   running): the message's score in kombu's unacked index is set to now;
+3. gives back, atomically, every message whose lease has lapsed (its holder stopped
+   renewing: killed, stalled, cut off) onto the consuming end of the queue;
+4. gives back what a dead worker had fetched but not yet recorded (worker/transport.py),
+   and forgets that worker.
+So a message taken by a worker that dies is running again on a live one at most
+HEARTBEAT_LAPSE + HEARTBEAT_INTERVAL after the death, and a slow task on a live worker is
+never handed out twice. kombu's own restore (VISIBILITY_TIMEOUT) stays as a last resort,
+and so does the ledger sweep (`requeue_lost`): accepted work whose message is nowhere.
+A worker that is only stalled (SIGSTOP) is treated as dead; when it resumes, the
+idempotency key and the publish-once mark make its second run harmless.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import socket
 import threading
 import time
+import uuid
+from typing import Any
 
 import redis
 from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
 
-from worker.connections import redis_client
+from worker.connections import lua_script, redis_client
 from worker.envelope import message_id_of, new_message_id, task_message
 from worker.queue import ledger_record
 from worker.settings import Settings
+from worker.transport import consuming_channels, set_clock_offset
 from worker.work import Work
 
 log = logging.getLogger("stripe_worker.recovery")
-MAX_REAP_SCAN = 20_000  # queue length above which the reaper waits for the backlog to drain
+MAX_REAP_SCAN = 20_000  # queue length above which the ledger sweep waits for it to drain
+RESTORE_BATCH = 200
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Recovery:
+    """One worker's heartbeat, its leases, and the recovery of dead workers' messages."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        settings: Settings,
+        worker_id: str,
+        facts: dict[str, Any] | None = None,
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.keys = settings.keys
+        self.worker_id = worker_id
+        self.facts = dict(
+            facts or {}, host=socket.gethostname(), pid=os.getpid(), started=round(time.time(), 3)
+        )
+        self._beat = lua_script(client, "worker", "heartbeat.lua")
+        self._release = lua_script(client, "worker", "release_worker.lua")
+
+    def beat(self, tasks_done: int = 0) -> float:
+        """Refresh this worker's heartbeat; returns Redis's time."""
+        facts = json.dumps(dict(self.facts, tasks_done=tasks_done, beat=round(time.time(), 3)))
+        now = float(
+            self._beat(
+                keys=[self.keys.worker(self.worker_id), self.keys.workers],
+                args=[self.worker_id, facts, int(self.settings.heartbeat_lapse * 1000)],
+            )
+        )
+        set_clock_offset(now - time.time())
+        return now
+
+    def renew(self, tags: list[str], now: float) -> None:
+        """Extend the leases of the messages this worker holds."""
+        if tags:
+            self.client.zadd(self.keys.unacked_index, dict.fromkeys(tags, now), xx=True)
+
+    def restore_lapsed(self, now: float) -> int:
+        """Put every message whose lease lapsed back at the consuming end of the queue."""
+        tags = self.client.zrangebyscore(
+            self.keys.unacked_index,
+            "-inf",
+            f"({now - self.settings.heartbeat_lapse}",
+            start=0,
+            num=RESTORE_BATCH,
+        )
+        restored = sum(self._restore(tag) for tag in tags)
+        if restored:
+            log.warning("gave back %d message(s) whose worker stopped renewing them", restored)
+        return restored
+
+    def _restore(self, tag: bytes | str) -> bool:
+        keys = self.keys
+        restored = False
+
+        def move(pipe: Any) -> None:
+            nonlocal restored
+            raw = pipe.hget(keys.unacked, tag)
+            pipe.multi()
+            pipe.zrem(keys.unacked_index, tag)
+            pipe.hdel(keys.unacked, tag)
+            if raw:
+                payload, _exchange, _routing_key = json.loads(raw)
+                # As kombu marks a restored message, so Celery says it was redelivered.
+                payload["headers"]["redelivered"] = True
+                payload["properties"]["delivery_info"]["redelivered"] = True
+                pipe.rpush(keys.queue, json.dumps(payload))
+                restored = True
+
+        self.client.transaction(move, keys.unacked)
+        return restored
+
+    def release_dead(self, now: float) -> int:
+        """Give back what dead workers had fetched; forget them. Returns messages moved."""
+        dead = self.client.zrangebyscore(
+            self.keys.workers, "-inf", f"({now - self.settings.heartbeat_lapse}"
+        )
+        moved = 0
+        for raw_id in dead:
+            worker_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
+            moved += int(
+                self._release(
+                    keys=[
+                        self.keys.fetched(worker_id),
+                        self.keys.queue,
+                        self.keys.workers,
+                        self.keys.worker(worker_id),
+                    ],
+                    args=[worker_id],
+                )
+            )
+            log.warning("worker %s stopped beating: forgotten", worker_id)
+        return moved
+
+    def release_self(self) -> int:
+        """At a graceful stop: give back what this worker fetched, and leave the roll."""
+        return int(
+            self._release(
+                keys=[
+                    self.keys.fetched(self.worker_id),
+                    self.keys.queue,
+                    self.keys.workers,
+                    self.keys.worker(self.worker_id),
+                ],
+                args=[self.worker_id],
+            )
+        )
+
+    def tick(self, tasks_done: int = 0) -> None:
+        now = self.beat(tasks_done)
+        tags = [tag for channel in consuming_channels() for tag in channel.qos.held_tags()]
+        self.renew(tags, now)
+        self.restore_lapsed(now)
+        self.release_dead(now)
 
 
 def requeue_lost(
     client: redis.Redis, settings: Settings, older_than: float | None = None
 ) -> list[str]:
-    """Queue again recorded work whose message is gone; returns the delivery ids."""
+    """Queue again ledger work whose message is nowhere (a last resort: every known way
+    of losing one is closed); returns the delivery ids."""
     older_than = settings.visibility_timeout if older_than is None else older_than
     keys = settings.keys
     stalled = client.zrangebyscore(keys.ledger, "-inf", time.time() - older_than, start=0, num=1000)
@@ -66,33 +203,61 @@ def requeue_lost(
 
 
 def _message_ids_held(client: redis.Redis, settings: Settings) -> set[str]:
-    """Message ids of every message in the queue or held unacked by a worker."""
-    raws = client.lrange(settings.keys.queue, 0, -1) + client.hvals(settings.keys.unacked)
+    """Message ids of every message queued, fetched or held unacked by a worker."""
+    keys = settings.keys
+    raws = client.lrange(keys.queue, 0, -1) + client.hvals(keys.unacked)
+    for raw_id in client.zrange(keys.workers, 0, -1):
+        worker_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
+        raws += client.lrange(keys.fetched(worker_id), 0, -1)
     return {m for m in map(message_id_of, raws) if m}
 
 
-def recover_forever(settings: Settings, stop: threading.Event) -> None:
-    client = redis_client(settings)
-    interval = max(1.0, settings.visibility_timeout / 4)
-    while not stop.wait(interval):
+def _tasks_done() -> int:
+    from celery.worker import state
+
+    return sum(state.total_count.values())
+
+
+def recover_forever(recovery: Recovery, stop: threading.Event) -> None:
+    settings = recovery.settings
+    sweep_every = max(1.0, settings.visibility_timeout / 4)
+    next_sweep = time.monotonic() + sweep_every
+    while True:
         try:
-            requeue_lost(client, settings)
-        except redis.RedisError as exc:  # Redis away: try again next round
+            recovery.tick(_tasks_done())
+            if time.monotonic() >= next_sweep:
+                next_sweep = time.monotonic() + sweep_every
+                requeue_lost(recovery.client, settings)
+        except redis.RedisError as exc:  # Redis away: try again next beat
             log.warning("recovery: %s", exc.__class__.__name__)
+        except Exception:  # a bug of ours must not stop the heartbeat for good
+            log.exception("recovery tick failed")
+        if stop.wait(settings.heartbeat_interval):
+            return
 
 
-def install_recovery(app: Celery, settings: Settings) -> None:
-    """Start recovery when a worker of `app` is ready; stop it when it shuts down."""
+def install_recovery(
+    app: Celery, settings: Settings, facts: dict[str, Any] | None = None
+) -> Recovery:
+    """Make `app`'s worker fetch through worker/transport.py under a worker id of its own;
+    start its heartbeat when it is ready, and give back its fetched work when it stops."""
+    worker_id = new_worker_id()
+    app.conf.broker_transport_options = dict(app.conf.broker_transport_options, worker_id=worker_id)
+    recovery = Recovery(redis_client(settings), settings, worker_id, facts)
     stop = threading.Event()
 
     def on_ready(sender: object = None, **_: object) -> None:
         if getattr(sender, "app", None) is app:
             threading.Thread(
-                target=recover_forever, args=(settings, stop), name="recovery", daemon=True
+                target=recover_forever, args=(recovery, stop), name="recovery", daemon=True
             ).start()
 
     def on_shutdown(sender: object = None, **_: object) -> None:
         stop.set()
+        # If Redis is away, its fetched work comes back when its heartbeat lapses.
+        with contextlib.suppress(redis.RedisError):
+            recovery.release_self()
 
     worker_ready.connect(on_ready, weak=False)
     worker_shutdown.connect(on_shutdown, weak=False)
+    return recovery

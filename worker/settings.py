@@ -38,6 +38,12 @@ class Settings:
     # delay plus a task's time limit, or an ETA retry would be handed out twice.
     visibility_timeout: int = 300
     task_time_limit: int = 120
+    # Crash recovery (worker/recovery.py): each worker beats and renews the leases of the
+    # messages it holds every interval; a worker silent for the lapse is dead and its
+    # messages run elsewhere. Recovery takes at most lapse + interval; a shorter lapse
+    # recovers sooner but treats a worker stalled that long (GC, a paused VM) as dead.
+    heartbeat_interval: float = 1.0
+    heartbeat_lapse: float = 5.0
     # The work waits on Stripe (about 300 ms a call): at that latency 16 threads do what 16
     # prefork processes do in a fourteenth of the memory (docs/benchmarks.md). Threads have
     # no hard time limit; STRIPE_TIMEOUT and Redis's socket timeouts bound each task instead.
@@ -68,6 +74,11 @@ class Settings:
             raise SettingsError(
                 "VISIBILITY_TIMEOUT must exceed RETRY_MAX_DELAY + TASK_TIME_LIMIT, or a task "
                 "waiting to retry is handed to a second worker"
+            )
+        if self.heartbeat_lapse < 2 * self.heartbeat_interval or self.heartbeat_interval <= 0:
+            raise SettingsError(
+                "HEARTBEAT_LAPSE must be at least twice HEARTBEAT_INTERVAL (and the interval "
+                "above 0), or a live worker is taken for dead between two beats"
             )
         if self.worker_pool not in ("prefork", "threads", "gevent", "solo"):
             raise SettingsError("WORKER_POOL must be prefork, threads, gevent or solo")

@@ -174,7 +174,7 @@ def run_dev(host: str = "127.0.0.1", port: int = 8000, concurrency: int = 4) -> 
             flush=True,
         )
         app = worker_app(settings, vault)
-        install_recovery(app, settings)
+        install_recovery(app, settings, {"pool": "threads", "concurrency": concurrency})
         worker = app.Worker(
             pool="threads",
             concurrency=concurrency,

@@ -1,0 +1,150 @@
+"""kombu's Redis transport, made to lose nothing when a worker dies.
+
+Stock kombu pops a message with BRPOP and records it as unacked afterwards, in another
+round trip: a worker killed in between (or whose BRPOP reply is still in its socket)
+loses the message. Here a worker fetches with BLMOVE, which moves the message
+atomically into a list of its own (`PREFIX:q:fetched:<worker id>`), and recording it as
+unacked removes it from that list in the same MULTI. So at every instant a taken message
+is in the queue, in its worker's fetched list, or in kombu's unacked hash, and
+worker/recovery.py can give every one of them back when its worker's heartbeat lapses.
+
+Lease scores in kombu's unacked index are on Redis's clock (the worker's clock plus an
+offset its heartbeat measures), so that one host's clock cannot expire another's leases.
+
+An envelope that is not JSON cannot be delivered: it is moved whole to `PREFIX:q:poison`
+and the worker goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+import weakref
+from time import monotonic
+from typing import Any
+
+from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
+from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import dumps, loads
+
+log = logging.getLogger("stripe_worker.transport")
+
+# The consuming channels of this process, for the heartbeat thread to renew their leases.
+_consuming: weakref.WeakSet[Channel] = weakref.WeakSet()
+_clock = {"offset": 0.0}  # Redis time minus this host's time, as the heartbeat measured it
+
+
+def redis_now() -> float:
+    """This host's estimate of Redis's clock."""
+    return time.time() + _clock["offset"]
+
+
+def set_clock_offset(offset: float) -> None:
+    _clock["offset"] = offset
+
+
+def consuming_channels() -> list[Channel]:
+    return list(_consuming)
+
+
+class QoS(kombu_redis.QoS):
+    """Records a delivered message as unacked and takes it off the fetched list, at once."""
+
+    def append(self, message: Any, delivery_tag: str) -> None:
+        channel: Channel = self.channel
+        raw = channel.fetched_raw.pop(delivery_tag, None)
+        delivery = message.delivery_info
+        with self.pipe_or_acquire() as pipe:
+            pipe.zadd(self.unacked_index_key, {delivery_tag: redis_now()})
+            pipe.hset(
+                self.unacked_key,
+                delivery_tag,
+                dumps([message._raw, delivery["exchange"], delivery["routing_key"]]),
+            )
+            if raw is not None:
+                pipe.lrem(channel.fetched_key, 1, raw)
+            pipe.execute()
+        virtual.QoS.append(self, message, delivery_tag)
+
+    def held_tags(self) -> list[str]:
+        """Delivery tags this channel holds (reserved, waiting an ETA, or running)."""
+        for _ in range(5):
+            try:
+                return [tag for tag in list(self._delivered) if tag not in self._dirty]
+            except RuntimeError:  # changed while copied by the consumer thread: again
+                continue
+        return []
+
+
+class Channel(kombu_redis.Channel):
+    """Fetches with BLMOVE into this worker's own list instead of BRPOP."""
+
+    QoS = QoS
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        options = self.connection.client.transport_options
+        self.worker_id: str = options.get("worker_id") or uuid.uuid4().hex
+        self.fetched_key = f"{self.global_keyprefix}fetched:{self.worker_id}"
+        self.poison_key = f"{self.global_keyprefix}poison"
+        # Commands through kombu's client get the prefix added for LPUSH, not for LREM.
+        self._poison_name = "poison"
+        self.fetched_raw: dict[str, bytes] = {}
+        self._fetch_queue: str | None = None
+
+    def _brpop_start(self, timeout: float | None = None) -> None:
+        if timeout is None:
+            timeout = self.brpop_timeout
+        queues = self._queue_cycle.consume(len(self.active_queues))
+        if not queues:
+            return
+        _consuming.add(self)
+        self._fetch_queue = queues[0]
+        source = self.global_keyprefix + self._q_for_pri(queues[0], 0)
+        self._in_poll = self.client.connection
+        self._brpop_sent_at = monotonic()
+        self.client.connection.send_command(
+            "BLMOVE", source, self.fetched_key, "RIGHT", "LEFT", timeout or 0
+        )
+
+    def _brpop_read(self, **options: Any) -> bool:
+        try:
+            try:
+                item = self.client.parse_response(self.client.connection, "BLMOVE", **options)
+            except self.connection_errors:
+                self.client.connection.disconnect()
+                raise
+            if item is None:
+                raise virtual.Empty()
+            queue = self._fetch_queue or ""
+            self._queue_cycle.rotate(queue)
+            try:
+                payload = loads(bytes_to_str(item))
+                tag = payload["properties"]["delivery_tag"]
+            except (ValueError, KeyError, TypeError):
+                self._quarantine(item)
+                raise virtual.Empty() from None
+            self.fetched_raw[tag] = item
+            self.connection._deliver(payload, queue)
+            return True
+        finally:
+            self._in_poll = None
+            self._flush_brpop_reauth()
+
+    def _quarantine(self, item: bytes) -> None:
+        log.error(
+            "quarantined a message that is not a kombu envelope (%d bytes) in %s",
+            len(item),
+            self.poison_key,
+        )
+        with self.conn_or_acquire() as client:
+            pipe = client.pipeline()
+            pipe.lpush(self._poison_name, item)
+            pipe.lrem(self.fetched_key, 1, item)
+            pipe.execute()
+
+
+class Transport(kombu_redis.Transport):
+    Channel = Channel
