@@ -4,18 +4,24 @@
     python bench/fault_run.py --signups 100   # the size the test suite runs
 
 N distinct signups, each delivered 3 times (two of them at once) through a real
-gunicorn receiver, while the Stripe emulator fails 30% of calls with 500 or 429, the
-worker is killed with SIGKILL every ~100 tasks and restarted, the receiver is restarted
-once, and Redis stops answering for a few seconds in the middle (SIGSTOP: connections
-hang as in a network partition; the receiver answers 503 and the sender retries, as
-Stripe does). At the end it counts, from the emulator and from Redis: customers
-created, stream entries, errors and duplicates, and exits 1 unless every signup became
-exactly one customer and one entry.
+gunicorn receiver, while the Stripe emulator fails 30% of calls with 500 or 429. Every
+process runs with the default settings. Phase 1: the worker is killed with SIGKILL every
+~100 Stripe calls and restarted, the receiver is restarted once, and Redis stops
+answering for a few seconds (SIGSTOP: connections hang as in a network partition; the
+receiver answers 503 and the sender retries, as Stripe does). Phase 2, the crash loop:
+the worker is SIGKILLed every 2-4 s for CRASH_LOOP seconds while the rest of the signups
+and their retries flow. Before each kill the run notes what the worker held; it reports
+the longest any of it waited, from the kill, to be held by a live worker again (or
+published). At the end it counts, from the emulator and from Redis: customers created,
+stream entries, errors and duplicates, and exits 1 unless every signup became exactly
+one customer and one entry.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import contextlib
 import json
 import os
 import platform
@@ -43,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import wait_http  # noqa: E402
 from worker.devtools.emulator import EmulatorServer  # noqa: E402
 from worker.devtools.local import free_port  # noqa: E402
+from worker.keys import Keys  # noqa: E402
 
 SECRET = "whsec_" + "ZmF1bHQtcnVuLXNpZ251cC1zZWNyZXQtMDAwMQ=="
 KEY = "sk_test_faultrun" + "0" * 16
@@ -63,6 +70,9 @@ class Report:
     receiver_restarts: int = 0
     redis_outage_s: float = 0.0
     emulator_faults: int = 0
+    crash_loop_kills: int = 0
+    longest_wait_after_death_s: float = 0.0
+    last_kill_to_last_entry_s: float = 0.0
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -154,15 +164,58 @@ def diagnose(client: redis.Redis, entries: list[dict], signups: int) -> list[str
     return notes
 
 
+class Orphans:
+    """What each killed worker held, and when every piece got back into live hands."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self.keys = Keys("stripe")
+        self.waiting: dict[str, tuple[str, float]] = {}  # delivery tag -> (delivery id, killed at)
+        self.longest = 0.0
+        self.lock = threading.Lock()
+
+    def held(self) -> list[tuple[str, str]]:
+        """(delivery tag, delivery id) of every message a worker holds or has fetched."""
+        payloads = [json.loads(raw)[0] for raw in self.client.hvals(self.keys.unacked)]
+        for worker_id in self.client.zrange(self.keys.workers, 0, -1):
+            payloads += [
+                json.loads(raw) for raw in self.client.lrange(self.keys.fetched(worker_id), 0, -1)
+            ]
+        found = []
+        for payload in payloads:
+            _args, kwargs, _embed = json.loads(base64.b64decode(payload["body"]))
+            found.append((payload["properties"]["delivery_tag"], kwargs["work"]["delivery_id"]))
+        return found
+
+    def killed(self, held: list[tuple[str, str]], at: float) -> None:
+        with self.lock:
+            for tag, delivery_id in held:
+                self.waiting.setdefault(tag, (delivery_id, at))
+
+    def poll(self) -> None:
+        """Back when a live worker holds it again (a lease newer than the kill), or done."""
+        now = time.time()
+        with self.lock:
+            for tag, (delivery_id, at) in list(self.waiting.items()):
+                score = self.client.zscore(self.keys.unacked_index, tag)
+                done = self.client.zscore(self.keys.ledger, delivery_id) is None
+                if (score is not None and score > at) or done:
+                    self.longest = max(self.longest, now - at)
+                    del self.waiting[tag]
+
+
 def run_fault(
     signups: int = 1000,
     kill_every: int = 100,
     fail_rate: float = 0.3,
     outage_s: float = 4.0,
+    crash_loop_s: float = 120.0,
     seed: int = 7,
     say=print,
+    **settings: str,
 ) -> Report:
-    """Run the scenario; returns the counts (check `report.ok`)."""
+    """Run the scenario at default settings (or `settings`, as environment variables);
+    returns the counts (check `report.ok`)."""
     rng = random.Random(seed)
     report = Report(signups)
     started = time.monotonic()
@@ -184,7 +237,19 @@ def run_fault(
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("STRIPE", "REDIS", "STREAM", "RETRY", "SIGNUP"))
+        if not k.startswith(
+            (
+                "STRIPE",
+                "REDIS",
+                "STREAM",
+                "RETRY",
+                "SIGNUP",
+                "VISIBILITY",
+                "TASK",
+                "WORKER",
+                "HEARTBEAT",
+            )
+        )
     }
     env.update(
         REDIS_URL=redis_url,
@@ -193,13 +258,7 @@ def run_fault(
         SIGNUP_WEBHOOK_SECRET=SECRET,
         STRIPE_WEBHOOK_SECRET="whsec_unused_here",
         PYTHONPATH=str(ROOT),
-        RETRY_BASE_DELAY="0.2",
-        RETRY_MAX_DELAY="2",
-        RETRY_MAX_ATTEMPTS="14",
-        TASK_TIME_LIMIT="8",
-        VISIBILITY_TIMEOUT="12",
-        STRIPE_TIMEOUT="5",
-        WORKER_CONCURRENCY="8",
+        **settings,
     )
     procs = Processes(env, logdir)
     web = procs.start("web", "--host", "127.0.0.1", "--port", str(web_port), "--workers", "2")
@@ -207,8 +266,22 @@ def run_fault(
     wait_http(receiver + "/healthz")
     worker = procs.start("worker")
     client = redis.Redis.from_url(redis_url, decode_responses=True)
+    orphans = Orphans(redis.Redis.from_url(redis_url, decode_responses=True))
     lock = threading.Lock()
     stop_chaos = threading.Event()
+    settled_event = threading.Event()
+    last_kill = [0.0]
+
+    def kill_worker() -> None:
+        nonlocal worker
+        try:
+            held = orphans.held()
+        except redis.RedisError:
+            held = []
+        Processes.stop(worker, signal.SIGKILL)
+        last_kill[0] = time.time()
+        orphans.killed(held, last_kill[0])
+        worker = procs.start("worker")
 
     def deliver(body: bytes, msg_id: str) -> None:
         """One delivery, retried on 503 or no answer like Stripe and Svix do (bounded)."""
@@ -257,19 +330,20 @@ def run_fault(
             t.join()
         deliver(body, msg_id)
 
+    first_half = signups // 2
+
     def chaos() -> None:
-        nonlocal worker, web
+        """Phase 1: kills by Stripe calls, one receiver restart, one Redis outage."""
+        nonlocal web
         next_kill = kill_every
         restarted_web = outage_done = False
         while not stop_chaos.is_set():
-            done_tasks = emulator.state.stats["requests"]
-            if done_tasks >= next_kill:
-                Processes.stop(worker, signal.SIGKILL)
+            if emulator.state.stats["requests"] >= next_kill:
+                kill_worker()
                 report.worker_kills += 1
-                worker = procs.start("worker")
                 next_kill += kill_every
             delivered = report.deliveries
-            if not restarted_web and delivered > signups:
+            if not restarted_web and delivered > first_half:
                 Processes.stop(web)
                 web = procs.start(
                     "web", "--host", "127.0.0.1", "--port", str(web_port), "--workers", "2"
@@ -277,7 +351,7 @@ def run_fault(
                 wait_http(receiver + "/healthz")
                 report.receiver_restarts += 1
                 restarted_web = True
-            if not outage_done and redis_proc is not None and delivered > signups * 1.5:
+            if not outage_done and redis_proc is not None and delivered > first_half * 1.5:
                 redis_proc.send_signal(signal.SIGSTOP)
                 paused = time.monotonic()
                 time.sleep(outage_s)
@@ -286,11 +360,49 @@ def run_fault(
                 outage_done = True
             time.sleep(0.05)
 
+    def crash_loop(until: float) -> None:
+        """Phase 2: SIGKILL every 2-4 s while signups and retries flow."""
+        while time.monotonic() < until and not stop_chaos.is_set():
+            time.sleep(rng.uniform(2, 4))
+            kill_worker()
+            report.worker_kills += 1
+            report.crash_loop_kills += 1
+
+    def watch_orphans() -> None:
+        while not settled_event.is_set() or orphans.waiting:
+            with contextlib.suppress(redis.RedisError):
+                orphans.poll()
+            time.sleep(0.1)
+
     chaos_thread = threading.Thread(target=chaos, daemon=True)
+    watcher = threading.Thread(target=watch_orphans, daemon=True)
     chaos_thread.start()
+    watcher.start()
     try:
         with ThreadPoolExecutor(max_workers=12) as pool:
-            list(pool.map(signup, range(signups)))
+            list(pool.map(signup, range(first_half)))
+            stop_chaos.set()
+            chaos_thread.join(60)
+            stop_chaos.clear()
+            say(
+                f"phase 1 done in {time.monotonic() - started:.1f}s; crash loop for "
+                f"{crash_loop_s:.0f}s"
+            )
+            loop_started = time.monotonic()
+            looper = threading.Thread(
+                target=crash_loop, args=(loop_started + crash_loop_s,), daemon=True
+            )
+            looper.start()
+            # The second half arrives evenly over the loop's first 80%.
+            rest = range(first_half, signups)
+            pace = crash_loop_s * 0.8 / max(1, len(rest))
+            futures = []
+            for n, i in enumerate(rest):
+                time.sleep(max(0.0, loop_started + n * pace - time.monotonic()))
+                futures.append(pool.submit(signup, i))
+            for f in futures:
+                f.result()
+            looper.join(crash_loop_s + 10)
         say(
             f"delivered {signups} signups x3 in {time.monotonic() - started:.1f}s; "
             "waiting for the worker"
@@ -305,8 +417,13 @@ def run_fault(
                 break
             time.sleep(0.2)
         stop_chaos.set()
-        chaos_thread.join(30)
-        time.sleep(2)  # a task killed after publishing would show here as a second entry
+        settled_event.set()
+        watcher.join(60)
+        # A task killed after publishing would show here as a second entry.
+        for _ in range(40):
+            if client.hlen("stripe:q:unacked") == 0 and client.llen("stripe:q:celery") == 0:
+                break
+            time.sleep(0.1)
         entries = [f for _i, f in client.xrange("stripe:customers")]
         keys = Counter(f["idempotency_key"] for f in entries)
         report.entries = len(entries)
@@ -315,10 +432,18 @@ def run_fault(
         report.errors = client.xlen("stripe:errors")
         report.customers_created = emulator.state.stats["created"]["test"]
         report.emulator_faults = emulator.state.stats["faults"]
+        report.longest_wait_after_death_s = round(orphans.longest, 1)
+        last = client.xrevrange("stripe:customers", count=1)
+        if last and last_kill[0]:
+            last_ms = int(last[0][0].split("-")[0])
+            report.last_kill_to_last_entry_s = round(last_ms / 1000 - last_kill[0], 1)
+        if orphans.waiting:
+            report.notes.append(f"{len(orphans.waiting)} orphaned messages never came back")
         if not report.ok:
             report.notes += diagnose(client, entries, signups)
     finally:
         stop_chaos.set()
+        settled_event.set()
         for proc in (worker, web):
             Processes.stop(proc)
         if redis_proc is not None:
@@ -340,12 +465,15 @@ def main() -> int:
     parser.add_argument("--kill-every", type=int, default=100)
     parser.add_argument("--fail-rate", type=float, default=0.3)
     parser.add_argument("--outage", type=float, default=4.0, help="seconds Redis is paused")
+    parser.add_argument(
+        "--crash-loop", type=float, default=120.0, help="seconds of SIGKILL every 2-4 s"
+    )
     args = parser.parse_args()
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}, {platform.platform()}"
     )
-    report = run_fault(args.signups, args.kill_every, args.fail_rate, args.outage)
+    report = run_fault(args.signups, args.kill_every, args.fail_rate, args.outage, args.crash_loop)
     for name, value in asdict(report).items():
         print(f"{name:32} {value}")
     print("OK: every signup is exactly one customer and one entry" if report.ok else "FAILED")

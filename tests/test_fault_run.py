@@ -1,4 +1,5 @@
-"""The fault run, small: crashes, a receiver restart, a Redis outage, 30% Stripe faults."""
+"""The fault run, small: crashes, a crash loop, a receiver restart, a Redis outage, 30% Stripe
+faults; default settings but for a shorter retry backoff, so the suite stays fast."""
 
 import sys
 from pathlib import Path
@@ -9,6 +10,15 @@ from bench.fault_run import run_fault
 
 
 def test_every_signup_is_one_customer_and_one_entry():
-    report = run_fault(signups=60, kill_every=20, fail_rate=0.3, outage_s=2.0, say=lambda *_: None)
-    assert report.worker_kills >= 2 and report.receiver_restarts == 1
+    report = run_fault(
+        signups=60,
+        kill_every=20,
+        fail_rate=0.3,
+        outage_s=2.0,
+        crash_loop_s=16,
+        say=lambda *_: None,
+        RETRY_BASE_DELAY="0.2",
+        RETRY_MAX_DELAY="2",
+    )
+    assert report.crash_loop_kills >= 3 and report.receiver_restarts == 1
     assert report.ok, report
