@@ -436,7 +436,8 @@ def run_fault(
         last = client.xrevrange("stripe:customers", count=1)
         if last and last_kill[0]:
             last_ms = int(last[0][0].split("-")[0])
-            report.last_kill_to_last_entry_s = round(last_ms / 1000 - last_kill[0], 1)
+            # 0 when every entry was in before the last kill.
+            report.last_kill_to_last_entry_s = max(0.0, round(last_ms / 1000 - last_kill[0], 1))
         if orphans.waiting:
             report.notes.append(f"{len(orphans.waiting)} orphaned messages never came back")
         if not report.ok:

@@ -152,3 +152,17 @@ def test_sigterm_hands_back_a_waiting_retry_at_once(
     assert held(redis_client, settings) == 0
     assert redis_client.llen(settings.keys.queue) == 1
     assert redis_client.zcard(settings.keys.workers) == 0
+
+
+def test_sigterm_finishes_running_work_before_leaving(client, start_worker, redis_client,
+                                                      settings, emulator):
+    faults(emulator, latency_ms=2000)
+    leaving = start_worker(**DEFAULTS)
+    post_signup(client)
+    wait_for(lambda: emulator_stats(emulator)["requests"] >= 1)  # the call is in flight
+    os.killpg(leaving.proc.pid, signal.SIGTERM)
+    assert leaving.proc.wait(30) == 0
+    assert len(entries(redis_client, settings, "customers")) == 1
+    assert held(redis_client, settings) == 0
+    assert redis_client.llen(settings.keys.queue) == 0
+    assert emulator_stats(emulator)["created"]["test"] == 1

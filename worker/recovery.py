@@ -31,7 +31,7 @@ from typing import Any
 
 import redis
 from celery import Celery
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_shutdown
 
 from worker.connections import lua_script, redis_client
 from worker.envelope import message_id_of, new_message_id, task_message
@@ -236,21 +236,21 @@ def recover_forever(recovery: Recovery, stop: threading.Event) -> None:
             return
 
 
-def install_recovery(
-    app: Celery, settings: Settings, facts: dict[str, Any] | None = None
-) -> Recovery:
-    """Make `app`'s worker fetch through worker/transport.py under a worker id of its own;
-    start its heartbeat when it is ready, and give back its fetched work when it stops."""
+def install_recovery(app: Celery, settings: Settings, facts: dict[str, Any] | None = None
+                     ) -> Recovery:
+    """Make `app`'s worker fetch through worker/transport.py under a worker id of its own,
+    start beating now, and give back its fetched work when it stops.
+
+    The heartbeat starts before Celery boots, not when it is ready: in a crash loop a
+    worker may die before it is ready, and the next one must already be recovering.
+    """
     worker_id = new_worker_id()
-    app.conf.broker_transport_options = dict(app.conf.broker_transport_options, worker_id=worker_id)
+    app.conf.broker_transport_options = dict(app.conf.broker_transport_options,
+                                             worker_id=worker_id)
     recovery = Recovery(redis_client(settings), settings, worker_id, facts)
     stop = threading.Event()
-
-    def on_ready(sender: object = None, **_: object) -> None:
-        if getattr(sender, "app", None) is app:
-            threading.Thread(
-                target=recover_forever, args=(recovery, stop), name="recovery", daemon=True
-            ).start()
+    threading.Thread(target=recover_forever, args=(recovery, stop), name="recovery",
+                     daemon=True).start()
 
     def on_shutdown(sender: object = None, **_: object) -> None:
         stop.set()
@@ -258,6 +258,5 @@ def install_recovery(
         with contextlib.suppress(redis.RedisError):
             recovery.release_self()
 
-    worker_ready.connect(on_ready, weak=False)
     worker_shutdown.connect(on_shutdown, weak=False)
     return recovery
