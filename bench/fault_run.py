@@ -165,43 +165,64 @@ def diagnose(client: redis.Redis, entries: list[dict], signups: int) -> list[str
 
 
 class Orphans:
-    """What each killed worker held, and when every piece got back into live hands."""
+    """What each killed worker held, and when every piece got back into live hands.
+
+    Followed by message id (Celery's task id), which a retry keeps while its delivery
+    tag changes: back when a live worker holds a message of that id under a lease newer
+    than the kill, or when its delivery ended (published)."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
         self.keys = Keys("stripe")
-        self.waiting: dict[str, tuple[str, float]] = {}  # delivery tag -> (delivery id, killed at)
+        self.waiting: dict[str, tuple[str, float]] = {}  # message id -> (delivery id, killed at)
         self.longest = 0.0
+        self.slowest: tuple = ()
         self.lock = threading.Lock()
 
+    @staticmethod
+    def _ids(payload: dict) -> tuple[str, str]:
+        _args, kwargs, _embed = json.loads(base64.b64decode(payload["body"]))
+        return payload["headers"]["id"], kwargs["work"]["delivery_id"]
+
+    def _held_now(self) -> dict[str, float]:
+        """message id -> the newest lease of a message of that id held now."""
+        leases: dict[str, float] = {}
+        for tag, raw in self.client.hgetall(self.keys.unacked).items():
+            score = self.client.zscore(self.keys.unacked_index, tag) or 0.0
+            message_id, _ = self._ids(json.loads(raw)[0])
+            leases[message_id] = max(leases.get(message_id, 0.0), score)
+        return leases
+
     def held(self) -> list[tuple[str, str]]:
-        """(delivery tag, delivery id) of every message a worker holds or has fetched."""
+        """(message id, delivery id) of every message a worker holds or has fetched."""
         payloads = [json.loads(raw)[0] for raw in self.client.hvals(self.keys.unacked)]
         for worker_id in self.client.zrange(self.keys.workers, 0, -1):
             payloads += [
                 json.loads(raw) for raw in self.client.lrange(self.keys.fetched(worker_id), 0, -1)
             ]
-        found = []
-        for payload in payloads:
-            _args, kwargs, _embed = json.loads(base64.b64decode(payload["body"]))
-            found.append((payload["properties"]["delivery_tag"], kwargs["work"]["delivery_id"]))
-        return found
+        return [self._ids(payload) for payload in payloads]
 
     def killed(self, held: list[tuple[str, str]], at: float) -> None:
         with self.lock:
-            for tag, delivery_id in held:
-                self.waiting.setdefault(tag, (delivery_id, at))
+            for message_id, delivery_id in held:
+                self.waiting.setdefault(message_id, (delivery_id, at))
 
     def poll(self) -> None:
-        """Back when a live worker holds it again (a lease newer than the kill), or done."""
         now = time.time()
+        leases = self._held_now()
         with self.lock:
-            for tag, (delivery_id, at) in list(self.waiting.items()):
-                score = self.client.zscore(self.keys.unacked_index, tag)
+            for message_id, (delivery_id, at) in list(self.waiting.items()):
+                held_again = leases.get(message_id, 0.0) > at
                 done = self.client.zscore(self.keys.ledger, delivery_id) is None
-                if (score is not None and score > at) or done:
-                    self.longest = max(self.longest, now - at)
-                    del self.waiting[tag]
+                if held_again or done:
+                    if now - at > self.longest:
+                        self.longest = now - at
+                        self.slowest = (
+                            round(now - at, 1),
+                            delivery_id,
+                            "held again" if held_again else "ended",
+                        )
+                    del self.waiting[message_id]
 
 
 def run_fault(
@@ -433,6 +454,8 @@ def run_fault(
         report.customers_created = emulator.state.stats["created"]["test"]
         report.emulator_faults = emulator.state.stats["faults"]
         report.longest_wait_after_death_s = round(orphans.longest, 1)
+        if orphans.slowest:
+            report.notes.append(f"longest wait: {orphans.slowest}")
         last = client.xrevrange("stripe:customers", count=1)
         if last and last_kill[0]:
             last_ms = int(last[0][0].split("-")[0])
