@@ -72,6 +72,7 @@ class Report:
     emulator_faults: int = 0
     crash_loop_kills: int = 0
     longest_wait_after_death_s: float = 0.0
+    longest_give_back_after_death_s: float = 0.0
     last_kill_to_last_entry_s: float = 0.0
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -177,6 +178,8 @@ class Orphans:
         self.waiting: dict[str, tuple[str, float]] = {}  # message id -> (delivery id, killed at)
         self.longest = 0.0
         self.slowest: tuple = ()
+        self.given_back: dict[str, float] = {}
+        self.longest_give_back = 0.0
         self.lock = threading.Lock()
 
     @staticmethod
@@ -214,6 +217,10 @@ class Orphans:
             for message_id, (delivery_id, at) in list(self.waiting.items()):
                 held_again = leases.get(message_id, 0.0) > at
                 done = self.client.zscore(self.keys.ledger, delivery_id) is None
+                if message_id not in leases and message_id not in self.given_back:
+                    # Out of the dead worker's hands: back on the queue (or done).
+                    self.given_back[message_id] = now
+                    self.longest_give_back = max(self.longest_give_back, now - at)
                 if held_again or done:
                     if now - at > self.longest:
                         self.longest = now - at
@@ -454,6 +461,7 @@ def run_fault(
         report.customers_created = emulator.state.stats["created"]["test"]
         report.emulator_faults = emulator.state.stats["faults"]
         report.longest_wait_after_death_s = round(orphans.longest, 1)
+        report.longest_give_back_after_death_s = round(orphans.longest_give_back, 1)
         if orphans.slowest:
             report.notes.append(f"longest wait: {orphans.slowest}")
         last = client.xrevrange("stripe:customers", count=1)
