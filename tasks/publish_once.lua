@@ -17,7 +17,10 @@ redis.call('SET', KEYS[2], id, 'EX', ARGV[3])
 
 local maxlen = tonumber(ARGV[1])
 local length = redis.call('XLEN', KEYS[1])
-if maxlen == 0 or length <= maxlen then return {1, id, length, 0} end
+-- Trim in batches of about 1% (100 entries at least): each XTRIM costs a round of its own.
+if maxlen == 0 or length <= maxlen + math.max(100, math.floor(maxlen / 100)) then
+  return {1, id, length, 0}
+end
 
 local function older(a, b)
   local ams, aseq = string.match(a, '^(%d+)-(%d+)$')
@@ -42,19 +45,22 @@ local function oldest_needed()
   return floor
 end
 
--- Groups only move forward, so a floor up to a second old is still safe to trim below;
--- it spares the XINFO on every XADD of a stream held long by a lagging group.
+-- Groups only move forward, so a floor up to ARGV[4] ms old is still safe to trim below;
+-- it spares the XINFO on every XADD. 'held' means a group holds everything above maxlen:
+-- no XTRIM until the floor is looked up again.
 local floor = redis.call('GET', KEYS[5])
 if not floor then
   floor = oldest_needed()
   redis.call('SET', KEYS[5], floor, 'PX', ARGV[4])
 end
 if floor == 'none' then
-  redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', maxlen)
-  return {1, id, redis.call('XLEN', KEYS[1]), 0}
+  length = length - redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', maxlen)
+elseif floor ~= 'held' then
+  -- Whole nodes below the floor, and no more than brings the stream back to maxlen.
+  local trimmed = redis.call('XTRIM', KEYS[1], 'MINID', '~', floor, 'LIMIT', length - maxlen)
+  if trimmed == 0 then redis.call('SET', KEYS[5], 'held', 'KEEPTTL') end
+  length = length - trimmed
 end
--- Whole nodes below the floor, and no more than brings the stream back to maxlen.
-length = length - redis.call('XTRIM', KEYS[1], 'MINID', '~', floor, 'LIMIT', length - maxlen)
 local hard = tonumber(ARGV[2])
 if hard == 0 or length <= hard then return {1, id, length, 0} end
 local dropped = redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', hard)

@@ -182,15 +182,13 @@ class StreamConsumer:
         with _stop_on_signals(stop):
             while not stop.is_set() and (limit is None or stats.handled + stats.dead < limit):
                 try:
-                    batch = self.fetch(count, block_ms)
-                except redis.ConnectionError as exc:  # Redis away: wait, then read again
+                    for entry in self.fetch(count, block_ms):
+                        self._handle(handler, entry, stats)
+                        if stop.is_set():  # the rest of the batch is claimed after min_idle_ms
+                            break
+                except redis.ConnectionError as exc:  # unacked entries come back: go on
                     log.warning("%s: Redis does not answer (%s)", self.stream, exc)
                     stop.wait(1.0)
-                    continue
-                for entry in batch:
-                    self._handle(handler, entry, stats)
-                    if stop.is_set():  # the rest of the batch is claimed after min_idle_ms
-                        break
         return stats
 
     def _handle(self, handler: Callable[[Entry], object], entry: Entry, stats: RunStats) -> None:
