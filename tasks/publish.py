@@ -9,7 +9,8 @@ below the oldest entry a group still needs (undelivered, or delivered and not ac
 to about STREAM_MAXLEN beyond that; a stream without groups is cut to about STREAM_MAXLEN.
 A lagging group makes its stream grow up to STREAM_HARD_MAXLEN; past it the oldest entries
 are dropped even unread, counted in `PREFIX:streams:dropped`, and logged. The error stream
-is never trimmed: when Redis is full, publishing a failure raises and the task retries.
+is never trimmed; a full Redis can refuse the step (the task retries, and its work stays
+in the ledger for the reaper), never make it drop a failure.
 """
 
 from __future__ import annotations
