@@ -179,12 +179,16 @@ class StreamConsumer:
         `max_deliveries`-th failure goes to the dead-letter stream with the error."""
         stop = stop or threading.Event()
         stats = RunStats()
+
+        def done() -> bool:
+            return stop.is_set() or (limit is not None and stats.handled + stats.dead >= limit)
+
         with _stop_on_signals(stop):
-            while not stop.is_set() and (limit is None or stats.handled + stats.dead < limit):
+            while not done():
                 try:
                     for entry in self.fetch(count, block_ms):
                         self._handle(handler, entry, stats)
-                        if stop.is_set():  # the rest of the batch is claimed after min_idle_ms
+                        if done():  # the rest of the batch is claimed after min_idle_ms
                             break
                 except redis.ConnectionError as exc:  # unacked entries come back: go on
                     log.warning("%s: Redis does not answer (%s)", self.stream, exc)
