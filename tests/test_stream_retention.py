@@ -42,7 +42,7 @@ def test_a_lagging_group_loses_nothing_and_the_stream_is_trimmed_once_it_acks(
     key = settings.keys.stream(EVENTS)
     lazy = StreamConsumer(redis_client, key, "lazy", "l1")  # reads nothing for now
     eager = StreamConsumer(redis_client, key, "eager", "e1")
-    start_worker(STREAM_MAXLEN=maxlen)
+    worker = start_worker(STREAM_MAXLEN=maxlen)
     works = [event_work(i) for i in range(3 * maxlen)]
     queue(redis_client, settings, works)
     read_by_eager = 0
@@ -75,6 +75,8 @@ def test_a_lagging_group_loses_nothing_and_the_stream_is_trimmed_once_it_acks(
         f"{held}, the group read {len(seen)} distinct; after its acks: {after} entries"
     )
     assert redis_client.hget(settings.keys.dropped, EVENTS) is None
+    warnings = [line for line in worker.log().splitlines() if "consumer groups lag" in line]
+    assert warnings and "lazy (" in warnings[0]  # said out loud, naming the group
 
 
 @pytest.mark.handmade_entries
