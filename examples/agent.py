@@ -4,27 +4,35 @@
     python examples/agent.py --count 10      # stop after ten entries
 
 Run several: each entry goes to one of them. If one dies before acknowledging, another
-claims its entries after --min-idle-ms. Settings are the project's (REDIS_URL,
-STREAM_PREFIX).
+claims its entries after --min-idle-ms. An entry whose handling fails is tried again
+after --min-idle-ms; after --max-deliveries it goes to `PREFIX:customers:dead:agents`
+with the error. SIGTERM or Ctrl-C stops it after the entry in hand. Settings are the
+project's (REDIS_URL, STREAM_PREFIX).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import logging
 import os
 import socket
 
 from worker.connections import redis_client
 from worker.settings import Settings
-from worker.streams import StreamConsumer
+from worker.streams import Entry, StreamConsumer
 
 
-def act_on(fields: dict[str, str]) -> str:
-    """What this agent does with a customer: here, say hello. Yours calls your LLM."""
-    response = json.loads(fields.get("Response") or "{}")
+def act_on(entry: Entry) -> None:
+    """What this agent does with a customer: here, say hello. Yours calls your LLM.
+
+    Delivery is at least once (a consumer can die after acting, before its ack), so an
+    agent whose action must not happen twice records `entry.work_id` with the action
+    and skips a work id it has seen."""
+    response = entry.json("Response") or {}
     plan = (response.get("metadata") or {}).get("plan", "free")
-    return f"welcome {fields.get('customerEmail') or '?'} ({fields['customerId']}, plan {plan})"
+    email = entry.fields.get("customerEmail") or "?"
+    customer = entry.fields["customerId"]
+    print(f"{entry.id} welcome {email} ({customer}, plan {plan})", flush=True)
 
 
 def main() -> None:
@@ -33,8 +41,10 @@ def main() -> None:
     parser.add_argument("--group", default="agents")
     parser.add_argument("--consumer", default=f"{socket.gethostname()}-{os.getpid()}")
     parser.add_argument("--min-idle-ms", type=int, default=60_000)
+    parser.add_argument("--max-deliveries", type=int, default=5)
     parser.add_argument("--count", type=int, help="stop after this many entries")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
     settings = Settings.from_env()
     consumer = StreamConsumer(
@@ -43,13 +53,11 @@ def main() -> None:
         args.group,
         args.consumer,
         min_idle_ms=args.min_idle_ms,
+        max_deliveries=args.max_deliveries,
     )
-    done = 0
-    while args.count is None or done < args.count:
-        for entry_id, fields in consumer.read(count=10, block_ms=1000):
-            print(f"{entry_id} {act_on(fields)}", flush=True)
-            consumer.ack([entry_id])  # only once the work is done: a crash leaves it pending
-            done += 1
+    print(f"reading {consumer.stream} as {args.group}/{args.consumer}", flush=True)
+    stats = consumer.run(act_on, limit=args.count)
+    print(f"stopped: {stats.handled} handled, {stats.failed} failed, {stats.dead} dead", flush=True)
 
 
 if __name__ == "__main__":

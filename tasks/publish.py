@@ -1,13 +1,23 @@
 """Publishing: each piece of work ends in exactly one stream entry, however often it ran.
 
-`publish_result` appends an entry and records the work id in one Lua step
-(publish_once.lua), so a task that ran twice (killed after publishing, before its ack)
-still appends once; the same step clears the delivery from the ledger.
+`publish` appends an entry and records the work id in one Lua step (publish_once.lua), so
+a task that ran twice (killed after publishing, before its ack) still appends once; the
+same step clears the delivery from the ledger and trims the stream.
+
+Trimming never drops what a consumer group has not read: a stream with groups is cut only
+below the oldest entry a group still needs (undelivered, or delivered and not acked), and
+to about STREAM_MAXLEN beyond that; a stream without groups is cut to about STREAM_MAXLEN.
+A lagging group makes its stream grow up to STREAM_HARD_MAXLEN; past it the oldest entries
+are dropped even unread, counted in `PREFIX:streams:dropped`, and logged. The error stream
+is never trimmed; a full Redis can refuse the step (the task retries, and its work stays
+in the ledger for the reaper), never make it drop a failure.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +25,15 @@ from typing import Any
 import redis
 
 from worker.connections import lua_script
+from worker.keys import ERRORS
+from worker.schema import SCHEMA_VERSION
 from worker.settings import Settings
+from worker.streams import group_lags
+
+log = logging.getLogger("stripe_worker.publish")
+
+FLOOR_CACHE_MS = 1000  # how stale the trim floor may be: groups only move forward
+GROWTH_WARNING_EVERY = 60.0  # seconds between warnings that a lagging group holds a stream
 
 
 @dataclass(frozen=True)
@@ -44,28 +62,73 @@ class Publisher:
         self.client = client
         self.settings = settings
         self._script = lua_script(client, "tasks", "publish_once.lua")
+        self._warned: dict[str, float] = {}
 
     def publish(
         self, stream: str, work_id: str, fields: Mapping[str, Any], delivery_id: str = ""
     ) -> Published:
-        """Append `fields` to `stream` once per `work_id`; the delivery is done."""
+        """Append `fields` to `stream` once per `work_id`; the delivery is done.
+
+        Every entry carries `schema_version` and `work_id`, the id agents dedupe by."""
         keys = self.settings.keys
-        pairs: list[str] = []
+        pairs = ["schema_version", SCHEMA_VERSION, "work_id", work_id]
         for name, value in fields.items():
             pairs += [name, as_field(value)]
-        new, entry_id = self._script(
+        maxlen = 0 if stream == ERRORS else self.settings.stream_maxlen
+        new, entry_id, length, dropped = self._script(
             keys=[
                 keys.stream(stream),
                 keys.published(stream, work_id),
                 keys.ledger,
                 keys.ledger_work,
+                keys.trim_floor(stream),
+                keys.dropped,
             ],
             args=[
-                self.settings.stream_maxlen,
+                maxlen,
+                self.settings.stream_hard_maxlen,
                 self.settings.customer_memory_ttl,
+                FLOOR_CACHE_MS,
+                stream,
                 delivery_id,
                 *pairs,
             ],
         )
+        if maxlen and (dropped or length > 2 * maxlen):
+            self._warn_lagging(stream, int(length), int(dropped))
         text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
         return Published(text, bool(new))
+
+    def _warn_lagging(self, stream: str, length: int, dropped: int) -> None:
+        now = time.monotonic()
+        if not dropped and now - self._warned.get(stream, -GROWTH_WARNING_EVERY) < (
+            GROWTH_WARNING_EVERY
+        ):
+            return
+        self._warned[stream] = now
+        key = self.settings.keys.stream(stream)
+        lagging = ", ".join(
+            f"{g.name} ({g.lag} unread, {g.pending} unacked)"
+            for g in group_lags(self.client, key)
+            if g.lag or g.pending
+        )
+        if dropped:
+            log.error(
+                "%s: dropped %d entries no consumer group had read (STREAM_HARD_MAXLEN %d); "
+                "lagging groups: %s; the count is in %s",
+                key,
+                dropped,
+                self.settings.stream_hard_maxlen,
+                lagging or "none left",
+                self.settings.keys.dropped,
+            )
+        else:
+            log.warning(
+                "%s holds %d entries (STREAM_MAXLEN %d) because consumer groups lag: %s; "
+                "at STREAM_HARD_MAXLEN %d the oldest unread are dropped",
+                key,
+                length,
+                self.settings.stream_maxlen,
+                lagging,
+                self.settings.stream_hard_maxlen,
+            )

@@ -7,6 +7,7 @@ import sys
 
 from worker import commands as cmd
 from worker.errors import QueueUnavailable, StripeCallError, StripeWorkerError
+from worker.keys import STREAMS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--count", type=int, help="stop after this many entries")
     tail.add_argument("--json", action="store_true", help="one JSON object a line")
     tail.set_defaults(func=cmd.cmd_tail)
+
+    schema = sub.add_parser("schema", help="print the JSON Schema of a stream's entries")
+    schema.add_argument("stream", choices=STREAMS)
+    schema.set_defaults(func=cmd.cmd_schema)
 
     emu = sub.add_parser("emulator", help="serve the local Stripe API emulator")
     emu.add_argument("--host", default="127.0.0.1")

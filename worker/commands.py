@@ -156,6 +156,14 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    """Print the JSON Schema of a stream's entries, as shipped in the package."""
+    from worker.schema import schema_text
+
+    sys.stdout.write(schema_text(args.stream))
+    return 0
+
+
 def _dev_settings():  # type: ignore[no-untyped-def]
     from worker.devtools.dev_state import settings_with_dev
 

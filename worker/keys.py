@@ -2,6 +2,9 @@
 
     PREFIX:customers, :events, :errors      the streams agents read (XADD)
     PREFIX:errors:replayed                  error entry id -> when it was replayed (hash)
+    PREFIX:<stream>:dead:<group>            a consumer group's dead letters (stream, never trimmed)
+    PREFIX:streams:floor:<stream>           oldest entry a group still needs (string, cached 1 s)
+    PREFIX:streams:dropped                  stream -> unread entries dropped past STREAM_HARD_MAXLEN
     PREFIX:seen:<delivery id>               dedupe mark of a delivery (string, DEDUPE_TTL)
     PREFIX:pending                          the ledger: delivery id -> accepted at (sorted set)
     PREFIX:pending:work                     the ledger: delivery id -> its Work and message id
@@ -33,6 +36,11 @@ ERRORS = "errors"
 STREAMS = (CUSTOMERS, EVENTS, ERRORS)
 
 
+def dead_letter(stream_key: str, group: str) -> str:
+    """`stripe:customers` + `agents` -> `stripe:customers:dead:agents`."""
+    return f"{stream_key}:dead:{group}"
+
+
 @dataclass(frozen=True)
 class Keys:
     """The key names under one STREAM_PREFIX."""
@@ -47,6 +55,16 @@ class Keys:
         if name.startswith(self.prefix + ":"):
             return name
         return self._key(name)
+
+    def dead_letter(self, stream: str, group: str) -> str:
+        return dead_letter(self.stream(stream), group)
+
+    def trim_floor(self, stream: str) -> str:
+        return self._key("streams", "floor", stream)
+
+    @property
+    def dropped(self) -> str:
+        return self._key("streams", "dropped")
 
     @property
     def replayed(self) -> str:

@@ -20,6 +20,10 @@ class Settings:
     stripe_api_base: str = "https://api.stripe.com"
     stream_prefix: str = "stripe"
     stream_maxlen: int = 100_000
+    # A consumer group that stops reading holds its stream's entries (nothing it has not
+    # read is trimmed) up to this many; past it the oldest are dropped, counted and logged,
+    # so one abandoned group cannot fill Redis and stop every other write. 0 = no limit.
+    stream_hard_maxlen: int = 1_000_000
     secrets_dir: Path | None = None
     # Stripe signs with a 300 s tolerance by default; Standard Webhooks uses 5 minutes too.
     webhook_tolerance: int = 300
@@ -80,6 +84,8 @@ class Settings:
                 "HEARTBEAT_LAPSE must be at least twice HEARTBEAT_INTERVAL (and the interval "
                 "above 0), or a live worker is taken for dead between two beats"
             )
+        if self.stream_hard_maxlen and self.stream_hard_maxlen < self.stream_maxlen:
+            raise SettingsError("STREAM_HARD_MAXLEN must be 0 (no limit) or at least STREAM_MAXLEN")
         if self.worker_pool not in ("prefork", "threads", "gevent", "solo"):
             raise SettingsError("WORKER_POOL must be prefork, threads, gevent or solo")
 
