@@ -154,8 +154,9 @@ def test_sigterm_hands_back_a_waiting_retry_at_once(
     assert redis_client.zcard(settings.keys.workers) == 0
 
 
-def test_sigterm_finishes_running_work_before_leaving(client, start_worker, redis_client,
-                                                      settings, emulator):
+def test_sigterm_finishes_running_work_before_leaving(
+    client, start_worker, redis_client, settings, emulator
+):
     faults(emulator, latency_ms=2000)
     leaving = start_worker(**DEFAULTS)
     post_signup(client)

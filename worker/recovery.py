@@ -236,8 +236,9 @@ def recover_forever(recovery: Recovery, stop: threading.Event) -> None:
             return
 
 
-def install_recovery(app: Celery, settings: Settings, facts: dict[str, Any] | None = None
-                     ) -> Recovery:
+def install_recovery(
+    app: Celery, settings: Settings, facts: dict[str, Any] | None = None
+) -> Recovery:
     """Make `app`'s worker fetch through worker/transport.py under a worker id of its own,
     start beating now, and give back its fetched work when it stops.
 
@@ -245,12 +246,12 @@ def install_recovery(app: Celery, settings: Settings, facts: dict[str, Any] | No
     worker may die before it is ready, and the next one must already be recovering.
     """
     worker_id = new_worker_id()
-    app.conf.broker_transport_options = dict(app.conf.broker_transport_options,
-                                             worker_id=worker_id)
+    app.conf.broker_transport_options = dict(app.conf.broker_transport_options, worker_id=worker_id)
     recovery = Recovery(redis_client(settings), settings, worker_id, facts)
     stop = threading.Event()
-    threading.Thread(target=recover_forever, args=(recovery, stop), name="recovery",
-                     daemon=True).start()
+    threading.Thread(
+        target=recover_forever, args=(recovery, stop), name="recovery", daemon=True
+    ).start()
 
     def on_shutdown(sender: object = None, **_: object) -> None:
         stop.set()
