@@ -26,9 +26,6 @@ import json
 import os
 import platform
 import random
-import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -36,17 +33,22 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import redis
 import requests
-from standardwebhooks.webhooks import Webhook
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import wait_http  # noqa: E402
+from tests.support import (  # noqa: E402
+    Process,
+    RedisServer,
+    WebProcess,
+    clean_env,
+    cli,
+    sign_standard,
+)
 from worker.devtools.emulator import EmulatorServer  # noqa: E402
 from worker.devtools.local import free_port  # noqa: E402
 from worker.keys import Keys  # noqa: E402
@@ -90,77 +92,22 @@ class Report:
         ) == (n, n, n, 0, 0, 0)
 
 
-class Processes:
-    """The project's processes, started as an operator would, in their own groups."""
-
-    def __init__(self, env: dict[str, str], logdir: Path) -> None:
-        self.env = env
-        self.logdir = logdir
-        self.count = 0
-
-    def start(self, *args: str) -> subprocess.Popen:
-        self.count += 1
-        log = open(self.logdir / f"{args[0]}-{self.count}.log", "wb")  # noqa: SIM115
-        return subprocess.Popen(
-            [sys.executable, "-m", "worker.cli", *args],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    @staticmethod
-    def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
-        if proc.poll() is None:
-            os.killpg(proc.pid, sig)
-        proc.wait(30)
-
-
-def start_redis(port: int) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            tempfile.mkdtemp(prefix="fault-redis-"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port)
-    for _ in range(100):
-        try:
-            client.ping()
-            return proc
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    raise RuntimeError("redis-server did not start")
-
-
-def diagnose(client: redis.Redis, entries: list[dict], signups: int) -> list[str]:
+def diagnose(client: redis.Redis, keys: Keys, entries: list[dict], signups: int) -> list[str]:
     """Where the work of each signup without an entry stopped."""
     have = {f["idempotency_key"] for f in entries}
     notes = [
-        f"queue {client.llen('stripe:q:celery')}, unacked "
-        f"{client.hlen('stripe:q:unacked')}, unacked_index "
-        f"{client.zcard('stripe:q:unacked_index')}, mutex "
-        f"{client.exists('stripe:q:unacked_mutex')}"
+        f"queue {client.llen(keys.queue)}, unacked {client.hlen(keys.unacked)}, unacked_index "
+        f"{client.zcard(keys.unacked_index)}, mutex "
+        f"{client.exists(keys.kombu_prefix + 'unacked_mutex')}, ledger {client.zcard(keys.ledger)}"
     ]
     for i in range(signups):
         key = f"signup-u_{i:05d}"
         if key in have:
             continue
         notes.append(
-            f"{key}: marked {client.exists(f'stripe:seen:signup:msg_fault_{i:05d}')}, "
-            f"customer remembered {client.exists(f'stripe:customer:test:{key}')}, "
-            f"published {client.exists(f'stripe:published:customers:create:{key}')}"
+            f"{key}: marked {client.exists(keys.seen(f'signup:msg_fault_{i:05d}'))}, "
+            f"customer remembered {client.exists(keys.customer(False, key))}, "
+            f"published {client.exists(keys.published('customers', f'create:{key}'))}"
         )
     return notes
 
@@ -172,9 +119,9 @@ class Orphans:
     tag changes: back when a live worker holds a message of that id under a lease newer
     than the kill, or when its delivery ended (published)."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self.client = client
-        self.keys = Keys("stripe")
+        self.keys = keys
         self.waiting: dict[str, tuple[str, float]] = {}  # message id -> (delivery id, killed at)
         self.longest = 0.0
         self.slowest: tuple = ()
@@ -250,36 +197,13 @@ def run_fault(
     logdir = Path(tempfile.mkdtemp(prefix="fault-run-"))
     emulator = EmulatorServer("127.0.0.1", 0).start()
     emulator.state.set_faults({"rate": fail_rate, "status": [500, 429]})
-    if shutil.which("redis-server"):
-        redis_port = free_port()
-        redis_proc: subprocess.Popen | None = start_redis(redis_port)
-        redis_url = f"redis://127.0.0.1:{redis_port}/0"
-    else:  # the outage needs a process to pause; without one the run says so
-        from worker.devtools.local import embedded_redis
-
-        redis_port = free_port()
-        server = embedded_redis(redis_port)
-        redis_proc, redis_url = None, f"redis://127.0.0.1:{redis_port}/0"
+    # The outage needs a process to pause; on fakeredis the run goes without it, and says so.
+    own_redis = RedisServer().start()
+    if not own_redis.pausable:
         report.notes.append("no redis-server installed: ran on fakeredis, without the outage")
-    web_port = free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(
-            (
-                "STRIPE",
-                "REDIS",
-                "STREAM",
-                "RETRY",
-                "SIGNUP",
-                "VISIBILITY",
-                "TASK",
-                "WORKER",
-                "HEARTBEAT",
-            )
-        )
-    }
-    env.update(
+    redis_url = own_redis.url
+    keys = Keys("stripe")  # the default STREAM_PREFIX: the processes run at defaults
+    env = clean_env(
         REDIS_URL=redis_url,
         STRIPE_API_BASE=emulator.url,
         STRIPE_SECRET_KEY=KEY,
@@ -288,13 +212,24 @@ def run_fault(
         PYTHONPATH=str(ROOT),
         **settings,
     )
-    procs = Processes(env, logdir)
-    web = procs.start("web", "--host", "127.0.0.1", "--port", str(web_port), "--workers", "2")
-    receiver = f"http://127.0.0.1:{web_port}"
-    wait_http(receiver + "/healthz")
-    worker = procs.start("worker")
+    count = 0
+
+    def start_worker() -> Process:
+        nonlocal count
+        count += 1
+        return Process(cli("worker"), env, logdir / f"worker-{count}.log").start()
+
+    def start_web() -> WebProcess:
+        nonlocal count
+        count += 1
+        return WebProcess(env, logdir / f"web-{count}.log", workers=2, port=web_port)
+
+    web_port = free_port()
+    web = start_web()
+    receiver = web.url
+    worker = start_worker()
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    orphans = Orphans(redis.Redis.from_url(redis_url, decode_responses=True))
+    orphans = Orphans(redis.Redis.from_url(redis_url, decode_responses=True), keys)
     lock = threading.Lock()
     stop_chaos = threading.Event()
     settled_event = threading.Event()
@@ -306,20 +241,16 @@ def run_fault(
             held = orphans.held()
         except redis.RedisError:
             held = []
-        Processes.stop(worker, signal.SIGKILL)
+        worker.kill()
         last_kill[0] = time.time()
         orphans.killed(held, last_kill[0])
-        worker = procs.start("worker")
+        worker = start_worker()
 
     def deliver(body: bytes, msg_id: str) -> None:
         """One delivery, retried on 503 or no answer like Stripe and Svix do (bounded)."""
         for attempt in range(60):
-            stamp = int(time.time())
-            sig = Webhook(SECRET).sign(msg_id, datetime.fromtimestamp(stamp, tz=UTC), body.decode())
             headers = {
-                "webhook-id": msg_id,
-                "webhook-timestamp": str(stamp),
-                "webhook-signature": sig,
+                **sign_standard(body, msg_id, secret=SECRET),
                 "Content-Type": "application/json",
             }
             try:
@@ -372,18 +303,15 @@ def run_fault(
                 next_kill += kill_every
             delivered = report.deliveries
             if not restarted_web and delivered > first_half:
-                Processes.stop(web)
-                web = procs.start(
-                    "web", "--host", "127.0.0.1", "--port", str(web_port), "--workers", "2"
-                )
-                wait_http(receiver + "/healthz")
+                web.stop(30)
+                web = start_web()
                 report.receiver_restarts += 1
                 restarted_web = True
-            if not outage_done and redis_proc is not None and delivered > first_half * 1.5:
-                redis_proc.send_signal(signal.SIGSTOP)
+            if not outage_done and own_redis.pausable and delivered > first_half * 1.5:
+                own_redis.pause()
                 paused = time.monotonic()
                 time.sleep(outage_s)
-                redis_proc.send_signal(signal.SIGCONT)
+                own_redis.resume()
                 report.redis_outage_s = round(time.monotonic() - paused, 1)
                 outage_done = True
             time.sleep(0.05)
@@ -438,7 +366,10 @@ def run_fault(
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             try:
-                settled = client.xlen("stripe:customers") + client.xlen("stripe:errors") >= signups
+                settled = (
+                    client.xlen(keys.stream("customers")) + client.xlen(keys.stream("errors"))
+                    >= signups
+                )
             except redis.RedisError:
                 settled = False
             if settled:
@@ -449,22 +380,22 @@ def run_fault(
         watcher.join(60)
         # A task killed after publishing would show here as a second entry.
         for _ in range(40):
-            if client.hlen("stripe:q:unacked") == 0 and client.llen("stripe:q:celery") == 0:
+            if client.hlen(keys.unacked) == 0 and client.llen(keys.queue) == 0:
                 break
             time.sleep(0.1)
-        entries = [f for _i, f in client.xrange("stripe:customers")]
-        keys = Counter(f["idempotency_key"] for f in entries)
+        entries = [f for _i, f in client.xrange(keys.stream("customers"))]
+        counted = Counter(f["idempotency_key"] for f in entries)
         report.entries = len(entries)
         report.distinct_customers_in_entries = len({f["customerId"] for f in entries})
-        report.duplicates = sum(n - 1 for n in keys.values())
-        report.errors = client.xlen("stripe:errors")
+        report.duplicates = sum(n - 1 for n in counted.values())
+        report.errors = client.xlen(keys.stream("errors"))
         report.customers_created = emulator.state.stats["created"]["test"]
         report.emulator_faults = emulator.state.stats["faults"]
         report.longest_wait_after_death_s = round(orphans.longest, 1)
         report.longest_give_back_after_death_s = round(orphans.longest_give_back, 1)
         if orphans.slowest:
             report.notes.append(f"longest wait: {orphans.slowest}")
-        last = client.xrevrange("stripe:customers", count=1)
+        last = client.xrevrange(keys.stream("customers"), count=1)
         if last and last_kill[0]:
             last_ms = int(last[0][0].split("-")[0])
             # 0 when every entry was in before the last kill.
@@ -472,18 +403,13 @@ def run_fault(
         if orphans.waiting:
             report.notes.append(f"{len(orphans.waiting)} orphaned messages never came back")
         if not report.ok:
-            report.notes += diagnose(client, entries, signups)
+            report.notes += diagnose(client, keys, entries, signups)
     finally:
         stop_chaos.set()
         settled_event.set()
         for proc in (worker, web):
-            Processes.stop(proc)
-        if redis_proc is not None:
-            redis_proc.send_signal(signal.SIGCONT)
-            redis_proc.kill()
-            redis_proc.wait(10)
-        else:
-            server.shutdown()
+            proc.stop(30)
+        own_redis.stop()
         emulator.stop()
     report.seconds = round(time.monotonic() - started, 1)
     if not report.ok:

@@ -18,8 +18,6 @@ import argparse
 import json
 import os
 import platform
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,8 +33,8 @@ from hypothesis import strategies as st
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import wait_http  # noqa: E402
-from worker.devtools.local import free_port  # noqa: E402
+from tests.support import WebProcess, clean_env, sign_stripe  # noqa: E402
+from worker.settings import Settings  # noqa: E402
 
 LIVE_KEY = "sk_live_fuzz" + "0" * 20
 LIVE_WHSEC = "whsec_live_endpoint_fuzz_0001"
@@ -77,15 +75,6 @@ def rss_kb(master_pid: int) -> int:
             if line.startswith("VmRSS:"):
                 total += int(line.split()[1])
     return total
-
-
-def sign(payload: bytes, secret: str, stamp: int | None = None) -> str:
-    import hashlib
-    import hmac
-
-    stamp = int(time.time()) if stamp is None else stamp
-    mac = hmac.new(secret.encode(), f"{stamp}.".encode() + payload, hashlib.sha256)
-    return f"t={stamp},v1={mac.hexdigest()}"
 
 
 def event(i: int, livemode: bool = True) -> bytes:
@@ -130,42 +119,20 @@ bodies = st.one_of(st.binary(max_size=4000), json_values.map(lambda v: json.dump
 def run_fuzz(examples: int = 10_000, say=print) -> Report:
     report = Report()
     started = time.monotonic()
-    port = free_port()
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    prefix = f"fuzz{os.getpid()}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE", "SIGNUP"))}
-    env.update(
+    ours = Settings(redis_url=redis_url, stream_prefix=f"fuzz{os.getpid()}")
+    env = clean_env(
         REDIS_URL=redis_url,
-        STREAM_PREFIX=prefix,
+        STREAM_PREFIX=ours.stream_prefix,
         STRIPE_SECRET_KEY=LIVE_KEY,
         STRIPE_WEBHOOK_SECRET=LIVE_WHSEC,
         SIGNUP_WEBHOOK_SECRET="whsec_" + "bGl2ZS1zaWdudXAtc2VjcmV0LWZ1enotMDAwMQ==",
         PYTHONPATH=str(ROOT),
     )
-    log = open(Path(tempfile.mkdtemp(prefix="fuzz-")) / "web.log", "wb")  # noqa: SIM115
-    web = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "worker.cli",
-            "web",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
+    web = WebProcess(env, Path(tempfile.mkdtemp(prefix="fuzz-")) / "web.log", workers=2)
+    url = web.url
     session = requests.Session()
-    wait_http(url + "/healthz")
     client = redis.Redis.from_url(redis_url)
-    queue = f"{prefix}:q:celery"
 
     def send(route: str, body: bytes, headers: dict[str, str]) -> int:
         try:
@@ -197,22 +164,22 @@ def run_fuzz(examples: int = 10_000, say=print) -> Report:
         )
         def fuzz(route, headers, body, signed):
             if signed and route == "stripe":  # validly signed garbage: must be a 4xx
-                headers = dict(headers, **{"Stripe-Signature": sign(body, signed)})
+                headers = dict(headers, **{"Stripe-Signature": sign_stripe(body, signed)})
             send(route, body, headers)
 
         fuzz()
         say(f"{report.requests} generated requests, {dict(report.by_status)}")
         # Set pieces.
         big = b"{" + b" " * (2 * 1024 * 1024) + b"}"
-        send("stripe", big, {"Stripe-Signature": sign(big, LIVE_WHSEC)})
+        send("stripe", big, {"Stripe-Signature": sign_stripe(big, LIVE_WHSEC)})
         deep = b"[" * 50_000 + b"]" * 50_000
-        send("stripe", deep, {"Stripe-Signature": sign(deep, LIVE_WHSEC)})
+        send("stripe", deep, {"Stripe-Signature": sign_stripe(deep, LIVE_WHSEC)})
         bad_utf8 = b'{"id": "evt_\xff\xfe", "type": "x", "livemode": true}'
-        send("stripe", bad_utf8, {"Stripe-Signature": sign(bad_utf8, LIVE_WHSEC)})
+        send("stripe", bad_utf8, {"Stripe-Signature": sign_stripe(bad_utf8, LIVE_WHSEC)})
         send("stripe", event(0), {"Stripe-Signature": "t=1," + "v1=" + "a" * 60_000})
         send("stripe", event(0), {"X-Huge": "x" * 200_000})
         for i in range(1, 51):  # valid, then replayed as they are: queued once each
-            body, header = event(i), sign(event(i), LIVE_WHSEC)
+            body, header = event(i), sign_stripe(event(i), LIVE_WHSEC)
             for _ in range(3):
                 assert send("stripe", body, {"Stripe-Signature": header}) == 200
             report.valid_events_sent += 1
@@ -221,20 +188,24 @@ def run_fuzz(examples: int = 10_000, say=print) -> Report:
             send(
                 "stripe",
                 body,
-                {"Stripe-Signature": sign(body, LIVE_WHSEC, int(time.time()) - 3600)},
+                {"Stripe-Signature": sign_stripe(body, LIVE_WHSEC, int(time.time()) - 3600)},
             )
             # Signed with the test endpoint's secret, and a test-mode event on live.
-            send("stripe", event(i + 2000), {"Stripe-Signature": sign(event(i + 2000), TEST_WHSEC)})
+            send(
+                "stripe",
+                event(i + 2000),
+                {"Stripe-Signature": sign_stripe(event(i + 2000), TEST_WHSEC)},
+            )
             test_mode = event(i + 3000, livemode=False)
             assert (
-                send("stripe", test_mode, {"Stripe-Signature": sign(test_mode, LIVE_WHSEC)}) == 400
+                send("stripe", test_mode, {"Stripe-Signature": sign_stripe(test_mode, LIVE_WHSEC)})
+                == 400
             )
-        report.tasks_queued = client.llen(queue)
+        report.tasks_queued = client.llen(ours.keys.queue)
         report.rss_kb_after = rss_kb(web.pid)
     finally:
-        os.killpg(web.pid, signal.SIGTERM)
-        web.wait(30)
-        keys = list(client.scan_iter(f"{prefix}:*"))
+        web.stop(30)
+        keys = list(client.scan_iter(f"{ours.stream_prefix}:*"))
         if keys:
             client.delete(*keys)
     report.seconds = round(time.monotonic() - started, 1)

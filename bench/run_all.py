@@ -11,13 +11,10 @@ wrk is not assumed), so the receiver and its ceiling are measured by the same cl
 from __future__ import annotations
 
 import argparse
-import hashlib
-import hmac
 import json
 import multiprocessing as mp
 import os
 import platform
-import signal
 import subprocess
 import sys
 import tempfile
@@ -32,7 +29,16 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import wait_http  # noqa: E402
+from tests.support import (  # noqa: E402
+    Process,
+    WebProcess,
+    clean_env,
+    cli,
+    sign_standard,
+    sign_stripe,
+    wait_for,
+    wait_http,
+)
 from worker.devtools.emulator import EmulatorServer  # noqa: E402
 from worker.devtools.local import free_port  # noqa: E402
 
@@ -67,19 +73,15 @@ def stripe_request(i: int, prefix: str) -> tuple[str, str, bytes, dict[str, str]
             },
         }
     ).encode()
-    stamp = int(time.time())
-    mac = hmac.new(WHSEC.encode(), f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
     return (
         "POST",
         "/webhooks/stripe",
         body,
-        {"Stripe-Signature": f"t={stamp},v1={mac}", "Content-Type": "application/json"},
+        {"Stripe-Signature": sign_stripe(body, WHSEC), "Content-Type": "application/json"},
     )
 
 
 def signup_request(i: int, prefix: str) -> tuple[str, str, bytes, dict[str, str]]:
-    from standardwebhooks.webhooks import Webhook
-
     body = json.dumps(
         {
             "type": "user.created",
@@ -91,17 +93,11 @@ def signup_request(i: int, prefix: str) -> tuple[str, str, bytes, dict[str, str]
         }
     )
     msg_id = f"msg_{prefix}_{i}"
-    stamp = datetime.now(tz=UTC)
     return (
         "POST",
         "/webhooks/signup",
         body.encode(),
-        {
-            "webhook-id": msg_id,
-            "webhook-timestamp": str(int(stamp.timestamp())),
-            "webhook-signature": Webhook(SIGNUP_WHSEC).sign(msg_id, stamp, body),
-            "Content-Type": "application/json",
-        },
+        {**sign_standard(body, msg_id, secret=SIGNUP_WHSEC), "Content-Type": "application/json"},
     )
 
 
@@ -169,10 +165,7 @@ class Stack:
         self.emulator = EmulatorServer("127.0.0.1", 0).start()
         self.emulator.state.set_faults({"latency_ms": latency_ms, "rate_limit": rate_limit})
         self.port = free_port()
-        self.env = {
-            k: v for k, v in os.environ.items() if not k.startswith(("STRIPE", "SIGNUP", "STREAM"))
-        }
-        self.env.update(
+        self.env = clean_env(
             REDIS_URL=REDIS_URL,
             STREAM_PREFIX=prefix,
             STRIPE_SECRET_KEY=KEY,
@@ -187,25 +180,23 @@ class Stack:
             RETRY_MAX_DELAY="1",
         )
         self.logdir = Path(tempfile.mkdtemp(prefix="bench-"))
-        self.procs: list[subprocess.Popen] = []
+        self.procs: list[Process] = []
         if web:
-            self.start("web", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "2")
-            wait_http(f"http://127.0.0.1:{self.port}/healthz")
+            self.web()
         self.redis = redis.Redis.from_url(REDIS_URL, decode_responses=True)
 
-    def start(self, *args: str) -> subprocess.Popen:
-        log = open(self.logdir / f"{args[0]}.log", "ab")  # noqa: SIM115
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "worker.cli", *args],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    def web(self, workers: int = 2, threads: int | None = None) -> WebProcess:
+        """The receiver on `self.port`, answering when this returns."""
+        web = WebProcess(self.env, self.logdir / "web.log", workers, self.port, threads)
+        self.procs.append(web)
+        return web
+
+    def worker(self) -> Process:
+        proc = Process(cli("worker"), self.env, self.logdir / "worker.log").start()
         self.procs.append(proc)
         return proc
 
-    def rss_mb(self, proc: subprocess.Popen) -> float:
+    def rss_mb(self, proc: Process) -> float:
         """RSS of a process and its children (gunicorn or Celery's pool), in MB."""
         pids = [proc.pid]
         children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
@@ -220,10 +211,7 @@ class Stack:
 
     def stop(self) -> None:
         for proc in self.procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs:
-            proc.wait(30)
+            proc.stop(30)
         self.emulator.stop()
         keys = list(self.redis.scan_iter(f"{self.prefix}:*", count=1000))
         for i in range(0, len(keys), 1000):
@@ -244,11 +232,7 @@ def bench_verify(n: int) -> dict:
             "data": {"object": {"x": "y" * 1900}},
         }
     ).encode()
-    stamp = int(time.time())
-    header = (
-        f"t={stamp},v1="
-        + hmac.new(WHSEC.encode(), f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
-    )
+    header = sign_stripe(body, WHSEC)
     t0 = time.perf_counter()
     for _ in range(n):
         verify_stripe_signature(body, header, [WHSEC])
@@ -316,19 +300,7 @@ def bench_receiver_wrk(seconds: float, workers: int, threads: int) -> dict:
     """The same comparison with wrk (Debian's package), when it is installed."""
     stack = Stack(f"benchwrk{os.getpid()}{workers}{threads}", web=False)
     try:
-        stack.start(
-            "web",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(stack.port),
-            "--workers",
-            str(workers),
-            "--threads",
-            str(threads),
-        )
-        url = f"http://127.0.0.1:{stack.port}"
-        wait_http(url + "/healthz")
+        url = stack.web(workers, threads).url
         folder = Path(tempfile.mkdtemp(prefix="wrk-"))
         with open(folder / "requests.txt", "w") as f:
             for i in range(int(seconds * 6000)):
@@ -408,7 +380,7 @@ def bench_worker(
                 {"type": "user.created", "data": {"user_id": f"u{i}", "email": f"u{i}@example.com"}}
             )
             enqueuer.enqueue_once(Work.for_component(spec, "signup", f"msg_{i}"))
-        worker = stack.start("worker")
+        worker = stack.worker()
         # Count from the first result, so start-up is not in the figure.
         drain(stack, 1)
         seconds = drain(stack, n)
@@ -429,8 +401,8 @@ def bench_e2e(n: int, rate: float) -> dict:
     """Signup posted -> entry on stripe:customers, at a steady `rate` per second."""
     stack = Stack(f"benche2e{os.getpid()}")
     try:
-        stack.start("worker")
-        time.sleep(3)
+        worker = stack.worker()
+        wait_for(lambda: " ready." in worker.log(), timeout=60, interval=0.1)
         tag = f"{os.getpid()}"
         reqs = [signup_request(i, tag) for i in range(n)]
         sent: dict[str, float] = {}
@@ -502,20 +474,17 @@ def bench_naive(seconds: float, latency_ms: float) -> dict:
         STRIPE_WEBHOOK_SECRET=WHSEC,
         PYTHONPATH=str(folder),
     )
-    proc = subprocess.Popen(
+    proc = Process(
         [sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}", "naive_app:app"],
-        env=env,
-        cwd=folder,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+        env,
+        folder / "gunicorn.log",
+        cwd=str(folder),
+    ).start()
     try:
         wait_http(f"http://127.0.0.1:{port}/", any_answer=True)
         return load(port, stripe_request, seconds)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(30)
+        proc.stop(30)
         emulator.stop()
 
 

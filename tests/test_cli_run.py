@@ -7,7 +7,7 @@ import sys
 
 import requests
 
-from .conftest import TEST_KEY
+from .support import TEST_KEY, free_port
 
 CREATE = {
     "component": "stripe.createCustomer",
@@ -111,8 +111,6 @@ def test_missing_spec_file_exits_2(tmp_path):
 
 
 def test_bad_setting_and_absent_redis_are_clear_errors_not_tracebacks():
-    from .conftest import free_port
-
     env = dict(os.environ, STREAM_MAXLEN="abc")
     done = subprocess.run(
         [sys.executable, "-m", "worker.cli", "dlq", "list"],

@@ -19,7 +19,7 @@ from worker.errors import (
 )
 from worker.spec import ComponentSpec
 
-from .conftest import TEST_KEY, at_once, emulator_stats, faults, free_port
+from .support import LIVE_KEY, TEST_KEY, at_once, emulator_stats, faults, free_port
 
 CREATE = {
     "component": "stripe.createCustomer",
@@ -227,8 +227,6 @@ def test_timeout_is_temporary(settings, vault, emulator):
 
 def test_live_key_sees_live_mode_only(settings, emulator):
     from worker.vault import Vault
-
-    from .conftest import LIVE_KEY
 
     both = Vault(None, {"STRIPE_SECRET_KEY": TEST_KEY, "LIVE_KEY": LIVE_KEY})
     gateway = StripeGateway(settings, both)

@@ -10,7 +10,7 @@ import time
 import pytest
 import redis
 
-from .conftest import TEST_KEY, wait_for
+from .support import TEST_KEY, free_port, wait_for
 
 CLI = [sys.executable, "-m", "worker.cli"]
 
@@ -57,8 +57,6 @@ def group_alive(pgid):
 
 
 def test_dev_on_embedded_defaults_end_to_end(tmp_path):
-    from .conftest import free_port
-
     env = clean_env(tmp_path)
     proc, text = start_dev(env, tmp_path, free_port())
     try:
@@ -118,8 +116,6 @@ def test_dev_on_embedded_defaults_end_to_end(tmp_path):
 
 
 def test_dev_uses_the_real_redis_when_redis_url_answers(tmp_path, redis_url, prefix, redis_client):
-    from .conftest import free_port
-
     env = clean_env(tmp_path, REDIS_URL=redis_url, STREAM_PREFIX=prefix)
     proc, text = start_dev(env, tmp_path, free_port())
     try:

@@ -12,7 +12,7 @@ import stripe
 
 from worker.devtools.emulator import IDEMPOTENCY_TTL, EmulatorServer
 
-from .conftest import LIVE_KEY, TEST_KEY
+from .support import LIVE_KEY, TEST_KEY
 
 SPEC = json.loads((Path(__file__).parent / "data" / "customer-openapi.json").read_text())
 SPEC_SCHEMAS = set(SPEC["components"]["schemas"])

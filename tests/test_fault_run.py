@@ -4,11 +4,14 @@ faults; default settings but for a shorter retry backoff, so the suite stays fas
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.fault_run import run_fault
 
 
+@pytest.mark.slow
 def test_every_signup_is_one_customer_and_one_entry():
     report = run_fault(
         signups=60,

@@ -12,18 +12,21 @@ from webhooks.signup import signup_component
 from worker.devtools.emulator import IDEMPOTENCY_TTL
 from worker.work import Work
 
-from .conftest import (
+from .support import (
+    SIGNUP,
     TEST_KEY,
     at_once,
     emulator_stats,
     entries,
     faults,
+    post_signup,
+    post_stripe,
     queued,
     sign_standard,
+    stripe_event,
     wait_for,
     worker_env,
 )
-from .test_receiver import SIGNUP, post_signup, post_stripe, stripe_event
 
 
 def test_signup_becomes_one_customer_and_one_entry(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import requests
 
-from .conftest import free_port, wait_for, worker_env
+from .support import free_port, wait_for, worker_env
 
 ROOT = Path(__file__).parent.parent
 

@@ -5,60 +5,19 @@ import time
 
 import pytest
 
-from .conftest import (
+from .support import (
     LIVE_KEY,
+    SIGNUP,
     STRIPE_WEBHOOK_SECRET,
     at_once,
+    free_port,
+    post_signup,
+    post_stripe,
     queued,
     sign_standard,
     sign_stripe,
+    stripe_event,
 )
-
-
-def stripe_event(event_id="evt_1", livemode=False, obj=None, type_="customer.created"):
-    obj = obj or {"id": "cus_123", "object": "customer", "email": "a@example.com"}
-    return json.dumps(
-        {
-            "id": event_id,
-            "object": "event",
-            "type": type_,
-            "livemode": livemode,
-            "created": int(time.time()),
-            "data": {"object": obj},
-        }
-    ).encode()
-
-
-SIGNUP = json.dumps(
-    {
-        "type": "user.created",
-        "data": {
-            "user_id": "u_123",
-            "email": "jenny.rosen@example.com",
-            "name": "Jenny Rosen",
-            "metadata": {"plan": "pro"},
-        },
-    }
-).encode()
-
-
-def post_stripe(client, body, header=None, **headers):
-    if header is None:
-        header = sign_stripe(body)
-    if header:
-        headers["Stripe-Signature"] = header
-    return client.post(
-        "/webhooks/stripe", data=body, headers=headers, content_type="application/json"
-    )
-
-
-def post_signup(client, body=SIGNUP, headers=None, msg_id="msg_1"):
-    return client.post(
-        "/webhooks/signup",
-        data=body,
-        headers=headers if headers is not None else sign_standard(body, msg_id),
-        content_type="application/json",
-    )
 
 
 def test_valid_stripe_event_is_queued_once(client, redis_client, settings):
@@ -312,8 +271,6 @@ def test_health_ready_and_metrics(client):
 def test_readyz_is_503_when_redis_is_gone(settings, webhook_env):
     from webhooks import create_app
     from worker.vault import Vault
-
-    from .conftest import free_port
 
     dead = settings.with_(redis_url=f"redis://127.0.0.1:{free_port()}/0")
     client = create_app(dead, vault=Vault(None, webhook_env)).test_client()

@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from .conftest import queued, sign_standard, sign_stripe
+from .support import queued, sign_standard, sign_stripe
 
 HEADER_NAMES = [
     "Stripe-Signature",

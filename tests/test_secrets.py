@@ -5,16 +5,17 @@ import time
 
 import requests
 
-from .conftest import (
+from .support import (
+    SIGNUP,
     SIGNUP_WEBHOOK_SECRET,
     STRIPE_WEBHOOK_SECRET,
     TEST_KEY,
     entries,
     sign_standard,
     sign_stripe,
+    stripe_event,
     wait_for,
 )
-from .test_receiver import SIGNUP, stripe_event
 
 SECRETS = (
     TEST_KEY,

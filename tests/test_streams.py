@@ -10,7 +10,7 @@ import fakeredis
 from tasks.publish import Publisher, as_field
 from worker.streams import StreamConsumer
 
-from .conftest import at_once, worker_env
+from .support import at_once, worker_env
 
 
 def test_publish_once_per_work_id(redis_client, settings):

@@ -7,7 +7,7 @@ from worker.redact import redact
 from worker.settings import Settings
 from worker.vault import Vault, check_livemode, key_mode
 
-from .conftest import LIVE_KEY, TEST_KEY
+from .support import LIVE_KEY, TEST_KEY
 
 
 def test_settings_defaults_match_the_interface():

@@ -5,8 +5,16 @@ import time
 
 import requests
 
-from .conftest import LIVE_KEY, SIGNUP_WEBHOOK_SECRET, at_once, queued, sign_standard, sign_stripe
-from .test_receiver import SIGNUP, stripe_event
+from .support import (
+    LIVE_KEY,
+    SIGNUP,
+    SIGNUP_WEBHOOK_SECRET,
+    at_once,
+    queued,
+    sign_standard,
+    sign_stripe,
+    stripe_event,
+)
 
 
 def post(web, route, body, headers):

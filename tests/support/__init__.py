@@ -1,0 +1,70 @@
+"""What the tests and the benchmarks share; conftest.py holds only fixtures.
+
+    signing       the test keys and webhook secrets; sign_stripe, sign_standard
+    deliveries    SIGNUP, stripe_event, post_stripe and post_signup (Flask test client)
+    waiting       wait_for (poll a condition), wait_http, at_once (n threads released together)
+    redis_server  RedisServer (a Redis of a test's own), shared_redis (the run's)
+    processes     Process, WorkerProcess, WebProcess, cli, clean_env, worker_env, FAST_WORKER
+    inprocess     InProcessWorker: the worker on a thread, where a process adds nothing
+    observe       faults, emulator_stats, entries, queued, settled
+
+Nothing here imports pytest, so bench/ uses it as a plain package.
+"""
+
+from worker.devtools.local import free_port
+
+from .deliveries import SIGNUP, post_signup, post_stripe, stripe_event
+from .inprocess import InProcessWorker
+from .observe import emulator_stats, entries, faults, queued, settled
+from .processes import (
+    FAST_WORKER,
+    Process,
+    WebProcess,
+    WorkerProcess,
+    clean_env,
+    cli,
+    worker_env,
+)
+from .redis_server import RedisServer, shared_redis
+from .signing import (
+    LIVE_KEY,
+    SIGNUP_WEBHOOK_SECRET,
+    STRIPE_WEBHOOK_SECRET,
+    TEST_KEY,
+    sign_standard,
+    sign_stripe,
+)
+from .waiting import at_once, http_answers, wait_for, wait_http
+
+__all__ = [
+    "FAST_WORKER",
+    "LIVE_KEY",
+    "SIGNUP",
+    "SIGNUP_WEBHOOK_SECRET",
+    "STRIPE_WEBHOOK_SECRET",
+    "TEST_KEY",
+    "InProcessWorker",
+    "Process",
+    "RedisServer",
+    "WebProcess",
+    "WorkerProcess",
+    "at_once",
+    "clean_env",
+    "cli",
+    "emulator_stats",
+    "entries",
+    "faults",
+    "free_port",
+    "http_answers",
+    "post_signup",
+    "post_stripe",
+    "queued",
+    "settled",
+    "shared_redis",
+    "sign_standard",
+    "sign_stripe",
+    "stripe_event",
+    "wait_for",
+    "wait_http",
+    "worker_env",
+]

@@ -1,0 +1,68 @@
+"""The webhooks the tests send: a signup, Stripe events, and posting them to a Flask test
+client."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from .signing import sign_standard, sign_stripe
+
+SIGNUP = json.dumps(
+    {
+        "type": "user.created",
+        "data": {
+            "user_id": "u_123",
+            "email": "jenny.rosen@example.com",
+            "name": "Jenny Rosen",
+            "metadata": {"plan": "pro"},
+        },
+    }
+).encode()
+
+
+def stripe_event(
+    event_id: str = "evt_1",
+    livemode: bool = False,
+    obj: dict[str, Any] | None = None,
+    type_: str = "customer.created",
+) -> bytes:
+    obj = obj or {"id": "cus_123", "object": "customer", "email": "a@example.com"}
+    return json.dumps(
+        {
+            "id": event_id,
+            "object": "event",
+            "type": type_,
+            "livemode": livemode,
+            "created": int(time.time()),
+            "data": {"object": obj},
+        }
+    ).encode()
+
+
+def post_stripe(client: Any, body: bytes, header: str | None = None, **headers: str) -> Any:
+    """POST /webhooks/stripe, signed with the test secret unless `header` is given ('' for
+    no Stripe-Signature at all)."""
+    if header is None:
+        header = sign_stripe(body)
+    if header:
+        headers["Stripe-Signature"] = header
+    return client.post(
+        "/webhooks/stripe", data=body, headers=headers, content_type="application/json"
+    )
+
+
+def post_signup(
+    client: Any,
+    body: bytes = SIGNUP,
+    headers: dict[str, str] | None = None,
+    msg_id: str = "msg_1",
+) -> Any:
+    """POST /webhooks/signup, signed with the test secret unless `headers` are given."""
+    return client.post(
+        "/webhooks/signup",
+        data=body,
+        headers=headers if headers is not None else sign_standard(body, msg_id),
+        content_type="application/json",
+    )

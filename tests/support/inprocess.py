@@ -1,0 +1,81 @@
+"""The worker on a thread of the test process, for tests where a separate process adds
+nothing: the same Celery app, tasks and crash recovery as `stripe-worker worker`, on the
+threads pool (its default), without the start-up of a new interpreter.
+
+Tests that kill a worker or run the CLI keep real processes (processes.WorkerProcess).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from celery.contrib.testing.worker import TestWorkController
+from celery.signals import worker_ready
+from celery.worker import state
+
+from worker.settings import Settings
+from worker.vault import Vault
+
+from .processes import FAST_WORKER
+
+
+class _Controller(TestWorkController):
+    """Celery's embeddable worker, announcing itself ready as the command's worker does
+    (so `install_recovery` starts recovery for it)."""
+
+    def on_consumer_ready(self, consumer: object) -> None:
+        super().on_consumer_ready(consumer)
+        worker_ready.send(sender=consumer)
+
+
+class InProcessWorker:
+    """One worker of `settings` (with FAST_WORKER's quick retries) on a daemon thread.
+
+    Stopping is Celery's warm shutdown, as on SIGTERM: tasks under way finish first. Its
+    flag is process-wide, so `stop` stops every in-process worker at once.
+    """
+
+    def __init__(self, settings: Settings, vault: Vault, **changes: object) -> None:
+        self.settings = settings.with_(**{**FAST_WORKER, **changes})
+        self.settings.check()
+        self.vault = vault
+        self._thread: threading.Thread | None = None
+        self.controller: _Controller | None = None
+
+    def start(self, timeout: float = 30.0) -> InProcessWorker:
+        from tasks import worker_app
+        from worker.recovery import install_recovery
+
+        app = worker_app(self.settings, self.vault)
+        install_recovery(app, self.settings)
+        self.controller = _Controller(
+            app=app,
+            pool=self.settings.worker_pool,
+            concurrency=self.settings.worker_concurrency,
+            hostname=f"stripe-worker-test-{os.getpid()}-{id(self)}@localhost",
+            loglevel="INFO",
+            ready_callback=None,
+            without_heartbeat=True,
+            without_mingle=True,
+            without_gossip=True,
+        )
+        self._thread = threading.Thread(
+            target=self.controller.start, name="in-process-worker", daemon=True
+        )
+        self._thread.start()
+        if not self.controller._on_started.wait(timeout):
+            raise AssertionError(f"the in-process worker did not start in {timeout}s")
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self._thread is None:
+            return
+        state.should_stop = 0  # what Celery's SIGTERM handler sets: a warm shutdown
+        try:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise AssertionError(f"the in-process worker did not stop in {timeout}s")
+        finally:
+            state.should_stop = None
+            self._thread = None
