@@ -9,6 +9,7 @@ The header of the run says which.
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -142,6 +143,8 @@ def start_worker(
         return w
 
     yield start
+    for w in started:  # all at once: each takes a moment to finish
+        w.terminate()
     for w in started:
         w.stop()
 
@@ -187,5 +190,7 @@ def start_web(
         return web
 
     yield start
+    for web in started:
+        web.terminate(signal.SIGINT)  # gunicorn's quick shutdown: nothing is checked after
     for web in started:
         web.stop()

@@ -3,11 +3,14 @@
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.fuzz_run import run_fuzz
 
 
+@pytest.mark.slow
 def test_no_5xx_and_nothing_queued_without_a_valid_live_signature(redis_url, monkeypatch):
     monkeypatch.setenv("REDIS_URL", redis_url)
     report = run_fuzz(examples=400, say=lambda *_: None)

@@ -1,11 +1,16 @@
-"""End to end on real parts: the receiver, Redis, a real worker process, the emulator."""
+"""End to end on real parts: the receiver, Redis, the worker, the emulator over HTTP.
+
+The worker runs on a thread of the test process (`start_inprocess_worker`: the same app,
+tasks and recovery as `stripe-worker worker`), and as real processes where a test kills
+one or runs several (`start_worker`).
+"""
 
 import json
 import subprocess
 import sys
-import time
 from dataclasses import replace
 
+import pytest
 import requests
 
 from webhooks.signup import signup_component
@@ -22,6 +27,7 @@ from .support import (
     post_signup,
     post_stripe,
     queued,
+    settled,
     sign_standard,
     stripe_event,
     wait_for,
@@ -30,10 +36,10 @@ from .support import (
 
 
 def test_signup_becomes_one_customer_and_one_entry(
-    client, start_worker, redis_client, settings, emulator
+    client, start_inprocess_worker, redis_client, settings, emulator
 ):
     assert post_signup(client).status_code == 200
-    start_worker()
+    start_inprocess_worker()
     [entry] = wait_for(lambda: entries(redis_client, settings, "customers"))
     assert entry["component"] == "stripe.createCustomer"
     assert entry["customerId"].startswith("cus_")
@@ -47,10 +53,10 @@ def test_signup_becomes_one_customer_and_one_entry(
 
 
 def test_three_concurrent_deliveries_make_one_customer(
-    app, start_worker, redis_client, settings, emulator
+    app, start_inprocess_worker, redis_client, settings, emulator
 ):
     headers = sign_standard(SIGNUP, "msg_3x")
-    start_worker()
+    start_inprocess_worker()
     answers = at_once(3, lambda: post_signup(app.test_client(), SIGNUP, headers).json["duplicate"])
     assert sorted(answers) == [False, True, True]
     wait_for(lambda: entries(redis_client, settings, "customers"))
@@ -67,15 +73,15 @@ def test_three_concurrent_deliveries_make_one_customer(
         )
     )
     wait_for(lambda: redis_client.llen(settings.keys.queue) == 0)
-    time.sleep(1)  # let the last task finish publishing (or not)
+    wait_for(lambda: settled(redis_client, settings))  # the last task published, or not
     assert len(entries(redis_client, settings, "customers")) == 1
     assert emulator_stats(emulator)["created"]["test"] == 1
 
 
-def test_500_twice_then_success(client, start_worker, redis_client, settings, emulator):
+def test_500_twice_then_success(client, start_inprocess_worker, redis_client, settings, emulator):
     faults(emulator, status=500, count=2)
     post_signup(client)
-    start_worker()
+    start_inprocess_worker()
     [entry] = wait_for(lambda: entries(redis_client, settings, "customers"))
     assert entry["attempts"] == "3"
     assert entry["idempotency_key"] == "signup-u_123"
@@ -84,20 +90,22 @@ def test_500_twice_then_success(client, start_worker, redis_client, settings, em
     assert entries(redis_client, settings, "errors") == []
 
 
-def test_429_with_should_retry_is_retried(client, start_worker, redis_client, settings, emulator):
+def test_429_with_should_retry_is_retried(
+    client, start_inprocess_worker, redis_client, settings, emulator
+):
     faults(emulator, status=429, count=1, should_retry="true")
     post_signup(client)
-    start_worker()
+    start_inprocess_worker()
     [entry] = wait_for(lambda: entries(redis_client, settings, "customers"))
     assert entry["attempts"] == "2"
 
 
 def test_temporary_errors_end_in_one_error_entry_when_retries_are_spent(
-    client, start_worker, redis_client, settings, emulator
+    client, start_inprocess_worker, redis_client, settings, emulator
 ):
     faults(emulator, status=500, count=100)
     post_signup(client)
-    start_worker()
+    start_inprocess_worker()
     [error] = wait_for(lambda: entries(redis_client, settings, "errors"))
     assert (error["error_type"], error["http_status"], error["attempts"]) == (
         "api_error",
@@ -109,11 +117,11 @@ def test_temporary_errors_end_in_one_error_entry_when_retries_are_spent(
 
 
 def test_401_is_one_error_entry_without_retry_then_replayed(
-    client, start_worker, redis_client, settings, emulator, webhook_env
+    client, start_inprocess_worker, redis_client, settings, emulator, webhook_env
 ):
     requests.post(f"{emulator.url}/_emulator/keys", json={"revoke": [TEST_KEY]}, timeout=5)
     post_signup(client)
-    start_worker()
+    start_inprocess_worker()
     [error] = wait_for(lambda: entries(redis_client, settings, "errors"))
     assert (error["error_type"], error["http_status"], error["attempts"]) == (
         "authentication_error",
@@ -146,7 +154,7 @@ def test_401_is_one_error_entry_without_retry_then_replayed(
 
 
 def test_unknown_customer_in_an_event_is_one_not_found_error(
-    client, start_worker, redis_client, settings
+    client, start_inprocess_worker, redis_client, settings
 ):
     body = stripe_event(
         "evt_inv",
@@ -154,7 +162,7 @@ def test_unknown_customer_in_an_event_is_one_not_found_error(
         type_="invoice.payment_failed",
     )
     assert post_stripe(client, body).status_code == 200
-    start_worker()
+    start_inprocess_worker()
     [error] = wait_for(lambda: entries(redis_client, settings, "errors"))
     assert (error["error_type"], error["http_status"]) == ("not_found", "404")
     assert error["component"] == "stripe.getStripeCustomer"
@@ -164,7 +172,7 @@ def test_unknown_customer_in_an_event_is_one_not_found_error(
 
 
 def test_stripe_event_is_enriched_with_its_customer(
-    client, start_worker, redis_client, settings, emulator
+    client, start_inprocess_worker, redis_client, settings, emulator
 ):
     customer = requests.post(
         f"{emulator.url}/v1/customers",
@@ -182,7 +190,7 @@ def test_stripe_event_is_enriched_with_its_customer(
         "evt_plain", obj={"id": "prod_1", "object": "product"}, type_="product.created"
     )
     post_stripe(client, plain)
-    start_worker()
+    start_inprocess_worker()
     found = wait_for(
         lambda: (
             len(entries(redis_client, settings, "events")) == 2
@@ -198,7 +206,7 @@ def test_stripe_event_is_enriched_with_its_customer(
 
 
 def test_the_same_work_run_twice_publishes_once(
-    app, start_worker, redis_client, settings, emulator
+    app, start_inprocess_worker, redis_client, settings, emulator
 ):
     """Two messages of one piece of work (as after a kill between publish and ack)."""
     enqueuer = app.extensions["stripe_worker"]["enqueuer"]
@@ -206,14 +214,15 @@ def test_the_same_work_run_twice_publishes_once(
     work = Work.for_component(spec, "signup", "msg_twice")
     assert enqueuer.enqueue_once(replace(work, delivery_id="a"))
     assert enqueuer.enqueue_once(replace(work, delivery_id="b"))
-    start_worker()
+    start_inprocess_worker()
     wait_for(lambda: entries(redis_client, settings, "customers"))
     wait_for(lambda: redis_client.llen(settings.keys.queue) == 0)
-    time.sleep(1.5)
+    wait_for(lambda: settled(redis_client, settings))  # both messages ran and were acked
     assert len(entries(redis_client, settings, "customers")) == 1
     assert emulator_stats(emulator)["created"]["test"] == 1
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_task_runs_it_again_once(
     client, start_worker, redis_client, settings, emulator
 ):
@@ -231,10 +240,10 @@ def test_worker_killed_mid_task_runs_it_again_once(
 
 
 def test_replay_a_week_later_returns_the_first_customer(
-    client, start_worker, redis_client, settings, emulator, app
+    client, start_inprocess_worker, redis_client, settings, emulator, app
 ):
     post_signup(client)
-    start_worker()
+    start_inprocess_worker()
     [first] = wait_for(lambda: entries(redis_client, settings, "customers"))
     # Stripe forgets idempotency keys after 24 h: so does the emulator.
     for stored in emulator.state.idempotency.values():
@@ -244,7 +253,7 @@ def test_replay_a_week_later_returns_the_first_customer(
     enqueuer = app.extensions["stripe_worker"]["enqueuer"]
     assert enqueuer.enqueue_once(work)
     wait_for(lambda: redis_client.llen(settings.keys.queue) == 0)
-    time.sleep(1.5)
+    wait_for(lambda: settled(redis_client, settings))  # the replay ran and was acked
     assert emulator_stats(emulator)["created"]["test"] == 1
     assert [e["customerId"] for e in entries(redis_client, settings, "customers")] == [
         first["customerId"]
@@ -252,7 +261,7 @@ def test_replay_a_week_later_returns_the_first_customer(
 
 
 def test_run_queue_hands_a_component_to_the_worker_once(
-    start_worker, redis_client, settings, emulator, webhook_env
+    start_inprocess_worker, redis_client, settings, emulator, webhook_env
 ):
     spec = json.dumps(
         {
@@ -276,13 +285,14 @@ def test_run_queue_hands_a_component_to_the_worker_once(
         assert done.returncode == 0, done.stderr
         answers.append(json.loads(done.stdout))
     assert [a["duplicate"] for a in answers] == [False, True]
-    start_worker()
+    start_inprocess_worker()
     [entry] = wait_for(lambda: entries(redis_client, settings, "customers"))
     assert (entry["source"], entry["source_id"]) == ("cli", answers[0]["source_id"])
     assert json.loads(entry["outputs"]) == {"mail": "cli@example.com"}
     assert entry["idempotency_key"].startswith("sw-")
 
 
+@pytest.mark.slow
 def test_work_whose_message_vanished_is_queued_again(
     app, start_worker, redis_client, settings, emulator
 ):
@@ -306,6 +316,7 @@ def test_slow_work_is_not_queued_twice(app, start_worker, redis_client, settings
     assert redis_client.llen(settings.keys.queue) == 1
 
 
+@pytest.mark.slow
 def test_rate_limit_is_kept_across_workers(app, start_worker, redis_client, settings, emulator):
     """Two workers pacing to 20 calls/s never trip Stripe's 25/s limit (here the emulator's)."""
     faults(emulator, rate_limit=25)

@@ -1,7 +1,6 @@
 """The whole flow with known secret values: none may appear in any log, entry or answer."""
 
 import json
-import time
 
 import requests
 
@@ -11,6 +10,7 @@ from .support import (
     STRIPE_WEBHOOK_SECRET,
     TEST_KEY,
     entries,
+    settled,
     sign_standard,
     sign_stripe,
     stripe_event,
@@ -68,7 +68,7 @@ def test_no_secret_anywhere(start_web, start_worker, redis_client, settings, emu
     other = SIGNUP.replace(b"u_123", b"u_456")
     post("signup", other, sign_standard(other, "msg_s2"))
     wait_for(lambda: len(entries(redis_client, settings, "errors")) == 2)
-    time.sleep(0.5)
+    wait_for(lambda: settled(redis_client, settings))  # every task ran to its end
     web.stop()
     worker.stop()
 

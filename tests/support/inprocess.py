@@ -32,9 +32,13 @@ class _Controller(TestWorkController):
 class InProcessWorker:
     """One worker of `settings` (with FAST_WORKER's quick retries) on a daemon thread.
 
-    Stopping is Celery's warm shutdown, as on SIGTERM: tasks under way finish first. Its
-    flag is process-wide, so `stop` stops every in-process worker at once.
+    One at a time: the pool's threads find the tasks through Celery's default app, which
+    is process-wide (as Celery's own `start_worker` does), and so is the flag that stops
+    it. Tests of several workers use processes. Stopping is Celery's warm shutdown, as on
+    SIGTERM: tasks under way finish first.
     """
+
+    _running: InProcessWorker | None = None
 
     def __init__(self, settings: Settings, vault: Vault, **changes: object) -> None:
         self.settings = settings.with_(**{**FAST_WORKER, **changes})
@@ -47,8 +51,15 @@ class InProcessWorker:
         from tasks import worker_app
         from worker.recovery import install_recovery
 
+        assert InProcessWorker._running is None, "one in-process worker at a time"
         app = worker_app(self.settings, self.vault)
         install_recovery(app, self.settings)
+        app.set_default()  # what the pool's threads run tasks on
+        # BRPOP for 0.1 s instead of 1 s: the loop sees the stop flag between two.
+        app.conf.broker_transport_options = {
+            **app.conf.broker_transport_options,
+            "polling_interval": 0.1,
+        }
         self.controller = _Controller(
             app=app,
             pool=self.settings.worker_pool,
@@ -64,6 +75,7 @@ class InProcessWorker:
             target=self.controller.start, name="in-process-worker", daemon=True
         )
         self._thread.start()
+        InProcessWorker._running = self
         if not self.controller._on_started.wait(timeout):
             raise AssertionError(f"the in-process worker did not start in {timeout}s")
         return self
@@ -79,3 +91,4 @@ class InProcessWorker:
         finally:
             state.should_stop = None
             self._thread = None
+            InProcessWorker._running = None

@@ -107,12 +107,17 @@ class Process:
         if self.proc is not None:
             self.proc.wait(10)
 
-    def stop(self, timeout: float = 20) -> None:
-        """SIGTERM to the whole group and wait; SIGKILL after `timeout` seconds."""
+    def terminate(self, sig: int = signal.SIGTERM) -> None:
+        """Send `sig` (SIGTERM: stop gracefully) to the whole group; `stop` waits for it."""
         if self.alive():
-            os.killpg(self.pid, signal.SIGTERM)
+            os.killpg(self.pid, sig)
+
+    def stop(self, timeout: float = 20, sig: int = signal.SIGTERM) -> None:
+        """Send `sig` (SIGTERM) to the whole group and wait; SIGKILL after `timeout` s."""
+        self.terminate(sig)
+        if self.proc is not None:
             try:
-                self.proc.wait(timeout)  # type: ignore[union-attr]
+                self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.kill()
 
