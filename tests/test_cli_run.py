@@ -7,7 +7,7 @@ import sys
 
 import requests
 
-from .support import TEST_KEY, free_port
+from .support import TEST_KEY, clean_env, free_port
 
 CREATE = {
     "component": "stripe.createCustomer",
@@ -17,8 +17,7 @@ CREATE = {
 
 
 def run(spec, emulator, key=TEST_KEY, extra_env=None):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STRIPE")}
-    env.update(STRIPE_API_BASE=emulator.url, STRIPE_SECRET_KEY=key, **(extra_env or {}))
+    env = clean_env(STRIPE_API_BASE=emulator.url, STRIPE_SECRET_KEY=key, **(extra_env or {}))
     text = spec if isinstance(spec, str) else json.dumps(spec)
     return subprocess.run(
         [sys.executable, "-m", "worker.cli", "run", "-"],
@@ -45,8 +44,7 @@ def test_create_then_get_print_the_promised_outputs(emulator):
 def test_spec_from_a_file(emulator, tmp_path):
     path = tmp_path / "spec.json"
     path.write_text(json.dumps(dict(CREATE, outputs={"email": "Response.email"})))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STRIPE")}
-    env.update(STRIPE_API_BASE=emulator.url, STRIPE_SECRET_KEY=TEST_KEY)
+    env = clean_env(STRIPE_API_BASE=emulator.url, STRIPE_SECRET_KEY=TEST_KEY)
     done = subprocess.run(
         [sys.executable, "-m", "worker.cli", "run", str(path)],
         capture_output=True,
@@ -87,8 +85,7 @@ def test_bad_spec_exits_2_without_calling_stripe(emulator):
 
 
 def test_missing_key_exits_2_naming_the_secret(emulator):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STRIPE")}
-    env["STRIPE_API_BASE"] = emulator.url
+    env = clean_env(STRIPE_API_BASE=emulator.url)
     done = subprocess.run(
         [sys.executable, "-m", "worker.cli", "run", "-"],
         input=json.dumps(CREATE),

@@ -9,22 +9,15 @@ import sys
 import pytest
 import redis
 
-from .support import TEST_KEY, free_port, wait_for
+from .support import TEST_KEY, clean_env, free_port, wait_for
 
 CLI = [sys.executable, "-m", "worker.cli"]
 
 
-def clean_env(tmp_path, **extra):
+def fresh_env(tmp_path, **extra):
     """No Redis URL, no Stripe key, no secrets: a fresh machine. TMPDIR isolates the state
     file `dev` leaves for `send` and `tail`."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("STRIPE", "REDIS", "SIGNUP", "STREAM", "SECRETS"))
-    }
-    env["TMPDIR"] = str(tmp_path)
-    env.update(extra)
-    return env
+    return clean_env(TMPDIR=tmp_path, **extra)
 
 
 def start_dev(env, tmp_path, port):
@@ -57,7 +50,7 @@ def group_alive(pgid):
 
 @pytest.mark.slow
 def test_dev_on_embedded_defaults_end_to_end(tmp_path):
-    env = clean_env(tmp_path)
+    env = fresh_env(tmp_path)
     proc, text = start_dev(env, tmp_path, free_port())
     try:
         out = text()
@@ -116,7 +109,7 @@ def test_dev_on_embedded_defaults_end_to_end(tmp_path):
 
 
 def test_dev_uses_the_real_redis_when_redis_url_answers(tmp_path, redis_url, prefix, redis_client):
-    env = clean_env(tmp_path, REDIS_URL=redis_url, STREAM_PREFIX=prefix)
+    env = fresh_env(tmp_path, REDIS_URL=redis_url, STREAM_PREFIX=prefix)
     proc, text = start_dev(env, tmp_path, free_port())
     try:
         assert f"redis     {redis_url} (REDIS_URL)" in text()
@@ -137,7 +130,7 @@ def test_dev_uses_the_real_redis_when_redis_url_answers(tmp_path, redis_url, pre
 
 
 def test_send_without_a_receiver_or_secret_is_a_clear_error(tmp_path):
-    env = clean_env(tmp_path)
+    env = fresh_env(tmp_path)
     done = subprocess.run(
         [*CLI, "send", "signup", "--email", "a@example.com"],
         env=env,
@@ -172,7 +165,7 @@ def test_send_without_a_receiver_or_secret_is_a_clear_error(tmp_path):
     ],
 )
 def test_check_says_ok_or_fail_per_line(tmp_path, emulator, redis_url, extra, expect_ok):
-    env = clean_env(tmp_path, REDIS_URL=redis_url, STRIPE_API_BASE=emulator.url, **extra)
+    env = fresh_env(tmp_path, REDIS_URL=redis_url, STRIPE_API_BASE=emulator.url, **extra)
     done = subprocess.run([*CLI, "check"], env=env, capture_output=True, text=True, timeout=60)
     assert (done.returncode == 0) is expect_ok, done.stdout
     assert "OK    redis" in done.stdout

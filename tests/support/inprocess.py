@@ -77,6 +77,7 @@ class InProcessWorker:
         self._thread.start()
         InProcessWorker._running = self
         if not self.controller._on_started.wait(timeout):
+            self.stop()
             raise AssertionError(f"the in-process worker did not start in {timeout}s")
         return self
 
