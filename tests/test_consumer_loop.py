@@ -1,5 +1,6 @@
 """The consumer side as agent authors use it: the run loop, dead letters, a clean stop, the
-example agent, and the published schemas; on a real Redis, with a real worker publishing."""
+example agent, and the published schemas; on a real Redis, with the worker publishing (on
+a thread of the test process: nothing here needs its process)."""
 
 import json
 import signal
@@ -16,15 +17,14 @@ from worker.spec import ComponentSpec
 from worker.streams import Entry, RunStats, StreamConsumer
 from worker.work import Work
 
-from .conftest import wait_for, worker_env
 from .entry_schemas import entry_problems
-from .test_stream_retention import event_work, queue
+from .support import enqueue, event_work, wait_for, worker_env
 
 AGENT = Path(__file__).parent.parent / "examples" / "agent.py"
 
 
 def test_an_entry_whose_handler_always_raises_is_dead_lettered_while_others_flow(
-    redis_client, settings, start_worker
+    redis_client, settings, start_inprocess_worker
 ):
     key = settings.keys.stream(EVENTS)
     consumer = StreamConsumer(redis_client, key, "agents", "a1", min_idle_ms=50, max_deliveries=3)
@@ -37,8 +37,8 @@ def test_an_entry_whose_handler_always_raises_is_dead_lettered_while_others_flow
             raise ValueError("cannot make sense of this invoice")
         handled.append(entry.work_id)
 
-    start_worker()
-    queue(redis_client, settings, works)
+    start_inprocess_worker()
+    enqueue(redis_client, settings, works)
     stats = consumer.run(handle, count=5, block_ms=200, limit=len(works))
 
     assert stats == RunStats(handled=19, failed=3, dead=1)
@@ -72,7 +72,7 @@ def test_an_entry_its_consumers_die_on_is_dead_lettered_without_running_again(
 
 
 def test_the_example_agent_reads_acks_and_stops_on_sigterm(
-    redis_client, settings, start_worker, webhook_env, tmp_path
+    redis_client, settings, start_inprocess_worker, webhook_env, tmp_path
 ):
     spec = ComponentSpec.parse(
         {
@@ -81,8 +81,10 @@ def test_the_example_agent_reads_acks_and_stops_on_sigterm(
             "Body": {"email": "ada@example.com", "metadata": {"plan": "pro"}},
         }
     )
-    start_worker()
-    queue(redis_client, settings, [Work.for_component(spec, "cli", f"agent{i}") for i in range(3)])
+    start_inprocess_worker()
+    enqueue(
+        redis_client, settings, [Work.for_component(spec, "cli", f"agent{i}") for i in range(3)]
+    )
     env = worker_env(settings, webhook_env)
     env["PYTHONPATH"] = str(AGENT.parent.parent)
     out = tmp_path / "agent.out"

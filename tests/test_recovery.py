@@ -13,8 +13,7 @@ import time
 
 import pytest
 
-from .conftest import emulator_stats, entries, faults, wait_for
-from .test_receiver import post_signup
+from .support import emulator_stats, entries, faults, post_signup, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -1,5 +1,5 @@
 """What trimming keeps: nothing a consumer group has not read, up to a hard limit, and every
-failure; on a real Redis, with a real worker where the worker publishes."""
+failure; on a real Redis, with the worker publishing (a real process where its log is read)."""
 
 import logging
 
@@ -8,30 +8,11 @@ import redis
 
 from tasks.publish import Publisher
 from worker.keys import EVENTS
-from worker.queue import Enqueuer
 from worker.spec import ComponentSpec
 from worker.streams import StreamConsumer, group_lags
 from worker.work import Work
 
-from .conftest import TEST_KEY, wait_for
-
-
-def event_work(i: int) -> Work:
-    """An event that names no customer: the worker publishes it without calling Stripe."""
-    event = {
-        "id": f"evt_lag_{i}",
-        "object": "event",
-        "type": "invoice.created",
-        "livemode": False,
-        "data": {"object": {"object": "invoice", "id": f"in_{i}"}},
-    }
-    return Work.for_event(event)
-
-
-def queue(client: redis.Redis, settings, works: list[Work]) -> None:
-    enqueuer = Enqueuer(client, settings)
-    for work in works:
-        assert enqueuer.enqueue_once(work)
+from .support import TEST_KEY, enqueue, event_work, wait_for
 
 
 @pytest.mark.slow
@@ -44,7 +25,7 @@ def test_a_lagging_group_loses_nothing_and_the_stream_is_trimmed_once_it_acks(
     eager = StreamConsumer(redis_client, key, "eager", "e1")
     worker = start_worker(STREAM_MAXLEN=maxlen)
     works = [event_work(i) for i in range(3 * maxlen)]
-    queue(redis_client, settings, works)
+    enqueue(redis_client, settings, works)
     read_by_eager = 0
     while read_by_eager < len(works):  # one group keeps up while the worker publishes
         batch = eager.read(count=100, block_ms=10_000)
@@ -65,7 +46,7 @@ def test_a_lagging_group_loses_nothing_and_the_stream_is_trimmed_once_it_acks(
 
     def trimmed_back() -> bool:
         # Trimming happens as entries are added; the floor it uses may be a second old.
-        queue(redis_client, settings, [event_work(next(more))])
+        enqueue(redis_client, settings, [event_work(next(more))])
         return redis_client.xlen(key) <= maxlen + 100
 
     wait_for(trimmed_back, timeout=30, interval=0.02)
@@ -107,16 +88,15 @@ def test_past_the_hard_limit_the_oldest_are_dropped_counted_and_logged(
     assert (lag.name, lag.pending) == ("abandoned", 0)
 
 
-@pytest.mark.slow
-def test_failures_are_never_trimmed(redis_client, settings, start_worker, emulator):
+def test_failures_are_never_trimmed(redis_client, settings, start_inprocess_worker, emulator):
     import requests
 
     requests.post(f"{emulator.url}/_emulator/keys", json={"revoke": [TEST_KEY]}, timeout=5)
-    start_worker(STREAM_MAXLEN=50)
+    start_inprocess_worker(stream_maxlen=50)
     spec = ComponentSpec.parse(
         {"component": "stripe.createCustomer", "trigger": "true", "Body": {"name": "x"}}
     )
-    queue(redis_client, settings, [Work.for_component(spec, "cli", f"c{i}") for i in range(300)])
+    enqueue(redis_client, settings, [Work.for_component(spec, "cli", f"c{i}") for i in range(300)])
     wait_for(lambda: redis_client.zcard(settings.keys.ledger) == 0, timeout=60)
     assert redis_client.xlen(settings.keys.stream("errors")) == 300
 

@@ -2,8 +2,7 @@
 
 import pytest
 
-from .conftest import entries, wait_for
-from .test_receiver import post_signup
+from .support import entries, post_signup, wait_for
 
 pytestmark = pytest.mark.slow
 

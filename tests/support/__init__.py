@@ -1,7 +1,8 @@
 """What the tests and the benchmarks share; conftest.py holds only fixtures.
 
     signing       the test keys and webhook secrets; sign_stripe, sign_standard
-    deliveries    SIGNUP, stripe_event, post_stripe and post_signup (Flask test client)
+    deliveries    SIGNUP, stripe_event, post_stripe and post_signup (Flask test client);
+                  event_work and enqueue (work queued as the receiver does)
     waiting       wait_for (poll a condition), wait_http, at_once (n threads released together)
     redis_server  RedisServer (a Redis of a test's own), shared_redis (the run's)
     processes     Process, WorkerProcess, WebProcess, cli, clean_env, worker_env, FAST_WORKER
@@ -13,7 +14,7 @@ Nothing here imports pytest, so bench/ uses it as a plain package.
 
 from worker.devtools.local import free_port
 
-from .deliveries import SIGNUP, post_signup, post_stripe, stripe_event
+from .deliveries import SIGNUP, enqueue, event_work, post_signup, post_stripe, stripe_event
 from .inprocess import InProcessWorker
 from .observe import emulator_stats, entries, faults, queued, settled
 from .processes import (
@@ -52,7 +53,9 @@ __all__ = [
     "clean_env",
     "cli",
     "emulator_stats",
+    "enqueue",
     "entries",
+    "event_work",
     "faults",
     "free_port",
     "http_answers",

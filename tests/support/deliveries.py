@@ -1,11 +1,17 @@
-"""The webhooks the tests send: a signup, Stripe events, and posting them to a Flask test
-client."""
+"""What the tests send: a signup, Stripe events, posting them to a Flask test client, and
+work queued straight onto the Celery queue."""
 
 from __future__ import annotations
 
 import json
 import time
 from typing import Any
+
+import redis
+
+from worker.queue import Enqueuer
+from worker.settings import Settings
+from worker.work import Work
 
 from .signing import sign_standard, sign_stripe
 
@@ -66,3 +72,22 @@ def post_signup(
         headers=headers if headers is not None else sign_standard(body, msg_id),
         content_type="application/json",
     )
+
+
+def event_work(i: int) -> Work:
+    """An event that names no customer: the worker publishes it without calling Stripe."""
+    event = {
+        "id": f"evt_lag_{i}",
+        "object": "event",
+        "type": "invoice.created",
+        "livemode": False,
+        "data": {"object": {"object": "invoice", "id": f"in_{i}"}},
+    }
+    return Work.for_event(event)
+
+
+def enqueue(client: redis.Redis, settings: Settings, works: list[Work]) -> None:
+    """Queue each of `works` as the receiver does (each must be new)."""
+    enqueuer = Enqueuer(client, settings)
+    for work in works:
+        assert enqueuer.enqueue_once(work)

@@ -11,22 +11,12 @@ import os
 import threading
 
 from celery.contrib.testing.worker import TestWorkController
-from celery.signals import worker_ready
 from celery.worker import state
 
 from worker.settings import Settings
 from worker.vault import Vault
 
 from .processes import FAST_WORKER
-
-
-class _Controller(TestWorkController):
-    """Celery's embeddable worker, announcing itself ready as the command's worker does
-    (so `install_recovery` starts recovery for it)."""
-
-    def on_consumer_ready(self, consumer: object) -> None:
-        super().on_consumer_ready(consumer)
-        worker_ready.send(sender=consumer)
 
 
 class InProcessWorker:
@@ -45,7 +35,7 @@ class InProcessWorker:
         self.settings.check()
         self.vault = vault
         self._thread: threading.Thread | None = None
-        self.controller: _Controller | None = None
+        self.controller: TestWorkController | None = None
 
     def start(self, timeout: float = 30.0) -> InProcessWorker:
         from tasks import worker_app
@@ -53,14 +43,18 @@ class InProcessWorker:
 
         assert InProcessWorker._running is None, "one in-process worker at a time"
         app = worker_app(self.settings, self.vault)
-        install_recovery(app, self.settings)
+        install_recovery(
+            app,
+            self.settings,
+            {"pool": self.settings.worker_pool, "concurrency": self.settings.worker_concurrency},
+        )
         app.set_default()  # what the pool's threads run tasks on
         # BRPOP for 0.1 s instead of 1 s: the loop sees the stop flag between two.
         app.conf.broker_transport_options = {
             **app.conf.broker_transport_options,
             "polling_interval": 0.1,
         }
-        self.controller = _Controller(
+        self.controller = TestWorkController(
             app=app,
             pool=self.settings.worker_pool,
             concurrency=self.settings.worker_concurrency,

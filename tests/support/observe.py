@@ -40,7 +40,8 @@ def queued(client: redis.Redis, settings: Settings) -> list[dict[str, Any]]:
 def settled(client: redis.Redis, settings: Settings) -> bool:
     """True when no work is left to happen: the queue is empty, no worker holds a message
     (kombu's unacked hash), and every accepted delivery has published its result or error
-    (the ledger is empty). What a test waits on before saying "nothing more happens"."""
+    (the ledger is empty; it also covers a message a worker has fetched but not yet
+    recorded). What a test waits on before saying "nothing more happens"."""
     keys = settings.keys
     pipe = client.pipeline(transaction=False)
     pipe.llen(keys.queue)
