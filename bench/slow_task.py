@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,10 +22,9 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.fault_run import KEY, Processes, start_redis  # noqa: E402
+from bench.fault_run import KEY  # noqa: E402
+from tests.support import Process, RedisServer, clean_env, cli, settled, wait_for  # noqa: E402
 from worker.devtools.emulator import EmulatorServer  # noqa: E402
-from worker.devtools.local import free_port  # noqa: E402
-from worker.keys import Keys  # noqa: E402
 from worker.queue import Enqueuer  # noqa: E402
 from worker.settings import Settings  # noqa: E402
 from worker.spec import ComponentSpec  # noqa: E402
@@ -35,28 +35,24 @@ def main(seconds: float = 60.0) -> int:
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )
-    port = free_port()
-    redis_proc = start_redis(port)
-    url = f"redis://127.0.0.1:{port}/0"
+    own_redis = RedisServer().start()
+    url = own_redis.url
     emulator = EmulatorServer("127.0.0.1", 0).start()
     emulator.state.set_faults({"latency_ms": seconds * 1000})
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE", "REDIS"))}
-    env.update(
+    env = clean_env(
         REDIS_URL=url,
         STRIPE_API_BASE=emulator.url,
         STRIPE_SECRET_KEY=KEY,
-        STRIPE_TIMEOUT=str(seconds + 30),
-        PYTHONPATH=str(ROOT),
+        STRIPE_TIMEOUT=seconds + 30,
+        PYTHONPATH=ROOT,
     )
-    import tempfile
-
-    procs = Processes(env, Path(tempfile.mkdtemp(prefix="slow-task-")))
-    workers = [procs.start("worker"), procs.start("worker")]
+    logdir = Path(tempfile.mkdtemp(prefix="slow-task-"))
+    workers = [Process(cli("worker"), env, logdir / f"worker-{i}.log").start() for i in (1, 2)]
     client = redis.Redis.from_url(url, decode_responses=True)
-    keys = Keys("stripe")
+    settings = Settings(redis_url=url)
+    keys = settings.keys
     try:
-        while client.zcard(keys.workers) < 2:
-            time.sleep(0.1)
+        wait_for(lambda: client.zcard(keys.workers) >= 2, timeout=60, interval=0.1)
         spec = ComponentSpec.parse(
             {
                 "component": "stripe.createCustomer",
@@ -64,9 +60,7 @@ def main(seconds: float = 60.0) -> int:
                 "Body": {"email": "slow@example.com"},
             }
         )
-        Enqueuer(client, Settings(redis_url=url)).enqueue_once(
-            Work.for_component(spec, "cli", "slow-1")
-        )
+        Enqueuer(client, settings).enqueue_once(Work.for_component(spec, "cli", "slow-1"))
         started, renewals, last = time.monotonic(), 0, None
         while not client.xlen(keys.stream("customers")):
             for _tag, score in client.zrange(keys.unacked_index, 0, -1, withscores=True):
@@ -74,7 +68,8 @@ def main(seconds: float = 60.0) -> int:
                 last = score
             time.sleep(0.2)
         took = time.monotonic() - started
-        time.sleep(3)  # a second run, had there been one, would show now
+        # A second run, had there been one, would hold the message: wait until none does.
+        wait_for(lambda: settled(client, settings), timeout=seconds + 30, interval=0.2)
         stats = emulator.state.stats
         print(
             json.dumps(
@@ -94,8 +89,8 @@ def main(seconds: float = 60.0) -> int:
         return 0 if ok else 1
     finally:
         for proc in workers:
-            Processes.stop(proc)
-        redis_proc.kill()
+            proc.stop(30)
+        own_redis.stop()
         emulator.stop()
 
 
