@@ -141,9 +141,8 @@ class WorkTask(Task):
         else:
             return self._publish(rt, work, stream, work.work_id, entry)
         if isinstance(error, RateLimited):  # back-pressure: wait on the queue, attempts kept
-            again = {"work": work.to_json(), "held": held + 1}
-            delay = error.retry_after or self._delay(rt, min(held + 1, 6))
-            raise self.retry(kwargs=again, countdown=delay, exc=error) from None
+            wait = error.retry_after or self._delay(rt, held + 1)
+            raise self.retry(kwargs=dict(work=work.to_json(), held=held + 1), countdown=wait)
         if is_retryable(error) and attempts < rt.settings.retry_max_attempts:
             log.info(
                 "retrying %s %s (attempt %d): %s",
