@@ -19,6 +19,7 @@ from tasks.ratelimit import (
 )
 from tasks.stripe_gateway import StripeGateway
 from webhooks.signup import signup_component
+from worker.devtools.emulator import EmulatorServer
 from worker.errors import RateLimited, SettingsError, from_stripe_error, is_retryable
 from worker.queue import Enqueuer
 from worker.settings import Settings
@@ -147,7 +148,16 @@ def test_a_429_is_retried_whatever_stripe_should_retry_says():
     assert error.retry_after == 3.0
 
 
-def test_the_emulator_keeps_stripes_limit_per_key_mode(emulator):
+@pytest.fixture
+def own_emulator():
+    """An emulator of this test's own: any well-formed key, test or live."""
+    server = EmulatorServer("127.0.0.1", 0).start()
+    yield server
+    server.stop()
+
+
+def test_the_emulator_keeps_stripes_limit_per_key_mode(own_emulator):
+    emulator = own_emulator
     faults(emulator, rate_limit="stripe")
     answers: dict[str, list[int]] = {"test": [], "live": []}
     for mode, key, n in (("test", TEST_KEY, 40), ("live", LIVE_KEY, 40)):
