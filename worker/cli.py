@@ -10,6 +10,13 @@ from worker.errors import QueueUnavailable, StripeCallError, StripeWorkerError
 from worker.keys import STREAMS
 
 
+def _rate_limit(value: str) -> str:
+    """The emulator's --rate-limit: 'stripe', or requests per second."""
+    if value == "stripe" or value.replace(".", "", 1).isdigit():
+        return value
+    raise argparse.ArgumentTypeError("use 'stripe' or a number of requests per second")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stripe-worker",
@@ -120,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     emu.add_argument(
         "--rate-limit",
         default="0",
+        type=_rate_limit,
         help="answer 429 like Stripe above this many requests/s per key mode; "
         "'stripe' = Stripe's own (25 test, 100 live); default 0 = none",
     )
