@@ -25,18 +25,17 @@ def run_component(
     `idempotency_key` (create only) overrides the spec's own; the caller derives it
     from the work so every attempt, duplicate and replay sends the same one.
     """
-    client = gateway.client(spec.api_secret)
-    if gateway.limiter is not None:
-        gateway.limiter.acquire()
-    try:
-        if spec.component == CREATE_CUSTOMER:
-            key = idempotency_key or spec.idempotency_key
-            options: dict[str, Any] = {"idempotency_key": key} if key else {}
-            obj = client.v1.customers.create(params=spec.body, options=options)  # type: ignore[arg-type]
-        else:
-            obj = client.v1.customers.retrieve(spec.customer_id or "")
-    except stripe.StripeError as exc:
-        raise from_stripe_error(exc) from None
+    if spec.component == CREATE_CUSTOMER:
+        key = idempotency_key or spec.idempotency_key
+        options: dict[str, Any] = {"idempotency_key": key} if key else {}
+        obj = gateway.call(
+            spec.api_secret,
+            lambda client: client.v1.customers.create(params=spec.body, options=options),  # type: ignore[arg-type]
+        )
+    else:
+        obj = gateway.call(
+            spec.api_secret, lambda client: client.v1.customers.retrieve(spec.customer_id or "")
+        )
     response = obj.last_response
     assert response is not None
     data = response.data

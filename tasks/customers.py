@@ -22,6 +22,7 @@ from worker.errors import (
     ConnectionFailed,
     InternalError,
     NotFound,
+    RateLimited,
     StripeWorkerError,
     is_retryable,
 )
@@ -119,12 +120,12 @@ class WorkTask(Task):
     typing = False
     max_retries = None  # attempts are counted against RETRY_MAX_ATTEMPTS in `perform`
 
-    def run(self, work: dict[str, Any]) -> dict[str, Any]:
-        return self.perform(Work.from_json(work))
+    def run(self, work: dict[str, Any], held: int = 0) -> dict[str, Any]:
+        return self.perform(Work.from_json(work), held)
 
-    def perform(self, work: Work) -> dict[str, Any]:
+    def perform(self, work: Work, held: int = 0) -> dict[str, Any]:
         rt: Runtime = self.app.runtime  # type: ignore[attr-defined]
-        attempts = self.request.retries + 1
+        attempts = self.request.retries + 1 - held  # held: retries that were back-pressure
         try:
             stream, entry = self.do(rt, work, attempts)
         except SoftTimeLimitExceeded:
@@ -139,6 +140,9 @@ class WorkTask(Task):
             error = InternalError(f"{exc.__class__.__name__}: {exc}")
         else:
             return self._publish(rt, work, stream, work.work_id, entry)
+        if isinstance(error, RateLimited):  # back-pressure: wait on the queue, attempts kept
+            wait = error.retry_after or self._delay(rt, held + 1)
+            raise self.retry(kwargs=dict(work=work.to_json(), held=held + 1), countdown=wait)
         if is_retryable(error) and attempts < rt.settings.retry_max_attempts:
             log.info(
                 "retrying %s %s (attempt %d): %s",

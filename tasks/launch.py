@@ -24,7 +24,7 @@ def run_worker(
         "worker",
         f"--loglevel={loglevel}",
         f"--hostname=stripe-worker-{os.getpid()}@%h",
-        f"--concurrency={concurrency or settings.worker_concurrency}",
+        f"--concurrency={concurrency or settings.pool_size}",
         f"--pool={pool or settings.worker_pool}",
         "--without-gossip",
         "--without-mingle",

@@ -48,12 +48,5 @@ class Runtime:
         client = self.redis
         with self._lock:
             if self._gateway is None:
-                limiter = None
-                if self.settings.stripe_rate_limit > 0:
-                    from tasks.ratelimit import StripeRateLimiter
-
-                    limiter = StripeRateLimiter(
-                        client, self.settings.keys.ratelimit("all"), self.settings.stripe_rate_limit
-                    )
-                self._gateway = StripeGateway(self.settings, self.vault, limiter=limiter)
+                self._gateway = StripeGateway(self.settings, self.vault, redis_client=client)
             return self._gateway

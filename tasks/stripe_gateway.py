@@ -3,26 +3,59 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import TypeVar
 
+import redis
 import stripe
 
+from tasks.ratelimit import StripeRateLimiter, default_ceiling
+from worker.errors import RateLimited, from_stripe_error
 from worker.settings import Settings
-from worker.vault import Vault, livemode_of
+from worker.vault import Vault, key_mode, livemode_of
+
+T = TypeVar("T")
+
+# How long one call waits out 429s in place before the work goes back to wait on the
+# queue instead (tasks/customers.py); well inside a task's time limit.
+HOLD_SECONDS = 30.0
 
 
 class StripeGateway:
-    """Stripe clients for the keys named by components, made once and reused (keep-alive)."""
+    """Stripe clients for the keys named by components, made once and reused (keep-alive),
+    and the pace of each key, shared in Redis with every other worker (None: no pace)."""
 
     def __init__(
-        self, settings: Settings, vault: Vault, *, max_network_retries: int = 0, limiter: Any = None
+        self,
+        settings: Settings,
+        vault: Vault,
+        *,
+        max_network_retries: int = 0,
+        redis_client: redis.Redis | None = None,
     ):
         self.settings = settings
         self.vault = vault
         self.max_network_retries = max_network_retries
-        self.limiter = limiter  # a StripeRateLimiter shared by every worker, or None
+        self.redis = redis_client
         self._clients: dict[str, stripe.StripeClient] = {}
+        self._limiters: dict[str, StripeRateLimiter | None] = {}
         self._lock = threading.Lock()
+
+    @classmethod
+    def best_effort(
+        cls, settings: Settings, vault: Vault, *, max_network_retries: int = 0
+    ) -> StripeGateway:
+        """For one-off commands (`run`, `check`): paced with the workers when Redis answers,
+        unpaced when it does not (a single call, and the command says what is wrong)."""
+        from worker.connections import redis_client
+
+        client: redis.Redis | None = redis_client(settings, socket_timeout=2)
+        try:
+            client.ping()  # type: ignore[union-attr]
+        except (redis.RedisError, ValueError):
+            client = None
+        return cls(settings, vault, max_network_retries=max_network_retries, redis_client=client)
 
     def client(self, api_secret: str) -> stripe.StripeClient:
         key = self.vault.stripe_key(api_secret)
@@ -37,6 +70,43 @@ class StripeGateway:
                 )
                 self._clients[key] = client
             return client
+
+    def limiter(self, api_secret: str) -> StripeRateLimiter | None:
+        """The pace of the key `api_secret` names; None when STRIPE_RATE_LIMIT=0."""
+        key = self.vault.stripe_key(api_secret)
+        with self._lock:
+            if key not in self._limiters:
+                ceiling = default_ceiling(key_mode(key), self.settings.stripe_rate_limit)
+                self._limiters[key] = (
+                    StripeRateLimiter(self.redis, self.settings.keys, key, ceiling)
+                    if ceiling and self.redis is not None
+                    else None
+                )
+            return self._limiters[key]
+
+    def call(self, api_secret: str, request: Callable[[stripe.StripeClient], T]) -> T:
+        """Make one Stripe call at the key's pace; Stripe's errors come back as ours.
+
+        A 429 slows the pace for everyone on the key, and the call waits its turn at the
+        slower pace and goes again, for up to HOLD_SECONDS; then RateLimited goes up.
+        """
+        client = self.client(api_secret)
+        limiter = self.limiter(api_secret)
+        deadline = time.monotonic() + HOLD_SECONDS
+        while True:
+            slot = limiter.acquire() if limiter is not None else None
+            try:
+                return request(client)
+            except stripe.StripeError as exc:
+                error = from_stripe_error(exc)
+            if not isinstance(error, RateLimited) or limiter is None or slot is None:
+                raise error
+            pause = error.retry_after or 0.0
+            if error.code != "lock_timeout":  # one busy object says nothing of the pace
+                limiter.slow_down(slot, pause)
+            if time.monotonic() + pause > deadline:
+                raise error
+            time.sleep(pause)
 
     def livemode(self, api_secret: str) -> bool:
         return livemode_of(self.vault.stripe_key(api_secret))

@@ -28,7 +28,7 @@ def test_backoff_doubles_with_jitter_and_is_capped():
     [
         (RateLimited("x"), True),
         (QueueUnavailable("x"), True),
-        (RateLimited("x", retryable=False), False),  # Stripe-Should-Retry: false
+        (RateLimited("x", retryable=False), True),  # a 429 is back-pressure, whatever it says
         (AuthenticationFailed("x"), False),
         (SpecError("x"), False),
         (InternalError("x"), False),

@@ -49,7 +49,7 @@ def create_celery(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=2,
         worker_hijack_root_logger=False,
-        worker_concurrency=settings.worker_concurrency,
+        worker_concurrency=settings.pool_size,
         worker_pool=settings.worker_pool,
         # Celery 6's default: a task whose broker connection is lost is cancelled and
         # redelivered; the idempotency key and publish-once mark make that harmless.

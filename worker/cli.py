@@ -10,6 +10,13 @@ from worker.errors import QueueUnavailable, StripeCallError, StripeWorkerError
 from worker.keys import STREAMS
 
 
+def _rate_limit(value: str) -> str:
+    """The emulator's --rate-limit: 'stripe', or requests per second."""
+    if value == "stripe" or value.replace(".", "", 1).isdigit():
+        return value
+    raise argparse.ArgumentTypeError("use 'stripe' or a number of requests per second")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stripe-worker",
@@ -54,10 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
     web.set_defaults(func=cmd.cmd_web)
 
     wrk = sub.add_parser("worker", help="run the Celery worker")
-    wrk.add_argument("--concurrency", type=int, help="default: WORKER_CONCURRENCY (16)")
+    wrk.add_argument(
+        "--concurrency",
+        type=int,
+        help="default: WORKER_CONCURRENCY (64 threads; prefork: one per core)",
+    )
     wrk.add_argument(
         "--pool",
-        choices=("prefork", "threads", "gevent", "solo"),
+        choices=("threads", "prefork", "solo"),
         help="default: WORKER_POOL (threads)",
     )
     wrk.add_argument("--loglevel", default="INFO")
@@ -115,23 +126,17 @@ def build_parser() -> argparse.ArgumentParser:
     emu.add_argument("--fail-status", type=int, default=500, choices=(500, 429, 503))
     emu.add_argument(
         "--rate-limit",
-        type=float,
-        default=0.0,
-        help="requests/s before answering 429 like Stripe (0 = none)",
+        default="0",
+        type=_rate_limit,
+        help="answer 429 like Stripe above this many requests/s per key mode; "
+        "'stripe' = Stripe's own (25 test, 100 live); default 0 = none",
     )
     emu.set_defaults(func=cmd.cmd_emulator)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    import os
-
     args = build_parser().parse_args(argv)
-    if args.func is cmd.cmd_worker and (args.pool or os.environ.get("WORKER_POOL")) == "gevent":
-        # Sockets must be patched before redis, requests or ssl are imported.
-        from celery import maybe_patch_concurrency
-
-        maybe_patch_concurrency(["-P", "gevent"])
     import redis
 
     try:

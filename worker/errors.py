@@ -140,10 +140,28 @@ class NotFound(StripeCallError):
 
 
 class RateLimited(StripeCallError):
-    """Raised on 429: too many requests; retried with backoff."""
+    """Raised on 429, or when the shared pace has no slot soon: back-pressure, not a failure.
+
+    Always retried, whatever Stripe-Should-Retry says, and never counted against the
+    work's attempts (tasks/customers.py): the work waits and tries again.
+    """
 
     error_type = RATE_LIMIT
     retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        http_status: int | None = 429,
+        request_id: str | None = None,
+        retryable: bool | None = None,
+        retry_after: float | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, http_status=http_status, request_id=request_id)
+        self.retry_after = retry_after  # Stripe's Retry-After, in seconds, when it sent one
+        self.code = code  # rate_limit (too fast) or lock_timeout (one object busy)
 
 
 class StripeUnavailable(StripeCallError):
@@ -164,7 +182,8 @@ def from_stripe_error(exc: Exception) -> StripeCallError:
     """Map a `stripe.StripeError` to ours, following stripe-python's retry rule.
 
     Temporary: 409, 429, 5xx, connection errors and timeouts. `Stripe-Should-Retry`
-    overrides either way. Everything else is permanent.
+    overrides either way, except on a 429: that is always back-pressure. Everything
+    else is permanent.
     """
     import stripe
 
@@ -195,9 +214,24 @@ def from_stripe_error(exc: Exception) -> StripeCallError:
         if isinstance(exc, stripe.IdempotencyError) or code == "idempotency_key_in_use":
             message = f"idempotency key reused with other parameters: {message}"
 
+    if cls is RateLimited:
+        return RateLimited(
+            message,
+            request_id=request_id,
+            retry_after=_seconds(headers.get("retry-after")),
+            code=code,
+        )
     should_retry = headers.get("stripe-should-retry")
     retryable = {"true": True, "false": False}.get(should_retry or "")
     return cls(message, http_status=status, request_id=request_id, retryable=retryable)
+
+
+def _seconds(value: str | None) -> float | None:
+    """Retry-After in seconds (its HTTP-date form is not one Stripe sends); bounded."""
+    try:
+        return min(60.0, max(0.0, float(value))) if value else None
+    except ValueError:
+        return None
 
 
 def is_retryable(exc: BaseException) -> bool:

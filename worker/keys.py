@@ -10,7 +10,7 @@
     PREFIX:pending:work                     the ledger: delivery id -> its Work and message id
     PREFIX:published:<stream>:<work id>     publish-once mark -> entry id (CUSTOMER_MEMORY_TTL)
     PREFIX:customer:<mode>:<idempotency key>  user -> customer memory (CUSTOMER_MEMORY_TTL)
-    PREFIX:ratelimit:<key hash>             the shared Stripe pace of one API key
+    PREFIX:ratelimit:<key digest>           the shared, adaptive Stripe pace of one API key (hash)
     PREFIX:workers                          live workers: worker id -> last heartbeat (sorted set)
     PREFIX:worker:<worker id>               a worker's heartbeat and facts (string with a TTL)
     PREFIX:q:celery                         the Celery queue (a list, kombu's Redis transport)

@@ -5,6 +5,12 @@ queue by a Lua script (enqueue_once.lua) that also writes the dedupe mark. So tw
 deliveries of one event queue it once, and a failed push leaves no mark: the sender's
 retry goes through.
 
+Signups jump the queue: a Create Customer is pushed to the end workers take from next,
+everything else (event enrichments, CLI work, Celery's retries) to the far end. One list,
+so one fetch (the transport's BLMOVE) and one crash-recovery path serve both; a burst of
+events (Stripe re-sending three days of them) never delays a new user's customer by more
+than the calls already in flight and paced. Signups among themselves go newest first.
+
 The same step records the work in a ledger (`PREFIX:pending`), which publishing its
 result or error clears; worker/recovery.py queues again what a crash lost.
 """
@@ -21,7 +27,7 @@ from worker.connections import lua_script
 from worker.envelope import new_message_id, task_message
 from worker.errors import QueueUnavailable
 from worker.settings import Settings
-from worker.work import Work
+from worker.work import CREATE_CUSTOMER_TASK, Work
 
 log = logging.getLogger("stripe_worker.queue")
 
@@ -56,6 +62,7 @@ class Enqueuer:
                     self.settings.dedupe_ttl,
                     work.delivery_id,
                     ledger_record(work, message_id),
+                    "next" if work.task == CREATE_CUSTOMER_TASK else "last",
                 ],
             )
         except redis.RedisError as exc:

@@ -48,14 +48,17 @@ class Settings:
     # recovers sooner but treats a worker stalled that long (GC, a paused VM) as dead.
     heartbeat_interval: float = 1.0
     heartbeat_lapse: float = 5.0
-    # The work waits on Stripe (about 300 ms a call): at that latency 16 threads do what 16
-    # prefork processes do in a fourteenth of the memory (docs/benchmarks.md). Threads have
-    # no hard time limit; STRIPE_TIMEOUT and Redis's socket timeouts bound each task instead.
-    worker_concurrency: int = 16
+    # The work waits on Stripe (about 300 ms a call), so threads, not processes: Stripe's
+    # live limit (100/s) at 300 ms a call needs about 30 calls in flight, plus the ones
+    # waiting their turn in the pace; 64 threads sustain it in about 70 MB
+    # (docs/benchmarks.md). 0: the pool's own default (`pool_size`). Threads have no hard
+    # time limit; STRIPE_TIMEOUT and Redis's socket timeouts bound each task instead.
+    worker_concurrency: int = 0
     worker_pool: str = "threads"
-    # Calls per second to Stripe across all workers (paced in Redis); 0 = no limit.
-    # Stripe allows 25/s in test mode and 100/s in live mode by default.
-    stripe_rate_limit: float = 0.0
+    # Calls per second to Stripe per API key, across all workers (paced in Redis, slowed
+    # by 429s). Unset: Stripe's limit for the key's mode less 3% (24.25/s test, 97/s live);
+    # 0: no pace.
+    stripe_rate_limit: float | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -86,8 +89,15 @@ class Settings:
             )
         if self.stream_hard_maxlen and self.stream_hard_maxlen < self.stream_maxlen:
             raise SettingsError("STREAM_HARD_MAXLEN must be 0 (no limit) or at least STREAM_MAXLEN")
-        if self.worker_pool not in ("prefork", "threads", "gevent", "solo"):
-            raise SettingsError("WORKER_POOL must be prefork, threads, gevent or solo")
+        if self.worker_pool not in ("prefork", "threads", "solo"):
+            raise SettingsError("WORKER_POOL must be threads, prefork or solo")
+
+    @property
+    def pool_size(self) -> int:
+        """WORKER_CONCURRENCY, or 64 threads, or one prefork process per core."""
+        if self.worker_concurrency:
+            return self.worker_concurrency
+        return 64 if self.worker_pool == "threads" else (os.cpu_count() or 1)
 
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -106,7 +116,7 @@ def _convert(name: str, raw: str, type_name: object) -> object:
             if value < 0:  # type: ignore[operator]
                 raise ValueError("must not be negative")
             return value
-        if kind == "float":
+        if kind in ("float", "float | None"):
             number = float(raw)
             if number < 0:
                 raise ValueError("must not be negative")

@@ -7,13 +7,13 @@ import binascii
 from collections.abc import Iterator
 
 import redis
-import stripe
 
-from worker.errors import StripeWorkerError, from_stripe_error
+from worker.errors import StripeWorkerError
 from worker.redact import redact_url
 from worker.settings import Settings
 from worker.vault import (
     SIGNUP_WEBHOOK_SECRET,
+    STRIPE_SECRET_KEY,
     STRIPE_WEBHOOK_SECRET,
     Vault,
     key_mode,
@@ -50,16 +50,15 @@ def checks(settings: Settings, vault: Vault) -> Iterator[tuple[bool, str, str]]:
         else:
             yield True, "webhook", f"{name}: {len(values)} secret(s) of the right format"
     if key is not None:
-        client = stripe.StripeClient(
-            key,
-            base_addresses={"api": settings.stripe_api_base},
-            http_client=stripe.RequestsClient(timeout=10),
-        )
+        from tasks.stripe_gateway import StripeGateway
+
+        # At the workers' pace: `check` run beside a busy worker must not cost it a 429.
+        gateway = StripeGateway.best_effort(settings.with_(stripe_timeout=10.0), vault)
         try:
-            client.v1.customers.list(params={"limit": 1})
+            gateway.call(STRIPE_SECRET_KEY, lambda c: c.v1.customers.list(params={"limit": 1}))
             yield True, "stripe", f"{settings.stripe_api_base} accepts the key (list customers)"
-        except stripe.StripeError as exc:
-            yield False, "stripe", from_stripe_error(exc).message
+        except StripeWorkerError as exc:
+            yield False, "stripe", exc.message
 
 
 def _looks_like_whsec(name: str, value: str) -> bool:

@@ -7,10 +7,12 @@ per key mode, honours `Idempotency-Key` as Stripe does (replay with
 the first request is in flight, keys kept 24 h), and injects faults on request.
 
 Admin routes (JSON), for tests and benchmarks:
-  GET  /_emulator/stats    counters: customers created per mode, requests, faults
+  GET  /_emulator/stats    counters: customers created per mode, requests, faults,
+                           rate_limited (429s of the rate limit, per mode)
   POST /_emulator/faults   {"status": 500|429|[500, 429], "count": N, "rate": p,
                             "should_retry": "true", "hang_count": N, "hang_seconds": s,
-                            "latency_ms": ms, "rate_limit": req/s}
+                            "latency_ms": ms, "rate_limit": "stripe"|req/s|
+                            {"test": req/s, "live": req/s}}  ("stripe": 25 test, 100 live)
                            (fields omitted are left as they are)
   DELETE /_emulator/faults  clear every fault
   POST /_emulator/keys     {"revoke": [key, ...]} or {"allow": [key, ...]}
@@ -33,6 +35,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+
+from worker.devtools.emulator.ratelimit import MESSAGE as RATE_LIMIT_MESSAGE
+from worker.devtools.emulator.ratelimit import ModeBuckets, parse_limits
 
 DEFAULT_PORT = 12111
 DEFAULT_API_VERSION = "2020-08-27"
@@ -127,9 +132,8 @@ class Faults:
     hang_count: int = 0
     hang_seconds: float = 30.0
     latency_ms: float = 0.0
-    rate_limit: float = 0.0  # requests per second; 0 = unlimited
-    _bucket: float = 0.0
-    _bucket_at: float = field(default_factory=time.monotonic)
+    rate_limit: Any = 0.0  # as set: "stripe", req/s for both modes, or per mode; 0 = none
+    _buckets: ModeBuckets = field(default_factory=lambda: ModeBuckets({}))
 
 
 def _statuses(value: Any) -> int | list[int]:
@@ -144,7 +148,7 @@ _FAULT_TYPES = {
     "hang_count": int,
     "hang_seconds": float,
     "latency_ms": float,
-    "rate_limit": float,
+    "rate_limit": lambda value: value,
 }
 
 
@@ -177,7 +181,13 @@ class EmulatorState:
         self.in_flight: set[tuple[str, str, str]] = set()
         self.revoked: set[str] = set()
         self.faults = Faults()
-        self.stats = {"requests": 0, "faults": 0, "replays": 0, "created": {"test": 0, "live": 0}}
+        self.stats = {
+            "requests": 0,
+            "faults": 0,
+            "replays": 0,
+            "created": {"test": 0, "live": 0},
+            "rate_limited": {"test": 0, "live": 0},
+        }
 
     # -- faults ---------------------------------------------------------------------------
 
@@ -188,28 +198,18 @@ class EmulatorState:
                 if convert is None:
                     raise ApiError(400, "invalid_request_error", f"unknown fault {name!r}")
                 setattr(self.faults, name, None if value is None else convert(value))
-                if name == "rate_limit":  # a full bucket: one second's worth of requests
-                    self.faults._bucket, self.faults._bucket_at = float(value), time.monotonic()
+                if name == "rate_limit":  # full buckets: one second's worth of requests
+                    self.faults._buckets = ModeBuckets(parse_limits(value))
 
-    def fault_for_request(self) -> tuple[ApiError | None, float]:
+    def fault_for_request(self, mode: str) -> tuple[ApiError | None, float]:
         """(an error to answer instead, seconds to wait before answering)."""
         with self.lock:
             f = self.faults
             delay = f.latency_ms / 1000.0
-            if f.rate_limit > 0:
-                now = time.monotonic()
-                f._bucket = min(f.rate_limit, f._bucket + (now - f._bucket_at) * f.rate_limit)
-                f._bucket_at = now
-                if f._bucket < 1.0:
-                    self.stats["faults"] += 1
-                    return ApiError(
-                        429,
-                        "invalid_request_error",
-                        "Request rate limit exceeded. Learn more about rate limits "
-                        "here https://stripe.com/docs/rate-limits.",
-                        "rate_limit",
-                    ), 0.0
-                f._bucket -= 1.0
+            if not f._buckets.take(mode):
+                self.stats["faults"] += 1
+                self.stats["rate_limited"][mode] += 1
+                return ApiError(429, "invalid_request_error", RATE_LIMIT_MESSAGE, "rate_limit"), 0.0
             if f.hang_count > 0:
                 f.hang_count -= 1
                 self.stats["faults"] += 1
@@ -668,7 +668,7 @@ class _Handler(BaseHTTPRequestHandler):
             with state.lock:
                 state.stats["requests"] += 1
             mode = state.authenticate(self.headers.get("Authorization"))
-            fault, delay = state.fault_for_request()
+            fault, delay = state.fault_for_request(mode)
             if fault is not None:
                 if delay:
                     self._sleep(delay)

@@ -1,0 +1,254 @@
+"""Stripe's rate limit: the shared pace's rules (real Redis), the emulator's 429, and a 429
+as back-pressure in a real worker. Timings are the benchmarks' (bench/ratelimit_run.py)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import requests
+
+from tasks.ratelimit import (
+    DECREASE,
+    FLOOR,
+    MARGIN,
+    Slot,
+    StripeRateLimiter,
+    default_ceiling,
+    key_id,
+)
+from tasks.stripe_gateway import StripeGateway
+from webhooks.signup import signup_component
+from worker.devtools.emulator import EmulatorServer
+from worker.errors import RateLimited, SettingsError, from_stripe_error, is_retryable
+from worker.queue import Enqueuer
+from worker.settings import Settings
+from worker.work import Work
+
+from .conftest import LIVE_KEY, TEST_KEY, emulator_stats, entries, faults, wait_for
+
+
+def limiter(redis_client, settings, ceiling: float, api_key: str = TEST_KEY, **kw):
+    return StripeRateLimiter(redis_client, settings.keys, api_key, ceiling, **kw)
+
+
+# -- the default pace ---------------------------------------------------------------------
+
+
+def test_the_pace_is_on_by_default_from_the_key_mode():
+    assert Settings.from_env({}).stripe_rate_limit is None
+    assert default_ceiling("test", None) == pytest.approx(25 * (1 - MARGIN))
+    assert default_ceiling("live", None) == pytest.approx(100 * (1 - MARGIN))
+    assert 0 < MARGIN < 0.05  # fills at least 95/s of live's 100
+
+
+def test_zero_turns_the_pace_off_and_a_value_overrides_it():
+    assert Settings.from_env({"STRIPE_RATE_LIMIT": "0"}).stripe_rate_limit == 0
+    assert default_ceiling("live", 0.0) is None
+    assert default_ceiling("test", 40.0) == 40.0
+    with pytest.raises(SettingsError):
+        Settings.from_env({"STRIPE_RATE_LIMIT": "-1"})
+
+
+def test_the_pace_is_per_key_and_its_redis_key_holds_no_secret(settings, redis_client):
+    test_pace = limiter(redis_client, settings, 24.0).key
+    live_pace = limiter(redis_client, settings, 96.0, LIVE_KEY).key
+    assert test_pace != live_pace
+    for name, api_key in ((test_pace, TEST_KEY), (live_pace, LIVE_KEY)):
+        assert name.startswith(f"{settings.stream_prefix}:ratelimit:")
+        assert api_key not in name and api_key[8:] not in name
+        assert name.endswith(key_id(api_key))
+
+
+def test_the_gateway_paces_each_key_at_its_mode_unless_told(settings, vault, redis_client):
+    on = StripeGateway(settings, vault, redis_client=redis_client)
+    assert on.limiter("stripe_secret_key").ceiling == pytest.approx(25 * (1 - MARGIN))
+    off = StripeGateway(settings.with_(stripe_rate_limit=0.0), vault, redis_client=redis_client)
+    assert off.limiter("stripe_secret_key") is None
+
+
+# -- the shared pace's rules ----------------------------------------------------------------
+
+
+def test_callers_together_keep_one_pace(redis_client, settings):
+    """Slots are handed out 1/rate apart, whoever asks (another thread, another worker)."""
+    workers = [limiter(redis_client, settings, 10.0) for _ in range(3)]
+    waits = [
+        workers[i % 3]._run("acquire", -1, 30.0)[0]  # reserve only, no sleep
+        for i in range(9)
+    ]
+    assert waits == pytest.approx([i / 10 for i in range(9)], abs=0.03)
+
+
+def test_no_slot_within_max_wait_is_back_pressure_not_a_reservation(redis_client, settings):
+    pace = limiter(redis_client, settings, 1.0, max_wait=0.5)
+    pace.acquire()  # takes the slot now; the next is 1 s away
+    with pytest.raises(RateLimited) as info:
+        pace.acquire()
+    assert info.value.retry_after and is_retryable(info.value)
+    with pytest.raises(RateLimited):  # nothing was reserved by the refused call
+        pace.acquire()
+
+
+def test_a_429_slows_everyone_once_per_epoch(redis_client, settings):
+    pace = limiter(redis_client, settings, 100.0)
+    other_worker = limiter(redis_client, settings, 100.0)
+    a, b = pace.acquire(), other_worker.acquire()
+    assert a.epoch == b.epoch
+    slowed = pace.slow_down(a)
+    assert slowed == pytest.approx(100 * DECREASE, rel=0.02)
+    # b was paced at the old rate too: its 429 is the same news, not a second cut.
+    assert other_worker.slow_down(b) == pytest.approx(slowed, rel=0.02)
+    assert other_worker.rate() == pytest.approx(slowed, rel=0.02)
+    # A 429 at the new pace cuts again.
+    c = other_worker.acquire()
+    assert c.epoch == a.epoch + 1
+    assert pace.slow_down(c) == pytest.approx(slowed * DECREASE, rel=0.02)
+
+
+def test_the_pace_climbs_back_and_never_passes_the_ceiling(redis_client, settings):
+    pace = limiter(redis_client, settings, 100.0)
+    cut = pace.slow_down(pace.acquire())
+    wait_for(lambda: pace.rate() > cut + 0.5, timeout=10)
+    assert pace.rate() <= 100.0
+    # A caller with a lower ceiling (another setting) is never paced above it.
+    assert limiter(redis_client, settings, 10.0).rate() == 10.0
+
+
+def test_the_pace_never_falls_under_its_floor(redis_client, settings):
+    pace = limiter(redis_client, settings, 2.0)
+    for _ in range(12):
+        _wait, epoch = pace._run("acquire", -1, 60.0)  # reserve only, no sleep
+        pace.slow_down(Slot(epoch, 0.0))
+    assert pace.rate() == pytest.approx(FLOOR, rel=0.05)
+
+
+def test_slots_held_at_the_old_pace_are_taken_anew_after_a_cut(redis_client, settings):
+    pace = limiter(redis_client, settings, 4.0)
+    first = pace.acquire()
+    held = {}
+    waiter = threading.Thread(target=lambda: held.setdefault("slot", pace.acquire()))
+    waiter.start()  # reserves the slot 0.25 s on, at the old pace, and sleeps
+    wait_for(lambda: float(redis_client.hget(pace.key, "tat") or 0) > 0)
+    pace.slow_down(first, pause=0.2)
+    waiter.join(10)
+    assert held["slot"].epoch == first.epoch + 1
+
+
+# -- 429s from Stripe -----------------------------------------------------------------------
+
+
+def test_a_429_is_retried_whatever_stripe_should_retry_says():
+    import stripe
+
+    for header in ({}, {"Stripe-Should-Retry": "false"}, {"Retry-After": "3"}):
+        exc = stripe.RateLimitError("slow down", http_status=429, headers=header)
+        error = from_stripe_error(exc)
+        assert isinstance(error, RateLimited) and is_retryable(error)
+    assert error.retry_after == 3.0
+
+
+@pytest.fixture
+def own_emulator():
+    """An emulator of this test's own: any well-formed key, test or live."""
+    server = EmulatorServer("127.0.0.1", 0).start()
+    yield server
+    server.stop()
+
+
+def test_the_emulator_keeps_stripes_limit_per_key_mode(own_emulator):
+    emulator = own_emulator
+    faults(emulator, rate_limit="stripe")
+    answers: dict[str, list[int]] = {"test": [], "live": []}
+    for mode, key, n in (("test", TEST_KEY, 40), ("live", LIVE_KEY, 40)):
+        for _ in range(n):
+            r = requests.get(
+                f"{emulator.url}/v1/customers", auth=(key, ""), params={"limit": 1}, timeout=5
+            )
+            answers[mode].append(r.status_code)
+            if r.status_code == 429:
+                body = r.json()["error"]
+                assert (body["type"], body["code"]) == ("invalid_request_error", "rate_limit")
+                assert "Stripe-Should-Retry" not in r.headers
+    assert 429 in answers["test"] and answers["test"][:20] == [200] * 20
+    assert answers["live"] == [200] * 40  # 40 is within live's 100/s
+    stats = emulator_stats(emulator)
+    assert stats["rate_limited"] == {"test": answers["test"].count(429), "live": 0}
+
+
+def test_the_gateway_absorbs_429s_and_finds_a_lower_limit(settings, vault, redis_client, emulator):
+    """Paced at 40/s against a real limit of 8/s: every call succeeds, the pace comes down."""
+    faults(emulator, rate_limit={"test": 8})
+    gateway = StripeGateway(
+        settings.with_(stripe_rate_limit=40.0), vault, redis_client=redis_client
+    )
+    results = []
+
+    def call() -> None:
+        for _ in range(4):
+            results.append(
+                gateway.call("stripe_secret_key", lambda c: c.v1.customers.list({"limit": 1}))
+            )
+
+    threads = [threading.Thread(target=call) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 24
+    assert emulator_stats(emulator)["rate_limited"]["test"] >= 1
+    assert gateway.limiter("stripe_secret_key").rate() < 40 * DECREASE + 5
+
+
+@pytest.mark.slow
+def test_429s_never_spend_the_attempts_nor_reach_the_error_stream(
+    app, start_worker, redis_client, settings, emulator
+):
+    """More 429s than RETRY_MAX_ATTEMPTS (5 here), Stripe-Should-Retry: false, no pace in
+    the worker: the customer is still made, on its first counted attempt."""
+    faults(emulator, status=429, count=8, should_retry="false")
+    enqueuer = app.extensions["stripe_worker"]["enqueuer"]
+    _user, spec = signup_component(
+        {"type": "user.created", "data": {"user_id": "u_429", "email": "u429@example.com"}}
+    )
+    enqueuer.enqueue_once(Work.for_component(spec, "signup", "msg_429"))
+    start_worker(STRIPE_RATE_LIMIT=0)
+    [entry] = wait_for(lambda: entries(redis_client, settings, "customers"), timeout=60)
+    assert entry["attempts"] == "1"
+    assert entries(redis_client, settings, "errors") == []
+    assert emulator_stats(emulator)["created"]["test"] == 1
+
+
+# -- fairness -------------------------------------------------------------------------------
+
+
+def test_a_signup_is_taken_before_a_backlog_of_events(redis_client, settings):
+    from worker.envelope import open_envelope
+
+    enqueuer = Enqueuer(redis_client, settings)
+    for i in range(50):
+        event = {
+            "id": f"evt_{i}",
+            "type": "invoice.paid",
+            "livemode": False,
+            "data": {"object": {"object": "invoice", "customer": f"cus_{i}"}},
+        }
+        enqueuer.enqueue_once(Work.for_event(event))
+    _user, spec = signup_component(
+        {"type": "user.created", "data": {"user_id": "u_new", "email": "new@example.com"}}
+    )
+    enqueuer.enqueue_once(Work.for_component(spec, "signup", "msg_new"))
+    # Workers take from the right end (kombu's BRPOP, the transport's BLMOVE ... RIGHT).
+    _id, task, _body = open_envelope(redis_client.lindex(settings.keys.queue, -1))
+    assert task == "stripe_worker.create_customer"
+    _id, task, _body = open_envelope(redis_client.lindex(settings.keys.queue, -2))
+    assert task == "stripe_worker.handle_stripe_event"  # the events keep their order
+    _id, _task, body = open_envelope(redis_client.lindex(settings.keys.queue, -2))
+    assert body[1]["work"]["source_id"] == "evt_0"
+
+
+def test_the_default_pool_is_64_threads_and_gevent_is_gone():
+    assert (Settings().worker_pool, Settings().pool_size) == ("threads", 64)
+    assert Settings(worker_pool="prefork").pool_size < 64  # one process per core
+    with pytest.raises(SettingsError):
+        Settings.from_env({"WORKER_POOL": "gevent"})
