@@ -25,7 +25,9 @@ from worker.queue import Enqueuer
 from worker.settings import Settings
 from worker.work import Work
 
-from .conftest import LIVE_KEY, TEST_KEY, emulator_stats, entries, faults, wait_for
+from .support.observe import emulator_stats, entries, faults
+from .support.signing import LIVE_KEY, TEST_KEY
+from .support.waiting import wait_for
 
 
 def limiter(redis_client, settings, ceiling: float, api_key: str = TEST_KEY, **kw):
