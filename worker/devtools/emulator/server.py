@@ -1,0 +1,229 @@
+"""The emulator's HTTP server: Stripe's v1 customer routes and the admin routes."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from worker.devtools.emulator.faults import Faults
+from worker.devtools.emulator.form import ApiError, decode_form, new_id
+from worker.devtools.emulator.state import EmulatorState, Stored
+
+DEFAULT_PORT = 12111
+DEFAULT_API_VERSION = "2020-08-27"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: the SDK reuses its connections
+    # Headers and body go out in two writes; with Nagle on, keep-alive clients wait ~40 ms
+    # for the delayed ACK on every request.
+    disable_nagle_algorithm = True
+    server: EmulatorServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet: requests are counted
+        pass
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def do_DELETE(self) -> None:
+        self._handle("DELETE")
+
+    def _handle(self, method: str) -> None:
+        state = self.server.state
+        request_id = new_id("req_")
+        headers = {
+            "Request-Id": request_id,
+            "Stripe-Version": self.headers.get("Stripe-Version") or DEFAULT_API_VERSION,
+        }
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length > 0 else b""
+        if len(raw) < length:  # the client died mid-request: like Stripe, do nothing
+            self.close_connection = True
+            return
+        url = urlsplit(self.path)
+        try:
+            if url.path.startswith("/_emulator/"):
+                status, body = self._admin(method, url.path, raw)
+                return self._send(status, body, headers)
+            idem_key = self.headers.get("Idempotency-Key")
+            if idem_key:
+                headers["Idempotency-Key"] = idem_key
+            with state.lock:
+                state.stats["requests"] += 1
+            mode = state.authenticate(self.headers.get("Authorization"))
+            fault, delay = state.fault_for_request(mode)
+            if fault is not None:
+                if delay:
+                    self._sleep(delay)
+                raise fault
+            try:
+                params = decode_form(
+                    parse_qsl(
+                        raw.decode("utf-8") if method != "GET" else url.query,
+                        keep_blank_values=True,
+                    )
+                )
+            except UnicodeDecodeError:
+                raise ApiError(
+                    400, "invalid_request_error", "Request body is not valid UTF-8"
+                ) from None
+            if not idem_key or method == "GET":
+                if delay:
+                    self._sleep(delay)
+                status, body = self._route(mode, method, url.path, params)
+                return self._send(status, body, headers)
+            fingerprint = json.dumps([method, url.path, params], sort_keys=True)
+            slot = (mode, url.path.split("/")[1], idem_key)
+            stored = state.idempotent_begin(slot, fingerprint)
+            if stored is not None:
+                headers["Idempotent-Replayed"] = "true"
+                headers["Original-Request"] = stored.request_id
+                return self._send(stored.status, stored.body, headers)
+            record = None
+            try:
+                if delay:
+                    self._sleep(delay)
+                try:
+                    status, body = self._route(mode, method, url.path, params)
+                except ApiError as exc:
+                    # Stripe saves the result of any request that began executing.
+                    status, body = exc.status, {"error": exc.body}
+                encoded = json.dumps(body).encode()
+                record = Stored(fingerprint, status, encoded, request_id, time.time())
+            finally:
+                state.idempotent_end(slot, record)
+            self._send(status, encoded, headers)
+        except ApiError as exc:
+            headers.update(exc.headers)
+            self._send(exc.status, {"error": exc.body}, headers)
+
+    def _sleep(self, delay: float) -> None:
+        generation = self.server.state.generation
+        time.sleep(delay)
+        if self.server.state.generation != generation:
+            raise ApiError(500, "api_error", "the emulator was reset during this request")
+
+    def _route(self, mode: str, method: str, path: str, params: dict[str, Any]):
+        state = self.server.state
+        parts = path.rstrip("/").split("/")
+        if parts[:3] == ["", "v1", "customers"]:
+            if len(parts) == 3:
+                if method == "POST":
+                    return 200, state.create_customer(mode, params)
+                if method == "GET":
+                    return 200, state.list_customers(mode, params)
+            elif len(parts) == 4 and parts[3]:
+                if method == "GET":
+                    params.pop("expand", None)
+                    if params:
+                        name = sorted(params)[0]
+                        raise ApiError(
+                            400,
+                            "invalid_request_error",
+                            f"Received unknown parameter: {name}",
+                            "parameter_unknown",
+                            name,
+                        )
+                    return 200, state.get_customer(mode, parts[3])
+                if method == "POST":
+                    return 200, state.update_customer(mode, parts[3], params)
+                if method == "DELETE":
+                    return 200, state.delete_customer(mode, parts[3])
+        raise ApiError(
+            404,
+            "invalid_request_error",
+            f"Unrecognized request URL ({method}: {path}). Please see "
+            "https://stripe.com/docs or we can help at https://support.stripe.com/.",
+        )
+
+    def _admin(self, method: str, path: str, raw: bytes) -> tuple[int, Any]:
+        state = self.server.state
+        try:
+            spec = json.loads(raw or b"{}")
+        except ValueError:
+            raise ApiError(400, "invalid_request_error", "admin routes take JSON") from None
+        if not isinstance(spec, dict):
+            raise ApiError(400, "invalid_request_error", "admin routes take a JSON object")
+        if path == "/_emulator/stats" and method == "GET":
+            with state.lock:
+                stats = json.loads(json.dumps(state.stats))
+                stats["customers"] = {
+                    m: sum(1 for c in cs.values() if not c.get("deleted"))
+                    for m, cs in state.customers.items()
+                }
+            return 200, stats
+        if path == "/_emulator/faults" and method == "POST":
+            try:
+                state.set_faults(spec)
+            except (TypeError, ValueError) as exc:
+                raise ApiError(400, "invalid_request_error", f"bad fault: {exc}") from None
+            return 200, {"ok": True}
+        if path == "/_emulator/faults" and method == "DELETE":
+            with state.lock:
+                state.faults = Faults()
+            return 200, {"ok": True}
+        if path == "/_emulator/keys" and method == "POST":
+            state.manage_keys(spec)
+            return 200, {"ok": True}
+        if path == "/_emulator/reset" and method == "POST":
+            with state.lock:
+                state.reset()
+            return 200, {"ok": True}
+        raise ApiError(404, "invalid_request_error", f"no admin route {method} {path}")
+
+    def _send(self, status: int, body: Any, headers: dict[str, str]) -> None:
+        payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+class EmulatorServer(ThreadingHTTPServer):
+    """The emulator on a real socket, a thread per connection."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 256
+
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, state: EmulatorState | None = None
+    ):
+        self.state = state or EmulatorState()
+        super().__init__((host, port), _Handler)
+        self._thread: threading.Thread | None = None
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            return  # the client gave up (timed out, or was killed): nothing to report
+        super().handle_error(request, client_address)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> EmulatorServer:
+        """Serve from a background thread; returns self."""
+        self._thread = threading.Thread(
+            target=self.serve_forever, name="stripe-emulator", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()

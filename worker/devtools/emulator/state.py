@@ -1,0 +1,297 @@
+"""The emulator's state: customers per key mode, idempotency records, keys, faults, counters."""
+
+from __future__ import annotations
+
+import random
+import re
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from worker.devtools.emulator.faults import FAULT_TYPES, Faults
+from worker.devtools.emulator.form import (
+    ApiError,
+    apply_fields,
+    integer_param,
+    key_from_header,
+    new_id,
+    no_such_customer,
+    validate_customer_params,
+)
+from worker.devtools.emulator.ratelimit import MESSAGE as RATE_LIMIT_MESSAGE
+from worker.devtools.emulator.ratelimit import ModeBuckets, parse_limits
+
+IDEMPOTENCY_TTL = 24 * 3600
+_KEY_SHAPE = re.compile(r"^(sk|rk)_(test|live)_[A-Za-z0-9_]{8,247}$")
+
+
+@dataclass
+class Stored:
+    fingerprint: str
+    status: int
+    body: bytes
+    request_id: str
+    at: float
+
+
+class EmulatorState:
+    """Customers, idempotency records, keys, faults and counters; thread-safe."""
+
+    def __init__(self, allowed_keys: set[str] | None = None, rng: random.Random | None = None):
+        self.lock = threading.Lock()
+        self.allowed_keys = set(allowed_keys or ())
+        self.rng = rng or random.Random()
+        self.reset()
+
+    def reset(self) -> None:
+        # Requests still sleeping (latency, hangs) from before a reset must not land after it.
+        self.generation = getattr(self, "generation", 0) + 1
+        self.customers: dict[str, OrderedDict[str, dict[str, Any]]] = {
+            "test": OrderedDict(),
+            "live": OrderedDict(),
+        }
+        self.idempotency: dict[tuple[str, str, str], Stored] = {}
+        self.in_flight: set[tuple[str, str, str]] = set()
+        self.revoked: set[str] = set()
+        self.faults = Faults()
+        self.stats = {
+            "requests": 0,
+            "faults": 0,
+            "replays": 0,
+            "created": {"test": 0, "live": 0},
+            "rate_limited": {"test": 0, "live": 0},
+        }
+
+    # -- faults ---------------------------------------------------------------------------
+
+    def set_faults(self, spec: dict[str, Any]) -> None:
+        with self.lock:
+            for name, value in spec.items():
+                convert = FAULT_TYPES.get(name)
+                if convert is None:
+                    raise ApiError(400, "invalid_request_error", f"unknown fault {name!r}")
+                setattr(self.faults, name, None if value is None else convert(value))
+                if name == "rate_limit":  # full buckets: one second's worth of requests
+                    self.faults._buckets = ModeBuckets(parse_limits(value))
+
+    def fault_for_request(self, mode: str) -> tuple[ApiError | None, float]:
+        """(an error to answer instead, seconds to wait before answering)."""
+        with self.lock:
+            f = self.faults
+            delay = f.latency_ms / 1000.0
+            if not f._buckets.take(mode):
+                self.stats["faults"] += 1
+                self.stats["rate_limited"][mode] += 1
+                return ApiError(429, "invalid_request_error", RATE_LIMIT_MESSAGE, "rate_limit"), 0.0
+            if f.hang_count > 0:
+                f.hang_count -= 1
+                self.stats["faults"] += 1
+                delay += f.hang_seconds
+            inject = False
+            if f.count > 0:
+                f.count -= 1
+                inject = True
+            elif f.rate > 0 and self.rng.random() < f.rate:
+                inject = True
+            if not inject:
+                return None, delay
+            self.stats["faults"] += 1
+            headers = {"Stripe-Should-Retry": f.should_retry} if f.should_retry else {}
+            status = self.rng.choice(f.status) if isinstance(f.status, list) else f.status
+            if status == 429:
+                err = ApiError(
+                    429,
+                    "invalid_request_error",
+                    "This object cannot be accessed right now because another API "
+                    "request or Stripe process is currently accessing it.",
+                    "lock_timeout",
+                    headers=headers,
+                )
+            else:
+                err = ApiError(
+                    status,
+                    "api_error",
+                    "An unknown error occurred (injected by the emulator).",
+                    headers=headers,
+                )
+            return err, delay
+
+    # -- auth -----------------------------------------------------------------------------
+
+    def authenticate(self, authorization: str | None) -> str:
+        """The key's mode, or a 401 in Stripe's shape."""
+        key = key_from_header(authorization)
+        if not key:
+            raise ApiError(
+                401,
+                "invalid_request_error",
+                "You did not provide an API key. You need to provide your API key "
+                "in the Authorization header, using Bearer auth (e.g. "
+                "'Authorization: Bearer YOUR_SECRET_KEY').",
+            )
+        masked = key[:8] + "*" * max(0, len(key) - 12) + key[-4:]
+        match = _KEY_SHAPE.match(key)
+        with self.lock:
+            known = (not self.allowed_keys or key in self.allowed_keys) and key not in self.revoked
+        if not match or not known:
+            raise ApiError(401, "invalid_request_error", f"Invalid API Key provided: {masked}")
+        return match.group(2)
+
+    def manage_keys(self, spec: dict[str, Any]) -> None:
+        with self.lock:
+            self.revoked.update(spec.get("revoke", []))
+            self.allowed_keys.update(spec.get("allow", []))
+            self.revoked.difference_update(spec.get("allow", []))
+
+    # -- idempotency ----------------------------------------------------------------------
+
+    def idempotent_begin(self, slot: tuple[str, str, str], fingerprint: str) -> Stored | None:
+        """A stored answer to replay, or None after marking the key in flight."""
+        with self.lock:
+            now = time.time()
+            stored = self.idempotency.get(slot)
+            if stored and now - stored.at > IDEMPOTENCY_TTL:
+                del self.idempotency[slot]
+                stored = None
+            if stored:
+                if stored.fingerprint != fingerprint:
+                    raise ApiError(
+                        400,
+                        "idempotency_error",
+                        "Keys for idempotent requests can only be used with the same "
+                        "parameters they were first used with. Try using a key other than "
+                        f"'{slot[2]}' if you meant to execute a different request.",
+                        "idempotency_key_in_use",
+                    )
+                self.stats["replays"] += 1
+                return stored
+            if slot in self.in_flight:
+                raise ApiError(
+                    409,
+                    "idempotency_error",
+                    "There is currently another in-progress request using this Idempotent "
+                    f"Key (that probably means you submitted twice, and the other request is "
+                    f"still going through): {slot[2]}. Please try again later.",
+                    "idempotency_key_in_use",
+                )
+            self.in_flight.add(slot)
+            return None
+
+    def idempotent_end(self, slot: tuple[str, str, str], stored: Stored | None) -> None:
+        with self.lock:
+            self.in_flight.discard(slot)
+            if stored is not None:
+                self.idempotency[slot] = stored
+
+    # -- customers ------------------------------------------------------------------------
+
+    def create_customer(self, mode: str, params: dict[str, Any]) -> dict[str, Any]:
+        fields = validate_customer_params(params)
+        customer = {
+            "id": new_id("cus_"),
+            "object": "customer",
+            "address": None,
+            "balance": 0,
+            "created": int(time.time()),
+            "currency": None,
+            "default_source": None,
+            "delinquent": False,
+            "description": None,
+            "discount": None,
+            "email": None,
+            "invoice_prefix": "".join(secrets.choice("0123456789ABCDEF") for _ in range(8)),
+            "invoice_settings": {
+                "custom_fields": None,
+                "default_payment_method": None,
+                "footer": None,
+                "rendering_options": None,
+            },
+            "livemode": mode == "live",
+            "metadata": {},
+            "name": None,
+            "next_invoice_sequence": 1,
+            "phone": None,
+            "preferred_locales": [],
+            "shipping": None,
+            "tax_exempt": "none",
+            "test_clock": None,
+        }
+        apply_fields(customer, fields)
+        with self.lock:
+            self.customers[mode][customer["id"]] = customer
+            self.stats["created"][mode] += 1
+        return customer
+
+    def get_customer(self, mode: str, customer_id: str) -> dict[str, Any]:
+        with self.lock:
+            customer = self.customers[mode].get(customer_id)
+        if customer is None:
+            raise no_such_customer(customer_id)
+        if customer.get("deleted"):
+            return {"id": customer_id, "object": "customer", "deleted": True}
+        return customer
+
+    def update_customer(self, mode: str, customer_id: str, params: dict[str, Any]) -> dict:
+        fields = validate_customer_params(params)
+        with self.lock:
+            customer = self.customers[mode].get(customer_id)
+            if customer is None or customer.get("deleted"):
+                raise no_such_customer(customer_id)
+            apply_fields(customer, fields)
+            return customer
+
+    def delete_customer(self, mode: str, customer_id: str) -> dict[str, Any]:
+        with self.lock:
+            customer = self.customers[mode].get(customer_id)
+            if customer is None or customer.get("deleted"):
+                raise no_such_customer(customer_id)
+            customer["deleted"] = True
+        return {"id": customer_id, "object": "customer", "deleted": True}
+
+    def list_customers(self, mode: str, query: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(query) - {
+            "limit",
+            "starting_after",
+            "ending_before",
+            "email",
+            "expand",
+            "created",
+        }
+        if unknown:
+            name = sorted(unknown)[0]
+            raise ApiError(
+                400,
+                "invalid_request_error",
+                f"Received unknown parameter: {name}",
+                "parameter_unknown",
+                name,
+            )
+        limit = integer_param(query.get("limit", "10"), "limit")
+        if not 1 <= limit <= 100:
+            raise ApiError(
+                400,
+                "invalid_request_error",
+                "This value must be greater than or equal to 1 and less than or equal to 100.",
+                "parameter_invalid_integer",
+                "limit",
+            )
+        with self.lock:
+            items = [c for c in reversed(self.customers[mode].values()) if not c.get("deleted")]
+        if "email" in query:
+            items = [c for c in items if c.get("email") == query["email"]]
+        for cursor, after in (("starting_after", True), ("ending_before", False)):
+            if cursor in query:
+                ids = [c["id"] for c in items]
+                if query[cursor] not in ids:
+                    raise no_such_customer(query[cursor], param=cursor)
+                at = ids.index(query[cursor])
+                items = items[at + 1 :] if after else items[:at][-limit:]
+        return {
+            "object": "list",
+            "data": items[:limit],
+            "has_more": len(items) > limit,
+            "url": "/v1/customers",
+        }
