@@ -59,6 +59,7 @@ class DevStack:
     def prepare(self) -> tuple[Settings, Vault]:
         """Fill in what is missing with embedded defaults, saying each in one line."""
         env = self.environ
+        Settings.from_env(env)  # a bad setting (REDIS_URL without a scheme) is refused first
         overrides: dict[str, Any] = {}
         url = env.get("REDIS_URL")
         if url and redis_answers(url):
@@ -175,7 +176,7 @@ def run_dev(host: str = "127.0.0.1", port: int = 8000, concurrency: int = 4) -> 
         )
         app = worker_app(settings, vault)
         install_recovery(app, settings, {"pool": "threads", "concurrency": concurrency})
-        worker = app.Worker(
+        worker = _quiet_worker_class(app)(
             pool="threads",
             concurrency=concurrency,
             loglevel="INFO",
@@ -186,6 +187,33 @@ def run_dev(host: str = "127.0.0.1", port: int = 8000, concurrency: int = 4) -> 
             quiet=True,
         )
         worker.start()
-        return int(worker.exitcode or 0)
+    except KeyboardInterrupt:  # Ctrl-C before the worker took over the signals
+        pass
     finally:
         stack.stop()
+    print("stopped; nothing left running", flush=True)
+    return 0
+
+
+def _quiet_worker_class(app: Any) -> Any:
+    """Celery's worker, stopped by the first Ctrl-C or SIGTERM without Celery's banners.
+
+    The first signal stops taking work and lets the running tasks finish (a warm
+    shutdown); a second one stops them too. `run_dev` then says it stopped, in one line.
+    """
+
+    class DevWorker(app.Worker):  # type: ignore[name-defined,misc]
+        def install_platform_tweaks(self, worker: Any) -> None:
+            from celery import platforms
+            from celery.worker import state
+
+            def stop(*_args: Any) -> None:
+                if state.should_stop is None:
+                    state.should_stop = 0
+                else:
+                    state.should_terminate = 0
+
+            platforms.signals["SIGINT"] = stop
+            platforms.signals["SIGTERM"] = stop
+
+    return DevWorker
