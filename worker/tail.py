@@ -58,14 +58,15 @@ def follow(
     reader = None
     items: list[tuple[str, dict[str, str]]] = []
     if group:
-        first = "0" if start == "start" else "$"  # where a new group begins
+        first = "$" if start == "new" else "0"  # a new group begins where an agent's would
         reader = StreamConsumer(client, key, group, consumer, start=first)
     else:
         items, last = _backlog(client, key, start)
     shown = 0
     while count is None or shown < count:
         if reader is not None:
-            items = reader.read(count=10, block_ms=1000)
+            # never take more from the group than this will show
+            items = reader.read(count=min(10, (count or 10) - shown), block_ms=1000)
         elif not items:
             answer = client.xread({key: last}, count=10, block=1000) or []
             items = [(_text(i), decode_entry(f)) for _s, batch in answer for i, f in batch]

@@ -185,6 +185,7 @@ def run_dev(host: str = "127.0.0.1", port: int = 8000, concurrency: int = 4) -> 
             without_heartbeat=True,
             hostname=f"stripe-worker-dev-{os.getpid()}@{socket.gethostname()}",
             quiet=True,
+            redirect_stdouts=False,  # our own last line goes to the terminal, not a log
         )
         worker.start()
     except KeyboardInterrupt:  # Ctrl-C before the worker took over the signals
