@@ -166,7 +166,7 @@ def test_send_honours_port_without_a_dev(tmp_path, start_web, settings):
     )
     done = cli("send", "signup", "--email", "port@example.com", "--user-id", "u_port", env=env)
     assert done.returncode == 0, done
-    summary, answer = done.stdout.splitlines()
+    answer, summary = done.stdout.splitlines()
     assert "user u_port, webhook msg_" in summary and f":{web.port}" in summary
     assert answer.startswith("200 ")
     # the same webhook id again is a duplicate delivery, acknowledged and not queued

@@ -220,8 +220,8 @@ def cmd_send(args: argparse.Namespace) -> int:
             f"could not reach the receiver at {sender.url} ({exc.__class__.__name__}); "
             "hint: start `stripe-worker dev` (or `web`), or point --url at yours"
         ) from None
-    print(sent.summary)
     print(f"{sent.answer.status_code} {sent.answer.text.strip()}")
+    print(sent.summary)
     return 0 if sent.answer.ok else 1
 
 
