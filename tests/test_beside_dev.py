@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import redis
 
 from .conftest import free_port, wait_for
 from .test_cli_errors import cli, fresh_env
@@ -62,6 +63,13 @@ def test_every_command_finds_dev_then_one_ctrl_c_stops_it(tmp_path):
         agent = found_once(cli_script(env, "examples/agent.py", "--count", "2", "--consumer", "a1"))
         assert agent.returncode == 0, agent.stderr
         assert "welcome meta@example.com" in agent.stdout and "plan pro" in agent.stdout
+        # a Stripe event whose customer cannot be fetched goes to the errors stream only
+        done = cli("send", "stripe", "invoice.payment_failed", "--customer", "cus_gone", env=env)
+        assert done.returncode == 0, done
+        done = cli("tail", "errors", "--count", "1", env=env)
+        assert "cus_gone" in done.stdout and "not_found 404: No such customer" in done.stdout
+        state = json.loads((tmp_path / f"stripe-worker-dev-{os.getuid()}.json").read_text())
+        assert redis.Redis.from_url(state["redis_url"]).xlen("stripe:events") == 0
     finally:
         proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
         proc.wait(30)
