@@ -176,3 +176,38 @@ def test_send_honours_port_without_a_dev(tmp_path, start_web, settings):
         "--webhook-id", webhook_id, env=env,
     )  # fmt: skip
     assert again.returncode == 0 and '"duplicate": true' in again.stdout
+
+
+def test_stripes_own_mask_of_a_short_key_is_redacted():
+    from worker.redact import redact
+
+    message = "Invalid API Key provided: sk_live_*hort"  # Stripe keeps the last four
+    assert redact(message) == "Invalid API Key provided: sk_live_[redacted]"
+    assert "hort" not in redact("Invalid API Key provided: rk_live_****************hort")
+
+
+def test_example_agent_stops_on_ctrl_c_without_a_traceback(tmp_path, redis_url, prefix):
+    import signal
+
+    from .conftest import wait_for
+
+    env = fresh_env(tmp_path, REDIS_URL=redis_url, STREAM_PREFIX=prefix)
+    agent = subprocess.Popen(
+        [sys.executable, "examples/agent.py"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:  # reading: its group exists
+        wait_for(lambda: client.exists(f"{prefix}:customers"), timeout=30)
+        agent.send_signal(signal.SIGINT)
+        _out, err = agent.communicate(timeout=30)
+    finally:
+        agent.kill()
+        client.delete(f"{prefix}:customers")
+    assert "Traceback" not in err and err == "", err
