@@ -18,8 +18,11 @@ import os
 import secrets
 import socket
 import threading
+import warnings
 from collections.abc import Mapping
 from typing import Any
+
+from celery.exceptions import SecurityWarning
 
 from worker.devtools.dev_state import read_state, state_path
 from worker.devtools.local import embedded_redis, free_port, port_free, redis_answers
@@ -156,6 +159,9 @@ def run_dev(host: str = "127.0.0.1", port: int = 8000, concurrency: int = 4) -> 
     from worker.recovery import install_recovery
 
     configure_logging("INFO", "%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Celery's warning for root is about pickle; this app accepts JSON only (celery_app.py),
+    # and a container's root user trying `dev` should not meet seven lines of alarm.
+    warnings.filterwarnings("ignore", category=SecurityWarning)
     stack = DevStack(host=host, port=port)
     try:
         settings, vault = stack.prepare()
