@@ -6,7 +6,7 @@ generated sk_test_ key when the vault has no Stripe key, generated webhook secre
 none are configured. Everything runs in this one process (threads, and the Celery worker
 on its threads pool), so Ctrl-C or SIGTERM stops it all and leaves nothing behind.
 
-What `send` and `tail` in another shell need (receiver URL, Redis URL, generated secrets)
+What the other commands need (receiver URL, Redis URL, emulator, generated secrets)
 is written to a state file that only this user can read, removed on exit.
 """
 
