@@ -210,4 +210,4 @@ def test_example_agent_stops_on_ctrl_c_without_a_traceback(tmp_path, redis_url, 
     finally:
         agent.kill()
         client.delete(f"{prefix}:customers")
-    assert "Traceback" not in err and err == "", err
+    assert "Traceback" not in err and agent.returncode in (0, -2), err

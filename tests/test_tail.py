@@ -3,8 +3,13 @@
 import subprocess
 import threading
 
+import pytest
+
 from .conftest import wait_for
 from .test_cli_errors import CLI, cli, fresh_env
+
+# The entries here are hand-made (tail shows any fields); `settings` deletes them after.
+pytestmark = [pytest.mark.handmade_entries, pytest.mark.usefixtures("settings")]
 
 
 def add(redis_client, prefix, stream, n, **fields):
