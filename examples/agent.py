@@ -17,7 +17,7 @@ import logging
 import os
 import socket
 
-from worker.cli import tool_settings
+from worker.cli_process import tool_settings
 from worker.connections import redis_client
 from worker.streams import Entry, StreamConsumer
 
