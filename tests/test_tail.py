@@ -114,3 +114,15 @@ def test_group_acknowledges_only_with_ack(tmp_path, redis_url, prefix, redis_cli
     assert done.returncode == 0 and "cus_0001" in done.stdout
     assert "acknowledging each entry" in done.stderr
     assert redis_client.xpending(key, "agents")["pending"] == 1  # the second one was acked
+
+
+def test_group_follows_past_ten_entries(tmp_path, redis_url, prefix, redis_client):
+    env = fresh_env(tmp_path, REDIS_URL=redis_url, STREAM_PREFIX=prefix)
+    add(redis_client, prefix, "customers", 25)
+    tail = Tail(env, "customers", "--group", "watchers", "--ack")
+    try:
+        wait_for(lambda: len(tail.lines) == 25 or tail.proc.poll() is not None, timeout=20)
+        assert tail.proc.poll() is None  # still following
+    finally:
+        tail.proc.kill()
+    assert redis_client.xpending(f"{prefix}:customers", "watchers")["pending"] == 0

@@ -66,7 +66,9 @@ def follow(
     while count is None or shown < count:
         if reader is not None:
             # never take more from the group than this will show
-            items = reader.read(count=min(10, (count or 10) - shown), block_ms=1000)
+            items = reader.read(
+                count=10 if count is None else min(10, count - shown), block_ms=1000
+            )
         elif not items:
             answer = client.xread({key: last}, count=10, block=1000) or []
             items = [(_text(i), decode_entry(f)) for _s, batch in answer for i, f in batch]
