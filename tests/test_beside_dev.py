@@ -10,9 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from .conftest import free_port, wait_for
-from .test_cli_errors import cli, fresh_env
-from .test_dev import group_alive, start_dev
+from .support import free_port, fresh_env, group_alive, run_command, start_dev, wait_for
 
 FOUND = "dev       using the running `stripe-worker dev` (pid "
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,16 +32,16 @@ def test_every_command_finds_dev_then_one_ctrl_c_stops_it(tmp_path):
             "trigger": "true",
             "Body": {"email": "run@example.com"},
         }
-        done = found_once(cli("run", "-", env=env, stdin=json.dumps(create)))
+        done = found_once(run_command("run", "-", env=env, stdin=json.dumps(create)))
         assert done.returncode == 0, done.stderr
         customer = json.loads(done.stdout)["customerId"]
         get = {"component": "stripe.getStripeCustomer", "customer_id": customer}
-        done = found_once(cli("run", "--queue", "-", env=env, stdin=json.dumps(get)))
+        done = found_once(run_command("run", "--queue", "-", env=env, stdin=json.dumps(get)))
         assert done.returncode == 0 and json.loads(done.stdout)["queued"] is True
-        done = found_once(cli("check", env=env))
+        done = found_once(run_command("check", env=env))
         assert done.returncode == 0 and "FAIL" not in done.stdout, done.stdout
         done = found_once(
-            cli(
+            run_command(
                 "send",
                 "signup",
                 "--email",
@@ -56,17 +54,19 @@ def test_every_command_finds_dev_then_one_ctrl_c_stops_it(tmp_path):
             )
         )
         assert done.returncode == 0 and "user u_meta" in done.stdout
-        done = found_once(cli("tail", "customers", "--count", "2", env=env))
+        done = found_once(run_command("tail", "customers", "--count", "2", env=env))
         assert customer in done.stdout and "meta@example.com" in done.stdout
-        done = found_once(cli("dlq", "list", env=env))
+        done = found_once(run_command("dlq", "list", env=env))
         assert done.returncode == 0 and "no failures" in done.stdout
         agent = found_once(cli_script(env, "examples/agent.py", "--count", "2", "--consumer", "a1"))
         assert agent.returncode == 0, agent.stderr
         assert "welcome meta@example.com" in agent.stdout and "plan pro" in agent.stdout
         # a Stripe event whose customer cannot be fetched goes to the errors stream only
-        done = cli("send", "stripe", "invoice.payment_failed", "--customer", "cus_gone", env=env)
+        done = run_command(
+            "send", "stripe", "invoice.payment_failed", "--customer", "cus_gone", env=env
+        )
         assert done.returncode == 0, done
-        done = cli("tail", "errors", "--count", "1", env=env)
+        done = run_command("tail", "errors", "--count", "1", env=env)
         assert "cus_gone" in done.stdout and "not_found 404: No such customer" in done.stdout
         state = json.loads((tmp_path / f"stripe-worker-dev-{os.getuid()}.json").read_text())
         assert redis.Redis.from_url(state["redis_url"]).xlen("stripe:events") == 0
@@ -109,7 +109,7 @@ def test_a_dead_dev_is_not_used(tmp_path, redis_url):
             }
         )
     )
-    done = cli("dlq", "list", env=fresh_env(tmp_path, REDIS_URL=redis_url))
+    done = run_command("dlq", "list", env=fresh_env(tmp_path, REDIS_URL=redis_url))
     assert done.returncode == 0 and FOUND not in done.stderr
-    done = cli("dlq", "list", env=fresh_env(tmp_path, STREAM_PREFIX="tdead"))
+    done = run_command("dlq", "list", env=fresh_env(tmp_path, STREAM_PREFIX="tdead"))
     assert FOUND not in done.stderr  # the default Redis, not the dead dev's port 9

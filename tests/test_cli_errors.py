@@ -8,27 +8,7 @@ import sys
 import pytest
 import requests
 
-from .conftest import TEST_KEY, free_port
-
-CLI = [sys.executable, "-m", "worker.cli"]
-
-
-def fresh_env(tmp_path, **extra):
-    """No Redis URL, key or secret, and a TMPDIR of its own: no running dev is found."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("STRIPE", "REDIS", "SIGNUP", "STREAM", "SECRETS", "PORT"))
-    }
-    env["TMPDIR"] = str(tmp_path)
-    env.update(extra)
-    return env
-
-
-def cli(*args, env, stdin="", timeout=60):
-    return subprocess.run(
-        [*CLI, *args], env=env, input=stdin, capture_output=True, text=True, timeout=timeout
-    )
+from .support import TEST_KEY, free_port, fresh_env, run_command, wait_for
 
 
 def one_error_line(done, status):
@@ -42,7 +22,7 @@ def one_error_line(done, status):
 def test_version_and_every_command_and_option_described(tmp_path):
     from worker.cli import build_parser
 
-    done = cli("--version", env=fresh_env(tmp_path))
+    done = run_command("--version", env=fresh_env(tmp_path))
     assert done.returncode == 0 and done.stdout.startswith("stripe-worker 0.")
     parser = build_parser()
     [sub] = [a for a in parser._actions if a.dest == "command"]
@@ -50,7 +30,7 @@ def test_version_and_every_command_and_option_described(tmp_path):
         assert page.description and len(page.description) > 20, name
         for action in page._actions:
             assert action.help, f"{name} {action.option_strings or action.dest} has no help"
-    help_page = cli("send", "--help", env=fresh_env(tmp_path)).stdout
+    help_page = run_command("send", "--help", env=fresh_env(tmp_path)).stdout
     assert "two customers" in help_page and "--user-id" in help_page
 
 
@@ -70,13 +50,13 @@ def test_version_and_every_command_and_option_described(tmp_path):
     ],
 )
 def test_usage_mistakes_are_one_line_exit_2(tmp_path, args, says):
-    line = one_error_line(cli(*args, env=fresh_env(tmp_path)), 2)
+    line = one_error_line(run_command(*args, env=fresh_env(tmp_path)), 2)
     assert says in line
 
 
 def test_unknown_dlq_entry_is_one_line_exit_2(tmp_path, redis_url, prefix):
     env = fresh_env(tmp_path, REDIS_URL=redis_url, STREAM_PREFIX=prefix)
-    line = one_error_line(cli("dlq", "replay", "999-0", env=env), 2)
+    line = one_error_line(run_command("dlq", "replay", "999-0", env=env), 2)
     assert f"no entry 999-0 in {prefix}:errors" in line
 
 
@@ -96,14 +76,14 @@ def test_unknown_dlq_entry_is_one_line_exit_2(tmp_path, redis_url, prefix):
 def test_redis_url_without_a_scheme_is_refused_by_every_process(tmp_path, args):
     env = fresh_env(tmp_path, REDIS_URL="127.0.0.1:6390", STRIPE_SECRET_KEY=TEST_KEY)
     spec = json.dumps({"component": "stripe.getStripeCustomer", "customer_id": "cus_1"})
-    line = one_error_line(cli(*args, env=env, stdin=spec, timeout=30), 2)
+    line = one_error_line(run_command(*args, env=env, stdin=spec, timeout=30), 2)
     assert "REDIS_URL must start with redis://" in line
     assert "amqp" not in line
 
 
 def test_a_password_in_a_url_without_scheme_is_not_shown(tmp_path):
     env = fresh_env(tmp_path, REDIS_URL="user:s3cretpass@127.0.0.1:6390")
-    line = one_error_line(cli("dlq", "list", env=env), 2)
+    line = one_error_line(run_command("dlq", "list", env=env), 2)
     assert "s3cretpass" not in line and "***@127.0.0.1:6390" in line
 
 
@@ -111,9 +91,9 @@ def test_absent_redis_is_one_line_exit_1_naming_it(tmp_path):
     url = f"redis://127.0.0.1:{free_port()}/0"
     env = fresh_env(tmp_path, REDIS_URL=url)
     for args in (["dlq", "list"], ["tail", "errors"]):
-        line = one_error_line(cli(*args, env=env), 1)
+        line = one_error_line(run_command(*args, env=env), 1)
         assert f"Redis at {url} does not answer" in line and "hint:" in line
-    done = cli("tail", "errors", "--json", env=env)
+    done = run_command("tail", "errors", "--json", env=env)
     assert done.returncode == 1
     assert json.loads(done.stderr)["error"]["type"] == "redis_error"
 
@@ -135,12 +115,12 @@ def test_example_agent_without_redis_is_one_line_not_a_traceback(tmp_path):
 def test_run_errors_one_line_or_json_with_json(tmp_path, emulator):
     env = fresh_env(tmp_path, STRIPE_SECRET_KEY=TEST_KEY, STRIPE_API_BASE=emulator.url)
     get = json.dumps({"component": "stripe.getStripeCustomer", "customer_id": "cus_nope"})
-    line = one_error_line(cli("run", "-", env=env, stdin=get), 1)
+    line = one_error_line(run_command("run", "-", env=env, stdin=get), 1)
     assert "No such customer" in line
-    done = cli("run", "--json", "-", env=env, stdin=get)
+    done = run_command("run", "--json", "-", env=env, stdin=get)
     assert done.returncode == 1 and len(done.stderr.splitlines()) == 1
     assert json.loads(done.stderr)["error"]["type"] == "not_found"
-    done = cli("run", "--json", "-", env=env, stdin="{nope")
+    done = run_command("run", "--json", "-", env=env, stdin="{nope")
     assert done.returncode == 2 and json.loads(done.stderr)["error"]["type"] == "invalid_spec"
 
 
@@ -150,7 +130,7 @@ def test_short_live_key_masked_by_stripe_is_never_shown(tmp_path, emulator):
     env = fresh_env(tmp_path, STRIPE_SECRET_KEY=short, STRIPE_API_BASE=emulator.url)
     get = json.dumps({"component": "stripe.getStripeCustomer", "customer_id": "cus_1"})
     for args in (["run", "-"], ["run", "--json", "-"]):
-        done = cli(*args, env=env, stdin=get)
+        done = run_command(*args, env=env, stdin=get)
         assert done.returncode == 1 and "Invalid API Key" in done.stderr, done.stderr
         assert "hort" not in done.stderr and "sk_live_[redacted]" in done.stderr
 
@@ -164,14 +144,16 @@ def test_send_honours_port_without_a_dev(tmp_path, start_web, settings):
         REDIS_URL=settings.redis_url,
         STREAM_PREFIX=settings.stream_prefix,
     )
-    done = cli("send", "signup", "--email", "port@example.com", "--user-id", "u_port", env=env)
+    done = run_command(
+        "send", "signup", "--email", "port@example.com", "--user-id", "u_port", env=env
+    )
     assert done.returncode == 0, done
     answer, summary = done.stdout.splitlines()
     assert "user u_port, webhook msg_" in summary and f":{web.port}" in summary
     assert answer.startswith("200 ")
     # the same webhook id again is a duplicate delivery, acknowledged and not queued
     webhook_id = summary.split("webhook ")[1].split(" ")[0].rstrip(",")
-    again = cli(
+    again = run_command(
         "send", "signup", "--email", "port@example.com", "--user-id", "u_port",
         "--webhook-id", webhook_id, env=env,
     )  # fmt: skip
@@ -188,8 +170,6 @@ def test_stripes_own_mask_of_a_short_key_is_redacted():
 
 def test_example_agent_stops_on_ctrl_c_without_a_traceback(tmp_path, redis_url, prefix):
     import signal
-
-    from .conftest import wait_for
 
     env = fresh_env(tmp_path, REDIS_URL=redis_url, STREAM_PREFIX=prefix)
     agent = subprocess.Popen(

@@ -5,8 +5,16 @@ import json
 
 import pytest
 
-from .conftest import at_once, emulator_stats, entries, faults, sign_standard, wait_for
-from .test_receiver import post_signup
+from .support import (
+    at_once,
+    emulator_stats,
+    entries,
+    faults,
+    post_signup,
+    sign_standard,
+    wait_for,
+    worker_env,
+)
 
 
 def signup(email: str) -> str:
@@ -78,8 +86,6 @@ def test_stripe_refusing_the_reused_key_waits_for_the_first_customer(
     and the first only once Stripe has refused the second."""
     import subprocess
     import sys
-
-    from .conftest import worker_env
 
     create = {
         "component": "stripe.createCustomer",
