@@ -17,8 +17,8 @@ import logging
 import os
 import socket
 
+from worker.cli_process import tool_settings
 from worker.connections import redis_client
-from worker.settings import Settings
 from worker.streams import Entry, StreamConsumer
 
 
@@ -46,7 +46,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
-    settings = Settings.from_env()
+    settings = tool_settings()  # a running `stripe-worker dev` included; no tracebacks
     consumer = StreamConsumer(
         redis_client(settings),
         settings.keys.stream(args.stream),

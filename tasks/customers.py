@@ -17,11 +17,11 @@ from celery import Celery, Task
 from celery.exceptions import SoftTimeLimitExceeded
 
 from tasks.components import run_component
+from tasks.create_once import ALREADY_EXISTS, already_exists_id, create_once
 from tasks.runtime import Runtime
 from worker.errors import (
     ConnectionFailed,
     InternalError,
-    NotFound,
     RateLimited,
     StripeWorkerError,
     is_retryable,
@@ -56,27 +56,6 @@ def customer_id_named_by(event: dict[str, Any]) -> str | None:
         if isinstance(found, dict):  # expanded
             found = found.get("id")
     return found if isinstance(found, str) and found else None
-
-
-def create_once(rt: Runtime, spec: ComponentSpec, key: str, livemode: bool) -> dict[str, Any]:
-    """Create the customer, or return the one this key made before, even after Stripe's 24 h
-    idempotency window has passed."""
-    memory = rt.settings.keys.customer(livemode, key)
-    known = rt.redis.get(memory)
-    if known:
-        lookup = ComponentSpec(
-            GET_CUSTOMER, spec.api_secret, customer_id=known.decode(), outputs=spec.outputs
-        )
-        try:
-            outputs = run_component(lookup, rt.gateway)
-        except NotFound:
-            rt.redis.delete(memory)  # deleted since: make it anew
-        else:
-            outputs.pop("customerEmail")
-            return outputs
-    outputs = run_component(spec, rt.gateway, idempotency_key=key)
-    rt.redis.set(memory, outputs["customerId"], ex=rt.settings.customer_memory_ttl)
-    return outputs
 
 
 def _entry(
@@ -139,7 +118,7 @@ class WorkTask(Task):
             log.exception("unexpected error in %s %s", self.name, work.source_id)
             error = InternalError(f"{exc.__class__.__name__}: {exc}")
         else:
-            return self._publish(rt, work, stream, work.work_id, entry)
+            return self._publish(rt, work, stream, self.publish_id(work, entry), entry)
         if isinstance(error, RateLimited):  # back-pressure: wait on the queue, attempts kept
             wait = error.retry_after or self._delay(rt, held + 1)
             raise self.retry(kwargs=dict(work=work.to_json(), held=held + 1), countdown=wait)
@@ -157,6 +136,9 @@ class WorkTask(Task):
     def do(self, rt: Runtime, work: Work, attempts: int) -> tuple[str, dict[str, Any]]:
         """The work itself: (stream, entry), or a StripeWorkerError."""
         raise NotImplementedError
+
+    def publish_id(self, work: Work, entry: dict[str, Any]) -> str:
+        return work.work_id
 
     def _delay(self, rt: Runtime, attempts: int) -> float:
         return backoff(attempts, rt.settings.retry_base_delay, rt.settings.retry_max_delay)
@@ -231,7 +213,8 @@ class CreateCustomer(WorkTask):
     def do(self, rt: Runtime, work: Work, attempts: int) -> tuple[str, dict[str, Any]]:
         spec, livemode = _component(rt, work)
         outputs = create_once(rt, spec, work.idempotency_key, livemode)
-        return CUSTOMERS, _entry(
+        asked = outputs.pop(ALREADY_EXISTS, None)
+        entry = _entry(
             CREATE_CUSTOMER,
             outputs,
             source=work.source,
@@ -240,6 +223,12 @@ class CreateCustomer(WorkTask):
             livemode=livemode,
             attempts=attempts,
         )
+        if asked is not None:  # a second signup of the user, with other details
+            entry.update(already_exists=True, requested_email=asked.get("email"))
+        return CUSTOMERS, entry
+
+    def publish_id(self, work: Work, entry: dict[str, Any]) -> str:
+        return already_exists_id(work) if entry.get("already_exists") else work.work_id
 
 
 class GetCustomer(WorkTask):

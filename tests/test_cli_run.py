@@ -20,7 +20,7 @@ def run(spec, emulator, key=TEST_KEY, extra_env=None):
     env = clean_env(STRIPE_API_BASE=emulator.url, STRIPE_SECRET_KEY=key, **(extra_env or {}))
     text = spec if isinstance(spec, str) else json.dumps(spec)
     return subprocess.run(
-        [sys.executable, "-m", "worker.cli", "run", "-"],
+        [sys.executable, "-m", "worker.cli", "run", "--json", "-"],
         input=text,
         capture_output=True,
         text=True,
@@ -87,7 +87,7 @@ def test_bad_spec_exits_2_without_calling_stripe(emulator):
 def test_missing_key_exits_2_naming_the_secret(emulator):
     env = clean_env(STRIPE_API_BASE=emulator.url)
     done = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "run", "-"],
+        [sys.executable, "-m", "worker.cli", "run", "--json", "-"],
         input=json.dumps(CREATE),
         capture_output=True,
         text=True,

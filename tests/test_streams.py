@@ -129,7 +129,11 @@ def test_tail_prints_entries_for_people_and_machines(redis_client, settings, web
     assert "cus_1" in human.stdout and "a@example.com" in human.stdout
     assert "signup:msg_1" in human.stdout
     machine = subprocess.run(
-        [*cli, "--json", "--group", "ops"], env=env, capture_output=True, text=True, timeout=60
+        [*cli, "--json", "--group", "ops", "--ack"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     import json
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from worker.errors import UsageError
+from worker.errors import ReceiverUnreachable, UsageError
 
 
 def print_json(data: Any, stream: Any = None) -> None:
@@ -19,23 +19,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run one component now; outputs as JSON. Exit 0 ok, 1 Stripe error, 2 bad spec."""
     from tasks.components import run_component
     from tasks.stripe_gateway import StripeGateway
-    from worker.settings import Settings
     from worker.spec import ComponentSpec
-    from worker.vault import Vault
 
     try:
         text = sys.stdin.read() if args.spec == "-" else Path(args.spec).read_text("utf-8")
     except OSError as exc:
         raise UsageError(f"cannot read spec {args.spec}: {exc.strerror}") from None
-    settings = Settings.from_env()
-    spec = ComponentSpec.parse(text)
+    spec = ComponentSpec.parse(text)  # checked before anything is reached
+    found = target(args)
     if args.queue:
-        return _queue_component(settings, spec, args.id or _digest(text))
+        return _queue_component(found.settings, spec, args.id or _digest(text))
     gateway = StripeGateway.best_effort(
-        settings, Vault.from_settings(settings), max_network_retries=args.retries
+        found.settings, found.vault, max_network_retries=args.retries
     )
     print_json(run_component(spec, gateway))  # errors: main() prints them, exits 1 or 2
     return 0
+
+
+def target(args: argparse.Namespace) -> Any:
+    """The settings, vault and running dev this command works against, found once (main()
+    names that Redis when it does not answer)."""
+    from worker.devtools.dev_state import find_target
+
+    if getattr(args, "target", None) is None:
+        args.target = find_target()
+    return args.target
 
 
 def _digest(text: str) -> str:
@@ -105,10 +113,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     )
 
 
-def _runtime():  # type: ignore[no-untyped-def]
+def _runtime(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from worker.connections import redis_client
 
-    settings, _state = _dev_settings()
+    settings = target(args).settings
     return settings, redis_client(settings)
 
 
@@ -117,7 +125,9 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     from worker.dlq import list_failures, replay
     from worker.queue import Enqueuer
 
-    settings, client = _runtime()
+    if args.action == "replay" and not args.ids and not args.all:
+        raise UsageError("dlq replay needs entry ids (see `stripe-worker dlq list`), or --all")
+    settings, client = _runtime(args)
     failures = list_failures(client, settings, count=args.count)
     if args.action == "list":
         for f in failures:
@@ -130,8 +140,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         return 0
     ids = [f.entry_id for f in failures if not f.replayed] if args.all else args.ids
     if not ids:
-        print("nothing to replay: give entry ids, or --all", file=sys.stderr)
-        return 2
+        print(f"nothing to replay: no failure in {settings.keys.stream('errors')} waits for one")
     enqueuer = Enqueuer(client, settings)
     for entry_id in ids:
         queued = replay(client, settings, enqueuer, entry_id)
@@ -140,16 +149,36 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    """Show stream entries as they arrive; with --group, read and ack as a consumer."""
+    """Show a stream's last entries, then follow it; with --group, read as a consumer."""
+    from worker.keys import STREAMS
     from worker.tail import follow
 
-    settings, client = _runtime()
+    settings = target(args).settings
+    key = settings.keys.stream(args.stream)
+    if key not in {settings.keys.stream(name) for name in STREAMS}:
+        raise UsageError(f"unknown stream {args.stream!r}: tail customers, events or errors")
+    if args.ack and not args.group:
+        raise UsageError("--ack acknowledges entries for a consumer group: add --group NAME")
+    if args.group:
+        print(
+            f"tail      reading {key} as consumer {args.consumer!r} of group {args.group!r}, "
+            + (
+                "acknowledging each entry: the group's other consumers will not get it"
+                if args.ack
+                else "not acknowledging: what it shows stays pending, and another consumer "
+                "of the group claims it once idle (--ack acknowledges)"
+            ),
+            file=sys.stderr,
+            flush=True,
+        )
+    _settings, client = _runtime(args)
     follow(
         client,
-        settings.keys.stream(args.stream),
+        key,
+        start="start" if args.from_start else "new" if args.new else args.last,
         group=args.group,
         consumer=args.consumer,
-        from_start=args.from_start,
+        ack=args.ack,
         count=args.count,
         as_json=args.json,
     )
@@ -164,48 +193,52 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dev_settings():  # type: ignore[no-untyped-def]
-    from worker.devtools.dev_state import settings_with_dev
-
-    return settings_with_dev()
-
-
 def cmd_send(args: argparse.Namespace) -> int:
     """Sign and post a test event; prints the receiver's answer. Exit 1 unless it is 2xx."""
+    import os
+
     import requests
 
     from worker.devtools.send import Sender
-    from worker.vault import Vault
 
-    settings, state = _dev_settings()
-    sender = Sender(settings, Vault.from_settings(settings), state, args.url)
+    if args.kind == "signup" and not args.email:
+        raise UsageError("send signup needs --email, e.g. --email jenny.rosen@example.com")
+    if args.kind == "stripe" and not args.type:
+        raise UsageError("send stripe needs an event TYPE, e.g. checkout.session.completed")
+    metadata = dict(_key_value(item) for item in args.metadata or ())
+    found = target(args)
+    port = os.environ.get("PORT") or "8000"
+    url = args.url or found.dev.get("receiver") or f"http://127.0.0.1:{port}"
+    sender = Sender(found.settings, found.vault, found.dev, url)
     try:
         if args.kind == "signup":
-            if not args.email:
-                raise UsageError("send signup needs --email")
-            answer = sender.signup(args.email, args.name, args.user_id)
+            sent = sender.signup(args.email, args.name, args.user_id, metadata, args.webhook_id)
         else:
-            if not args.type:
-                raise UsageError("send stripe needs an event TYPE, such as customer.created")
-            answer = sender.stripe_event(args.type, args.customer)
+            sent = sender.stripe_event(args.type, args.customer)
     except requests.RequestException as exc:
-        print(
-            f"could not reach the receiver at {sender.url}: {exc.__class__.__name__}",
-            file=sys.stderr,
-        )
-        return 1
-    print(f"{answer.status_code} {answer.text.strip()}")
-    return 0 if answer.ok else 1
+        raise ReceiverUnreachable(
+            f"could not reach the receiver at {sender.url} ({exc.__class__.__name__}); "
+            "hint: start `stripe-worker dev` (or `web`), or point --url at yours"
+        ) from None
+    print(f"{sent.answer.status_code} {sent.answer.text.strip()}")
+    print(sent.summary)
+    return 0 if sent.answer.ok else 1
+
+
+def _key_value(item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise UsageError(f"--metadata takes KEY=VALUE, got {item!r}")
+    return key, value
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Check the configuration: exit 1 when anything fails."""
     from worker.devtools.doctor import checks
-    from worker.vault import Vault
 
-    settings, _state = _dev_settings()
+    found = target(args)
     failed = 0
-    for ok, what, detail in checks(settings, Vault.from_settings(settings)):
+    for ok, what, detail in checks(found.settings, found.vault):
         failed += not ok
         print(f"{'OK  ' if ok else 'FAIL'}  {what:8} {detail}")
     return 1 if failed else 0

@@ -73,6 +73,12 @@ class UsageError(StripeWorkerError):
     error_type = "usage_error"
 
 
+class ReceiverUnreachable(StripeWorkerError):
+    """Raised when `stripe-worker send` cannot reach the receiver it posts to."""
+
+    error_type = "receiver_unreachable"
+
+
 class InvalidMessage(StripeWorkerError):
     """Raised when a queue message or its arguments are not a valid piece of work."""
 
@@ -131,6 +137,10 @@ class InvalidRequest(StripeCallError):
     """Raised on 400/402 and idempotency mismatches: the request itself is wrong."""
 
     error_type = INVALID_REQUEST
+
+
+class IdempotencyMismatch(InvalidRequest):
+    """Raised when Stripe refuses an idempotency key already used with other parameters."""
 
 
 class NotFound(StripeCallError):
@@ -212,6 +222,7 @@ def from_stripe_error(exc: Exception) -> StripeCallError:
     else:
         cls = InvalidRequest
         if isinstance(exc, stripe.IdempotencyError) or code == "idempotency_key_in_use":
+            cls = IdempotencyMismatch
             message = f"idempotency key reused with other parameters: {message}"
 
     if cls is RateLimited:

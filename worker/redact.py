@@ -33,6 +33,7 @@ def redact_url(url: str) -> str:
     """A URL (REDIS_URL) without its password."""
     parts = urlsplit(url)
     if parts.password:
-        netloc = f"{parts.username or ''}:***@{parts.hostname}:{parts.port}"
+        port = f":{parts.port}" if parts.port else ""
+        netloc = f"{parts.username or ''}:***@{parts.hostname}{port}"
         return urlunsplit(parts._replace(netloc=netloc))
     return url

@@ -7,9 +7,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from functools import cached_property
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from worker.errors import SettingsError
 from worker.keys import Keys
+from worker.redact import redact_url
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,12 @@ class Settings:
 
     def check(self) -> None:
         """Refuse combinations that would break a promise, with the variable to change."""
+        # Without a scheme, Celery would read REDIS_URL as an AMQP host and retry forever.
+        if urlsplit(self.redis_url).scheme not in REDIS_SCHEMES:
+            raise SettingsError(
+                f"REDIS_URL must start with {', '.join(s + '://' for s in REDIS_SCHEMES)}; "
+                f"got {_shown(self.redis_url)!r} (for example redis://127.0.0.1:6379/0)"
+            )
         if self.visibility_timeout <= self.retry_max_delay + self.task_time_limit:
             raise SettingsError(
                 "VISIBILITY_TIMEOUT must exceed RETRY_MAX_DELAY + TASK_TIME_LIMIT, or a task "
@@ -106,6 +116,13 @@ class Settings:
     def keys(self) -> Keys:
         """Every Redis key under STREAM_PREFIX (worker/keys.py)."""
         return Keys(self.stream_prefix)
+
+
+def _shown(url: str) -> str:
+    """A URL as an error may show it: nothing before an `@`, which may be a password."""
+    if "://" in url or "@" not in url:
+        return redact_url(url)
+    return "***@" + url.rsplit("@", 1)[1]
 
 
 def _convert(name: str, raw: str, type_name: object) -> object:

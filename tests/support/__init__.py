@@ -8,6 +8,7 @@
     processes     Process, WorkerProcess, WebProcess, cli, clean_env, worker_env, FAST_WORKER
     inprocess     InProcessWorker: the worker on a thread, where a process adds nothing
     observe       faults, emulator_stats, entries, queued, settled
+    shell         fresh_env, run_command, start_dev, group_alive: the CLI as a user types it
 
 Nothing here imports pytest, so bench/ uses it as a plain package.
 """
@@ -27,6 +28,7 @@ from .processes import (
     worker_env,
 )
 from .redis_server import RedisServer, shared_redis
+from .shell import fresh_env, group_alive, run_command, start_dev
 from .signing import (
     LIVE_KEY,
     SIGNUP_WEBHOOK_SECRET,
@@ -58,14 +60,18 @@ __all__ = [
     "event_work",
     "faults",
     "free_port",
+    "fresh_env",
+    "group_alive",
     "http_answers",
     "post_signup",
     "post_stripe",
     "queued",
+    "run_command",
     "settled",
     "shared_redis",
     "sign_standard",
     "sign_stripe",
+    "start_dev",
     "stripe_event",
     "wait_for",
     "wait_http",

@@ -6,7 +6,7 @@ generated sk_test_ key when the vault has no Stripe key, generated webhook secre
 none are configured. Everything runs in this one process (threads, and the Celery worker
 on its threads pool), so Ctrl-C or SIGTERM stops it all and leaves nothing behind.
 
-What `send` and `tail` in another shell need (receiver URL, Redis URL, generated secrets)
+What the other commands need (receiver URL, Redis URL, emulator, generated secrets)
 is written to a state file that only this user can read, removed on exit.
 """
 
@@ -18,8 +18,11 @@ import os
 import secrets
 import socket
 import threading
+import warnings
 from collections.abc import Mapping
 from typing import Any
+
+from celery.exceptions import SecurityWarning
 
 from worker.devtools.dev_state import read_state, state_path
 from worker.devtools.local import embedded_redis, free_port, port_free, redis_answers
@@ -59,6 +62,7 @@ class DevStack:
     def prepare(self) -> tuple[Settings, Vault]:
         """Fill in what is missing with embedded defaults, saying each in one line."""
         env = self.environ
+        Settings.from_env(env)  # a bad setting (REDIS_URL without a scheme) is refused first
         overrides: dict[str, Any] = {}
         url = env.get("REDIS_URL")
         if url and redis_answers(url):
@@ -155,6 +159,9 @@ def run_dev(host: str = "127.0.0.1", port: int = 8000, concurrency: int = 4) -> 
     from worker.recovery import install_recovery
 
     configure_logging("INFO", "%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Celery's warning for root is about pickle; this app accepts JSON only (celery_app.py),
+    # and a container's root user trying `dev` should not meet seven lines of alarm.
+    warnings.filterwarnings("ignore", category=SecurityWarning)
     stack = DevStack(host=host, port=port)
     try:
         settings, vault = stack.prepare()
@@ -175,7 +182,7 @@ def run_dev(host: str = "127.0.0.1", port: int = 8000, concurrency: int = 4) -> 
         )
         app = worker_app(settings, vault)
         install_recovery(app, settings, {"pool": "threads", "concurrency": concurrency})
-        worker = app.Worker(
+        worker = _quiet_worker_class(app)(
             pool="threads",
             concurrency=concurrency,
             loglevel="INFO",
@@ -184,8 +191,36 @@ def run_dev(host: str = "127.0.0.1", port: int = 8000, concurrency: int = 4) -> 
             without_heartbeat=True,
             hostname=f"stripe-worker-dev-{os.getpid()}@{socket.gethostname()}",
             quiet=True,
+            redirect_stdouts=False,  # our own last line goes to the terminal, not a log
         )
         worker.start()
-        return int(worker.exitcode or 0)
+    except KeyboardInterrupt:  # Ctrl-C before the worker took over the signals
+        pass
     finally:
         stack.stop()
+    print("stopped; nothing left running", flush=True)
+    return 0
+
+
+def _quiet_worker_class(app: Any) -> Any:
+    """Celery's worker, stopped by the first Ctrl-C or SIGTERM without Celery's banners.
+
+    The first signal stops taking work and lets the running tasks finish (a warm
+    shutdown); a second one stops them too. `run_dev` then says it stopped, in one line.
+    """
+
+    class DevWorker(app.Worker):  # type: ignore[name-defined,misc]
+        def install_platform_tweaks(self, worker: Any) -> None:
+            from celery import platforms
+            from celery.worker import state
+
+            def stop(*_args: Any) -> None:
+                if state.should_stop is None:
+                    state.should_stop = 0
+                else:
+                    state.should_terminate = 0
+
+            platforms.signals["SIGINT"] = stop
+            platforms.signals["SIGTERM"] = stop
+
+    return DevWorker

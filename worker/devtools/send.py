@@ -10,6 +10,7 @@ import json
 import secrets
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
@@ -29,6 +30,14 @@ def fixtures() -> dict[str, Any]:
     """Stripe's example objects (from its OpenAPI fixtures) that events are built from."""
     text = resources.files("worker.devtools").joinpath("data/stripe_fixtures.json").read_text()
     return json.loads(text)
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What was sent, in a line a user can act on, and the receiver's answer."""
+
+    summary: str
+    answer: requests.Response
 
 
 class Sender:
@@ -61,8 +70,10 @@ class Sender:
         name: str | None = None,
         user_id: str | None = None,
         metadata: Mapping[str, str] | None = None,
-    ) -> requests.Response:
-        """POST a Standard Webhooks signed user.created to /webhooks/signup."""
+        webhook_id: str | None = None,
+    ) -> Sent:
+        """POST a Standard Webhooks signed user.created to /webhooks/signup. A new user id
+        and webhook id are made up unless given: the same email twice is two users."""
         user_id = user_id or f"u_{secrets.token_hex(6)}"
         data: dict[str, Any] = {"user_id": user_id, "email": email}
         if name:
@@ -70,7 +81,7 @@ class Sender:
         if metadata:
             data["metadata"] = dict(metadata)
         body = json.dumps({"type": "user.created", "data": data})
-        msg_id = f"msg_{secrets.token_hex(12)}"
+        msg_id = webhook_id or f"msg_{secrets.token_hex(12)}"
         stamp = datetime.now(tz=UTC)
         # The secret may hold several during a rotation: sign with the newest (last).
         secret = self._need("signup_webhook_secret").split(",")[-1].strip()
@@ -80,11 +91,12 @@ class Sender:
             "webhook-signature": Webhook(secret).sign(msg_id, stamp, body),
             "Content-Type": "application/json",
         }
-        return requests.post(
+        answer = requests.post(
             f"{self.url}/webhooks/signup", data=body.encode(), headers=headers, timeout=30
         )
+        return Sent(f"signup    user {user_id}, webhook {msg_id} -> {self.url}", answer)
 
-    def stripe_event(self, event_type: str, customer_id: str | None = None) -> requests.Response:
+    def stripe_event(self, event_type: str, customer_id: str | None = None) -> Sent:
         """POST a Stripe-signed event of `event_type`; like `stripe trigger`, it first makes
         the customer it names (through the Stripe API) unless one is given."""
         if event_type not in STRIPE_TYPES:
@@ -111,12 +123,14 @@ class Sender:
         payload = json.dumps(event)
         secret = self._need("stripe_webhook_secret").split(",")[-1].strip()
         header = stripe.WebhookSignature.generate_signature_header(payload, secret)
-        return requests.post(
+        answer = requests.post(
             f"{self.url}/webhooks/stripe",
             data=payload.encode(),
             headers={"Stripe-Signature": header, "Content-Type": "application/json"},
             timeout=30,
         )
+        summary = f"stripe    {event_type} {event['id']} for {customer['id']} -> {self.url}"
+        return Sent(summary, answer)
 
     @staticmethod
     def build_event(event_type: str, customer: Mapping[str, Any], livemode: bool) -> dict:
