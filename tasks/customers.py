@@ -16,6 +16,7 @@ import redis
 from celery import Celery, Task
 from celery.exceptions import SoftTimeLimitExceeded
 
+from tasks import metrics
 from tasks.components import run_component
 from tasks.create_once import ALREADY_EXISTS, already_exists_id, create_once
 from tasks.runtime import Runtime
@@ -113,6 +114,7 @@ class WorkTask(Task):
             error = exc
         except redis.RedisError as exc:
             # Our own Redis (memory or streams) is down: the work is not done; try again.
+            metrics.task_done(self.name, "retried")
             raise self.retry(countdown=self._delay(rt, attempts), exc=exc) from None
         except Exception as exc:  # a bug of ours: end on the error stream, never vanish
             log.exception("unexpected error in %s %s", self.name, work.source_id)
@@ -123,14 +125,11 @@ class WorkTask(Task):
             wait = error.retry_after or self._delay(rt, held + 1)
             raise self.retry(kwargs=dict(work=work.to_json(), held=held + 1), countdown=wait)
         if is_retryable(error) and attempts < rt.settings.retry_max_attempts:
-            log.info(
-                "retrying %s %s (attempt %d): %s",
-                self.name,
-                work.source_id,
-                attempts,
-                error.message,
-            )
-            raise self.retry(countdown=self._delay(rt, attempts), exc=error) from None
+            log.info("retrying %s %s (%d): %s", self.name, work.source_id, attempts, error.message)
+            retry = self.retry(countdown=self._delay(rt, attempts), exc=error, throw=False)
+            metrics.task_done(self.name, "retried")  # once the retry is safely queued
+            rt.trail.record_error(work, "retried", attempts, error)
+            raise retry from None
         return self._publish_error(rt, work, error, attempts)
 
     def do(self, rt: Runtime, work: Work, attempts: int) -> tuple[str, dict[str, Any]]:
@@ -149,7 +148,11 @@ class WorkTask(Task):
         try:
             published = rt.publisher.publish(stream, work_id, entry, work.delivery_id)
         except redis.RedisError as exc:
+            metrics.task_done(self.name, "retried")
             raise self.retry(countdown=self._delay(rt, self.request.retries + 1), exc=exc) from None
+        outcome = "failed" if stream == ERRORS else "published"
+        metrics.task_done(self.name, outcome)
+        rt.trail.record_end(work, outcome, stream, published.entry_id, published.new, entry)
         return {
             "stream": stream,
             "entry_id": published.entry_id,

@@ -1,8 +1,9 @@
-"""`stripe-worker worker`: the Celery worker, with crash recovery running beside it."""
+"""`stripe-worker worker`: the Celery worker, with crash recovery and its metrics beside it."""
 
 from __future__ import annotations
 
 import os
+import tempfile
 
 from worker.settings import Settings
 
@@ -11,7 +12,15 @@ def run_worker(
     settings: Settings, *, pool: str | None, concurrency: int | None, loglevel: str
 ) -> int:
     """Run the worker until stopped; Celery's exit status is the process's."""
-    from tasks import worker_app
+    pool = pool or settings.worker_pool
+    concurrency = concurrency or settings.pool_size
+    if pool == "prefork" and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Tasks count in the pool's children: into files the main process sums. Read by
+        # prometheus-client when imported, so set before anything imports it.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="stripe-worker-prom-")
+    from celery.signals import worker_process_init
+
+    from tasks import metrics, worker_app
     from worker.logs import configure_logging
     from worker.recovery import install_recovery
 
@@ -19,13 +28,23 @@ def run_worker(
         loglevel.upper(), "[%(asctime)s: %(levelname)s/%(processName)s] %(name)s: %(message)s"
     )
     app = worker_app(settings)
-    install_recovery(app, settings)  # only processes that run tasks recover others' work
+    # Only processes that run tasks recover others' work.
+    install_recovery(
+        app,
+        settings,
+        {"pool": pool, "concurrency": concurrency},
+        report=lambda: {"pace": app.runtime.gateway.paces()},
+    )
+    server = metrics.serve(settings)
+    if server is not None:
+        # A prefork child is forked with the listening socket: it must not keep the port.
+        worker_process_init.connect(lambda **_: server.socket.close(), weak=False)
     argv = [
         "worker",
         f"--loglevel={loglevel}",
         f"--hostname=stripe-worker-{os.getpid()}@%h",
-        f"--concurrency={concurrency or settings.pool_size}",
-        f"--pool={pool or settings.worker_pool}",
+        f"--concurrency={concurrency}",
+        f"--pool={pool}",
         "--without-gossip",
         "--without-mingle",
     ]

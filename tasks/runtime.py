@@ -10,6 +10,7 @@ from tasks.publish import Publisher
 from tasks.stripe_gateway import StripeGateway
 from worker.connections import redis_client
 from worker.settings import Settings
+from worker.trail import Trail
 from worker.vault import Vault
 
 
@@ -26,6 +27,7 @@ class Runtime:
         self._redis: redis.Redis | None = None
         self._publisher: Publisher | None = None
         self._gateway: StripeGateway | None = None
+        self._trail: Trail | None = None
         self._lock = threading.Lock()
 
     @property
@@ -42,6 +44,14 @@ class Runtime:
             if self._publisher is None:
                 self._publisher = Publisher(client, self.settings)
             return self._publisher
+
+    @property
+    def trail(self) -> Trail:
+        client = self.redis
+        with self._lock:
+            if self._trail is None:
+                self._trail = Trail(client, self.settings)
+            return self._trail
 
     @property
     def gateway(self) -> StripeGateway:

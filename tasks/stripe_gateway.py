@@ -10,6 +10,7 @@ from typing import TypeVar
 import redis
 import stripe
 
+from tasks.metrics import MeasuredHttpClient, rate_limit_waited
 from tasks.ratelimit import StripeRateLimiter, default_ceiling
 from worker.errors import RateLimited, from_stripe_error
 from worker.settings import Settings
@@ -66,7 +67,7 @@ class StripeGateway:
                     key,
                     base_addresses={"api": self.settings.stripe_api_base},
                     max_network_retries=self.max_network_retries,
-                    http_client=stripe.RequestsClient(timeout=self.settings.stripe_timeout),
+                    http_client=MeasuredHttpClient(timeout=self.settings.stripe_timeout),
                 )
                 self._clients[key] = client
             return client
@@ -95,6 +96,8 @@ class StripeGateway:
         deadline = time.monotonic() + HOLD_SECONDS
         while True:
             slot = limiter.acquire() if limiter is not None else None
+            if slot is not None:
+                rate_limit_waited(slot.waited)
             try:
                 return request(client)
             except stripe.StripeError as exc:
@@ -107,6 +110,13 @@ class StripeGateway:
             if time.monotonic() + pause > deadline:
                 raise error
             time.sleep(pause)
+
+    def paces(self) -> dict[str, float]:
+        """Calls/s each key's pace allows now, by key mode: what this worker's heartbeat
+        tells `stripe-worker status`. Only keys this worker has called with."""
+        with self._lock:
+            limiters = [(key, limiter) for key, limiter in self._limiters.items() if limiter]
+        return {key_mode(key): round(limiter.rate(), 2) for key, limiter in limiters}
 
     def livemode(self, api_secret: str) -> bool:
         return livemode_of(self.vault.stripe_key(api_secret))

@@ -18,6 +18,7 @@ from flask import Flask, Response, request
 from prometheus_client import CONTENT_TYPE_LATEST
 from werkzeug.exceptions import HTTPException
 
+from webhooks.console import register_console
 from webhooks.metrics import Metrics
 from webhooks.signup import signup_component
 from webhooks.verify import verify_standard_signature, verify_stripe_signature
@@ -170,6 +171,7 @@ def create_app(
     def metrics_view() -> Response:
         return Response(metrics.exposition(), mimetype=CONTENT_TYPE_LATEST)
 
+    register_console(app, settings, vault, client)  # only when CONSOLE_TOKEN is set
     app.register_error_handler(HTTPException, _http_error)
 
     @app.errorhandler(Exception)

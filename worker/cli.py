@@ -13,6 +13,7 @@ from worker import commands as cmd
 from worker.cli_process import error_report
 from worker.errors import StripeWorkerError
 from worker.keys import STREAMS
+from worker.ops_commands import add_commands as add_ops_commands
 
 
 def _rate_limit(value: str) -> str:
@@ -180,6 +181,8 @@ def build_parser() -> Parser:
     dlq.add_argument("--count", type=int, default=1000, help="newest entries to look at")
     dlq.add_argument("--json", action="store_true", help="one JSON object a line; errors too")
     dlq.set_defaults(func=cmd.cmd_dlq)
+
+    add_ops_commands(command)  # status, trace
 
     tail = command(
         "tail",

@@ -13,6 +13,10 @@
     PREFIX:ratelimit:<key digest>           the shared, adaptive Stripe pace of one API key (hash)
     PREFIX:workers                          live workers: worker id -> last heartbeat (sorted set)
     PREFIX:worker:<worker id>               a worker's heartbeat and facts (string with a TTL)
+    PREFIX:trail:<work id>                  what happened to a piece of work (list, TRAIL_TTL)
+    PREFIX:find:<digest of a term>          term -> work ids it names (sorted set, TRAIL_TTL):
+                                            webhook/event id, user id, customer id, email
+    PREFIX:throughput:<unix minute>         '<what>:<unix second>' -> count (hash, 15 min)
     PREFIX:q:celery                         the Celery queue (a list, kombu's Redis transport)
     PREFIX:q:unacked                        kombu: delivery tag -> message a worker holds (hash)
     PREFIX:q:unacked_index                  kombu: delivery tag -> lease deadline (sorted set)
@@ -96,6 +100,15 @@ class Keys:
 
     def worker(self, worker_id: str) -> str:
         return self._key("worker", worker_id)
+
+    def trail(self, work_id: str) -> str:
+        return self._key("trail", work_id)
+
+    def find(self, term_digest: str) -> str:
+        return self._key("find", term_digest)
+
+    def throughput(self, minute: int) -> str:
+        return self._key("throughput", str(minute))
 
     @property
     def kombu_prefix(self) -> str:

@@ -22,11 +22,13 @@ import logging
 import time
 
 import redis
+from redis.exceptions import NoScriptError
 
 from worker.connections import lua_script
 from worker.envelope import new_message_id, task_message
 from worker.errors import QueueUnavailable
 from worker.settings import Settings
+from worker.trail import Trail
 from worker.work import CREATE_CUSTOMER_TASK, Work
 
 log = logging.getLogger("stripe_worker.queue")
@@ -45,6 +47,7 @@ class Enqueuer:
         self.settings = settings
         self.keys = settings.keys
         self._script = lua_script(client, "worker", "enqueue_once.lua")
+        self.trail = Trail(client, settings)
 
     def enqueue_once(self, work: Work, summary: str = "") -> bool:
         """Queue `work` unless its delivery was queued before; True when queued now.
@@ -53,22 +56,36 @@ class Enqueuer:
         """
         message_id = new_message_id()
         keys = self.keys
+        script_keys = [keys.seen(work.delivery_id), keys.queue, keys.ledger, keys.ledger_work]
+        args = [
+            task_message(work, message_id, summary),
+            int(time.time()),
+            self.settings.dedupe_ttl,
+            work.delivery_id,
+            ledger_record(work, message_id),
+            "next" if work.task == CREATE_CUSTOMER_TASK else "last",
+        ]
+        step = "replayed" if work.delivery_id.startswith("replay:") else "received"
         try:
-            queued = self._script(
-                keys=[keys.seen(work.delivery_id), keys.queue, keys.ledger, keys.ledger_work],
-                args=[
-                    task_message(work, message_id, summary),
-                    int(time.time()),
-                    self.settings.dedupe_ttl,
-                    work.delivery_id,
-                    ledger_record(work, message_id),
-                    "next" if work.task == CREATE_CUSTOMER_TASK else "last",
-                ],
-            )
+            # The trail's line rides in the same round trip (never at the cost of the work:
+            # its error is logged, not raised).
+            pipe = self.client.pipeline(transaction=False)
+            pipe.evalsha(self._script.sha, len(script_keys), *script_keys, *args)
+            self.trail.record_queueing(pipe, work, step, message_id)
+            queued, *answers = pipe.execute(raise_on_error=False)
+            if isinstance(queued, NoScriptError):  # a new or flushed Redis: load, run once
+                queued, answers = self._script(keys=script_keys, args=args), []
+            if isinstance(queued, Exception):
+                raise queued
         except redis.RedisError as exc:
             log.warning("could not queue %s: %s: %s", work.delivery_id, exc.__class__.__name__, exc)
             raise QueueUnavailable(
                 f"the queue at REDIS_URL did not answer ({exc.__class__.__name__}); "
                 "nothing was queued, retry later"
             ) from None
+        written = answers[0] if answers else None
+        if written is None or isinstance(written, NoScriptError):
+            self.trail.record(work, step if queued else "duplicate", message=message_id)
+        elif isinstance(written, Exception):
+            log.warning("trail of %s not written: %s", work.work_id, written)
         return bool(queued)

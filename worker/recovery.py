@@ -27,6 +27,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -37,6 +38,7 @@ from worker.connections import lua_script, redis_client
 from worker.envelope import message_id_of, new_message_id, task_message
 from worker.queue import ledger_record
 from worker.settings import Settings
+from worker.trail import Trail
 from worker.transport import consuming_channels, set_clock_offset
 from worker.work import Work
 
@@ -58,6 +60,7 @@ class Recovery:
         settings: Settings,
         worker_id: str,
         facts: dict[str, Any] | None = None,
+        report: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.client = client
         self.settings = settings
@@ -66,12 +69,16 @@ class Recovery:
         self.facts = dict(
             facts or {}, host=socket.gethostname(), pid=os.getpid(), started=round(time.time(), 3)
         )
+        self.report = report  # more of the worker's state for each beat (the Stripe pace)
         self._beat = lua_script(client, "worker", "heartbeat.lua")
         self._release = lua_script(client, "worker", "release_worker.lua")
 
-    def beat(self, tasks_done: int = 0) -> float:
-        """Refresh this worker's heartbeat; returns Redis's time."""
-        facts = json.dumps(dict(self.facts, tasks_done=tasks_done, beat=round(time.time(), 3)))
+    def beat(self, tasks_done: int = 0, **activity: Any) -> float:
+        """Refresh this worker's heartbeat (with `activity`: running, waiting, for
+        `stripe-worker status`); returns Redis's time."""
+        facts = json.dumps(
+            dict(self.facts, tasks_done=tasks_done, beat=round(time.time(), 3), **activity)
+        )
         now = float(
             self._beat(
                 keys=[self.keys.worker(self.worker_id), self.keys.workers],
@@ -157,8 +164,8 @@ class Recovery:
             )
         )
 
-    def tick(self, tasks_done: int = 0) -> None:
-        now = self.beat(tasks_done)
+    def tick(self, tasks_done: int = 0, **activity: Any) -> None:
+        now = self.beat(tasks_done, **activity)
         tags = [tag for channel in consuming_channels() for tag in channel.qos.held_tags()]
         self.renew(tags, now)
         self.restore_lapsed(now)
@@ -198,6 +205,7 @@ def requeue_lost(
         pipe.zadd(keys.ledger, {delivery_id: now}, xx=True)
         pipe.execute()
         log.warning("requeued %s: its message was lost (%s)", delivery_id, work.task)
+        Trail(client, settings).record(work, "requeued", message=message_id)
         requeued.append(delivery_id)
     return requeued
 
@@ -212,10 +220,24 @@ def _message_ids_held(client: redis.Redis, settings: Settings) -> set[str]:
     return {m for m in map(message_id_of, raws) if m}
 
 
-def _tasks_done() -> int:
+def _activity() -> dict[str, int]:
+    """Tasks done, running, and retries waiting their countdown in this worker."""
     from celery.worker import state
 
-    return sum(state.total_count.values())
+    return {
+        "tasks_done": sum(state.total_count.values()),
+        "running": len(state.active_requests),
+        "waiting": len(state.scheduled_requests),
+    }
+
+
+def _reported(recovery: Recovery) -> dict[str, Any]:
+    """The worker's report for this beat; never a reason to miss the beat itself."""
+    try:
+        return recovery.report() if recovery.report else {}
+    except Exception as exc:
+        log.debug("heartbeat report: %s", exc.__class__.__name__)
+        return {}
 
 
 def recover_forever(recovery: Recovery, stop: threading.Event) -> None:
@@ -224,7 +246,7 @@ def recover_forever(recovery: Recovery, stop: threading.Event) -> None:
     next_sweep = time.monotonic() + sweep_every
     while True:
         try:
-            recovery.tick(_tasks_done())
+            recovery.tick(**_activity(), **_reported(recovery))
             if time.monotonic() >= next_sweep:
                 next_sweep = time.monotonic() + sweep_every
                 requeue_lost(recovery.client, settings)
@@ -237,7 +259,10 @@ def recover_forever(recovery: Recovery, stop: threading.Event) -> None:
 
 
 def install_recovery(
-    app: Celery, settings: Settings, facts: dict[str, Any] | None = None
+    app: Celery,
+    settings: Settings,
+    facts: dict[str, Any] | None = None,
+    report: Callable[[], dict[str, Any]] | None = None,
 ) -> Recovery:
     """Make `app`'s worker fetch through worker/transport.py under a worker id of its own,
     start beating now, and give back its fetched work when it stops.
@@ -247,7 +272,7 @@ def install_recovery(
     """
     worker_id = new_worker_id()
     app.conf.broker_transport_options = dict(app.conf.broker_transport_options, worker_id=worker_id)
-    recovery = Recovery(redis_client(settings), settings, worker_id, facts)
+    recovery = Recovery(redis_client(settings), settings, worker_id, facts, report)
     stop = threading.Event()
     threading.Thread(
         target=recover_forever, args=(recovery, stop), name="recovery", daemon=True

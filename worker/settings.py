@@ -63,6 +63,13 @@ class Settings:
     # by 429s). Unset: Stripe's limit for the key's mode less 3% (24.25/s test, 97/s live);
     # 0: no pace.
     stripe_rate_limit: float | None = None
+    # How long a piece of work's trail (worker/trail.py) and its search terms are kept:
+    # as long as a delivery's dedupe mark, so "did it arrive?" is answered while the sender
+    # may still be retrying it.
+    trail_ttl: int = 3 * 24 * 3600
+    # The worker's Prometheus endpoint (tasks/metrics.py); port 0 serves none.
+    worker_metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int = 9191
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:

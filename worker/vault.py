@@ -18,6 +18,7 @@ from worker.redact import remember_secret
 STRIPE_SECRET_KEY = "stripe_secret_key"  # noqa: S105
 STRIPE_WEBHOOK_SECRET = "stripe_webhook_secret"  # noqa: S105
 SIGNUP_WEBHOOK_SECRET = "signup_webhook_secret"  # noqa: S105
+CONSOLE_TOKEN = "console_token"  # noqa: S105
 
 # Names come from users' JSON, so they must never be able to walk out of SECRETS_DIR.
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")

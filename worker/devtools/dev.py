@@ -29,6 +29,7 @@ from worker.devtools.local import embedded_redis, free_port, port_free, redis_an
 from worker.redact import redact_url
 from worker.settings import Settings
 from worker.vault import (
+    CONSOLE_TOKEN,
     SIGNUP_WEBHOOK_SECRET,
     STRIPE_SECRET_KEY,
     STRIPE_WEBHOOK_SECRET,
@@ -58,6 +59,7 @@ class DevStack:
         self.say = say
         self._stops: list[Any] = []
         self.state: dict[str, Any] = {}
+        self.console_token = ""
 
     def prepare(self) -> tuple[Settings, Vault]:
         """Fill in what is missing with embedded defaults, saying each in one line."""
@@ -92,6 +94,8 @@ class DevStack:
         for name in (STRIPE_WEBHOOK_SECRET, SIGNUP_WEBHOOK_SECRET):
             if vault.find(name) is None:
                 env[name.upper()] = generated[name] = _generated_whsec()
+        if vault.find(CONSOLE_TOKEN) is None:  # the console is on in dev, behind a token
+            env[CONSOLE_TOKEN.upper()] = self.console_token = secrets.token_urlsafe(24)
         if generated:
             self.say(
                 "secrets   generated for this run: "
@@ -172,6 +176,10 @@ def run_dev(host: str = "127.0.0.1", port: int = 8000, concurrency: int = 4) -> 
             f"receiver  {receiver}  (POST /webhooks/stripe, /webhooks/signup; "
             "GET /healthz /readyz /metrics)"
         )
+        token = stack.console_token  # generated, so shown; the user's own never is
+        print(
+            f"console   {receiver}/console/" + (f"#token={token}" if token else " (CONSOLE_TOKEN)")
+        )
         print(
             "ready. In another shell:\n"
             "  stripe-worker send signup --email jenny.rosen@example.com --name 'Jenny Rosen'\n"
@@ -181,7 +189,12 @@ def run_dev(host: str = "127.0.0.1", port: int = 8000, concurrency: int = 4) -> 
             flush=True,
         )
         app = worker_app(settings, vault)
-        install_recovery(app, settings, {"pool": "threads", "concurrency": concurrency})
+        install_recovery(
+            app,
+            settings,
+            {"pool": "threads", "concurrency": concurrency},
+            report=lambda: {"pace": app.runtime.gateway.paces()},
+        )
         worker = _quiet_worker_class(app)(
             pool="threads",
             concurrency=concurrency,

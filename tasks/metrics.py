@@ -1,0 +1,192 @@
+"""The worker's Prometheus metrics, served by its main process on WORKER_METRICS_PORT.
+
+Counted where they happen: tasks by outcome (tasks/customers.py), every HTTP call to
+Stripe with its status and duration (the SDK's HTTP client, measured below), and the
+wait for the shared rate limiter's slot. The figures that live in Redis (queue depth,
+pending work, stream lengths and lags, live workers) are read from Redis when scraped,
+by worker/status.py's constant-time snapshot, so every worker reports the same.
+
+Under the threads pool (the default) the tasks run in the main process and these objects
+are the figures. Under prefork they run in child processes: `prepare` then switches
+prometheus-client to its multiprocess mode (files in PROMETHEUS_MULTIPROC_DIR, summed
+when scraped), as the receiver does under gunicorn; tasks/launch.py sets it up before
+this module is imported.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+import stripe
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from worker.settings import Settings
+
+log = logging.getLogger("stripe_worker.metrics")
+
+TASKS = Counter(
+    "stripe_worker_tasks", "Attempts of tasks by outcome", ["task", "outcome"], registry=None
+)
+STRIPE_CALLS = Counter(
+    "stripe_worker_stripe_calls", "HTTP calls to Stripe", ["operation", "status"], registry=None
+)
+STRIPE_SECONDS = Histogram(
+    "stripe_worker_stripe_call_seconds",
+    "Time of one HTTP call to Stripe",
+    ["operation"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20),
+    registry=None,
+)
+RATE_LIMIT_WAIT = Histogram(
+    "stripe_worker_rate_limit_wait_seconds",
+    "Time a Stripe call waited for its slot of the shared pace",
+    buckets=(0, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30),
+    registry=None,
+)
+OWN = (TASKS, STRIPE_CALLS, STRIPE_SECONDS, RATE_LIMIT_WAIT)
+
+
+def task_done(task: str, outcome: str) -> None:
+    """Count one attempt's outcome: published, retried or failed."""
+    TASKS.labels(task, outcome).inc()
+
+
+def rate_limit_waited(seconds: float) -> None:
+    RATE_LIMIT_WAIT.observe(seconds)
+
+
+def operation_of(method: str, url: str) -> str:
+    """`POST /v1/customers` -> customers.create; `GET /v1/customers/cus_1` -> customers.retrieve."""
+    parts = [p for p in urlsplit(url).path.split("/") if p][1:]  # without `v1`
+    if not parts:
+        return "other"
+    verb = {"GET": "list", "POST": "create"}.get(method.upper(), method.lower())
+    if len(parts) > 1:
+        verb = {"GET": "retrieve", "POST": "update", "DELETE": "delete"}.get(method.upper(), verb)
+    return f"{parts[0]}.{verb}"
+
+
+class MeasuredHttpClient(stripe.RequestsClient):
+    """The SDK's HTTP client, counting and timing each call (network retries included)."""
+
+    def request(self, method: str, url: str, headers: Any, post_data: Any = None) -> Any:
+        started = time.perf_counter()
+        status = "network_error"
+        try:
+            answer = super().request(method, url, headers, post_data)
+            status = str(answer[1])
+            return answer
+        finally:
+            operation = operation_of(method, url)
+            STRIPE_CALLS.labels(operation, status).inc()
+            STRIPE_SECONDS.labels(operation).observe(time.perf_counter() - started)
+
+
+class RedisFigures:
+    """Gauges read from Redis at each scrape (worker/status.py's snapshot)."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+
+    def collect(self) -> Iterator[Metric]:
+        from worker.status import snapshot
+
+        up = GaugeMetricFamily("stripe_worker_redis_up", "Redis answered this scrape")
+        try:
+            s = snapshot(self.client, self.settings)
+        except redis.RedisError:
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        for name, doc, value in (
+            ("queue_depth", "Messages waiting on the Celery queue", s.queue_depth),
+            ("held_messages", "Messages workers hold (running, reserved, retrying)", s.held),
+            ("in_flight", "Tasks running now, as the workers' heartbeats say", s.in_flight),
+            ("retries_waiting", "Retries waiting their countdown in workers", s.retries_waiting),
+            ("pending_work", "Accepted work not yet published or failed", s.pending),
+            (
+                "oldest_pending_seconds",
+                "Age of the oldest pending work (0: none)",
+                s.oldest_pending_seconds or 0,
+            ),
+            ("live_workers", "Workers whose heartbeat is current", s.live_workers),
+        ):
+            yield GaugeMetricFamily(f"stripe_worker_{name}", doc, value=value)
+        entries = GaugeMetricFamily(
+            "stripe_worker_stream_entries", "Entries in each stream", labels=["stream"]
+        )
+        lag = GaugeMetricFamily(
+            "stripe_worker_stream_lag",
+            "Entries not yet delivered to a consumer group",
+            labels=["stream", "group"],
+        )
+        for stream, info in s.streams.items():
+            entries.add_metric([stream], info.entries)
+            for group, figures in info.groups.items():
+                if figures["lag"] is not None:
+                    lag.add_metric([stream, group], figures["lag"])
+        pace = GaugeMetricFamily(
+            "stripe_worker_stripe_pace",
+            "Calls/s the shared Stripe pace allows now, by key mode",
+            labels=["mode"],
+        )
+        for mode, rate in s.pace.items():
+            pace.add_metric([mode], rate)
+        yield entries
+        yield lag
+        yield pace
+
+
+def registry(client: redis.Redis, settings: Settings) -> CollectorRegistry:
+    """What a scrape reads: this process's counts (or every pool process's), and Redis's."""
+    reg = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.MultiProcessCollector(reg)
+    else:
+        for metric in OWN:
+            reg.register(metric)
+    reg.register(RedisFigures(client, settings))  # type: ignore[arg-type]
+    return reg
+
+
+def serve(settings: Settings) -> Any:
+    """Serve /metrics on WORKER_METRICS_HOST:WORKER_METRICS_PORT; None when the port is 0
+    or taken (the worker runs on: the metrics are not worth stopping the work for)."""
+    if not settings.worker_metrics_port:
+        return None
+    from prometheus_client import start_http_server
+
+    from worker.connections import redis_client
+
+    try:
+        server, _thread = start_http_server(
+            settings.worker_metrics_port,
+            settings.worker_metrics_host,
+            registry(redis_client(settings, socket_timeout=2), settings),
+        )
+    except OSError as exc:
+        log.warning(
+            "worker metrics not served: %s:%d: %s (set WORKER_METRICS_PORT to a free port)",
+            settings.worker_metrics_host,
+            settings.worker_metrics_port,
+            exc.strerror,
+        )
+        return None
+    log.info(
+        "metrics on http://%s:%d/metrics",
+        settings.worker_metrics_host,
+        settings.worker_metrics_port,
+    )
+    return server

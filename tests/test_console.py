@@ -1,0 +1,182 @@
+"""The console's guard and API, through Flask's test client (the browser test drives the page)."""
+
+import json
+import logging
+
+import pytest
+
+from webhooks import create_app
+from worker.vault import Vault
+
+from .support import SIGNUP_WEBHOOK_SECRET, STRIPE_WEBHOOK_SECRET, TEST_KEY, sign_standard
+
+TOKEN = "console-token-for-tests-0123456789"
+
+
+@pytest.fixture
+def console(settings, webhook_env):
+    webhook_env["CONSOLE_TOKEN"] = TOKEN
+    return create_app(settings, vault=Vault(None, webhook_env)).test_client()
+
+
+def sign_in(console) -> str:
+    answer = console.post("/console/api/session", json={"token": TOKEN})
+    assert answer.status_code == 200
+    return answer.get_json()["csrf"]
+
+
+def add_failure(settings, vault) -> str:
+    """A real failure on the error stream: a Get Customer of no customer, run in-process."""
+    from tasks import worker_app
+    from worker.spec import ComponentSpec
+    from worker.work import GET_CUSTOMER_TASK, Work
+
+    spec = ComponentSpec.parse({"component": "stripe.getStripeCustomer", "customer_id": "cus_0"})
+    work = Work.for_component(spec, "cli", "no-such-customer")
+    task = worker_app(settings, vault).tasks[GET_CUSTOMER_TASK]
+    return task.apply(kwargs={"work": work.to_json()}).result["entry_id"]
+
+
+def test_no_console_without_a_token(client):
+    assert client.get("/console/").status_code == 404
+    assert client.get("/console/api/overview").status_code == 404
+
+
+def test_a_short_token_leaves_it_off(settings, webhook_env):
+    webhook_env["CONSOLE_TOKEN"] = "short"
+    app = create_app(settings, vault=Vault(None, webhook_env)).test_client()
+    assert app.get("/console/").status_code == 404
+
+
+def test_without_a_valid_token_401_and_no_data(console, settings, vault):
+    add_failure(settings, vault)
+    page = console.get("/console/")
+    assert page.status_code == 401 and b"no-such-customer" not in page.data
+    for path in ("overview", "trace?q=x", "session"):
+        answer = console.get(f"/console/api/{path}")
+        assert answer.status_code == 401, path
+        assert answer.get_json()["error"]["type"] == "unauthorized"
+    assert console.post("/console/api/replay", json={"all": True}).status_code == 401
+    wrong = console.post("/console/api/session", json={"token": TOKEN[:-1] + "x"})
+    assert wrong.status_code == 401 and "Set-Cookie" not in wrong.headers
+    console.set_cookie("stripe_worker_console", "forged", path="/console/")
+    assert console.get("/console/api/overview").status_code == 401
+    bearer = {"Authorization": "Bearer nope"}
+    assert console.get("/console/api/overview", headers=bearer).status_code == 401
+
+
+def test_a_session_is_a_strict_cookie_and_the_page_loads(console):
+    answer = console.post("/console/api/session", json={"token": TOKEN})
+    cookie = answer.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/console/" in cookie
+    assert TOKEN not in cookie
+    assert console.get("/console/").status_code == 200
+    overview = console.get("/console/api/overview").get_json()
+    assert set(overview) == {"status", "throughput", "streams", "errors"}
+    assert len(overview["throughput"]["accepted"]) == 300
+
+
+def test_only_a_json_post_signs_in(console):
+    """A cross-site form can post, but not JSON without a preflight this never grants."""
+    form = console.post("/console/api/session", data={"token": TOKEN})
+    assert form.status_code == 401
+    plain = console.post(
+        "/console/api/session", data=json.dumps({"token": TOKEN}), content_type="text/plain"
+    )
+    assert plain.status_code == 401
+
+
+def test_actions_need_the_sessions_csrf_token(console, redis_client, settings, vault):
+    entry_id = add_failure(settings, vault)
+    csrf = sign_in(console)
+    assert console.post("/console/api/replay", json={"ids": [entry_id]}).status_code == 403
+    other = {"X-CSRF-Token": "x" * len(csrf)}
+    assert (
+        console.post("/console/api/replay", json={"ids": [entry_id]}, headers=other).status_code
+        == 403
+    )
+    assert redis_client.hlen(settings.keys.replayed) == 0
+    ok = console.post("/console/api/replay", json={"all": True}, headers={"X-CSRF-Token": csrf})
+    assert ok.get_json() == {"results": {entry_id: "queued again"}}
+    again = console.post(
+        "/console/api/replay", json={"ids": [entry_id]}, headers={"X-CSRF-Token": csrf}
+    )
+    assert again.get_json() == {"results": {entry_id: "already replayed"}}
+    errors = console.get("/console/api/overview").get_json()["errors"]
+    assert [(e["id"], e["replayed"]) for e in errors] == [(entry_id, True)]
+
+
+def test_scripts_use_a_bearer_token(console, settings, vault):
+    entry_id = add_failure(settings, vault)
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    assert console.get("/console/api/overview", headers=bearer).status_code == 200
+    answer = console.post("/console/api/replay", json={"ids": [entry_id]}, headers=bearer)
+    assert answer.get_json() == {"results": {entry_id: "queued again"}}
+
+
+def test_no_secret_on_any_answer_and_the_token_never_logged(console, settings, vault, caplog):
+    caplog.set_level(logging.DEBUG)
+    add_failure(settings, vault)
+    body = json.dumps({"type": "user.created", "data": {"user_id": "u1", "email": "a@example.com"}})
+    console.post("/webhooks/signup", data=body, headers=sign_standard(body, "msg_c1"))
+    console.post("/console/api/session", json={"token": "wrong-" + TOKEN})
+    sign_in(console)
+    answers = b"".join(
+        console.get(path).data
+        for path in (
+            "/console/",
+            "/console/api/overview",
+            "/console/api/trace?q=a@example.com",
+            "/console/api/session",
+        )
+    )
+    assert b"msg_c1" in answers  # the trail is there...
+    for secret in (TEST_KEY, TOKEN, STRIPE_WEBHOOK_SECRET, SIGNUP_WEBHOOK_SECRET):
+        assert secret.encode() not in answers  # ...and no secret
+        assert secret not in caplog.text
+
+
+@pytest.mark.slow
+def test_dev_prints_the_console_url_and_serves_it_on_embedded_redis(tmp_path):
+    """`stripe-worker dev` on a fresh machine: a generated token, the console on fakeredis."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    import requests
+
+    from worker.devtools.local import free_port
+
+    from .support import wait_for
+
+    fresh = ("STRIPE", "REDIS", "SIGNUP", "STREAM", "SECRETS", "CONSOLE")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(fresh)}
+    env["TMPDIR"] = str(tmp_path)
+    log = tmp_path / "dev.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "worker.cli", "dev", "--port", str(free_port())],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        found = wait_for(
+            lambda: re.search(r"console   (\S+)/console/#token=(\S+)", log.read_text())
+        )
+        base, token = found.group(1), found.group(2)
+        assert requests.get(f"{base}/console/", timeout=5).status_code == 401
+        bearer = {"Authorization": f"Bearer {token}"}
+
+        def live() -> dict:
+            answer = requests.get(f"{base}/console/api/overview", headers=bearer, timeout=5)
+            return answer.json() if answer.json()["status"]["live_workers"] == 1 else {}
+
+        overview = wait_for(live)
+        assert overview["status"]["problems"] == []
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)

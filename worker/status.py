@@ -1,0 +1,200 @@
+"""What the system is doing now, read from Redis in two round trips: `stripe-worker status`,
+the worker's Redis gauges (tasks/metrics.py) and the console all show this one snapshot.
+
+Every figure is a constant-time read (LLEN, HLEN, ZCARD, XLEN, XINFO GROUPS, one key per
+live worker); nothing scans a queue, so it is as cheap with a million messages queued.
+In flight and retries waiting are what the live workers say in their heartbeats
+(worker/recovery.py).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import redis
+
+from worker.keys import ERRORS, STREAMS
+from worker.settings import Settings
+
+# `status` exits 1 when accepted work waits longer than this (the whole retry schedule is
+# about 2 minutes at the defaults, so older work is stuck, or the workers are behind).
+DEFAULT_MAX_AGE = 600.0
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """One live worker, as its last heartbeat describes it."""
+
+    id: str
+    host: str
+    pid: int
+    pool: str
+    concurrency: int
+    tasks_done: int
+    running: int
+    waiting: int
+    beat_seconds_ago: float
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    entries: int
+    dropped: int = 0  # unread entries dropped past STREAM_HARD_MAXLEN (tasks/publish.py)
+    groups: dict[str, dict[str, int | None]] = field(default_factory=dict)  # name -> lag, pending
+
+
+@dataclass(frozen=True)
+class Status:
+    """The figures of `stripe-worker status --json` (the README lists them)."""
+
+    at: float
+    workers: list[WorkerInfo]
+    queue_depth: int
+    held: int
+    in_flight: int
+    retries_waiting: int
+    pending: int
+    oldest_pending_seconds: float | None
+    streams: dict[str, StreamInfo]
+    errors_replayed: int
+    pace: dict[str, float]  # key mode -> calls/s the shared Stripe pace allows now
+
+    @property
+    def live_workers(self) -> int:
+        return len(self.workers)
+
+    def problems(self, max_age: float = DEFAULT_MAX_AGE) -> list[str]:
+        """Why a probe should fail: no worker alive, or work waiting over `max_age`."""
+        found = []
+        if not self.workers:
+            found.append("no worker is alive")
+        if self.oldest_pending_seconds is not None and self.oldest_pending_seconds > max_age:
+            found.append(
+                f"the oldest pending work is {self.oldest_pending_seconds:.0f} s old "
+                f"(over {max_age:.0f} s)"
+            )
+        return found
+
+    def to_json(self, max_age: float = DEFAULT_MAX_AGE) -> dict[str, Any]:
+        data = asdict(self)
+        data["live_workers"] = self.live_workers
+        data["problems"] = self.problems(max_age)
+        return data
+
+
+def snapshot(client: redis.Redis, settings: Settings) -> Status:
+    """The figures now; redis.RedisError when Redis does not answer."""
+    keys = settings.keys
+    pipe = client.pipeline(transaction=False)
+    pipe.time()
+    pipe.llen(keys.queue)
+    pipe.hlen(keys.unacked)
+    pipe.zcard(keys.ledger)
+    pipe.zrange(keys.ledger, 0, 0, withscores=True)
+    pipe.zrange(keys.workers, 0, -1, withscores=True)
+    for name in STREAMS:
+        pipe.xlen(keys.stream(name))
+    pipe.hlen(keys.replayed)
+    pipe.hgetall(keys.dropped)
+    (now_pair, depth, held, pending, oldest, roll, *rest) = pipe.execute()
+    lengths, (replayed, dropped) = rest[: len(STREAMS)], rest[len(STREAMS) :]
+    dropped = {_text(k): int(v) for k, v in dropped.items()}
+    now = now_pair[0] + now_pair[1] / 1_000_000
+    live = [(_text(w), score) for w, score in roll if score >= now - settings.heartbeat_lapse]
+
+    pipe = client.pipeline(transaction=False)
+    for worker_id, _ in live:
+        pipe.get(keys.worker(worker_id))
+    for name, length in zip(STREAMS, lengths, strict=True):
+        if length:
+            pipe.xinfo_groups(keys.stream(name))
+    answers = pipe.execute(raise_on_error=False)
+    facts, group_answers = answers[: len(live)], iter(answers[len(live) :])
+
+    workers = []
+    pace: dict[str, float] = {}
+    for (worker_id, score), raw in zip(live, facts, strict=True):
+        if not raw or isinstance(raw, Exception):  # its heartbeat expired just now
+            continue
+        f = json.loads(raw)
+        pace.update(f.get("pace") or {})  # one pace per key, shared: any worker's will do
+        workers.append(
+            WorkerInfo(
+                worker_id,
+                str(f.get("host", "")),
+                int(f.get("pid", 0)),
+                str(f.get("pool", "")),
+                int(f.get("concurrency", 0)),
+                int(f.get("tasks_done", 0)),
+                int(f.get("running", 0)),
+                int(f.get("waiting", 0)),
+                round(max(0.0, now - score), 3),
+            )
+        )
+    streams = {}
+    for name, length in zip(STREAMS, lengths, strict=True):
+        groups: dict[str, dict[str, int | None]] = {}
+        answer = next(group_answers) if length else []
+        for g in answer if isinstance(answer, list) else []:
+            g = {_text(k): v for k, v in g.items()}
+            groups[_text(g["name"])] = {"lag": g.get("lag"), "pending": int(g.get("pending", 0))}
+        streams[name] = StreamInfo(int(length), dropped.get(name, 0), groups)
+    return Status(
+        at=round(now, 3),
+        workers=workers,
+        queue_depth=int(depth),
+        held=int(held),
+        in_flight=sum(w.running for w in workers),
+        retries_waiting=sum(w.waiting for w in workers),
+        pending=int(pending),
+        oldest_pending_seconds=round(max(0.0, now - oldest[0][1]), 3) if oldest else None,
+        streams=streams,
+        errors_replayed=int(replayed),
+        pace=pace,
+    )
+
+
+def render(status: Status, max_age: float = DEFAULT_MAX_AGE) -> str:
+    """The screen `stripe-worker status` prints."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(status.at))
+    lines = [f"stripe-worker status at {stamp}", f"workers   {status.live_workers} alive"]
+    for w in status.workers:
+        lines.append(
+            f"  {w.host} pid {w.pid}  {w.pool} x{w.concurrency}  done {w.tasks_done}  "
+            f"running {w.running}  retries waiting {w.waiting}  beat {w.beat_seconds_ago:.1f} s ago"
+        )
+    lines.append(
+        f"queue     {status.queue_depth} queued, {status.in_flight} in flight, "
+        f"{status.retries_waiting} retries waiting ({status.held} held by workers)"
+    )
+    oldest = status.oldest_pending_seconds
+    lines.append(
+        f"pending   {status.pending} accepted and not finished"
+        + (f", oldest {oldest:.1f} s" if oldest is not None else "")
+    )
+    parts = []
+    for name, s in status.streams.items():
+        groups = ", ".join(
+            f"{g} lag {v['lag'] if v['lag'] is not None else '?'}" for g, v in s.groups.items()
+        )
+        extra = f" ({groups})" if groups else ""
+        if name == ERRORS:
+            extra += f" ({status.errors_replayed} replayed)"
+        if s.dropped:
+            extra += f" ({s.dropped} dropped unread)"
+        parts.append(f"{name} {s.entries}{extra}")
+    lines.append("streams   " + "   ".join(parts))
+    paces = ", ".join(f"{rate:g} calls/s ({mode} key)" for mode, rate in status.pace.items())
+    lines.append(
+        f"pace      {paces or 'none yet (no paced Stripe call since the workers started)'}"
+    )
+    problems = status.problems(max_age)
+    lines.append("PROBLEM   " + "; ".join(problems) if problems else "OK")
+    return "\n".join(lines)
