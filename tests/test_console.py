@@ -139,35 +139,18 @@ def test_no_secret_on_any_answer_and_the_token_never_logged(console, settings, v
 @pytest.mark.slow
 def test_dev_prints_the_console_url_and_serves_it_on_embedded_redis(tmp_path):
     """`stripe-worker dev` on a fresh machine: a generated token, the console on fakeredis."""
-    import os
     import re
     import signal
-    import subprocess
-    import sys
 
     import requests
 
     from worker.devtools.local import free_port
 
-    from .support import wait_for
+    from .support import fresh_env, start_dev, wait_for
 
-    fresh = ("STRIPE", "REDIS", "SIGNUP", "STREAM", "SECRETS", "CONSOLE")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(fresh)}
-    env["TMPDIR"] = str(tmp_path)
-    log = tmp_path / "dev.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "worker.cli", "dev", "--port", str(free_port())],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc, text = start_dev(fresh_env(tmp_path), tmp_path, free_port())
     try:
-        found = wait_for(
-            lambda: re.search(r"console   (\S+)/console/#token=(\S+)", log.read_text())
-        )
-        base, token = found.group(1), found.group(2)
+        base, token = re.search(r"console   (\S+)/console/#token=(\S+)", text()).groups()
         assert requests.get(f"{base}/console/", timeout=5).status_code == 401
         bearer = {"Authorization": f"Bearer {token}"}
 
@@ -175,8 +158,7 @@ def test_dev_prints_the_console_url_and_serves_it_on_embedded_redis(tmp_path):
             answer = requests.get(f"{base}/console/api/overview", headers=bearer, timeout=5)
             return answer.json() if answer.json()["status"]["live_workers"] == 1 else {}
 
-        overview = wait_for(live)
-        assert overview["status"]["problems"] == []
+        assert wait_for(live)["status"]["problems"] == []
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)

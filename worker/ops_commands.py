@@ -18,8 +18,13 @@ def add_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
         "live workers, queue, pending work, streams and the Stripe pace",
         "Exits 1 when no worker is alive or pending work is older than --max-age: a probe.",
     )
-    status.add_argument("--max-age", type=float, default=DEFAULT_MAX_AGE, metavar="SECONDS",
-                        help=f"oldest pending work that is still OK ({DEFAULT_MAX_AGE:.0f})")  # fmt: skip
+    status.add_argument(
+        "--max-age",
+        type=float,
+        default=DEFAULT_MAX_AGE,
+        metavar="SECONDS",
+        help=f"oldest pending work that is still OK ({DEFAULT_MAX_AGE:.0f})",
+    )
     status.add_argument("--json", action="store_true", help="one JSON object (README: its keys)")
     status.set_defaults(func=cmd_status)
     trace = command(
