@@ -14,7 +14,7 @@ from typing import Any
 
 import redis
 from celery import Celery, Task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 
 from tasks import metrics
 from tasks.components import run_component
@@ -102,6 +102,18 @@ class WorkTask(Task):
 
     def run(self, work: dict[str, Any], held: int = 0) -> dict[str, Any]:
         return self.perform(Work.from_json(work), held)
+
+    def retry(self, *args: Any, **kwargs: Any) -> Any:
+        """Celery's retry, but a retry that cannot be queued (Redis in a failover) puts the
+        message back instead of dropping it, as Celery would (the ledger would find it only
+        after VISIBILITY_TIMEOUT); if Redis cannot take it back either, its lease lapses
+        and worker/recovery.py gives it back."""
+        try:
+            return super().retry(*args, **kwargs)
+        except Reject as rejected:
+            if rejected.requeue:
+                raise
+            raise Reject(rejected.reason, requeue=True) from None
 
     def perform(self, work: Work, held: int = 0) -> dict[str, Any]:
         rt: Runtime = self.app.runtime  # type: ignore[attr-defined]

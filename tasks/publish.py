@@ -24,7 +24,7 @@ from typing import Any
 
 import redis
 
-from worker.connections import lua_script
+from worker.connections import lua_script, replicated
 from worker.keys import ERRORS
 from worker.schema import SCHEMA_VERSION
 from worker.settings import Settings
@@ -61,7 +61,14 @@ class Publisher:
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self.client = client
         self.settings = settings
-        self._script = lua_script(client, "tasks", "publish_once.lua")
+        # With REDIS_MIN_REPLICAS, NotReplicated (a RedisError) makes the task retry;
+        # publish-once makes the retry append nothing and wait for the first append.
+        self._script = replicated(
+            lua_script(client, "tasks", "publish_once.lua"),
+            settings.redis_min_replicas,
+            fence=1,  # the publish-once mark
+            fence_ttl=settings.customer_memory_ttl,
+        )
         self._warned: dict[str, float] = {}
 
     def publish(

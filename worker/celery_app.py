@@ -10,13 +10,15 @@ from typing import Any
 
 from celery import Celery
 
+from worker.connections import sentinel_options
 from worker.keys import QUEUE
+from worker.redis_url import is_sentinel_url
 from worker.settings import Settings
 
 
 def broker_options(settings: Settings) -> dict[str, Any]:
     """kombu's Redis transport options; every key it writes goes under STREAM_PREFIX."""
-    return {
+    options: dict[str, Any] = {
         "global_keyprefix": settings.keys.kombu_prefix,
         # One list per queue: worker/transport.py fetches from it atomically (BLMOVE).
         "priority_steps": [0],
@@ -25,14 +27,22 @@ def broker_options(settings: Settings) -> dict[str, Any]:
         "unacked_restore_throttle": 1,
         "socket_connect_timeout": 2,
     }
+    if is_sentinel_url(settings.redis_url):
+        options.update(
+            master_name=settings.redis_sentinel_master,
+            sentinel_kwargs=sentinel_options(settings),
+        )
+    return options
 
 
 def create_celery(settings: Settings) -> Celery:
     """A Celery app on the Redis at REDIS_URL, without tasks."""
     app = Celery("stripe_worker", broker=settings.redis_url, set_as_current=False)
     app.conf.update(
-        # kombu's Redis transport, fetching so that a dead worker's messages can be found.
-        broker_transport="worker.transport:Transport",
+        # kombu's Redis transport, fetching so that a dead worker's messages can be found
+        # (through the sentinels to the current master, for a sentinel:// REDIS_URL).
+        broker_transport="worker.transport:"
+        + ("SentinelTransport" if is_sentinel_url(settings.redis_url) else "Transport"),
         task_serializer="json",
         accept_content=["json"],
         result_serializer="json",

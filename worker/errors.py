@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from worker.redact import redact
 
 # The `error_type` values of INTERFACE.md's error stream.
@@ -110,6 +112,15 @@ class WebhookRejected(StripeWorkerError):
 
 class QueueUnavailable(StripeWorkerError):
     """Raised when work could not be queued safely (Redis or broker down); answered 503."""
+
+    error_type = "unavailable"
+    answer_status = 503
+    retryable = True
+
+
+class NotReplicated(StripeWorkerError, RedisError):
+    """Raised when a write reached the Redis master but not REDIS_MIN_REPLICAS replicas in
+    time; a RedisError, so whatever retries on Redis trouble retries this."""
 
     error_type = "unavailable"
     answer_status = 503

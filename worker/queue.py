@@ -24,9 +24,9 @@ import time
 import redis
 from redis.exceptions import NoScriptError
 
-from worker.connections import lua_script
+from worker.connections import add_replica_wait, check_replicas, lua_script, replicated
 from worker.envelope import new_message_id, task_message
-from worker.errors import QueueUnavailable
+from worker.errors import NotReplicated, QueueUnavailable
 from worker.settings import Settings
 from worker.trail import Trail
 from worker.work import CREATE_CUSTOMER_TASK, Work
@@ -47,6 +47,10 @@ class Enqueuer:
         self.settings = settings
         self.keys = settings.keys
         self._script = lua_script(client, "worker", "enqueue_once.lua")
+        # With REDIS_MIN_REPLICAS, a duplicate waits too: its first delivery may have been
+        # answered 503 for want of a replica, and its retry must not get 200 before it has one.
+        self._replicas = settings.redis_min_replicas
+        self._run_alone = replicated(self._script, self._replicas, 0, settings.dedupe_ttl)
         self.trail = Trail(client, settings)
 
     def enqueue_once(self, work: Work, summary: str = "") -> bool:
@@ -72,11 +76,20 @@ class Enqueuer:
             pipe = self.client.pipeline(transaction=False)
             pipe.evalsha(self._script.sha, len(script_keys), *script_keys, *args)
             self.trail.record_queueing(pipe, work, step, message_id)
+            if self._replicas:
+                add_replica_wait(pipe, script_keys[0], self.settings.dedupe_ttl, self._replicas)
             queued, *answers = pipe.execute(raise_on_error=False)
+            if self._replicas:
+                *answers, _fence, acked = answers
             if isinstance(queued, NoScriptError):  # a new or flushed Redis: load, run once
-                queued, answers = self._script(keys=script_keys, args=args), []
-            if isinstance(queued, Exception):
+                queued, answers = self._run_alone(keys=script_keys, args=args), []
+            elif isinstance(queued, Exception):
                 raise queued
+            elif self._replicas:
+                check_replicas(acked, self._replicas)
+        except NotReplicated as exc:
+            log.warning("queued %s, not yet replicated: %s", work.delivery_id, exc.message)
+            raise QueueUnavailable(f"{exc.message}; retry later") from None
         except redis.RedisError as exc:
             log.warning("could not queue %s: %s: %s", work.delivery_id, exc.__class__.__name__, exc)
             raise QueueUnavailable(

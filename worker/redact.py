@@ -30,7 +30,9 @@ def redact(text: str) -> str:
 
 
 def redact_url(url: str) -> str:
-    """A URL (REDIS_URL) without its password."""
+    """A URL (REDIS_URL, each part of a sentinel:// list) without its password."""
+    if ";" in url:
+        return ";".join(redact_url(part) for part in url.split(";"))
     parts = urlsplit(url)
     if parts.password:
         port = f":{parts.port}" if parts.port else ""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -12,8 +12,9 @@ from urllib.parse import urlsplit
 from worker.errors import SettingsError
 from worker.keys import Keys
 from worker.redact import redact_url
+from worker.redis_url import check_redis_url, is_sentinel_url
 
-REDIS_SCHEMES = ("redis", "rediss", "unix")
+REDIS_SCHEMES = ("redis", "rediss", "unix", "sentinel")
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,14 @@ class Settings:
     """Every knob of the project; see the configuration table in the README."""
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # With a sentinel:// REDIS_URL: the master set the sentinels watch (`sentinel monitor
+    # <name> ...`), and the sentinels' own password when they have one (requirepass).
+    redis_sentinel_master: str = ""
+    redis_sentinel_password: str = field(default="", repr=False)
+    # Answer 200 (and count a result as published) only once the write is on this many
+    # replicas (WAIT, up to 1 s; else 503 / a retry). 0: as soon as the master has it, so a
+    # failover can lose the last acknowledged writes. See "Running on more than one machine".
+    redis_min_replicas: int = 0
     stripe_api_base: str = "https://api.stripe.com"
     stream_prefix: str = "stripe"
     stream_maxlen: int = 100_000
@@ -93,6 +102,15 @@ class Settings:
             raise SettingsError(
                 f"REDIS_URL must start with {', '.join(s + '://' for s in REDIS_SCHEMES)}; "
                 f"got {_shown(self.redis_url)!r} (for example redis://127.0.0.1:6379/0)"
+            )
+        try:
+            check_redis_url(self.redis_url)
+        except ValueError as exc:
+            raise SettingsError(f"REDIS_URL: {exc}") from None
+        if is_sentinel_url(self.redis_url) and not self.redis_sentinel_master:
+            raise SettingsError(
+                "REDIS_URL is a sentinel:// URL: set REDIS_SENTINEL_MASTER to the name of the "
+                "master set (sentinel monitor <name> ...)"
             )
         if self.visibility_timeout <= self.retry_max_delay + self.task_time_limit:
             raise SettingsError(

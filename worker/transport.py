@@ -13,6 +13,10 @@ offset its heartbeat measures), so that one host's clock cannot expire another's
 
 An envelope that is not JSON cannot be delivered: it is moved whole to `PREFIX:q:poison`
 and the worker goes on.
+
+With a sentinel:// REDIS_URL, SentinelTransport does the same through kombu's Sentinel
+connection handling; a master demoted under a blocked BLMOVE counts as a lost connection,
+so Celery reconnects to the master the sentinels name.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
 log = logging.getLogger("stripe_worker.transport")
 
@@ -67,6 +73,36 @@ class QoS(kombu_redis.QoS):
                 pipe.lrem(channel.fetched_key, 1, raw)
             pipe.execute()
         virtual.QoS.append(self, message, delivery_tag)
+
+    def ack(self, delivery_tag: str) -> None:
+        if not self._gone():
+            super().ack(delivery_tag)
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        if not self._gone():
+            super().reject(delivery_tag, requeue)
+
+    def _gone(self) -> bool:
+        """The channel was closed after a lost connection (kombu would fail on it, and the
+        worker with it): a task that ends now leaves its message to crash recovery, which
+        gives it back once its lease lapses; the idempotency key and the publish-once
+        mark make its second run harmless."""
+        connection = self.channel.connection
+        return connection is None or connection.client is None
+
+    def restore_unacked(self, client: Any = None) -> Any:
+        """kombu gives back what a closing channel held. After a lost connection (a failover)
+        its transport may have let go of its settings (kombu then fails, and the worker with
+        it) and Redis may not answer: then the messages stay in the unacked hash, and their
+        leases, which nobody renews any more, lapse and worker/recovery.py gives them back."""
+        if not self._gone():
+            try:
+                return super().restore_unacked(client)
+            except self.channel.connection_errors:
+                pass
+        log.warning("left %d held message(s) to crash recovery", len(self._delivered))
+        self._delivered.clear()
+        return None
 
     def held_tags(self) -> list[str]:
         """Delivery tags this channel holds (reserved, waiting an ETA, or running)."""
@@ -116,6 +152,13 @@ class Channel(kombu_redis.Channel):
             except self.connection_errors:
                 self.client.connection.disconnect()
                 raise
+            except ResponseError as exc:
+                if not str(exc).startswith("UNBLOCKED"):
+                    raise
+                # Our master became a replica under the blocked BLMOVE (a failover): a lost
+                # connection, so Celery reconnects, to the master the sentinels name now.
+                self.client.connection.disconnect()
+                raise RedisConnectionError(str(exc)) from None
             if item is None:
                 raise virtual.Empty()
             queue = self._fetch_queue or ""
@@ -133,6 +176,10 @@ class Channel(kombu_redis.Channel):
             self._in_poll = None
             self._flush_brpop_reauth()
 
+    def close(self) -> None:
+        _consuming.discard(self)  # its leases are no longer renewed: see QoS.restore_unacked
+        super().close()
+
     def _quarantine(self, item: bytes) -> None:
         log.error(
             "quarantined a message that is not a kombu envelope (%d bytes) in %s",
@@ -148,3 +195,20 @@ class Channel(kombu_redis.Channel):
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
+
+
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):
+    """Our fetch, on a connection pool that asks the sentinels for the current master.
+
+    kombu's SentinelChannel brings the pool (redis-py's SentinelConnectionPool: a demoted
+    master's ReadOnlyError becomes a ConnectionError, and a new connection goes to the master
+    the sentinels name); a broken connection makes Celery reconnect, so the worker follows a
+    failover on its own.
+    """
+
+
+class SentinelTransport(Transport):
+    """Chosen for a sentinel:// REDIS_URL (worker/celery_app.py)."""
+
+    Channel = SentinelChannel
+    default_port = kombu_redis.SentinelTransport.default_port

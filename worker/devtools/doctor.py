@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import redis
 
+from worker.connections import redis_client
 from worker.errors import StripeWorkerError
 from worker.redact import redact_url
 from worker.settings import Settings
@@ -23,9 +24,18 @@ from worker.vault import (
 def checks(settings: Settings, vault: Vault) -> Iterator[tuple[bool, str, str]]:
     """(ok, what, detail) for Redis, each secret, the key's mode and Stripe itself."""
     try:
-        client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2)
+        client = redis_client(settings, socket_timeout=2)
         client.ping()
         yield True, "redis", f"{redact_url(settings.redis_url)} answers"
+        wanted = settings.redis_min_replicas
+        if wanted:
+            replicas = int(client.info("replication").get("connected_slaves", 0))
+            yield (
+                replicas >= wanted,
+                "redis",
+                f"{replicas} replica(s) connected; REDIS_MIN_REPLICAS={wanted}"
+                + ("" if replicas >= wanted else ": every webhook would be answered 503"),
+            )
     except (redis.RedisError, ValueError) as exc:
         yield (
             False,
