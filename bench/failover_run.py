@@ -3,7 +3,7 @@
     python bench/failover_run.py                                  # 4 runs of 30 s (3 minutes)
     python bench/failover_run.py --min-replicas 1 --replica-lag 0  # one of them
 
-A master, a replica and three sentinels on 127.0.0.1 (bench/sentinel_cluster.py); the
+A master, a replica and three sentinels on 127.0.0.1 (tests/support/sentinel.py); the
 receiver (`stripe-worker web`) and two workers (`stripe-worker worker`) at default settings
 but for REDIS_URL (the sentinels), REDIS_SENTINEL_MASTER and REDIS_MIN_REPLICAS. A sender
 posts distinct signups at a steady rate and retries each until it is answered 2xx, as Stripe
@@ -43,8 +43,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.fault_run import KEY, SECRET  # noqa: E402
-from bench.sentinel_cluster import MASTER_NAME, SentinelCluster  # noqa: E402
 from tests.support import WebProcess, WorkerProcess, clean_env, wait_http  # noqa: E402
+from tests.support.sentinel import MASTER_NAME, SentinelCluster  # noqa: E402
 from worker.devtools.emulator import EmulatorServer  # noqa: E402
 from worker.keys import Keys  # noqa: E402
 

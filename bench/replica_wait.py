@@ -3,7 +3,7 @@
     python bench/replica_wait.py              # 8 s per measurement
     python bench/replica_wait.py --seconds 3
 
-A master, one replica and three sentinels on 127.0.0.1 (bench/sentinel_cluster.py); the
+A master, one replica and three sentinels on 127.0.0.1 (tests/support/sentinel.py); the
 receiver (`stripe-worker web`, 2 gunicorn workers) on the sentinel URL, loaded with
 distinct signed signups by 4 client processes (bench/run_all.py's closed loop), then the
 enqueue step alone (Enqueuer.enqueue_once in one thread, no HTTP). Each setting is measured
@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.run_all import KEY, SIGNUP_WHSEC, WHSEC, load, machine, signup_request  # noqa: E402
-from bench.sentinel_cluster import MASTER_NAME, SentinelCluster  # noqa: E402
 from tests.support import WebProcess, clean_env, wait_http  # noqa: E402
+from tests.support.sentinel import MASTER_NAME, SentinelCluster  # noqa: E402
 from worker.connections import redis_client  # noqa: E402
 from worker.queue import Enqueuer  # noqa: E402
 from worker.settings import Settings  # noqa: E402

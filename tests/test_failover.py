@@ -14,12 +14,6 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.failover_run import run_failover
-from bench.sentinel_cluster import (
-    MASTER_NAME,
-    SentinelCluster,
-    online_replicas,
-    sentinel_unavailable,
-)
 from tasks.publish import Publisher
 from webhooks import create_app
 from worker.connections import redis_client
@@ -33,6 +27,12 @@ from worker.vault import Vault
 from worker.work import Work
 
 from .support import entries, sign_standard, wait_for
+from .support.sentinel import (
+    MASTER_NAME,
+    SentinelCluster,
+    online_replicas,
+    sentinel_unavailable,
+)
 
 NO_SENTINEL = sentinel_unavailable()
 needs_sentinel = pytest.mark.skipif(NO_SENTINEL is not None, reason=NO_SENTINEL or "")

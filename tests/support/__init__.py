@@ -9,6 +9,8 @@
     inprocess     InProcessWorker: the worker on a thread, where a process adds nothing
     observe       faults, emulator_stats, entries, queued, settled
     shell         fresh_env, run_command, start_dev, group_alive: the CLI as a user types it
+    sentinel      SentinelCluster: a master, a replica and three sentinels (import it from
+                  tests.support.sentinel)
 
 Nothing here imports pytest, so bench/ uses it as a plain package.
 """
