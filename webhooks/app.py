@@ -19,7 +19,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from werkzeug.exceptions import HTTPException
 
 from webhooks.console import register_console
+from webhooks.limits import BufferedBody
 from webhooks.metrics import Metrics
+from webhooks.readiness import readiness
 from webhooks.signup import signup_component
 from webhooks.verify import verify_standard_signature, verify_stripe_signature
 from worker.connections import redis_client
@@ -161,11 +163,11 @@ def create_app(
 
     @app.get("/readyz")
     def readyz() -> Response:
-        try:
-            client.ping()
-        except redis.RedisError:
-            return _error("unavailable", "Redis does not answer at REDIS_URL", 503)
-        return _ok({"ready": True})
+        ready, reason, missing = readiness(client, settings, vault)
+        if not ready:
+            return _error("unavailable", reason, 503)
+        # Ready with one route's secrets; the other route's missing ones are named.
+        return _ok({"ready": True, "missing": missing} if missing else {"ready": True})
 
     @app.get("/metrics")
     def metrics_view() -> Response:
@@ -173,6 +175,10 @@ def create_app(
 
     register_console(app, settings, vault, client)  # only when CONSOLE_TOKEN is set
     app.register_error_handler(HTTPException, _http_error)
+    # Bodies are read whole, within MAX_BODY_BYTES and READ_TIMEOUT, before a view runs.
+    app.wsgi_app = BufferedBody(  # type: ignore[method-assign]
+        app.wsgi_app, settings.max_body_bytes, settings.read_timeout
+    )
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:

@@ -1,17 +1,36 @@
-"""`stripe-worker web`: the receiver under gunicorn, metrics summed across its processes."""
+"""`stripe-worker web`: the receiver under gunicorn, metrics summed across its processes.
+
+gunicorn runs WEB_CONCURRENCY gevent workers (webhooks/http_worker.py), each holding up to
+WEB_CONNECTIONS connections, with READ_TIMEOUT on request headers and on bodies; measured
+against the former gthread set-up by bench/slow_clients.py.
+"""
 
 from __future__ import annotations
 
 import os
+import resource
+import shutil
 import tempfile
 from typing import Any
 
 
-def serve(host: str, port: int, workers: int, threads: int) -> int:
+def serve(host: str, port: int, workers: int, connections: int = 1000) -> int:
     """Serve the receiver until stopped."""
+    made_dir, master = None, os.getpid()
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        # Read by prometheus_client when imported: set before anything imports it.
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="stripe-worker-prom-")
+        # Read by prometheus_client when imported: set before anything imports it; removed
+        # when the server stops, so no start leaves a folder behind.
+        made_dir = tempfile.mkdtemp(prefix="stripe-worker-prom-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = made_dir
+    try:
+        return _run(host, port, workers, connections)
+    finally:
+        if made_dir and os.getpid() == master:  # not in a gunicorn worker leaving
+            shutil.rmtree(made_dir, ignore_errors=True)
+            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+
+
+def _run(host: str, port: int, workers: int, connections: int) -> int:
     from gunicorn.app.base import BaseApplication
 
     from worker.logs import configure_logging
@@ -19,16 +38,24 @@ def serve(host: str, port: int, workers: int, threads: int) -> int:
 
     settings = Settings.from_env()
     configure_logging()
+    _raise_open_files_limit(workers * connections + 64)
 
     class Server(BaseApplication):
+        read_timeout = settings.read_timeout  # ReceiverWorker's header deadline
+
         def load_config(self) -> None:
             self.cfg.set("bind", f"{host}:{port}")
             self.cfg.set("workers", workers)
-            if threads > 1:  # gthread: a worker's threads overlap their Redis waits
-                self.cfg.set("threads", threads)
+            self.cfg.set("worker_class", "webhooks.http_worker.ReceiverWorker")
+            self.cfg.set("worker_connections", connections)
+            # The wait for a keep-alive request runs under the same deadline as headers.
+            self.cfg.set("keepalive", max(1, int(settings.read_timeout)))
             self.cfg.set("accesslog", None)  # our own line per request replaces it
             self.cfg.set("graceful_timeout", 10)
             self.cfg.set("child_exit", _mark_dead)
+            # gunicorn >= 25 opens ~/.gunicorn/gunicorn.ctl, one path for every server of
+            # the user: a second `web` takes it over, and stopping either removes it.
+            self.cfg.set("control_socket_disable", True)
 
         def load(self):  # type: ignore[no-untyped-def]
             from webhooks.app import create_app
@@ -37,6 +64,14 @@ def serve(host: str, port: int, workers: int, threads: int) -> int:
 
     Server().run()
     return 0
+
+
+def _raise_open_files_limit(wanted: int) -> None:
+    """Each held connection is a file descriptor: raise the soft limit toward the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 def _mark_dead(server: object, worker: Any) -> None:

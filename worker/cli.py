@@ -102,10 +102,10 @@ def build_parser() -> Parser:
         help="gunicorn worker processes (WEB_CONCURRENCY, 2)",
     )
     web.add_argument(
-        "--threads",
+        "--connections",
         type=int,
-        default=_env_int("WEB_THREADS", 4),
-        help="threads per worker (gthread) when above 1 (WEB_THREADS, 4)",
+        default=_env_int("WEB_CONNECTIONS", 1000),
+        help="connections each gevent worker holds at once (WEB_CONNECTIONS, 1000)",
     )
     web.set_defaults(func=cmd.cmd_web)
 

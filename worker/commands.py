@@ -100,7 +100,7 @@ def cmd_web(args: argparse.Namespace) -> int:
     """The receiver under gunicorn."""
     from webhooks.server import serve
 
-    return serve(args.host, args.port, args.workers, args.threads)
+    return serve(args.host, args.port, args.workers, args.connections)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

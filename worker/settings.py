@@ -43,6 +43,9 @@ class Settings:
     # Stripe retries a webhook for up to 3 days, so a dedupe mark must outlive that.
     dedupe_ttl: int = 3 * 24 * 3600
     max_body_bytes: int = 1024 * 1024
+    # Seconds a client has to send its request headers, and again its body: a sender that
+    # trickles is cut then (a 1 MiB body needs about 100 KB/s; Stripe sends a few KB at once).
+    read_timeout: float = 10.0
     stripe_timeout: float = 20.0
     # Retry schedule of temporary Stripe errors: base * 2**n with full jitter, capped.
     retry_max_attempts: int = 8

@@ -1,0 +1,73 @@
+"""The gunicorn worker of `stripe-worker web`: gevent, a read timeout, JSON errors.
+
+The receiver faces the internet, so a client that sends its request slowly must not hold
+what legitimate senders need. gevent gives every connection a greenlet of its own (a few
+KB), so a thousand slow connections wait beside the fast ones instead of in front of them;
+and a connection has READ_TIMEOUT seconds to send its request line and headers (gunicorn
+applies this worker's `timeout_ctx` to that read, and to the wait for a keep-alive
+request), then READ_TIMEOUT seconds more for its body (webhooks/limits.py).
+
+The errors gunicorn itself answers (a malformed request line 400, a line over its limit
+414, headers over theirs 431, ...) come out in the receiver's JSON error shape.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import gevent
+from gunicorn.http import errors as http_errors
+from gunicorn.workers.ggevent import GeventWorker
+
+from webhooks.limits import error_body
+
+# gunicorn's own refusals, by its exception class: (status, reason, error type).
+_REFUSALS: tuple[tuple[type[Exception], int, str, str], ...] = (
+    (http_errors.LimitRequestLine, 414, "URI Too Long", "uri_too_long"),
+    (
+        http_errors.LimitRequestHeaders,
+        431,
+        "Request Header Fields Too Large",
+        "request_header_fields_too_large",
+    ),
+    (http_errors.UnsupportedTransferCoding, 501, "Not Implemented", "not_implemented"),
+    (http_errors.ExpectationFailed, 417, "Expectation Failed", "expectation_failed"),
+    (http_errors.ForbiddenProxyRequest, 403, "Forbidden", "forbidden"),
+    (http_errors.ConfigurationProblem, 500, "Internal Server Error", "internal_error"),
+    (http_errors.ParseException, 400, "Bad Request", "bad_request"),
+)
+
+
+def refusal(exc: BaseException) -> tuple[int, str, str, str]:
+    """(status, reason, error type, message) of the answer to an error gunicorn caught."""
+    for cls, status, reason, error_type in _REFUSALS:
+        if isinstance(exc, cls) and not isinstance(
+            exc, (http_errors.InvalidResponseHeader, http_errors.InvalidResponseHeaderName)
+        ):
+            return status, reason, error_type, str(exc)[:200] or reason
+    return 500, "Internal Server Error", "internal_error", "the receiver failed; retry later"
+
+
+class ReceiverWorker(GeventWorker):
+    """gunicorn's gevent worker with the receiver's read timeout and error shape."""
+
+    def timeout_ctx(self) -> gevent.Timeout:
+        # Silent: at the deadline gunicorn stops reading and closes the connection.
+        return gevent.Timeout(self.app.read_timeout, False)
+
+    def handle_error(self, req: Any, client: socket.socket, addr: Any, exc: BaseException) -> None:
+        status, reason, error_type, message = refusal(exc)
+        if status >= 500:
+            self.log.exception("Error handling request")
+        else:
+            self.log.warning("Invalid request from ip=%s: %s", (addr or ("",))[0], exc)
+        body = error_body(error_type, message)
+        head = (
+            f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        try:
+            client.sendall(head.encode("latin-1") + body)
+        except OSError:
+            self.log.debug("Failed to send error message.")

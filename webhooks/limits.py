@@ -1,0 +1,113 @@
+"""What a client may send: the whole body is read, within size and time, before Flask runs.
+
+`BufferedBody` wraps the receiver's WSGI app. It refuses a body over MAX_BODY_BYTES with 413
+whatever its framing (a Content-Length over the limit before reading a byte, a chunked body
+as soon as it passes the limit), and answers 408 to a client that has not sent its whole
+body READ_TIMEOUT seconds after its headers. The deadline is kept through the server's
+socket (gunicorn and Werkzeug put it in the environ), so a client trickling a byte a second
+is cut at the deadline, not at the next quiet moment. The app then reads a buffered body.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import socket
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+CHUNK = 64 * 1024
+_SOCKET_KEYS = ("gunicorn.socket", "werkzeug.socket")
+
+
+def error_body(error_type: str, message: str) -> bytes:
+    """The receiver's JSON error shape, `{"error": {"type", "message"}}`."""
+    return json.dumps({"error": {"type": error_type, "message": message}}).encode()
+
+
+class BufferedBody:
+    """WSGI middleware: the body is read whole, within MAX_BODY_BYTES and READ_TIMEOUT."""
+
+    def __init__(self, app: Callable, max_body_bytes: int, read_timeout: float) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.read_timeout = read_timeout
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        try:
+            declared = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            declared = 0  # the server refuses a malformed length before we run
+        if not chunked and declared == 0:
+            return self.app(environ, start_response)
+        if declared > self.max_body_bytes:
+            return self._refuse(environ, start_response, 413)
+        try:
+            body = self._read(environ, declared if not chunked else None)
+        except TimeoutError:
+            return self._refuse(environ, start_response, 408)
+        if body is None:
+            return self._refuse(environ, start_response, 413)
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        environ.pop("HTTP_TRANSFER_ENCODING", None)
+        environ["wsgi.input_terminated"] = True
+        return self.app(environ, start_response)
+
+    def _read(self, environ: dict[str, Any], length: int | None) -> bytes | None:
+        """The body, None when it passes the limit; TimeoutError past the deadline."""
+        stream = environ["wsgi.input"]
+        sock = next((environ[k] for k in _SOCKET_KEYS if k in environ), None)
+        deadline = time.monotonic() + self.read_timeout
+        limit = self.max_body_bytes if length is None else length
+        parts: list[bytes] = []
+        size = 0
+        previous = sock.gettimeout() if sock is not None else None
+        try:
+            while size <= limit:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("the body did not arrive in time")
+                if sock is not None:
+                    sock.settimeout(left)
+                want = min(CHUNK, limit + 1 - size)
+                try:
+                    part = stream.read(want)
+                except OSError as exc:  # socket.timeout, or a peer gone mid-body
+                    raise TimeoutError(str(exc)) from None
+                if not part:
+                    break
+                parts.append(part)
+                size += len(part)
+        finally:
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.settimeout(previous)
+        if length is None and size > self.max_body_bytes:
+            return None
+        return b"".join(parts)
+
+    def _refuse(
+        self, environ: dict[str, Any], start_response: Callable, status: int
+    ) -> Iterable[bytes]:
+        if status == 413:
+            error = ("request_entity_too_large", f"the body is over {self.max_body_bytes} bytes")
+            line = "413 Request Entity Too Large"
+        else:
+            error = ("request_timeout", f"the body did not arrive within {self.read_timeout:g}s")
+            line = "408 Request Timeout"
+        body = error_body(*error)
+        # What is left of the body is not read: stop reading the socket, so the server
+        # closes the connection after this answer instead of draining the rest.
+        sock = next((environ[k] for k in _SOCKET_KEYS if k in environ), None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RD)
+        start_response(
+            line,
+            [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+        )
+        return [body]

@@ -1,0 +1,40 @@
+"""`/readyz`: can this receiver accept a webhook now? Secrets configured, Redis writable.
+
+A load balancer takes a receiver out while it answers 503, so "ready" means what a
+webhook needs: the secrets of at least one route, and a Redis that accepts a write (a
+PING is answered by a Redis that is full and refuses every write, maxmemory with
+noeviction, while every webhook would get 503).
+"""
+
+from __future__ import annotations
+
+import time
+
+import redis
+
+from worker.settings import Settings
+from worker.vault import SIGNUP_WEBHOOK_SECRET, STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET, Vault
+
+# What each route needs: Stripe events are checked against the key's mode.
+ROUTE_SECRETS = {
+    "stripe": (STRIPE_WEBHOOK_SECRET, STRIPE_SECRET_KEY),
+    "signup": (SIGNUP_WEBHOOK_SECRET,),
+}
+
+
+def readiness(client: redis.Redis, settings: Settings, vault: Vault) -> tuple[bool, str, list[str]]:
+    """(ready, the reason when not, secrets missing for some route)."""
+    missing_by_route = {
+        route: [name for name in names if vault.find(name) is None]
+        for route, names in ROUTE_SECRETS.items()
+    }
+    missing = sorted({name for names in missing_by_route.values() for name in names})
+    if all(missing_by_route.values()):
+        return False, f"no route can verify a webhook: missing {', '.join(missing)}", missing
+    try:
+        client.set(settings.keys.readyz, int(time.time()), ex=60)
+    except redis.ResponseError as exc:  # answered but refused: full, read-only, ...
+        return False, f"Redis refuses writes: {str(exc).split('.')[0][:120]}", missing
+    except redis.RedisError as exc:
+        return False, f"Redis does not answer at REDIS_URL ({exc.__class__.__name__})", missing
+    return True, "", missing
