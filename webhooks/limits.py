@@ -3,9 +3,9 @@
 `BufferedBody` wraps the receiver's WSGI app. It refuses a body over MAX_BODY_BYTES with 413
 whatever its framing (a Content-Length over the limit before reading a byte, a chunked body
 as soon as it passes the limit), and answers 408 to a client that has not sent its whole
-body READ_TIMEOUT seconds after its headers. The deadline is kept through the server's
-socket (gunicorn and Werkzeug put it in the environ), so a client trickling a byte a second
-is cut at the deadline, not at the next quiet moment. The app then reads a buffered body.
+body READ_TIMEOUT seconds after its headers, so a client trickling a byte a second
+is cut at the deadline under `stripe-worker web` (gevent). The app then reads a buffered
+body.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import contextlib
 import io
 import json
 import socket
-import time
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from typing import Any
 
 CHUNK = 64 * 1024
@@ -25,6 +25,20 @@ _SOCKET_KEYS = ("gunicorn.socket", "werkzeug.socket")
 def error_body(error_type: str, message: str) -> bytes:
     """The receiver's JSON error shape, `{"error": {"type", "message"}}`."""
     return json.dumps({"error": {"type": error_type, "message": message}}).encode()
+
+
+def _deadline(seconds: float) -> AbstractContextManager:
+    """TimeoutError when the block runs past `seconds`: a server's read returns only when
+    its chunk is full, so a trickling client is cut by a timer, not between reads. Under
+    gevent (`stripe-worker web`) that timer is gevent's; other servers (`dev`'s) go
+    without."""
+    from gevent import monkey
+
+    if monkey.is_module_patched("socket"):
+        import gevent
+
+        return gevent.Timeout(seconds, TimeoutError(f"no body within {seconds:g}s"))
+    return contextlib.nullcontext()
 
 
 class BufferedBody:
@@ -60,32 +74,19 @@ class BufferedBody:
     def _read(self, environ: dict[str, Any], length: int | None) -> bytes | None:
         """The body, None when it passes the limit; TimeoutError past the deadline."""
         stream = environ["wsgi.input"]
-        sock = next((environ[k] for k in _SOCKET_KEYS if k in environ), None)
-        deadline = time.monotonic() + self.read_timeout
         limit = self.max_body_bytes if length is None else length
         parts: list[bytes] = []
         size = 0
-        previous = sock.gettimeout() if sock is not None else None
-        try:
+        with _deadline(self.read_timeout):
             while size <= limit:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError("the body did not arrive in time")
-                if sock is not None:
-                    sock.settimeout(left)
-                want = min(CHUNK, limit + 1 - size)
                 try:
-                    part = stream.read(want)
-                except OSError as exc:  # socket.timeout, or a peer gone mid-body
+                    part = stream.read(min(CHUNK, limit + 1 - size))
+                except OSError as exc:  # a peer gone mid-body
                     raise TimeoutError(str(exc)) from None
                 if not part:
                     break
                 parts.append(part)
                 size += len(part)
-        finally:
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.settimeout(previous)
         if length is None and size > self.max_body_bytes:
             return None
         return b"".join(parts)

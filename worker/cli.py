@@ -250,6 +250,12 @@ def build_parser() -> Parser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.func is cmd.cmd_web:
+        # gunicorn's gevent workers patch after the fork; patching here, before redis and
+        # ssl are imported, leaves no module holding an unpatched socket or ssl.
+        from gevent import monkey
+
+        monkey.patch_all()
     import redis
 
     try:

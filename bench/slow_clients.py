@@ -1,0 +1,155 @@
+"""Slow senders against the receiver: legitimate webhooks' latency while 1,000 connections
+trickle their headers or bodies, before (gunicorn gthread 2 x 4, the former set-up) and
+after (`stripe-worker web`: gevent workers with READ_TIMEOUT), in the same run.
+
+    .venv/bin/python bench/slow_clients.py            # about a minute and a half
+    .venv/bin/python bench/slow_clients.py --slow 200 --seconds 4
+
+Per set-up: req/s of signed webhooks with nobody slow (4 keep-alive client processes),
+then `--slow` connections (half sending a header byte a second, half a body declared
+1 MiB a byte a second, each for at most 30 s) while one client posts signed webhooks, each
+waiting at most 3 s for its answer; and when the server cut the slow ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import time
+from http.client import HTTPConnection
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.common import wait_http  # noqa: E402
+from bench.run_all import Stack, load, machine, pct, stripe_request  # noqa: E402
+
+TRICKLE_FOR = 30.0  # seconds a slow connection keeps trickling at most
+
+
+async def _slow_connection(port: int, body: bool, cut: list[float]) -> None:
+    started = time.monotonic()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        head = b"POST /webhooks/stripe HTTP/1.1\r\nHost: bench\r\n"
+        if body:
+            head += b"Content-Length: 1048576\r\nContent-Type: application/json\r\n\r\n{"
+        writer.write(head)
+        while time.monotonic() - started < TRICKLE_FOR:
+            try:
+                data = await asyncio.wait_for(reader.read(4096), timeout=1.0)
+            except TimeoutError:
+                writer.write(b" " if body else b"X")
+                await writer.drain()
+                continue
+            if data:  # an answer (408): the server is done with us
+                await reader.read()
+            cut.append(time.monotonic() - started)
+            break
+        writer.close()
+    except OSError:
+        cut.append(time.monotonic() - started)
+
+
+def _slow_clients(port: int, n: int, ready: mp.Event, out: mp.Queue) -> None:
+    async def run() -> list[float]:
+        cut: list[float] = []
+        tasks = [asyncio.create_task(_slow_connection(port, i % 2 == 1, cut)) for i in range(n)]
+        await asyncio.sleep(1.0)  # all connected and started
+        ready.set()
+        await asyncio.gather(*tasks)
+        return cut
+
+    out.put(asyncio.run(run()))
+
+
+def legit_under_fire(port: int, seconds: float) -> dict:
+    """Signed webhooks one after the other; each waits at most 3 s for its answer."""
+    lat, failed = [], 0
+    deadline = time.monotonic() + seconds
+    i = 0
+    while time.monotonic() < deadline:
+        method, path, body, headers = stripe_request(i, f"slow{os.getpid()}{port}")
+        i += 1
+        t0 = time.perf_counter()
+        try:
+            conn = HTTPConnection("127.0.0.1", port, timeout=3)
+            conn.request(method, path, body=body, headers=headers)
+            resp = conn.getresponse()
+            resp.read()
+            conn.close()
+            if resp.status != 200:
+                failed += 1
+                continue
+            lat.append(time.perf_counter() - t0)
+        except OSError:
+            failed += 1
+    return {"ok": len(lat), "failed": failed, "p50": pct(lat, 50) * 1e3, "p99": pct(lat, 99) * 1e3}
+
+
+def measure(setup: str, slow: int, seconds: float) -> dict:
+    stack = Stack(f"benchslow{os.getpid()}{setup}", web=False)
+    try:
+        if setup == "before":
+            proc = subprocess.Popen(
+                [
+                    *(sys.executable, "-m", "gunicorn", "-w", "2", "--threads", "4"),
+                    *("--no-control-socket", "-b", f"127.0.0.1:{stack.port}"),
+                    "webhooks:create_app()",
+                ],
+                env=stack.env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            stack.procs.append(proc)
+        else:
+            stack.start("web", "--host", "127.0.0.1", "--port", str(stack.port))
+        wait_http(f"http://127.0.0.1:{stack.port}/healthz")
+        rps = load(stack.port, stripe_request, seconds)
+        ready, out = mp.Event(), mp.Queue()
+        slow_proc = mp.Process(target=_slow_clients, args=(stack.port, slow, ready, out))
+        slow_proc.start()
+        ready.wait(30)
+        fire = legit_under_fire(stack.port, seconds)
+        cut = out.get(timeout=TRICKLE_FOR + 30)
+        slow_proc.join()
+        return {"rps": rps, "fire": fire, "cut": cut}
+    finally:
+        stack.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--slow", type=int, default=1000, help="slow connections (default 1000)")
+    parser.add_argument("--seconds", type=float, default=8.0, help="per measurement")
+    args = parser.parse_args()
+    print(f"Machine: {machine()}\n")
+    print(
+        f"| set-up | req/s, nobody slow | with {args.slow} slow connections: legit answered "
+        "| not answered in 3 s | p50 ms | p99 ms | slow ones cut by the server "
+        "| cut after (median s) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for setup, label in (
+        ("before", "gunicorn gthread 2 x 4 (before)"),
+        ("after", "stripe-worker web: gevent 2 x 1000, READ_TIMEOUT 10 s"),
+    ):
+        r = measure(setup, args.slow, args.seconds)
+        f, cut = r["fire"], r["cut"]
+        print(
+            f"| {label} | {r['rps']['rps']:,.0f} | {f['ok']} | {f['failed']} | {f['p50']:.2f} | "
+            f"{f['p99']:.2f} | {len(cut)} of {args.slow} | "
+            f"{pct(cut, 50) if cut else float('nan'):.1f} |",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
