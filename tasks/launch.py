@@ -48,8 +48,14 @@ def run_worker(
         "--without-gossip",
         "--without-mingle",
     ]
+    # `app.worker_main` drops the status the worker command exits with (an unrecoverable
+    # error is 1); Celery's click command returns it when not in standalone mode.
+    from celery.bin.celery import celery as celery_command
+
+    celery_command.params[0].default = app
     try:
-        app.worker_main(argv)
+        return int(celery_command.main(args=argv, standalone_mode=False) or 0)
     except SystemExit as exc:
         return int(exc.code or 0)
-    return 0
+    finally:
+        celery_command.params[0].default = None

@@ -1,0 +1,104 @@
+"""Quarantine: a queue message that is not a piece of work we can run is set aside, whole.
+
+Every message is checked before Celery sees it: a known task name, a body that is JSON and
+Celery's `[args, kwargs, embed]`, no args, and one kwarg `work` that is a valid `Work` for
+that task. One that fails goes, whole, to the error stream as `error_type`
+`invalid_message` (with the reason, and the message as kombu read it in `message`), and is
+acknowledged; the worker goes on to the next one. Before this, a body that was not a
+3-item list stopped the worker on every restart, and bad arguments were dropped unseen.
+
+`quarantine()` is also what a transport calls for a message it cannot even read.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+from typing import Any
+
+from celery.worker.consumer import Consumer
+from vine import promise
+
+from tasks.runtime import Runtime
+from worker.errors import InvalidMessage
+from worker.keys import ERRORS
+from worker.work import TASK_NAMES, Work
+
+log = logging.getLogger("stripe_worker.quarantine")
+
+
+def check_message(task: object, body: object) -> Work:
+    """The message's Work; InvalidMessage says what is wrong with it."""
+    if task not in TASK_NAMES:
+        raise InvalidMessage(f"unknown task {str(task)[:100]!r}")
+    if not isinstance(body, list) or len(body) != 3:
+        raise InvalidMessage("the body is not Celery's [args, kwargs, embed]")
+    args, kwargs, embed = body
+    if args != [] or not isinstance(kwargs, dict) or set(kwargs) != {"work"}:
+        raise InvalidMessage("the task's arguments are not one keyword argument `work`")
+    if embed is not None and not isinstance(embed, dict):
+        raise InvalidMessage("the body's third item is not an object")
+    work = Work.from_json(kwargs["work"])
+    if work.task != task:
+        raise InvalidMessage(f"the work is for {work.task}, the message for {task}")
+    return work
+
+
+def quarantine(rt: Runtime, raw: Any, reason: str, message_id: str = "", task: str = "") -> str:
+    """Put a message on the error stream, whole, once however often it comes; its entry id."""
+    text = raw if isinstance(raw, str) else json.dumps(raw, default=_bytes_as_base64)
+    fingerprint = hashlib.sha256(text.encode()).hexdigest()[:32]
+    entry = {
+        "component": "",
+        "customerId": "",
+        "source": "queue",
+        "source_id": message_id,
+        "error_type": InvalidMessage.error_type,
+        "http_status": "",
+        "error_message": reason,
+        "request_id": "",
+        "task": task,
+        "task_kwargs": "",
+        "message": text,
+    }
+    published = rt.publisher.publish(ERRORS, f"quarantined:{fingerprint}", entry)
+    log.error("quarantined message %s (%s): %s", message_id or "-", task or "-", reason)
+    return published.entry_id
+
+
+def _bytes_as_base64(value: object) -> str:
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    return repr(value)
+
+
+class QuarantiningConsumer(Consumer):
+    """Celery's consumer, checking each message before its task's strategy runs."""
+
+    def create_task_handler(self, promise: type = promise):  # type: ignore[no-untyped-def]
+        handle = super().create_task_handler(promise)
+        rt: Runtime = self.app.runtime  # type: ignore[attr-defined]
+
+        def on_task_received(message: Any) -> Any:
+            headers = message.headers if isinstance(message.headers, dict) else {}
+            task = headers.get("task")
+            try:
+                check_message(task, message.decode())
+            except Exception as exc:  # whatever a body can make a decoder raise
+                reason = exc.message if isinstance(exc, InvalidMessage) else _decode_error(exc)
+                raw = getattr(message, "_raw", None) or {
+                    "headers": headers,
+                    "body": message.body,
+                }
+                quarantine(rt, raw, reason, str(headers.get("id") or ""), str(task or ""))
+                message.ack()
+                return None
+            return handle(message)
+
+        return on_task_received
+
+
+def _decode_error(exc: Exception) -> str:
+    return f"the body cannot be decoded ({exc.__class__.__name__})"
