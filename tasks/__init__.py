@@ -23,6 +23,7 @@ def worker_app(settings: Settings, vault: Vault | None = None) -> Celery:
     app.runtime = Runtime(settings, vault)  # type: ignore[attr-defined]
     register(app)
     # Every message is checked before its task runs; one that is not valid work is
-    # quarantined on the error stream and acknowledged (tasks/quarantine.py).
-    app.conf.worker_consumer = "tasks.quarantine:QuarantiningConsumer"
+    # quarantined on the error stream and acknowledged, and a full Redis is waited out
+    # (tasks/consumer.py).
+    app.conf.worker_consumer = "tasks.consumer:WorkConsumer"
     return app

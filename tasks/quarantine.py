@@ -7,7 +7,8 @@ that task. One that fails goes, whole, to the error stream as `error_type`
 acknowledged; the worker goes on to the next one. Before this, a body that was not a
 3-item list stopped the worker on every restart, and bad arguments were dropped unseen.
 
-`quarantine()` is also what a transport calls for a message it cannot even read.
+`quarantine()` is also what a transport can call for a message it cannot even read; the
+consumer that checks each message is tasks/consumer.py.
 """
 
 from __future__ import annotations
@@ -17,9 +18,6 @@ import hashlib
 import json
 import logging
 from typing import Any
-
-from celery.worker.consumer import Consumer
-from vine import promise
 
 from tasks.runtime import Runtime
 from worker.errors import InvalidMessage
@@ -74,31 +72,6 @@ def _bytes_as_base64(value: object) -> str:
     return repr(value)
 
 
-class QuarantiningConsumer(Consumer):
-    """Celery's consumer, checking each message before its task's strategy runs."""
-
-    def create_task_handler(self, promise: type = promise):  # type: ignore[no-untyped-def]
-        handle = super().create_task_handler(promise)
-        rt: Runtime = self.app.runtime  # type: ignore[attr-defined]
-
-        def on_task_received(message: Any) -> Any:
-            headers = message.headers if isinstance(message.headers, dict) else {}
-            task = headers.get("task")
-            try:
-                check_message(task, message.decode())
-            except Exception as exc:  # whatever a body can make a decoder raise
-                reason = exc.message if isinstance(exc, InvalidMessage) else _decode_error(exc)
-                raw = getattr(message, "_raw", None) or {
-                    "headers": headers,
-                    "body": message.body,
-                }
-                quarantine(rt, raw, reason, str(headers.get("id") or ""), str(task or ""))
-                message.ack()
-                return None
-            return handle(message)
-
-        return on_task_received
-
-
-def _decode_error(exc: Exception) -> str:
+def decode_error(exc: Exception) -> str:
+    """The reason recorded for a body no decoder could read."""
     return f"the body cannot be decoded ({exc.__class__.__name__})"

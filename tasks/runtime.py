@@ -6,6 +6,7 @@ import threading
 
 import redis
 
+from tasks.full_redis import WaitingRedis
 from tasks.publish import Publisher
 from tasks.stripe_gateway import StripeGateway
 from worker.connections import redis_client
@@ -34,7 +35,7 @@ class Runtime:
     def redis(self) -> redis.Redis:
         with self._lock:
             if self._redis is None:
-                self._redis = redis_client(self.settings)
+                self._redis = redis_client(self.settings, client_class=WaitingRedis)
             return self._redis
 
     @property

@@ -32,7 +32,7 @@ def readiness(client: redis.Redis, settings: Settings, vault: Vault) -> tuple[bo
     if all(missing_by_route.values()):
         return False, f"no route can verify a webhook: missing {', '.join(missing)}", missing
     try:
-        client.set(settings.keys.readyz, int(time.time()), ex=60)
+        client.set(settings.keys.probe, int(time.time()), ex=60)
     except redis.ResponseError as exc:  # answered but refused: full, read-only, ...
         return False, f"Redis refuses writes: {str(exc).split('.')[0][:120]}", missing
     except redis.RedisError as exc:

@@ -40,12 +40,14 @@ class MasterConnection(SentinelManagedConnection):
         super().send_packed_command(command, check_health)
 
 
-def redis_client(settings: Settings, **options: Any) -> redis.Redis:
+def redis_client(
+    settings: Settings, client_class: type[redis.Redis] = redis.Redis, **options: Any
+) -> redis.Redis:
     options.setdefault("socket_connect_timeout", 2)
     options.setdefault("socket_timeout", 5)
     options.setdefault("health_check_interval", 30)
     if not is_sentinel_url(settings.redis_url):
-        return redis.Redis.from_url(settings.redis_url, **options)
+        return client_class.from_url(settings.redis_url, **options)
     target = sentinel_target(settings.redis_url)
     # redis.Redis() gives its pool this retry; master_for's pool would have none, and a
     # demoted master's ReadOnlyError (a ConnectionError here) would fail the call instead of
@@ -57,6 +59,7 @@ def redis_client(settings: Settings, **options: Any) -> redis.Redis:
     )
     return sentinel.master_for(
         settings.redis_sentinel_master,
+        redis_class=client_class,
         connection_class=MasterConnection,
         db=target.db,
         username=target.username,

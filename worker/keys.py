@@ -17,7 +17,8 @@
     PREFIX:find:<digest of a term>          term -> work ids it names (sorted set, TRAIL_TTL):
                                             webhook/event id, user id, customer id, email
     PREFIX:throughput:<unix minute>         '<what>:<unix second>' -> count (hash, 15 min)
-    PREFIX:readyz                           the receiver's `/readyz` write probe (string, 60 s)
+    PREFIX:probe                            write probe: `/readyz`, and a worker waiting out
+                                            a full Redis (string, 60 s)
     PREFIX:q:celery                         the Celery queue (a list, kombu's Redis transport)
     PREFIX:q:unacked                        kombu: delivery tag -> message a worker holds (hash)
     PREFIX:q:unacked_index                  kombu: delivery tag -> lease deadline (sorted set)
@@ -112,8 +113,8 @@ class Keys:
         return self._key("throughput", str(minute))
 
     @property
-    def readyz(self) -> str:
-        return self._key("readyz")
+    def probe(self) -> str:
+        return self._key("probe")
 
     @property
     def kombu_prefix(self) -> str:

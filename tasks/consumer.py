@@ -1,0 +1,62 @@
+"""The worker's Celery consumer: checks each message first, and waits out a full Redis.
+
+Celery's own consumer stops the worker on a message whose body is not its
+`[args, kwargs, embed]` and drops unknown tasks and bad arguments; here every message is
+checked before its task's strategy sees it, and one that is not valid work is quarantined
+(tasks/quarantine.py) and acknowledged. A Redis refusing writes for want of memory
+(kombu records each message it takes with a write) is treated as a lost connection: the
+consumer reconnects once Redis takes writes again, instead of the worker exiting.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery.worker.consumer import Consumer
+from redis.exceptions import OutOfMemoryError
+from vine import promise
+
+from tasks.full_redis import wait_until_writable
+from tasks.quarantine import check_message, decode_error, quarantine
+from tasks.runtime import Runtime
+from worker.errors import InvalidMessage
+
+
+class WorkConsumer(Consumer):
+    """Celery's consumer, checking each message before its task's strategy runs."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.connection_errors = (*self.connection_errors, OutOfMemoryError)
+
+    def on_connection_error_before_connected(self, exc: Exception) -> None:
+        super().on_connection_error_before_connected(exc)
+        self._wait_if_full(exc)
+
+    def on_connection_error_after_connected(self, exc: Exception) -> None:
+        super().on_connection_error_after_connected(exc)
+        self._wait_if_full(exc)
+
+    def _wait_if_full(self, exc: Exception) -> None:
+        if isinstance(exc, OutOfMemoryError):
+            rt: Runtime = self.app.runtime  # type: ignore[attr-defined]
+            wait_until_writable(rt.redis, rt.settings)
+
+    def create_task_handler(self, promise: type = promise):  # type: ignore[no-untyped-def]
+        handle = super().create_task_handler(promise)
+        rt: Runtime = self.app.runtime  # type: ignore[attr-defined]
+
+        def on_task_received(message: Any) -> Any:
+            headers = message.headers if isinstance(message.headers, dict) else {}
+            task = headers.get("task")
+            try:
+                check_message(task, message.decode())
+            except Exception as exc:  # whatever a body can make a decoder raise
+                reason = exc.message if isinstance(exc, InvalidMessage) else decode_error(exc)
+                raw = getattr(message, "_raw", None) or {"headers": headers, "body": message.body}
+                quarantine(rt, raw, reason, str(headers.get("id") or ""), str(task or ""))
+                message.ack()
+                return None
+            return handle(message)
+
+        return on_task_received
