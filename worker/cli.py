@@ -177,8 +177,10 @@ def build_parser() -> Parser:
     )
     dlq.add_argument("action", choices=("list", "replay"), help="list, or replay")
     dlq.add_argument("ids", nargs="*", metavar="ID", help="error entry ids to replay")
-    dlq.add_argument("--all", action="store_true", help="replay every failure not replayed yet")
-    dlq.add_argument("--count", type=int, default=1000, help="newest entries to look at")
+    dlq.add_argument(
+        "--all", action="store_true", help="replay every failure not replayed yet, however many"
+    )
+    dlq.add_argument("--count", type=int, default=1000, help="list: newest entries to show")
     dlq.add_argument("--json", action="store_true", help="one JSON object a line; errors too")
     dlq.set_defaults(func=cmd.cmd_dlq)
 

@@ -122,14 +122,14 @@ def _runtime(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 def cmd_dlq(args: argparse.Namespace) -> int:
     """List failures, or replay them with their original idempotency keys."""
-    from worker.dlq import list_failures, replay
+    from worker.dlq import list_failures, replay, replay_all
     from worker.queue import Enqueuer
 
     if args.action == "replay" and not args.ids and not args.all:
         raise UsageError("dlq replay needs entry ids (see `stripe-worker dlq list`), or --all")
     settings, client = _runtime(args)
-    failures = list_failures(client, settings, count=args.count)
     if args.action == "list":
+        failures = list_failures(client, settings, count=args.count)
         for f in failures:
             if args.json:
                 print(json.dumps({"id": f.entry_id, "replayed": f.replayed, **f.fields}))
@@ -138,11 +138,20 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         if not failures and not args.json:
             print(f"no failures in {settings.keys.stream('errors')}")
         return 0
-    ids = [f.entry_id for f in failures if not f.replayed] if args.all else args.ids
-    if not ids:
-        print(f"nothing to replay: no failure in {settings.keys.stream('errors')} waits for one")
     enqueuer = Enqueuer(client, settings)
-    for entry_id in ids:
+    if args.all:  # every failure not replayed yet, in batches, however many
+        done: dict[str, int] = {}
+        for entry_id, outcome in replay_all(client, settings, enqueuer):
+            print(f"{entry_id}  {outcome}")
+            done[outcome] = done.get(outcome, 0) + 1
+        summary = ", ".join(f"{n} {outcome}" for outcome, n in done.items())
+        print(
+            summary or f"nothing to replay: no failure in {settings.keys.stream('errors')} waits "
+            "for one",
+            file=sys.stderr,
+        )
+        return 0
+    for entry_id in args.ids:
         queued = replay(client, settings, enqueuer, entry_id)
         print(f"{entry_id}  {'queued again' if queued else 'already replayed'}")
     return 0

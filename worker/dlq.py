@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,8 @@ from worker.queue import Enqueuer
 from worker.settings import Settings
 from worker.streams import decode_entry
 from worker.work import Work
+
+BATCH = 500  # error entries read per round trip by `replay --all`
 
 
 @dataclass(frozen=True)
@@ -39,25 +42,68 @@ class Failure:
         )
 
 
+def _ids(raw: list) -> list[str]:
+    return [i.decode() if isinstance(i, bytes) else i for i, _ in raw]
+
+
+def _failures(client: redis.Redis, settings: Settings, raw: list) -> list[Failure]:
+    """Failures of XRANGE-shaped `raw`, with their replay marks, in the order given."""
+    ids = _ids(raw)
+    marks = client.mget([settings.keys.replayed(i) for i in ids]) if ids else []
+    return [
+        Failure(entry_id, decode_entry(fields), json.loads(mark) if mark else None)
+        for entry_id, (_, fields), mark in zip(ids, raw, marks, strict=True)
+    ]
+
+
 def list_failures(client: redis.Redis, settings: Settings, count: int = 100) -> list[Failure]:
     """The newest `count` error entries, oldest first, with their replay marks."""
     raw = client.xrevrange(settings.keys.stream(ERRORS), count=count)
-    ids = [i.decode() if isinstance(i, bytes) else i for i, _ in raw]
-    marks = client.hmget(settings.keys.replayed, ids) if ids else []
-    return [
-        Failure(entry_id, decode_entry(fields), json.loads(mark) if mark else None)
-        for entry_id, (_, fields), mark in reversed(list(zip(ids, raw, marks, strict=True)))
-    ]
+    return list(reversed(_failures(client, settings, raw)))
+
+
+def all_failures(
+    client: redis.Redis, settings: Settings, batch: int = BATCH
+) -> Iterator[list[Failure]]:
+    """Every error entry, oldest first, `batch` at a time, however many there are."""
+    start = "-"
+    while True:
+        raw = client.xrange(settings.keys.stream(ERRORS), start, "+", count=batch)
+        if not raw:
+            return
+        yield _failures(client, settings, raw)
+        start = "(" + _ids(raw)[-1]
+
+
+def replay_all(
+    client: redis.Redis, settings: Settings, enqueuer: Enqueuer, batch: int = BATCH
+) -> Iterator[tuple[str, str]]:
+    """Replay every failure not replayed yet: (entry id, what was done), entry by entry."""
+    for failures in all_failures(client, settings, batch):
+        for failure in failures:
+            if failure.replayed:
+                continue
+            if failure.fields.get("error_type") == InvalidMessage.error_type:
+                yield failure.entry_id, "quarantined message: not work, not replayed"
+                continue
+            queued = replay(client, settings, enqueuer, failure.entry_id)
+            yield failure.entry_id, "queued again" if queued else "already replayed"
 
 
 def replay(client: redis.Redis, settings: Settings, enqueuer: Enqueuer, entry_id: str) -> bool:
     """Queue the failed work of `entry_id` again; False when it was replayed before."""
-    if client.hexists(settings.keys.replayed, entry_id):
+    mark = settings.keys.replayed(entry_id)
+    if client.exists(mark):
         return False
     found = client.xrange(settings.keys.stream(ERRORS), entry_id, entry_id)
     if not found:
         raise UsageError(f"no entry {entry_id} in {settings.keys.stream(ERRORS)}")
     fields = decode_entry(found[0][1])
+    if fields.get("error_type") == InvalidMessage.error_type:
+        raise UsageError(
+            f"entry {entry_id} is a quarantined queue message, not work: nothing to replay "
+            "(the message is in its `message` field)"
+        )
     try:
         work = Work.from_json(json.loads(fields["task_kwargs"])["work"])
     except (KeyError, ValueError, TypeError, InvalidMessage):
@@ -65,9 +111,10 @@ def replay(client: redis.Redis, settings: Settings, enqueuer: Enqueuer, entry_id
     replay = work.replayed(entry_id)
     queued = enqueuer.enqueue_once(replay, summary=f"replay of {entry_id}")
     if queued:
-        client.hset(
-            settings.keys.replayed,
-            entry_id,
+        # Kept as long as the published-once marks: a replay within that time is a no-op.
+        client.set(
+            mark,
             json.dumps({"at": int(time.time()), "replay": replay.replay}),
+            ex=settings.customer_memory_ttl,
         )
     return queued

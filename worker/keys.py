@@ -1,7 +1,8 @@
 """Every Redis key the project writes, in one place; all of them start with STREAM_PREFIX.
 
     PREFIX:customers, :events, :errors      the streams agents read (XADD)
-    PREFIX:errors:replayed                  error entry id -> when it was replayed (hash)
+    PREFIX:errors:replayed:<entry id>       when an error entry was replayed (string,
+                                            CUSTOMER_MEMORY_TTL, as the published-once marks)
     PREFIX:<stream>:dead:<group>            a consumer group's dead letters (stream, never trimmed)
     PREFIX:streams:floor:<stream>           oldest entry a group still needs (string, cached 1 s)
     PREFIX:streams:dropped                  stream -> unread entries dropped past STREAM_HARD_MAXLEN
@@ -72,9 +73,8 @@ class Keys:
     def dropped(self) -> str:
         return self._key("streams", "dropped")
 
-    @property
-    def replayed(self) -> str:
-        return self._key(ERRORS, "replayed")
+    def replayed(self, entry_id: str) -> str:
+        return self._key(ERRORS, "replayed", entry_id)
 
     def seen(self, delivery_id: str) -> str:
         return self._key("seen", delivery_id)
