@@ -12,7 +12,9 @@ receiver answers 503 and the sender retries, as Stripe does). Phase 2, the crash
 the worker is SIGKILLed every 2-4 s for CRASH_LOOP seconds while the rest of the signups
 and their retries flow. Before each kill the run notes what the worker held; it reports
 the longest any of it waited, from the kill, to be held by a live worker again (or
-published). At the end it counts, from the emulator and from Redis: customers created,
+published). Five poison messages (not JSON, not Celery's list, an unknown task, bad
+arguments) wait at the head of the queue: the worker must quarantine them and go on.
+At the end it counts, from the emulator and from Redis: customers created,
 stream entries, errors and duplicates, and exits 1 unless every signup became exactly
 one customer and one entry.
 """
@@ -76,6 +78,9 @@ class Report:
     longest_wait_after_death_s: float = 0.0
     longest_give_back_after_death_s: float = 0.0
     last_kill_to_last_entry_s: float = 0.0
+    poison_pushed: int = 0  # messages no task can run, queued ahead of the signups
+    quarantined: int = 0  # of those, set aside on the error stream
+    worker_alive_at_end: bool = False
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -89,7 +94,37 @@ class Report:
             self.errors,
             self.duplicates,
             self.unanswered,
-        ) == (n, n, n, 0, 0, 0)
+            self.quarantined,
+            self.worker_alive_at_end,
+        ) == (n, n, n, 0, 0, 0, self.poison_pushed, True)
+
+
+def poison_messages() -> list[bytes]:
+    """One message of each kind no task can run, in the receiver's envelope otherwise."""
+
+    from worker.envelope import new_message_id, task_message
+    from worker.spec import ComponentSpec
+    from worker.work import Work
+
+    spec = ComponentSpec.parse(
+        {"component": "stripe.createCustomer", "trigger": "true", "Body": {"email": "p@x.io"}}
+    )
+    work = Work.for_component(spec, "signup", "msg_poison")
+    kwargs = {"work": work.to_json()}
+    bodies = [
+        (b"not json {", work.task),
+        (b'{"not": "a list"}', work.task),
+        (json.dumps([[], kwargs]).encode(), work.task),
+        (json.dumps([[], kwargs, {}]).encode(), "os.system"),
+        (json.dumps([[], {"work": {}}, {}]).encode(), work.task),
+    ]
+    messages = []
+    for body, task in bodies:
+        envelope = json.loads(task_message(work, new_message_id()))
+        envelope["body"] = base64.b64encode(body).decode()
+        envelope["headers"]["task"] = task
+        messages.append(json.dumps(envelope).encode())
+    return messages
 
 
 def diagnose(client: redis.Redis, keys: Keys, entries: list[dict], signups: int) -> list[str]:
@@ -227,9 +262,12 @@ def run_fault(
     web_port = free_port()
     web = start_web()
     receiver = web.url
-    worker = start_worker()
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     orphans = Orphans(redis.Redis.from_url(redis_url, decode_responses=True), keys)
+    poison = poison_messages()  # ahead of every signup: the worker must get past them
+    client.lpush(keys.queue, *poison)
+    report.poison_pushed = len(poison)
+    worker = start_worker()
     lock = threading.Lock()
     stop_chaos = threading.Event()
     settled_event = threading.Event()
@@ -368,7 +406,7 @@ def run_fault(
             try:
                 settled = (
                     client.xlen(keys.stream("customers")) + client.xlen(keys.stream("errors"))
-                    >= signups
+                    >= signups + report.poison_pushed
                 )
             except redis.RedisError:
                 settled = False
@@ -388,7 +426,10 @@ def run_fault(
         report.entries = len(entries)
         report.distinct_customers_in_entries = len({f["customerId"] for f in entries})
         report.duplicates = sum(n - 1 for n in counted.values())
-        report.errors = client.xlen(keys.stream("errors"))
+        failures = [f for _i, f in client.xrange(keys.stream("errors"))]
+        report.quarantined = sum(f["error_type"] == "invalid_message" for f in failures)
+        report.errors = len(failures) - report.quarantined
+        report.worker_alive_at_end = worker.alive()
         report.customers_created = emulator.state.stats["created"]["test"]
         report.emulator_faults = emulator.state.stats["faults"]
         report.longest_wait_after_death_s = round(orphans.longest, 1)

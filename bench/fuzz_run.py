@@ -7,9 +7,10 @@ The receiver is configured as a live endpoint (a live key and live webhook secre
 Hypothesis generates headers and bodies (random, half-valid, validly signed garbage);
 then come the set pieces: oversized and chunked bodies, deep JSON, invalid UTF-8, huge
 headers, replayed signatures, and events signed with a test secret or marked
-livemode=false. It checks: no 5xx at all, and the queue holds exactly the events that
-were validly signed for this live endpoint; and it prints the RSS of gunicorn's
-workers before and after.
+livemode=false, the valid ones sent while 1,000 connections trickle their headers or
+bodies. It checks: no 5xx at all, the queue holds exactly the events that were validly
+signed for this live endpoint, and the server cut every slow connection; and it prints
+the RSS of gunicorn's workers before and after.
 """
 
 from __future__ import annotations
@@ -58,13 +59,67 @@ class Report:
     server_errors: int = 0
     valid_events_sent: int = 0
     tasks_queued: int = 0
+    slow_connections: int = 0  # trickling headers or bodies while the valid events are sent
+    slow_cut: int = 0  # of those, cut by the server at READ_TIMEOUT
     rss_kb_before: int = 0
     rss_kb_after: int = 0
     seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
-        return self.server_errors == 0 and self.tasks_queued == self.valid_events_sent
+        return (
+            self.server_errors == 0
+            and self.tasks_queued == self.valid_events_sent
+            and self.slow_cut == self.slow_connections
+        )
+
+
+class SlowClients:
+    """`n` connections sending a request header, or a body declared 1 MiB, a byte at a time
+    (every 0.5 s) in a thread, until the server cuts them or `limit` seconds pass."""
+
+    def __init__(self, port: int, n: int, limit: float) -> None:
+        import socket
+        import threading
+
+        self.socks = []
+        for i in range(n):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            head = b"POST /webhooks/stripe HTTP/1.1\r\nHost: fuzz\r\n"
+            if i % 2:
+                head += b"Content-Length: 1048576\r\n\r\n{"
+            sock.sendall(head)
+            sock.setblocking(False)
+            self.socks.append((sock, b" " if i % 2 else b"X"))
+        self.cut: set[int] = set()
+        self.thread = threading.Thread(target=self._trickle, args=(limit,), daemon=True)
+        self.thread.start()
+
+    def _trickle(self, limit: float) -> None:
+        deadline = time.monotonic() + limit
+        while len(self.cut) < len(self.socks) and time.monotonic() < deadline:
+            for i, (sock, byte) in enumerate(self.socks):
+                if i in self.cut:
+                    continue
+                try:
+                    while sock.recv(65536):  # an answer (408), then the end
+                        pass
+                    self.cut.add(i)  # end of stream: the server closed it
+                except BlockingIOError:
+                    try:
+                        sock.send(byte)
+                    except OSError:
+                        self.cut.add(i)
+                except OSError:
+                    self.cut.add(i)
+            time.sleep(0.5)
+
+    def wait(self) -> int:
+        """How many the server cut."""
+        self.thread.join()
+        for sock, _ in self.socks:
+            sock.close()
+        return len(self.cut)
 
 
 def rss_kb(master_pid: int) -> int:
@@ -116,7 +171,9 @@ json_values = st.recursive(
 bodies = st.one_of(st.binary(max_size=4000), json_values.map(lambda v: json.dumps(v).encode()))
 
 
-def run_fuzz(examples: int = 10_000, say=print) -> Report:
+def run_fuzz(
+    examples: int = 10_000, say=print, slow: int = 1000, read_timeout: float | None = None
+) -> Report:
     report = Report()
     started = time.monotonic()
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -129,6 +186,8 @@ def run_fuzz(examples: int = 10_000, say=print) -> Report:
         SIGNUP_WEBHOOK_SECRET="whsec_" + "bGl2ZS1zaWdudXAtc2VjcmV0LWZ1enotMDAwMQ==",
         PYTHONPATH=str(ROOT),
     )
+    if read_timeout is not None:
+        env["READ_TIMEOUT"] = str(read_timeout)
     web = WebProcess(env, Path(tempfile.mkdtemp(prefix="fuzz-")) / "web.log", workers=2)
     url = web.url
     session = requests.Session()
@@ -178,6 +237,9 @@ def run_fuzz(examples: int = 10_000, say=print) -> Report:
         send("stripe", bad_utf8, {"Stripe-Signature": sign_stripe(bad_utf8, LIVE_WHSEC)})
         send("stripe", event(0), {"Stripe-Signature": "t=1," + "v1=" + "a" * 60_000})
         send("stripe", event(0), {"X-Huge": "x" * 200_000})
+        # The valid events are sent while `slow` connections trickle (READ_TIMEOUT cuts them).
+        slow_clients = SlowClients(web.port, slow, (read_timeout or 10) + 20)
+        report.slow_connections = slow
         for i in range(1, 51):  # valid, then replayed as they are: queued once each
             body, header = event(i), sign_stripe(event(i), LIVE_WHSEC)
             for _ in range(3):
@@ -201,6 +263,7 @@ def run_fuzz(examples: int = 10_000, say=print) -> Report:
                 send("stripe", test_mode, {"Stripe-Signature": sign_stripe(test_mode, LIVE_WHSEC)})
                 == 400
             )
+        report.slow_cut = slow_clients.wait()
         report.tasks_queued = client.llen(ours.keys.queue)
         report.rss_kb_after = rss_kb(web.pid)
     finally:
@@ -215,14 +278,19 @@ def run_fuzz(examples: int = 10_000, say=print) -> Report:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=10_000)
+    parser.add_argument("--slow", type=int, default=1000, help="slow connections (default 1000)")
     args = parser.parse_args()
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )
-    report = run_fuzz(args.examples)
+    report = run_fuzz(args.examples, slow=args.slow)
     for name, value in asdict(report).items():
         print(f"{name:20} {dict(report.by_status) if name == 'by_status' else value}")
-    print("OK: no 5xx, nothing queued without a valid live signature" if report.ok else "FAILED")
+    print(
+        "OK: no 5xx, nothing queued without a valid live signature, every slow client cut"
+        if report.ok
+        else "FAILED"
+    )
     return 0 if report.ok else 1
 
 

@@ -26,8 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import wait_http  # noqa: E402
 from bench.run_all import Stack, load, machine, pct, stripe_request  # noqa: E402
+from tests.support import wait_http  # noqa: E402
 
 TRICKLE_FOR = 30.0  # seconds a slow connection keeps trickling at most
 
