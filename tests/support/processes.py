@@ -148,13 +148,10 @@ class WebProcess(Process):
         log_path: str | Path,
         workers: int = 2,
         port: int | None = None,
-        threads: int | None = None,
     ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         args = ["web", "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(workers)]
-        if threads is not None:
-            args += ["--threads", str(threads)]
         super().__init__(cli(*args), env, log_path)
         self.start()
 
