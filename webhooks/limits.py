@@ -74,13 +74,16 @@ class BufferedBody:
     def _read(self, environ: dict[str, Any], length: int | None) -> bytes | None:
         """The body, None when it passes the limit; TimeoutError past the deadline."""
         stream = environ["wsgi.input"]
-        limit = self.max_body_bytes if length is None else length
+        # A declared length is read exactly (a server may hand over the raw socket, where
+        # one byte more waits for the next request); a chunked body up to one byte past
+        # the limit, to know it is over.
+        limit = self.max_body_bytes + 1 if length is None else length
         parts: list[bytes] = []
         size = 0
         with _deadline(self.read_timeout):
-            while size <= limit:
+            while size < limit:
                 try:
-                    part = stream.read(min(CHUNK, limit + 1 - size))
+                    part = stream.read(min(CHUNK, limit - size))
                 except OSError as exc:  # a peer gone mid-body
                     raise TimeoutError(str(exc)) from None
                 if not part:
