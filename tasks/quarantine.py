@@ -52,7 +52,7 @@ def quarantine(rt: Runtime, raw: Any, reason: str, message_id: str = "", task: s
         "component": "",
         "customerId": "",
         "source": "queue",
-        "source_id": message_id,
+        "source_id": message_id or f"sha256:{fingerprint}",
         "error_type": InvalidMessage.error_type,
         "http_status": "",
         "error_message": reason,

@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tasks.publish import as_field
 from webhooks.signup import signup_component
 from worker.work import Work
@@ -39,6 +41,7 @@ def dlq(settings, env, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.handmade_entries
 def test_replay_all_replays_every_failure_in_batches(redis_client, settings, webhook_env):
     errors = settings.keys.stream("errors")
     pipe = redis_client.pipeline(transaction=False)
@@ -65,6 +68,7 @@ def test_replay_all_replays_every_failure_in_batches(redis_client, settings, web
     assert all(json.loads(line)["replayed"] for line in listed.stdout.splitlines()[:-1])
 
 
+@pytest.mark.handmade_entries
 def test_a_quarantined_message_is_not_replayed_by_id(redis_client, settings, webhook_env):
     entry_id = redis_client.xadd(
         settings.keys.stream("errors"), {"error_type": "invalid_message", "message": "{}"}
