@@ -77,9 +77,10 @@ def test_every_kind_of_poison_is_quarantined_and_the_work_behind_runs(
 def test_a_fatal_error_exits_non_zero(start_worker, own_redis, settings, emulator):
     local = settings.with_(redis_url=own_redis.url)
     client = redis.Redis.from_url(own_redis.url)
-    # The worker's Redis user may not BRPOP: its consumer cannot take a message, a fatal
-    # error (the message stays queued for a worker that can).
-    client.execute_command("ACL", "SETUSER", "worker", "on", ">pw", "~*", "&*", "+@all", "-brpop")
+    # The worker's Redis user may not take a message (BRPOP, BLMOVE): a fatal error for its
+    # consumer (the message stays queued for a worker that can).
+    user = ("worker", "on", ">pw", "~*", "&*", "+@all", "-brpop", "-blmove")
+    client.execute_command("ACL", "SETUSER", *user)
     Enqueuer(client, local).enqueue_once(signup_work("msg_fatal"))
     worker = start_worker(REDIS_URL=own_redis.url.replace("redis://", "redis://worker:pw@"))
     wait_for(lambda: worker.proc.poll() is not None, timeout=60)
