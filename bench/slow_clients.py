@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import os
-import subprocess
 import sys
 import time
 from http.client import HTTPConnection
@@ -28,7 +27,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.run_all import Stack, load, machine, pct, stripe_request  # noqa: E402
-from tests.support import wait_http  # noqa: E402
 
 TRICKLE_FOR = 30.0  # seconds a slow connection keeps trickling at most
 
@@ -97,21 +95,9 @@ def start(setup: str) -> Stack:
     """The receiver as set up before (plain gunicorn, gthread 2 x 4) or after (`web`)."""
     stack = Stack(f"benchslow{os.getpid()}{setup}", web=False)
     if setup == "before":
-        proc = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "gunicorn", "-w", "2", "--threads", "4"),
-                *("--no-control-socket", "-b", f"127.0.0.1:{stack.port}"),
-                "webhooks:create_app()",
-            ],
-            env=stack.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        stack.procs.append(proc)
+        stack.gthread(2, 4)
     else:
-        stack.start("web", "--host", "127.0.0.1", "--port", str(stack.port))
-    wait_http(f"http://127.0.0.1:{stack.port}/healthz")
+        stack.web(2)
     return stack
 
 

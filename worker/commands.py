@@ -146,8 +146,8 @@ def cmd_dlq(args: argparse.Namespace) -> int:
             done[outcome] = done.get(outcome, 0) + 1
         summary = ", ".join(f"{n} {outcome}" for outcome, n in done.items())
         print(
-            summary or f"nothing to replay: no failure in {settings.keys.stream('errors')} waits "
-            "for one",
+            summary
+            or f"nothing to replay: no failure in {settings.keys.stream('errors')} waits for one",
             file=sys.stderr,
         )
         return 0
