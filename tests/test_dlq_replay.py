@@ -9,10 +9,9 @@ import sys
 import pytest
 
 from tasks.publish import as_field
+from tests.support import worker_env
 from webhooks.signup import signup_component
 from worker.work import Work
-
-from .conftest import worker_env
 
 
 def failed_signup(i: int) -> dict[str, str]:

@@ -10,11 +10,10 @@ import pytest
 import redis
 import requests
 
+from tests.support import emulator_stats, entries, faults, sign_standard, wait_for
 from webhooks.signup import signup_component
 from worker.queue import Enqueuer
 from worker.work import Work
-
-from .conftest import emulator_stats, entries, faults, sign_standard, wait_for
 
 
 def signup(user: str) -> bytes:

@@ -11,8 +11,7 @@ import socket
 import pytest
 import requests
 
-from .conftest import queued, sign_stripe, wait_for
-from .test_receiver import stripe_event
+from tests.support import queued, sign_stripe, stripe_event, wait_for
 
 
 def connect(web) -> socket.socket:

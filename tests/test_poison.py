@@ -7,13 +7,11 @@ import json
 
 import redis
 
+from tests.support import SIGNUP, entries, wait_for
 from webhooks.signup import signup_component
 from worker.envelope import new_message_id, task_message
 from worker.queue import Enqueuer
 from worker.work import CREATE_CUSTOMER_TASK, Work
-
-from .conftest import entries, wait_for
-from .test_receiver import SIGNUP
 
 
 def signup_work(source_id: str) -> Work:

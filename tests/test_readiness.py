@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from tests.support import TEST_KEY
 from webhooks import create_app
 from worker.vault import Vault
-
-from .conftest import TEST_KEY
 
 
 def readyz(settings, env: dict[str, str]):
