@@ -1,10 +1,11 @@
 """Quarantine: a queue message that is not a piece of work we can run is set aside, whole.
 
 Every message is checked before Celery sees it: a known task name, a body that is JSON and
-Celery's `[args, kwargs, embed]`, no args, and one kwarg `work` that is a valid `Work` for
-that task. One that fails goes, whole, to the error stream as `error_type`
-`invalid_message` (with the reason, and the message as kombu read it in `message`), and is
-acknowledged; the worker goes on to the next one. Before this, a body that was not a
+Celery's `[args, kwargs, embed]`, no args, a kwarg `work` that is a valid `Work` for that
+task, and no other kwarg the task does not take (with its default's type). One that
+fails goes, whole, to the error stream as `error_type` `invalid_message` (with the
+reason, and the message as kombu read it in `message`), and is acknowledged; the worker
+goes on to the next one. Before this, a body that was not a
 3-item list stopped the worker on every restart, and bad arguments were dropped unseen.
 
 `quarantine()` is also what a transport can call for a message it cannot even read; the
@@ -15,8 +16,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import inspect
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from tasks.runtime import Runtime
@@ -27,21 +30,35 @@ from worker.work import TASK_NAMES, Work
 log = logging.getLogger("stripe_worker.quarantine")
 
 
-def check_message(task: object, body: object) -> Work:
-    """The message's Work; InvalidMessage says what is wrong with it."""
+def check_message(task: object, body: object, run: Callable[..., Any] | None = None) -> Work:
+    """The message's Work; InvalidMessage says what is wrong with it. `run`, the task's
+    function, says which other keyword arguments it takes (each of its default's type)."""
     if task not in TASK_NAMES:
         raise InvalidMessage(f"unknown task {str(task)[:100]!r}")
     if not isinstance(body, list) or len(body) != 3:
         raise InvalidMessage("the body is not Celery's [args, kwargs, embed]")
     args, kwargs, embed = body
-    if args != [] or not isinstance(kwargs, dict) or set(kwargs) != {"work"}:
-        raise InvalidMessage("the task's arguments are not one keyword argument `work`")
+    if args != [] or not isinstance(kwargs, dict) or "work" not in kwargs:
+        raise InvalidMessage("the task's arguments are not keyword arguments with `work`")
+    _check_other_kwargs(kwargs, run)
     if embed is not None and not isinstance(embed, dict):
         raise InvalidMessage("the body's third item is not an object")
     work = Work.from_json(kwargs["work"])
     if work.task != task:
         raise InvalidMessage(f"the work is for {work.task}, the message for {task}")
     return work
+
+
+def _check_other_kwargs(kwargs: dict[str, Any], run: Callable[..., Any] | None) -> None:
+    params = inspect.signature(run).parameters if run is not None else {}
+    for name, value in kwargs.items():
+        if name == "work":
+            continue
+        param = params.get(name)
+        if param is None or param.default is inspect.Parameter.empty:
+            raise InvalidMessage(f"the task takes no argument {name[:50]!r}")
+        if type(value) is not type(param.default):
+            raise InvalidMessage(f"the task's argument {name!r} has the wrong type")
 
 
 def quarantine(rt: Runtime, raw: Any, reason: str, message_id: str = "", task: str = "") -> str:

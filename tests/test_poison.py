@@ -44,6 +44,10 @@ POISONS = {
     "unknown task": poison(json.dumps([[], good_kwargs(), embed()]).encode(), task="os.system"),
     "work not valid": poison(json.dumps([[], {"work": {}}, embed()]).encode()),
     "args not kwargs": poison(json.dumps([[good_kwargs()["work"]], {}, embed()]).encode()),
+    "unknown kwarg": poison(json.dumps([[], {**good_kwargs(), "evil": 1}, embed()]).encode()),
+    "kwarg of a wrong type": poison(
+        json.dumps([[], {**good_kwargs(), "held": "many"}, embed()]).encode()
+    ),
     "pickle": poison(b"\x80\x04K\x01.", content_type="application/x-python-serialize"),
 }
 
