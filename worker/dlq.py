@@ -112,9 +112,10 @@ def replay(client: redis.Redis, settings: Settings, enqueuer: Enqueuer, entry_id
     queued = enqueuer.enqueue_once(replay, summary=f"replay of {entry_id}")
     if queued:
         # Kept as long as the published-once marks: a replay within that time is a no-op.
-        client.set(
-            mark,
-            json.dumps({"at": int(time.time()), "replay": replay.replay}),
-            ex=settings.customer_memory_ttl,
-        )
+        now, ttl = int(time.time()), settings.customer_memory_ttl
+        pipe = client.pipeline(transaction=False)
+        pipe.set(mark, json.dumps({"at": now, "replay": replay.replay}), ex=ttl)
+        pipe.zadd(settings.keys.replayed_index, {entry_id: now})
+        pipe.zremrangebyscore(settings.keys.replayed_index, "-inf", now - ttl)
+        pipe.execute()
     return queued

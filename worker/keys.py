@@ -3,6 +3,8 @@
     PREFIX:customers, :events, :errors      the streams agents read (XADD)
     PREFIX:errors:replayed:<entry id>       when an error entry was replayed (string,
                                             CUSTOMER_MEMORY_TTL, as the published-once marks)
+    PREFIX:errors:replayed                  entry id -> when replayed, to count the marks
+                                            (sorted set, pruned past CUSTOMER_MEMORY_TTL)
     PREFIX:<stream>:dead:<group>            a consumer group's dead letters (stream, never trimmed)
     PREFIX:streams:floor:<stream>           oldest entry a group still needs (string, cached 1 s)
     PREFIX:streams:dropped                  stream -> unread entries dropped past STREAM_HARD_MAXLEN
@@ -75,6 +77,10 @@ class Keys:
 
     def replayed(self, entry_id: str) -> str:
         return self._key(ERRORS, "replayed", entry_id)
+
+    @property
+    def replayed_index(self) -> str:
+        return self._key(ERRORS, "replayed")
 
     def seen(self, delivery_id: str) -> str:
         return self._key("seen", delivery_id)

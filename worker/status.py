@@ -101,7 +101,7 @@ def snapshot(client: redis.Redis, settings: Settings) -> Status:
     pipe.zrange(keys.workers, 0, -1, withscores=True)
     for name in STREAMS:
         pipe.xlen(keys.stream(name))
-    pipe.hlen(keys.replayed)
+    pipe.zcount(keys.replayed_index, time.time() - settings.customer_memory_ttl, "+inf")
     pipe.hgetall(keys.dropped)
     (now_pair, depth, held, pending, oldest, roll, *rest) = pipe.execute()
     lengths, (replayed, dropped) = rest[: len(STREAMS)], rest[len(STREAMS) :]
