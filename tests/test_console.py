@@ -95,7 +95,7 @@ def test_actions_need_the_sessions_csrf_token(console, redis_client, settings, v
         console.post("/console/api/replay", json={"ids": [entry_id]}, headers=other).status_code
         == 403
     )
-    assert redis_client.hlen(settings.keys.replayed) == 0
+    assert redis_client.zcard(settings.keys.replayed_index) == 0
     ok = console.post("/console/api/replay", json={"all": True}, headers={"X-CSRF-Token": csrf})
     assert ok.get_json() == {"results": {entry_id: "queued again"}}
     again = console.post(

@@ -253,10 +253,14 @@ def build_parser() -> Parser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.func is cmd.cmd_web:
-        # gunicorn's gevent workers patch after the fork; patching here, before redis and
-        # ssl are imported, leaves no module holding an unpatched socket or ssl.
+        # gunicorn's gevent workers patch after the fork; patching the master too leaves no
+        # module of it holding an unpatched socket. Its warning names redis.asyncio, which
+        # imports from ssl directly and which the receiver never uses.
+        import warnings
+
         from gevent import monkey
 
+        warnings.filterwarnings("ignore", category=monkey.MonkeyPatchWarning)
         monkey.patch_all()
     import redis
 
