@@ -165,17 +165,22 @@ class Orphans:
         self.lock = threading.Lock()
 
     @staticmethod
-    def _ids(payload: dict) -> tuple[str, str]:
-        _args, kwargs, _embed = json.loads(base64.b64decode(payload["body"]))
-        return payload["headers"]["id"], kwargs["work"]["delivery_id"]
+    def _ids(payload: dict) -> tuple[str, str] | None:
+        """(message id, delivery id); None for a poison message (it is quarantined)."""
+        try:
+            _args, kwargs, _embed = json.loads(base64.b64decode(payload["body"]))
+            return payload["headers"]["id"], kwargs["work"]["delivery_id"]
+        except (ValueError, KeyError, TypeError):
+            return None
 
     def _held_now(self) -> dict[str, float]:
         """message id -> the newest lease of a message of that id held now."""
         leases: dict[str, float] = {}
         for tag, raw in self.client.hgetall(self.keys.unacked).items():
             score = self.client.zscore(self.keys.unacked_index, tag) or 0.0
-            message_id, _ = self._ids(json.loads(raw)[0])
-            leases[message_id] = max(leases.get(message_id, 0.0), score)
+            ids = self._ids(json.loads(raw)[0])
+            if ids is not None:
+                leases[ids[0]] = max(leases.get(ids[0], 0.0), score)
         return leases
 
     def held(self) -> list[tuple[str, str]]:
@@ -185,7 +190,7 @@ class Orphans:
             payloads += [
                 json.loads(raw) for raw in self.client.lrange(self.keys.fetched(worker_id), 0, -1)
             ]
-        return [self._ids(payload) for payload in payloads]
+        return [ids for ids in map(self._ids, payloads) if ids is not None]
 
     def killed(self, held: list[tuple[str, str]], at: float) -> None:
         with self.lock:
