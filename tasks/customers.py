@@ -19,6 +19,7 @@ from celery.exceptions import Reject, SoftTimeLimitExceeded
 from tasks import metrics
 from tasks.components import run_component
 from tasks.create_once import ALREADY_EXISTS, already_exists_id, create_once
+from tasks.entries import customer_id_named_by, result_entry
 from tasks.runtime import Runtime
 from worker.errors import (
     ConnectionFailed,
@@ -43,54 +44,6 @@ def backoff(attempt: int, base: float, cap: float, rng: random.Random | None = N
     """Exponential backoff with equal jitter: half fixed, half random, capped."""
     delay = min(cap, base * 2 ** (attempt - 1))
     return delay / 2 + (rng or random).uniform(0, delay / 2)
-
-
-def customer_id_named_by(event: dict[str, Any]) -> str | None:
-    """The customer an event names: the object itself, or its `customer` field."""
-    obj = (event.get("data") or {}).get("object") or {}
-    if not isinstance(obj, dict):
-        return None
-    if obj.get("object") == "customer":
-        found: Any = obj.get("id")
-    else:
-        found = obj.get("customer")
-        if isinstance(found, dict):  # expanded
-            found = found.get("id")
-    return found if isinstance(found, str) and found else None
-
-
-def _entry(
-    component: str,
-    outputs: dict[str, Any],
-    *,
-    source: str,
-    source_id: str,
-    idempotency_key: str,
-    livemode: bool | None,
-    attempts: int,
-) -> dict[str, Any]:
-    response = outputs.get("Response") or {}
-    email = outputs.get("customerEmail", response.get("email") if response else None)
-    entry = {
-        "component": component,
-        "customerId": outputs.get("customerId"),
-        "customerEmail": email,
-        "Response": response,
-        "Headers": outputs.get("Headers") or {},
-        "source": source,
-        "source_id": source_id,
-        "idempotency_key": idempotency_key,
-        "livemode": livemode,
-        "attempts": attempts,
-    }
-    extra = {
-        k: v
-        for k, v in outputs.items()
-        if k not in ("customerId", "customerEmail", "Response", "Headers")
-    }
-    if extra:
-        entry["outputs"] = extra
-    return entry
 
 
 class WorkTask(Task):
@@ -229,7 +182,7 @@ class CreateCustomer(WorkTask):
         spec, livemode = _component(rt, work)
         outputs = create_once(rt, spec, work.idempotency_key, livemode)
         asked = outputs.pop(ALREADY_EXISTS, None)
-        entry = _entry(
+        entry = result_entry(
             CREATE_CUSTOMER,
             outputs,
             source=work.source,
@@ -252,7 +205,7 @@ class GetCustomer(WorkTask):
     def do(self, rt: Runtime, work: Work, attempts: int) -> tuple[str, dict[str, Any]]:
         spec, livemode = _component(rt, work)
         outputs = run_component(spec, rt.gateway)
-        return CUSTOMERS, _entry(
+        return CUSTOMERS, result_entry(
             GET_CUSTOMER,
             outputs,
             source=work.source,
@@ -284,7 +237,7 @@ class HandleStripeEvent(WorkTask):
                 "customerEmail": obj.get("email") if is_customer else None,
             }
             component = ""
-        entry = _entry(
+        entry = result_entry(
             component,
             outputs,
             source=work.source,

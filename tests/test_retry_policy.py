@@ -4,7 +4,8 @@ import random
 
 import pytest
 
-from tasks.customers import backoff, customer_id_named_by
+from tasks.customers import backoff
+from tasks.entries import customer_id_named_by
 from worker.errors import (
     AuthenticationFailed,
     InternalError,

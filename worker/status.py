@@ -64,6 +64,7 @@ class Status:
     oldest_pending_seconds: float | None
     streams: dict[str, StreamInfo]
     errors_replayed: int
+    poison: int  # messages no worker could decode, kept whole in PREFIX:q:poison
     pace: dict[str, float]  # key mode -> calls/s the shared Stripe pace allows now
 
     @property
@@ -103,7 +104,9 @@ def snapshot(client: redis.Redis, settings: Settings) -> Status:
         pipe.xlen(keys.stream(name))
     pipe.zcount(keys.replayed_index, time.time() - settings.customer_memory_ttl, "+inf")
     pipe.hgetall(keys.dropped)
+    pipe.llen(keys.poison)
     (now_pair, depth, held, pending, oldest, roll, *rest) = pipe.execute()
+    poison = rest.pop()
     lengths, (replayed, dropped) = rest[: len(STREAMS)], rest[len(STREAMS) :]
     dropped = {_text(k): int(v) for k, v in dropped.items()}
     now = now_pair[0] + now_pair[1] / 1_000_000
@@ -157,6 +160,7 @@ def snapshot(client: redis.Redis, settings: Settings) -> Status:
         oldest_pending_seconds=round(max(0.0, now - oldest[0][1]), 3) if oldest else None,
         streams=streams,
         errors_replayed=int(replayed),
+        poison=int(poison),
         pace=pace,
     )
 
@@ -191,6 +195,8 @@ def render(status: Status, max_age: float = DEFAULT_MAX_AGE) -> str:
             extra += f" ({s.dropped} dropped unread)"
         parts.append(f"{name} {s.entries}{extra}")
     lines.append("streams   " + "   ".join(parts))
+    if status.poison:
+        lines.append(f"poison    {status.poison} undecodable message(s) kept whole in q:poison")
     paces = ", ".join(f"{rate:g} calls/s ({mode} key)" for mode, rate in status.pace.items())
     lines.append(
         f"pace      {paces or 'none yet (no paced Stripe call since the workers started)'}"
