@@ -18,7 +18,7 @@ def test_every_signup_is_one_customer_and_one_entry():
         kill_every=20,
         fail_rate=0.3,
         outage_s=2.0,
-        crash_loop_s=16,
+        crash_loop_s=10,
         say=lambda *_: None,
         RETRY_BASE_DELAY="0.2",
         RETRY_MAX_DELAY="2",

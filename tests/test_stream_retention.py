@@ -92,7 +92,7 @@ def test_failures_are_never_trimmed(redis_client, settings, start_inprocess_work
     import requests
 
     requests.post(f"{emulator.url}/_emulator/keys", json={"revoke": [TEST_KEY]}, timeout=5)
-    start_inprocess_worker(stream_maxlen=50)
+    start_inprocess_worker(stream_maxlen=50, stripe_rate_limit=0)  # the pace is not the point
     spec = ComponentSpec.parse(
         {"component": "stripe.createCustomer", "trigger": "true", "Body": {"name": "x"}}
     )
