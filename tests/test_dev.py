@@ -9,43 +9,15 @@ import sys
 import pytest
 import redis
 
-from .support import TEST_KEY, clean_env, free_port, wait_for
+from .support import TEST_KEY, free_port, wait_for
+from .support.shell import fresh_env, group_alive, start_dev
 
 CLI = [sys.executable, "-m", "worker.cli"]
-
-
-def fresh_env(tmp_path, **extra):
-    """No Redis URL, no Stripe key, no secrets: a fresh machine. TMPDIR isolates the state
-    file `dev` leaves for `send` and `tail`."""
-    return clean_env(TMPDIR=tmp_path, **extra)
-
-
-def start_dev(env, tmp_path, port):
-    log = open(tmp_path / "dev.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [*CLI, "dev", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    text = lambda: (tmp_path / "dev.log").read_text(errors="replace")  # noqa: E731
-    wait_for(lambda: "ready." in text() or proc.poll() is not None, timeout=60)
-    assert proc.poll() is None, text()
-    return proc, text
 
 
 def stop(proc):
     proc.send_signal(signal.SIGTERM)
     proc.wait(30)
-
-
-def group_alive(pgid):
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.mark.slow

@@ -254,3 +254,22 @@ def test_the_default_pool_is_64_threads_and_gevent_is_gone():
     assert Settings(worker_pool="prefork").pool_size < 64  # one process per core
     with pytest.raises(SettingsError):
         Settings.from_env({"WORKER_POOL": "gevent"})
+
+
+def test_stripes_own_429_bodies_say_which_429_it_is(emulator):
+    """stripe-python leaves `code` unset on RateLimitError; ours reads it from the body, so
+    a busy object (lock_timeout) never slows the pace that a real limit (rate_limit) does."""
+    import stripe
+
+    client = stripe.StripeClient(
+        TEST_KEY, base_addresses={"api": emulator.url}, max_network_retries=0
+    )
+    codes = []
+    for spec in ({"status": 429, "count": 1}, {"rate_limit": 1}):
+        faults(emulator, **spec)
+        with pytest.raises(stripe.StripeError) as caught:
+            for _ in range(5):
+                client.v1.customers.create(params={"email": "a@example.com"})
+        codes.append(from_stripe_error(caught.value).code)
+        faults(emulator, rate_limit=0)
+    assert codes == ["lock_timeout", "rate_limit"]

@@ -212,7 +212,12 @@ def from_stripe_error(exc: Exception) -> StripeCallError:
     headers = {k.lower(): v for k, v in (getattr(exc, "headers", None) or {}).items()}
     request_id = getattr(exc, "request_id", None)
     message = getattr(exc, "user_message", None) or str(exc) or exc.__class__.__name__
-    code = getattr(exc, "code", None)
+    # stripe-python leaves `code` unset on its RateLimitError: read it from Stripe's body.
+    body = getattr(exc, "json_body", None)
+    error_body = body.get("error") if isinstance(body, dict) else None
+    code = getattr(exc, "code", None) or (
+        error_body.get("code") if isinstance(error_body, dict) else None
+    )
 
     cls: type[StripeCallError]
     if isinstance(exc, stripe.APIConnectionError) or status is None:
