@@ -83,13 +83,26 @@ def test_callers_together_keep_one_pace(redis_client, settings):
 
 
 def test_no_slot_within_max_wait_is_back_pressure_not_a_reservation(redis_client, settings):
-    pace = limiter(redis_client, settings, 1.0, max_wait=0.5)
-    pace.acquire()  # takes the slot now; the next is 1 s away
+    pace = limiter(redis_client, settings, 0.4, max_wait=0.5)
+    pace.acquire()  # takes the slot now; the next is 2.5 s away
     with pytest.raises(RateLimited) as info:
         pace.acquire()
     assert info.value.retry_after and is_retryable(info.value)
     with pytest.raises(RateLimited):  # nothing was reserved by the refused call
         pace.acquire()
+
+
+def test_a_slot_is_reserved_at_most_the_horizon_ahead(redis_client, settings):
+    """A dead worker's reserved slots are wasted for everyone: none further than HORIZON."""
+    from tasks.ratelimit import HORIZON
+
+    pace = limiter(redis_client, settings, 10.0)
+    reserved = 0
+    while pace._run("acquire", -1, HORIZON)[0] >= 0 and reserved < 100:
+        reserved += 1
+    assert reserved <= 10 * HORIZON + 1  # the horizon at 10 calls/s, and no further
+    slot = pace.acquire()  # waits without a reservation, then takes the next free slot
+    assert slot.waited > 0
 
 
 def test_a_429_slows_everyone_once_per_epoch(redis_client, settings):
