@@ -95,7 +95,7 @@ def burst(name: str, n: int, api_key: str | None, limit: int) -> dict:
     stack = default_stack(name, api_key)
     try:
         queue_signups(stack, n)
-        worker = stack.start("worker")
+        worker = stack.worker()
         sampler = Sampler(stack, worker)
         drain(stack, 1, timeout=120)
         t0, req0 = time.perf_counter(), stack.emulator.state.stats["requests"]
@@ -133,7 +133,7 @@ def lowered(n: int, before_s: float, after_s: float) -> dict:
     pace_key = f"{stack.prefix}:ratelimit:{key_id(stack.env['STRIPE_SECRET_KEY'])}"
     try:
         queue_signups(stack, n)
-        worker = stack.start("worker")
+        worker = stack.worker()
         sampler = Sampler(stack, worker)
         drain(stack, 1, timeout=120)
         time.sleep(before_s)
@@ -189,7 +189,7 @@ def backlog(events: int, signups: int, every_s: float) -> dict:
                 "data": {"object": {"object": "invoice", "customer": customer["id"]}},
             }
             q.enqueue_once(Work.for_event(event))
-        worker = stack.start("worker")
+        worker = stack.worker()
         drain(stack, 1, stream="events", timeout=120)
         time.sleep(5)  # well into the backlog
         latencies = []
