@@ -173,3 +173,24 @@ def test_sigterm_finishes_running_work_before_leaving(
     assert held(redis_client, settings) == 0
     assert redis_client.llen(settings.keys.queue) == 0
     assert emulator_stats(emulator)["created"]["test"] == 1
+
+
+def test_what_a_live_worker_fetched_but_could_not_record_comes_back(
+    start_worker, redis_client, settings, emulator
+):
+    """As when Redis refused the write that records a fetched message as held (full, or
+    the connection dropped): the message is left in the live worker's own fetched list."""
+    from worker.envelope import new_message_id, task_message
+    from worker.spec import ComponentSpec
+    from worker.work import Work
+
+    start_worker(**DEFAULTS)
+    [worker_id] = wait_for(lambda: redis_client.zrange(settings.keys.workers, 0, -1))
+    spec = ComponentSpec.parse(
+        {"component": "stripe.createCustomer", "trigger": "true", "Body": {"name": "x"}}
+    )
+    work = Work.for_component(spec, "cli", "stranded-1")
+    redis_client.lpush(settings.keys.fetched(worker_id), task_message(work, new_message_id()))
+    wait_for(lambda: entries(redis_client, settings, "customers"), timeout=BOUND)
+    assert redis_client.llen(settings.keys.fetched(worker_id)) == 0
+    assert emulator_stats(emulator)["created"]["test"] == 1

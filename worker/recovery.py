@@ -12,7 +12,8 @@ Every worker's main process runs one thread that, each HEARTBEAT_INTERVAL:
 So a message taken by a worker that dies is running again on a live one at most
 HEARTBEAT_LAPSE + HEARTBEAT_INTERVAL after the death, and a slow task on a live worker is
 never handed out twice. kombu's own restore (VISIBILITY_TIMEOUT) stays as a last resort,
-and so does the ledger sweep (`requeue_lost`): accepted work whose message is nowhere.
+and so does the ledger sweep (worker/ledger_sweep.py): accepted work whose message is
+nowhere.
 A worker that is only stalled (SIGSTOP) is treated as dead; when it resumes, the
 idempotency key and the publish-once mark make its second run harmless.
 """
@@ -35,15 +36,11 @@ from celery import Celery
 from celery.signals import worker_shutdown
 
 from worker.connections import lua_script, redis_client
-from worker.envelope import message_id_of, new_message_id, task_message
-from worker.queue import ledger_record
+from worker.ledger_sweep import requeue_lost
 from worker.settings import Settings
-from worker.trail import Trail
 from worker.transport import consuming_channels, set_clock_offset
-from worker.work import Work
 
 log = logging.getLogger("stripe_worker.recovery")
-MAX_REAP_SCAN = 20_000  # queue length above which the ledger sweep waits for it to drain
 RESTORE_BATCH = 200
 
 
@@ -72,6 +69,8 @@ class Recovery:
         self.report = report  # more of the worker's state for each beat (the Stripe pace)
         self._beat = lua_script(client, "worker", "heartbeat.lua")
         self._release = lua_script(client, "worker", "release_worker.lua")
+        self._give_back = lua_script(client, "worker", "give_back.lua")
+        self._stranded: set[bytes] = set()
 
     def beat(self, tasks_done: int = 0, **activity: Any) -> float:
         """Refresh this worker's heartbeat (with `activity`: running, waiting, for
@@ -164,60 +163,37 @@ class Recovery:
             )
         )
 
+    def give_back_stranded(self, channels: list[Any]) -> int:
+        """Give back what this live worker fetched but could not record as held (Redis
+        refused the write, the connection dropped): it would wait for the ledger sweep.
+        A message is stranded when it is in the fetched list, not being delivered, on two
+        beats in a row (one in transit is delivered within milliseconds)."""
+        seen: set[bytes] = set()
+        moved = 0
+        for channel in channels:
+            delivering = set(channel.fetched_raw.values())
+            for raw in self.client.lrange(channel.fetched_key, 0, -1):
+                if raw in delivering:
+                    continue
+                if raw in self._stranded:
+                    moved += int(
+                        self._give_back(keys=[channel.fetched_key, self.keys.queue], args=[raw])
+                    )
+                else:
+                    seen.add(raw)
+        self._stranded = seen
+        if moved:
+            log.warning("gave back %d fetched message(s) this worker could not record", moved)
+        return moved
+
     def tick(self, tasks_done: int = 0, **activity: Any) -> None:
         now = self.beat(tasks_done, **activity)
-        tags = [tag for channel in consuming_channels() for tag in channel.qos.held_tags()]
+        channels = consuming_channels()
+        tags = [tag for channel in channels for tag in channel.qos.held_tags()]
         self.renew(tags, now)
         self.restore_lapsed(now)
         self.release_dead(now)
-
-
-def requeue_lost(
-    client: redis.Redis, settings: Settings, older_than: float | None = None
-) -> list[str]:
-    """Queue again ledger work whose message is nowhere (a last resort: every known way
-    of losing one is closed); returns the delivery ids."""
-    older_than = settings.visibility_timeout if older_than is None else older_than
-    keys = settings.keys
-    stalled = client.zrangebyscore(keys.ledger, "-inf", time.time() - older_than, start=0, num=1000)
-    if not stalled or client.llen(keys.queue) > MAX_REAP_SCAN:
-        # A backlog: old work is most likely waiting its turn, and listing the queue
-        # would be costly. Lost messages are found once it drains.
-        return []
-    alive = _message_ids_held(client, settings)
-    requeued = []
-    for raw_id in stalled:
-        delivery_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
-        raw = client.hget(keys.ledger_work, delivery_id)
-        now = time.time()
-        if raw is None:  # published meanwhile
-            client.zrem(keys.ledger, delivery_id)
-            continue
-        record = json.loads(raw)
-        if record["message_id"] in alive:  # still queued, retrying or running: only slow
-            client.zadd(keys.ledger, {delivery_id: now}, xx=True)
-            continue
-        work = Work.from_json(record["work"])
-        message_id = new_message_id()
-        pipe = client.pipeline(transaction=True)
-        pipe.lpush(keys.queue, task_message(work, message_id, f"requeued {delivery_id}"))
-        pipe.hset(keys.ledger_work, delivery_id, ledger_record(work, message_id))
-        pipe.zadd(keys.ledger, {delivery_id: now}, xx=True)
-        pipe.execute()
-        log.warning("requeued %s: its message was lost (%s)", delivery_id, work.task)
-        Trail(client, settings).record(work, "requeued", message=message_id)
-        requeued.append(delivery_id)
-    return requeued
-
-
-def _message_ids_held(client: redis.Redis, settings: Settings) -> set[str]:
-    """Message ids of every message queued, fetched or held unacked by a worker."""
-    keys = settings.keys
-    raws = client.lrange(keys.queue, 0, -1) + client.hvals(keys.unacked)
-    for raw_id in client.zrange(keys.workers, 0, -1):
-        worker_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
-        raws += client.lrange(keys.fetched(worker_id), 0, -1)
-    return {m for m in map(message_id_of, raws) if m}
+        self.give_back_stranded(channels)
 
 
 def _activity() -> dict[str, int]:
