@@ -35,21 +35,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.support import WebProcess, clean_env, sign_stripe  # noqa: E402
+from tests.support.signing import HEADER_NAMES  # noqa: E402
 from worker.settings import Settings  # noqa: E402
 
 LIVE_KEY = "sk_live_fuzz" + "0" * 20
 LIVE_WHSEC = "whsec_live_endpoint_fuzz_0001"
 TEST_WHSEC = "whsec_test_endpoint_fuzz_0001"
-HEADER_NAMES = [
-    "Stripe-Signature",
-    "webhook-id",
-    "webhook-timestamp",
-    "webhook-signature",
-    "svix-id",
-    "svix-timestamp",
-    "svix-signature",
-    "Content-Type",
-]
 
 
 @dataclass

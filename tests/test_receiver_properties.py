@@ -7,17 +7,8 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from .support import queued, sign_standard, sign_stripe
+from .support.signing import HEADER_NAMES
 
-HEADER_NAMES = [
-    "Stripe-Signature",
-    "webhook-id",
-    "webhook-timestamp",
-    "webhook-signature",
-    "svix-id",
-    "svix-timestamp",
-    "svix-signature",
-    "Content-Type",
-]
 header_values = st.one_of(
     st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=200),
     st.builds(

@@ -61,3 +61,17 @@ def sign_standard(
         f"{prefix}-timestamp": str(stamp),
         f"{prefix}-signature": signature,
     }
+
+
+# Every header the receiver reads to verify a webhook (Stripe's, Standard Webhooks' and the
+# svix- spelling), for the property test and the fuzz run to send at random.
+HEADER_NAMES = [
+    "Stripe-Signature",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "svix-id",
+    "svix-timestamp",
+    "svix-signature",
+    "Content-Type",
+]
