@@ -33,7 +33,7 @@ def run_worker(
         app,
         settings,
         {"pool": pool, "concurrency": concurrency},
-        report=lambda: {"pace": app.runtime.gateway.paces()},
+        report=app.runtime.gateway.hold_to_pace(concurrency),
     )
     server = metrics.serve(settings)
     if server is not None:

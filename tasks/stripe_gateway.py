@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis
 import stripe
 
 from tasks.metrics import MeasuredHttpClient, rate_limit_waited
 from tasks.ratelimit import StripeRateLimiter, default_ceiling
-from worker.errors import RateLimited, from_stripe_error
+from worker.errors import RateLimited, SecretMissing, SpecError, from_stripe_error
 from worker.settings import Settings
-from worker.vault import Vault, key_mode, livemode_of
+from worker.transport import hold_fewer
+from worker.vault import STRIPE_SECRET_KEY, Vault, key_mode, livemode_of
 
 T = TypeVar("T")
 
 # How long one call waits out 429s in place before the work goes back to wait on the
 # queue instead (tasks/customers.py); well inside a task's time limit.
 HOLD_SECONDS = 30.0
+# A worker holds no more work than its keys' pace can start within this many seconds (and
+# at least MIN_HELD); the rest waits on the queue, for any worker. What one worker holds is
+# what its crash strands, and what work given back after a crash waits behind: at Stripe's
+# test limit 25 messages, not 64 threads' worth (2.6 s of the pace). It binds only while
+# the pace is under the pool's size per second, so not at the live limit.
+AHEAD_SECONDS = 1.0
+MIN_HELD = 4
 
 
 class StripeGateway:
@@ -111,12 +121,43 @@ class StripeGateway:
                 raise error
             time.sleep(pause)
 
+    def rates(self, now: bool = True) -> list[tuple[str, float]]:
+        """(key mode, calls/s) of each paced key this worker has used: the rate its pace
+        allows now (from Redis), or else the ceiling the pace starts from."""
+        with self._lock:
+            limiters = [(key, limiter) for key, limiter in self._limiters.items() if limiter]
+        return [
+            (key_mode(key), limiter.rate() if now else limiter.ceiling) for key, limiter in limiters
+        ]
+
     def paces(self) -> dict[str, float]:
         """Calls/s each key's pace allows now, by key mode: what this worker's heartbeat
         tells `stripe-worker status`. Only keys this worker has called with."""
-        with self._lock:
-            limiters = [(key, limiter) for key, limiter in self._limiters.items() if limiter]
-        return {key_mode(key): round(limiter.rate(), 2) for key, limiter in limiters}
+        paces: dict[str, float] = {}
+        for mode, rate in self.rates():
+            paces[mode] = round(paces.get(mode, 0.0) + rate, 2)
+        return paces
+
+    def hold_to_pace(self, pool_size: int) -> Callable[[], dict[str, Any]]:
+        """Make the worker hold what its pace can start within AHEAD_SECONDS, from now
+        and on every heartbeat (the returned callable, which reports the paces)."""
+        with contextlib.suppress(SecretMissing, SpecError):
+            self.limiter(STRIPE_SECRET_KEY)  # the usual key's pace, before the first call
+        hold_fewer(pool_size - messages_to_hold([r for _m, r in self.rates(now=False)], pool_size))
+
+        def each_beat() -> dict[str, Any]:
+            paces = self.paces()
+            hold_fewer(pool_size - messages_to_hold(list(paces.values()), pool_size))
+            return {"pace": paces}
+
+        return each_beat
 
     def livemode(self, api_secret: str) -> bool:
         return livemode_of(self.vault.stripe_key(api_secret))
+
+
+def messages_to_hold(rates: list[float], pool_size: int) -> int:
+    """How many messages a worker with `pool_size` threads holds at these paces (calls/s)."""
+    if not rates:
+        return pool_size
+    return min(pool_size, max(MIN_HELD, math.ceil(sum(rates) * AHEAD_SECONDS)))

@@ -4,6 +4,7 @@ as back-pressure in a real worker. Timings are the benchmarks' (bench/ratelimit_
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 import requests
@@ -286,3 +287,24 @@ def test_stripes_own_429_bodies_say_which_429_it_is(emulator):
         codes.append(from_stripe_error(caught.value).code)
         faults(emulator, rate_limit=0)
     assert codes == ["lock_timeout", "rate_limit"]
+
+
+def test_a_worker_holds_only_what_its_pace_can_start_soon(
+    app, start_worker, redis_client, settings, emulator
+):
+    """At 2 calls/s a worker of 64 threads holds MIN_HELD messages, not 64: the rest wait
+    on the queue for any worker, and a crash strands only those few."""
+    from tasks.stripe_gateway import MIN_HELD
+
+    enqueuer = app.extensions["stripe_worker"]["enqueuer"]
+    for i in range(12):
+        _user, spec = signup_component(
+            {"type": "user.created", "data": {"user_id": f"u_{i}", "email": f"u{i}@example.com"}}
+        )
+        enqueuer.enqueue_once(Work.for_component(spec, "signup", f"msg_hold_{i}"))
+    start_worker(STRIPE_RATE_LIMIT=2)
+    most, deadline = 0, time.monotonic() + 60
+    while len(entries(redis_client, settings, "customers")) < 12 and time.monotonic() < deadline:
+        most = max(most, redis_client.hlen(settings.keys.unacked))
+    assert 2 <= most <= MIN_HELD
+    assert len(entries(redis_client, settings, "customers")) == 12

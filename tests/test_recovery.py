@@ -2,8 +2,8 @@
 
 Each test kills (or stalls) a worker holding work in one state and checks the work ends
 exactly once, long before the visibility timeout (300 s by default) would have brought
-it back. The recovery bound itself (HEARTBEAT_LAPSE + HEARTBEAT_INTERVAL = 6 s) is
-measured by bench/fault_run.py, not asserted here.
+it back. The recovery bound itself (back on the queue HEARTBEAT_LAPSE = 5 s after the
+death) is measured by bench/fault_run.py, not asserted here.
 """
 
 import json

@@ -1,6 +1,6 @@
 """Crash recovery: heartbeats and leases, so a dead worker's work runs again within seconds.
 
-Every worker's main process runs one thread that, each HEARTBEAT_INTERVAL:
+Every worker's main process runs one thread that, every HEARTBEAT_INTERVAL:
 1. beats: `PREFIX:worker:<id>` (its facts, expiring after HEARTBEAT_LAPSE) and its score in
    `PREFIX:workers`, on Redis's clock;
 2. renews the lease of every message it holds (reserved, waiting a retry's countdown, or
@@ -9,9 +9,10 @@ Every worker's main process runs one thread that, each HEARTBEAT_INTERVAL:
    renewing: killed, stalled, cut off) onto the consuming end of the queue;
 4. gives back what a dead worker had fetched but not yet recorded (worker/transport.py),
    and forgets that worker.
-So a message taken by a worker that dies is running again on a live one at most
-HEARTBEAT_LAPSE + HEARTBEAT_INTERVAL after the death, and a slow task on a live worker is
-never handed out twice. kombu's own restore (VISIBILITY_TIMEOUT) stays as a last resort,
+Between beats it looks again as soon as the oldest lease or heartbeat lapses, so a message
+taken by a worker that dies is back at the head of the queue at most HEARTBEAT_LAPSE after
+the death (its lease was last renewed at or before it), and a slow task on a live worker
+is never handed out twice. kombu's own restore (VISIBILITY_TIMEOUT) stays as a last resort,
 and so does the ledger sweep (worker/ledger_sweep.py): accepted work whose message is
 nowhere.
 A worker that is only stalled (SIGSTOP) is treated as dead; when it resumes, the
@@ -42,6 +43,7 @@ from worker.transport import consuming_channels, set_clock_offset
 
 log = logging.getLogger("stripe_worker.recovery")
 RESTORE_BATCH = 200
+MIN_WAIT = 0.02  # seconds: between two looks, however soon the next lease lapses
 
 
 def new_worker_id() -> str:
@@ -70,7 +72,7 @@ class Recovery:
         self._beat = lua_script(client, "worker", "heartbeat.lua")
         self._release = lua_script(client, "worker", "release_worker.lua")
         self._give_back = lua_script(client, "worker", "give_back.lua")
-        self._stranded: set[bytes] = set()
+        self._stranded: dict[bytes, float] = {}  # fetched, not delivered: since when
 
     def beat(self, tasks_done: int = 0, **activity: Any) -> float:
         """Refresh this worker's heartbeat (with `activity`: running, waiting, for
@@ -101,7 +103,8 @@ class Recovery:
             start=0,
             num=RESTORE_BATCH,
         )
-        restored = sum(self._restore(tag) for tag in tags)
+        # Oldest pushed last, so it is the first to be taken again.
+        restored = sum(self._restore(tag) for tag in reversed(tags))
         if restored:
             log.warning("gave back %d message(s) whose worker stopped renewing them", restored)
         return restored
@@ -166,27 +169,44 @@ class Recovery:
     def give_back_stranded(self, channels: list[Any]) -> int:
         """Give back what this live worker fetched but could not record as held (Redis
         refused the write, the connection dropped): it would wait for the ledger sweep.
-        A message is stranded when it is in the fetched list, not being delivered, on two
-        beats in a row (one in transit is delivered within milliseconds)."""
-        seen: set[bytes] = set()
+        A message is stranded when it is in the fetched list, not being delivered, for a
+        whole heartbeat interval (one in transit is delivered within milliseconds)."""
+        first_seen: dict[bytes, float] = {}
         moved = 0
+        now = time.monotonic()
         for channel in channels:
             delivering = set(channel.fetched_raw.values())
             for raw in self.client.lrange(channel.fetched_key, 0, -1):
                 if raw in delivering:
                     continue
-                if raw in self._stranded:
+                since = self._stranded.get(raw, now)
+                if now - since >= self.settings.heartbeat_interval:
                     moved += int(
                         self._give_back(keys=[channel.fetched_key, self.keys.queue], args=[raw])
                     )
                 else:
-                    seen.add(raw)
-        self._stranded = seen
+                    first_seen[raw] = since
+        self._stranded = first_seen
         if moved:
             log.warning("gave back %d fetched message(s) this worker could not record", moved)
         return moved
 
-    def tick(self, tasks_done: int = 0, **activity: Any) -> None:
+    def next_lapse(self, now: float) -> float:
+        """Seconds until the oldest lease or heartbeat lapses (at most the interval): the
+        next look need not wait for the next beat, so a dead worker's work goes back
+        HEARTBEAT_LAPSE after its last renewal, not up to an interval later."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zrange(self.keys.unacked_index, 0, 0, withscores=True)
+        pipe.zrange(self.keys.workers, 0, 0, withscores=True)
+        oldest = [score for found in pipe.execute() for _member, score in found]
+        interval = self.settings.heartbeat_interval
+        if not oldest:
+            return interval
+        due = min(oldest) + self.settings.heartbeat_lapse - now
+        return min(interval, max(MIN_WAIT, due + MIN_WAIT))
+
+    def tick(self, tasks_done: int = 0, **activity: Any) -> float:
+        """One beat: renew, give back what lapsed; returns the seconds until the next."""
         now = self.beat(tasks_done, **activity)
         channels = consuming_channels()
         tags = [tag for channel in channels for tag in channel.qos.held_tags()]
@@ -194,6 +214,7 @@ class Recovery:
         self.restore_lapsed(now)
         self.release_dead(now)
         self.give_back_stranded(channels)
+        return self.next_lapse(now)
 
 
 def _activity() -> dict[str, int]:
@@ -221,8 +242,9 @@ def recover_forever(recovery: Recovery, stop: threading.Event) -> None:
     sweep_every = max(1.0, settings.visibility_timeout / 4)
     next_sweep = time.monotonic() + sweep_every
     while True:
+        wait = settings.heartbeat_interval
         try:
-            recovery.tick(**_activity(), **_reported(recovery))
+            wait = recovery.tick(**_activity(), **_reported(recovery))
             if time.monotonic() >= next_sweep:
                 next_sweep = time.monotonic() + sweep_every
                 requeue_lost(recovery.client, settings)
@@ -230,7 +252,7 @@ def recover_forever(recovery: Recovery, stop: threading.Event) -> None:
             log.warning("recovery: %s", exc.__class__.__name__)
         except Exception:  # a bug of ours must not stop the heartbeat for good
             log.exception("recovery tick failed")
-        if stop.wait(settings.heartbeat_interval):
+        if stop.wait(wait):
             return
 
 

@@ -60,8 +60,9 @@ class Settings:
     task_time_limit: int = 120
     # Crash recovery (worker/recovery.py): each worker beats and renews the leases of the
     # messages it holds every interval; a worker silent for the lapse is dead and its
-    # messages run elsewhere. Recovery takes at most lapse + interval; a shorter lapse
-    # recovers sooner but treats a worker stalled that long (GC, a paused VM) as dead.
+    # messages run elsewhere. Its work is back on the queue at most a lapse after the
+    # death; a shorter lapse recovers sooner but treats a worker stalled that long (GC, a
+    # paused VM) as dead. A longer interval beats less often and renews leases later.
     heartbeat_interval: float = 1.0
     heartbeat_lapse: float = 5.0
     # The work waits on Stripe (about 300 ms a call), so threads, not processes: Stripe's

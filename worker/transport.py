@@ -40,6 +40,7 @@ log = logging.getLogger("stripe_worker.transport")
 # The consuming channels of this process, for the heartbeat thread to renew their leases.
 _consuming: weakref.WeakSet[Channel] = weakref.WeakSet()
 _clock = {"offset": 0.0}  # Redis time minus this host's time, as the heartbeat measured it
+_fewer = {"count": 0}  # messages fewer than Celery's prefetch to hold: see hold_fewer()
 
 
 def redis_now() -> float:
@@ -53,6 +54,12 @@ def set_clock_offset(offset: float) -> None:
 
 def consuming_channels() -> list[Channel]:
     return list(_consuming)
+
+
+def hold_fewer(count: int) -> None:
+    """Hold `count` fewer messages than Celery's prefetch allows (never fewer than one).
+    Retries waiting a countdown still come on top, as Celery counts them."""
+    _fewer["count"] = max(0, count)
 
 
 class QoS(kombu_redis.QoS):
@@ -73,6 +80,13 @@ class QoS(kombu_redis.QoS):
                 pipe.lrem(channel.fetched_key, 1, raw)
             pipe.execute()
         virtual.QoS.append(self, message, delivery_tag)
+
+    def can_consume(self) -> bool:
+        prefetch = self.prefetch_count
+        if not prefetch:
+            return True
+        held = len(self._delivered) - len(self._dirty)
+        return held < max(1, prefetch - _fewer["count"])
 
     def ack(self, delivery_tag: str) -> None:
         if not self._gone():
