@@ -10,7 +10,7 @@ process runs with the default settings. Phase 1: the worker is killed with SIGKI
 answering for a few seconds (SIGSTOP: connections hang as in a network partition; the
 receiver answers 503 and the sender retries, as Stripe does). Phase 2, the crash loop:
 the worker is SIGKILLed every 2-4 s for CRASH_LOOP seconds while the rest of the signups
-and their retries flow. Before each kill the run notes what the worker held; it reports
+and their retries flow. After each kill the run notes what the dead worker held; it reports
 the longest any of it waited, from the kill, to be held by a live worker again (or
 published). Five poison messages (not JSON, not Celery's list, an unknown task, bad
 arguments) wait at the head of the queue: the worker must quarantine them and go on.
@@ -280,12 +280,14 @@ def run_fault(
 
     def kill_worker() -> None:
         nonlocal worker
+        worker.kill()
+        last_kill[0] = time.time()
+        # Looked at once it is dead: what it held then, and not what it had handed on just
+        # before (a retry it queued and then acked waits its turn on the queue, held by nobody).
         try:
             held = orphans.held()
         except redis.RedisError:
             held = []
-        worker.kill()
-        last_kill[0] = time.time()
         orphans.killed(held, last_kill[0])
         worker = start_worker()
 
