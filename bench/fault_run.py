@@ -131,7 +131,8 @@ def diagnose(client: redis.Redis, keys: Keys, entries: list[dict], signups: int)
     """Where the work of each signup without an entry stopped."""
     have = {f["idempotency_key"] for f in entries}
     notes = [
-        f"queue {client.llen(keys.queue)}, unacked {client.hlen(keys.unacked)}, unacked_index "
+        f"queue {client.llen(keys.queue)}, given back {client.llen(keys.given_back)}, "
+        f"unacked {client.hlen(keys.unacked)}, unacked_index "
         f"{client.zcard(keys.unacked_index)}, mutex "
         f"{client.exists(keys.kombu_prefix + 'unacked_mutex')}, ledger {client.zcard(keys.ledger)}"
     ]

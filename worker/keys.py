@@ -27,10 +27,12 @@
     PREFIX:q:unacked_index                  kombu: delivery tag -> lease deadline (sorted set)
     PREFIX:q:unacked_mutex                  kombu: lock of its own restore
     PREFIX:q:fetched:<worker id>            taken by that worker, not yet unacked (list)
+    PREFIX:q:given_back                     a dead worker's messages, taken before the queue,
+                                            oldest first (list)
     PREFIX:q:poison                         messages no worker can decode, kept whole (list)
 
-kombu writes the `q:` keys itself, under `global_keyprefix` (fetched and poison are
-worker/transport.py's); the names here are the ones kombu 5.x builds, checked by
+kombu writes the `q:` keys itself, under `global_keyprefix` (fetched, given_back and
+poison are worker/transport.py's); the names here are the ones kombu 5.x builds, checked by
 tests/test_envelope_contract.py.
 """
 
@@ -141,6 +143,10 @@ class Keys:
 
     def fetched(self, worker_id: str) -> str:
         return self.kombu_prefix + "fetched:" + worker_id
+
+    @property
+    def given_back(self) -> str:
+        return self.kombu_prefix + "given_back"
 
     @property
     def poison(self) -> str:

@@ -63,9 +63,14 @@ def requeue_lost(
 
 
 def _message_ids_held(client: redis.Redis, settings: Settings) -> set[str]:
-    """Message ids of every message queued, fetched or held unacked by a worker."""
+    """Message ids of every message queued, given back, fetched or held unacked by a
+    worker."""
     keys = settings.keys
-    raws = client.lrange(keys.queue, 0, -1) + client.hvals(keys.unacked)
+    raws = (
+        client.lrange(keys.queue, 0, -1)
+        + client.lrange(keys.given_back, 0, -1)
+        + client.hvals(keys.unacked)
+    )
     for raw_id in client.zrange(keys.workers, 0, -1):
         worker_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
         raws += client.lrange(keys.fetched(worker_id), 0, -1)

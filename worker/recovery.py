@@ -6,11 +6,12 @@ Every worker's main process runs one thread that, every HEARTBEAT_INTERVAL:
 2. renews the lease of every message it holds (reserved, waiting a retry's countdown, or
    running): the message's score in kombu's unacked index is set to now;
 3. gives back, atomically, every message whose lease has lapsed (its holder stopped
-   renewing: killed, stalled, cut off) onto the consuming end of the queue;
+   renewing: killed, stalled, cut off) into `PREFIX:q:given_back`, which workers take
+   from before the queue, oldest first;
 4. gives back what a dead worker had fetched but not yet recorded (worker/transport.py),
    and forgets that worker.
 Between beats it looks again as soon as the oldest lease or heartbeat lapses, so a message
-taken by a worker that dies is back at the head of the queue at most HEARTBEAT_LAPSE after
+taken by a worker that dies is the next to be taken at most HEARTBEAT_LAPSE after
 the death (its lease was last renewed at or before it), and a slow task on a live worker
 is never handed out twice. kombu's own restore (VISIBILITY_TIMEOUT) stays as a last resort,
 and so does the ledger sweep (worker/ledger_sweep.py): accepted work whose message is
@@ -95,7 +96,7 @@ class Recovery:
             self.client.zadd(self.keys.unacked_index, dict.fromkeys(tags, now), xx=True)
 
     def restore_lapsed(self, now: float) -> int:
-        """Put every message whose lease lapsed back at the consuming end of the queue."""
+        """Give back every message whose lease lapsed, oldest first."""
         tags = self.client.zrangebyscore(
             self.keys.unacked_index,
             "-inf",
@@ -103,8 +104,7 @@ class Recovery:
             start=0,
             num=RESTORE_BATCH,
         )
-        # Oldest pushed last, so it is the first to be taken again.
-        restored = sum(self._restore(tag) for tag in reversed(tags))
+        restored = sum(self._restore(tag) for tag in tags)  # oldest first
         if restored:
             log.warning("gave back %d message(s) whose worker stopped renewing them", restored)
         return restored
@@ -124,7 +124,7 @@ class Recovery:
                 # As kombu marks a restored message, so Celery says it was redelivered.
                 payload["headers"]["redelivered"] = True
                 payload["properties"]["delivery_info"]["redelivered"] = True
-                pipe.rpush(keys.queue, json.dumps(payload))
+                pipe.lpush(keys.given_back, json.dumps(payload))
                 restored = True
 
         self.client.transaction(move, keys.unacked)
@@ -142,7 +142,7 @@ class Recovery:
                 self._release(
                     keys=[
                         self.keys.fetched(worker_id),
-                        self.keys.queue,
+                        self.keys.given_back,
                         self.keys.workers,
                         self.keys.worker(worker_id),
                     ],
@@ -158,7 +158,7 @@ class Recovery:
             self._release(
                 keys=[
                     self.keys.fetched(self.worker_id),
-                    self.keys.queue,
+                    self.keys.given_back,
                     self.keys.workers,
                     self.keys.worker(self.worker_id),
                 ],
@@ -170,20 +170,20 @@ class Recovery:
         """Give back what this live worker fetched but could not record as held (Redis
         refused the write, the connection dropped): it would wait for the ledger sweep.
         A message is stranded when it is in the fetched list, not being delivered, for a
-        whole heartbeat interval (one in transit is delivered within milliseconds)."""
+        whole heartbeat interval (one in transit is delivered within milliseconds), and is
+        not what a pending fetch may have moved (Channel.maybe_unread)."""
         first_seen: dict[bytes, float] = {}
         moved = 0
         now = time.monotonic()
         for channel in channels:
             delivering = set(channel.fetched_raw.values())
-            for raw in self.client.lrange(channel.fetched_key, 0, -1):
-                if raw in delivering:
+            for position, raw in enumerate(self.client.lrange(channel.fetched_key, 0, -1)):
+                if raw in delivering or channel.maybe_unread(raw, position):
                     continue
                 since = self._stranded.get(raw, now)
                 if now - since >= self.settings.heartbeat_interval:
-                    moved += int(
-                        self._give_back(keys=[channel.fetched_key, self.keys.queue], args=[raw])
-                    )
+                    back = [channel.fetched_key, self.keys.given_back]
+                    moved += int(self._give_back(keys=back, args=[raw]))
                 else:
                     first_seen[raw] = since
         self._stranded = first_seen

@@ -105,7 +105,9 @@ def snapshot(client: redis.Redis, settings: Settings) -> Status:
     pipe.zcount(keys.replayed_index, time.time() - settings.customer_memory_ttl, "+inf")
     pipe.hgetall(keys.dropped)
     pipe.llen(keys.poison)
+    pipe.llen(keys.given_back)
     (now_pair, depth, held, pending, oldest, roll, *rest) = pipe.execute()
+    depth += rest.pop()  # a dead worker's messages wait to be taken too
     poison = rest.pop()
     lengths, (replayed, dropped) = rest[: len(STREAMS)], rest[len(STREAMS) :]
     dropped = {_text(k): int(v) for k, v in dropped.items()}

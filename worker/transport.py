@@ -6,7 +6,8 @@ loses the message. Here a worker fetches with BLMOVE, which moves the message
 atomically into a list of its own (`PREFIX:q:fetched:<worker id>`), and recording it as
 unacked removes it from that list in the same MULTI. So at every instant a taken message
 is in the queue, in its worker's fetched list, or in kombu's unacked hash, and
-worker/recovery.py can give every one of them back when its worker's heartbeat lapses.
+worker/recovery.py can give every one of them back when its worker's heartbeat lapses,
+into `PREFIX:q:given_back`, which every worker takes from before the queue.
 
 Lease scores in kombu's unacked index are on Redis's clock (the worker's clock plus an
 offset its heartbeat measures), so that one host's clock cannot expire another's leases.
@@ -138,10 +139,12 @@ class Channel(kombu_redis.Channel):
         options = self.connection.client.transport_options
         self.worker_id: str = options.get("worker_id") or uuid.uuid4().hex
         self.fetched_key = f"{self.global_keyprefix}fetched:{self.worker_id}"
+        self.given_back_key = f"{self.global_keyprefix}given_back"
         self.poison_key = f"{self.global_keyprefix}poison"
         # Commands through kombu's client get the prefix added for LPUSH, not for LREM.
         self._poison_name = "poison"
         self.fetched_raw: dict[str, bytes] = {}
+        self.fetched_before: bytes | None = None  # the fetched list's left end, before a fetch
         self._fetch_queue: str | None = None
 
     def _brpop_start(self, timeout: float | None = None) -> None:
@@ -152,12 +155,23 @@ class Channel(kombu_redis.Channel):
             return
         _consuming.add(self)
         self._fetch_queue = queues[0]
-        source = self.global_keyprefix + self._q_for_pri(queues[0], 0)
-        self._in_poll = self.client.connection
+        connection = self.client.connection
+        # A dead worker's messages first, oldest first: they have waited already. One
+        # round trip to look (and to note what this fetch will move in front of); if
+        # another worker takes the last meanwhile, LMOVE answers nothing at once and the
+        # next fetch goes to the queue.
+        connection.send_command("LLEN", self.given_back_key)
+        connection.send_command("LINDEX", self.fetched_key, 0)
+        given_back = int(connection.read_response())
+        self.fetched_before = connection.read_response()
+        if given_back:
+            command = ["LMOVE", self.given_back_key, self.fetched_key, "RIGHT", "LEFT"]
+        else:
+            source = self.global_keyprefix + self._q_for_pri(queues[0], 0)
+            command = ["BLMOVE", source, self.fetched_key, "RIGHT", "LEFT", timeout or 0]
+        self._in_poll = connection
         self._brpop_sent_at = monotonic()
-        self.client.connection.send_command(
-            "BLMOVE", source, self.fetched_key, "RIGHT", "LEFT", timeout or 0
-        )
+        connection.send_command(*command)
 
     def _brpop_read(self, **options: Any) -> bool:
         try:
@@ -189,6 +203,13 @@ class Channel(kombu_redis.Channel):
         finally:
             self._in_poll = None
             self._flush_brpop_reauth()
+
+    def maybe_unread(self, raw: bytes, position: int) -> bool:
+        """`raw`, at `position` in the fetched list, may be what a pending fetch moved: its
+        reply waits unread in the socket while the worker has no room, maybe for seconds,
+        and is delivered once room comes back. A fetch moves to the left end, and only
+        what was not there before it was sent can be its."""
+        return bool(self._in_poll) and position == 0 and raw != self.fetched_before
 
     def close(self) -> None:
         _consuming.discard(self)  # its leases are no longer renewed: see QoS.restore_unacked

@@ -45,6 +45,7 @@ def settled(client: redis.Redis, settings: Settings) -> bool:
     keys = settings.keys
     pipe = client.pipeline(transaction=False)
     pipe.llen(keys.queue)
+    pipe.llen(keys.given_back)
     pipe.hlen(keys.unacked)
     pipe.zcard(keys.ledger)
     return not any(pipe.execute())
