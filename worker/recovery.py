@@ -104,7 +104,7 @@ class Recovery:
             start=0,
             num=RESTORE_BATCH,
         )
-        restored = sum(self._restore(tag) for tag in tags)  # oldest first
+        restored = sum(self._restore(tag) for tag in tags)
         if restored:
             log.warning("gave back %d message(s) whose worker stopped renewing them", restored)
         return restored
