@@ -674,10 +674,25 @@ def main() -> int:
         f"p99 {e2e['p99_ms']:.1f} ms (targets: p50 <= 15 ms, p99 <= 60 ms).\n"
     )
 
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n" + sections_of_other_scripts(out))
     print(f"written to {args.out}")
     return 0
+
+
+def sections_of_other_scripts(path: Path) -> str:
+    """The sections of `path` that other scripts measured (their heading names the script,
+    `## ... (bench/<script>.py)`): kept as they are."""
+    if not path.exists():
+        return ""
+    kept, keeping = [], False
+    for line in path.read_text().splitlines(keepends=True):
+        if line.startswith("## "):
+            keeping = "(bench/" in line
+        if keeping:
+            kept.append(line)
+    return ("\n" if kept else "") + "".join(kept)
 
 
 if __name__ == "__main__":
