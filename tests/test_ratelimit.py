@@ -26,6 +26,7 @@ from worker.queue import Enqueuer
 from worker.settings import Settings
 from worker.work import Work
 
+from .support.deliveries import enqueue, signup_work
 from .support.observe import emulator_stats, entries, faults
 from .support.signing import LIVE_KEY, TEST_KEY
 from .support.waiting import wait_for
@@ -289,19 +290,12 @@ def test_stripes_own_429_bodies_say_which_429_it_is(emulator):
     assert codes == ["lock_timeout", "rate_limit"]
 
 
-def test_a_worker_holds_only_what_its_pace_can_start_soon(
-    app, start_worker, redis_client, settings, emulator
-):
+def test_a_worker_holds_only_what_its_pace_can_start_soon(start_worker, redis_client, settings):
     """At 2 calls/s a worker of 64 threads holds MIN_HELD messages, not 64: the rest wait
     on the queue for any worker, and a crash strands only those few."""
     from tasks.stripe_gateway import MIN_HELD
 
-    enqueuer = app.extensions["stripe_worker"]["enqueuer"]
-    for i in range(12):
-        _user, spec = signup_component(
-            {"type": "user.created", "data": {"user_id": f"u_{i}", "email": f"u{i}@example.com"}}
-        )
-        enqueuer.enqueue_once(Work.for_component(spec, "signup", f"msg_hold_{i}"))
+    enqueue(redis_client, settings, [signup_work(f"u_{i}") for i in range(12)])
     start_worker(STRIPE_RATE_LIMIT=2)
     most, deadline = 0, time.monotonic() + 60
     while len(entries(redis_client, settings, "customers")) < 12 and time.monotonic() < deadline:

@@ -12,17 +12,12 @@ from worker.celery_app import broker_options
 from worker.envelope import new_message_id, task_message
 from worker.keys import QUEUE
 from worker.recovery import Recovery
-from worker.spec import ComponentSpec
-from worker.work import Work
 
-from .support import entries, post_signup, wait_for
+from .support import entries, post_signup, signup_work, wait_for
 
 
-def message(name: str) -> str:
-    spec = ComponentSpec.parse(
-        {"component": "stripe.createCustomer", "trigger": "true", "Body": {"name": name}}
-    )
-    return task_message(Work.for_component(spec, "cli", name), new_message_id())
+def message(user: str) -> str:
+    return task_message(signup_work(user), new_message_id())
 
 
 @contextlib.contextmanager
@@ -39,8 +34,9 @@ def consuming(settings, worker_id: str):
         yield channel, connection.transport.cycle, delivered
 
 
-def names(messages) -> list[str]:
-    return [m.payload[1]["work"]["source_id"] for m in messages]
+def users(messages) -> list[str]:
+    """The signup's user of each message (its webhook is msg_<user>)."""
+    return [m.payload[1]["work"]["source_id"].removeprefix("msg_") for m in messages]
 
 
 def test_a_dead_workers_messages_are_taken_before_the_queue_oldest_first(redis_client, settings):
@@ -51,7 +47,7 @@ def test_a_dead_workers_messages_are_taken_before_the_queue_oldest_first(redis_c
         for _ in range(3):
             poller._register_BRPOP(channel)
             channel._brpop_read()
-    assert names(delivered) == ["given-back-first", "given-back-second", "newest-signup"]
+    assert users(delivered) == ["given-back-first", "given-back-second", "newest-signup"]
 
 
 def test_a_fetched_message_whose_reply_waits_unread_is_not_stranded(redis_client, settings):
@@ -72,7 +68,7 @@ def test_a_fetched_message_whose_reply_waits_unread_is_not_stranded(redis_client
         assert redis_client.llen(fetched) == 1
         assert redis_client.llen(settings.keys.given_back) == 0
         channel._brpop_read()  # room again: the reply is read and the message delivered
-        assert names(delivered) == ["unread"]
+        assert users(delivered) == ["unread"]
         assert redis_client.llen(fetched) == 0
         assert redis_client.hlen(settings.keys.unacked) == 1
 

@@ -17,7 +17,15 @@ Nothing here imports pytest, so bench/ uses it as a plain package.
 
 from worker.devtools.local import free_port
 
-from .deliveries import SIGNUP, enqueue, event_work, post_signup, post_stripe, stripe_event
+from .deliveries import (
+    SIGNUP,
+    enqueue,
+    event_work,
+    post_signup,
+    post_stripe,
+    signup_work,
+    stripe_event,
+)
 from .inprocess import InProcessWorker
 from .observe import emulator_stats, entries, faults, queued, settled
 from .processes import (
@@ -73,6 +81,7 @@ __all__ = [
     "shared_redis",
     "sign_standard",
     "sign_stripe",
+    "signup_work",
     "start_dev",
     "stripe_event",
     "wait_for",

@@ -9,6 +9,7 @@ from typing import Any
 
 import redis
 
+from webhooks.signup import signup_component
 from worker.queue import Enqueuer
 from worker.settings import Settings
 from worker.work import Work
@@ -84,6 +85,15 @@ def event_work(i: int) -> Work:
         "data": {"object": {"object": "invoice", "id": f"in_{i}"}},
     }
     return Work.for_event(event)
+
+
+def signup_work(user: str) -> Work:
+    """The Create Customer of a signup of `user` (webhook msg_<user>), as the receiver
+    queues it."""
+    _user, spec = signup_component(
+        {"type": "user.created", "data": {"user_id": user, "email": f"{user}@example.com"}}
+    )
+    return Work.for_component(spec, "signup", f"msg_{user}")
 
 
 def enqueue(client: redis.Redis, settings: Settings, works: list[Work]) -> None:
