@@ -141,13 +141,17 @@ class StripeGateway:
     def hold_to_pace(self, pool_size: int) -> Callable[[], dict[str, Any]]:
         """Make the worker hold what its pace can start within AHEAD_SECONDS, from now
         and on every heartbeat (the returned callable, which reports the paces)."""
+
+        def hold(rates: list[float]) -> None:
+            hold_fewer(pool_size - messages_to_hold(rates, pool_size))
+
         with contextlib.suppress(SecretMissing, SpecError):
             self.limiter(STRIPE_SECRET_KEY)  # the usual key's pace, before the first call
-        hold_fewer(pool_size - messages_to_hold([r for _m, r in self.rates(now=False)], pool_size))
+        hold([rate for _mode, rate in self.rates(now=False)])
 
         def each_beat() -> dict[str, Any]:
             paces = self.paces()
-            hold_fewer(pool_size - messages_to_hold(list(paces.values()), pool_size))
+            hold(list(paces.values()))
             return {"pace": paces}
 
         return each_beat
