@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.support import WebProcess, clean_env, sign_stripe  # noqa: E402
-from tests.support.signing import HEADER_NAMES  # noqa: E402
+from tests.support.signing import HEADER_NAMES, signature_like_values  # noqa: E402
 from worker.settings import Settings  # noqa: E402
 
 LIVE_KEY = "sk_live_fuzz" + "0" * 20
@@ -141,16 +141,7 @@ header_values = st.one_of(
     st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=300).map(
         str.strip
     ),
-    st.builds(
-        lambda t, v: f"t={t},v1={v}",
-        st.integers(-(10**12), 10**13),
-        st.text("0123456789abcdef", max_size=70),
-    ),
-    st.builds(
-        lambda v: f"v1,{v}",
-        st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=", max_size=60),
-    ),
-    st.just(str(int(time.time()))),
+    *signature_like_values(),
 )
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),

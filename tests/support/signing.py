@@ -75,3 +75,25 @@ HEADER_NAMES = [
     "svix-signature",
     "Content-Type",
 ]
+
+
+def signature_like_values() -> list:
+    """Hypothesis strategies for values shaped like those headers' (Stripe's `t=...,v1=...`,
+    a Standard Webhooks `v1,...`, a timestamp of now), for the property test and the fuzz
+    run to send beside free text."""
+    from hypothesis import strategies as st
+
+    return [
+        st.builds(
+            lambda t, v: f"t={t},v1={v}",
+            st.integers(-(10**12), 10**13),
+            st.text("0123456789abcdef", max_size=70),
+        ),
+        st.builds(
+            lambda v: f"v1,{v}",
+            st.text(
+                "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=", max_size=60
+            ),
+        ),
+        st.just(str(int(time.time()))),
+    ]
