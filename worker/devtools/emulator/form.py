@@ -51,6 +51,17 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+def unknown_parameter(name: str) -> ApiError:
+    """Stripe's answer to a parameter it does not know."""
+    return ApiError(
+        400,
+        "invalid_request_error",
+        f"Received unknown parameter: {name}",
+        "parameter_unknown",
+        name,
+    )
+
+
 def decode_form(pairs: list[tuple[str, str]]) -> dict[str, Any]:
     """Stripe's form encoding to nested JSON: `metadata[a]=1&locales[0]=en`."""
     root: dict[str, Any] = {}
@@ -188,13 +199,7 @@ def validate_customer_params(params: dict[str, Any]) -> dict[str, Any]:
                 )
             fields[name] = value
         else:
-            raise ApiError(
-                400,
-                "invalid_request_error",
-                f"Received unknown parameter: {name}",
-                "parameter_unknown",
-                name,
-            )
+            raise unknown_parameter(name)
     return fields
 
 
@@ -250,13 +255,7 @@ def validate_address(value: Any, param: str) -> dict[str, Any] | None:
         )
     for key in value:
         if key not in _ADDRESS_KEYS:
-            raise ApiError(
-                400,
-                "invalid_request_error",
-                f"Received unknown parameter: {param}[{key}]",
-                "parameter_unknown",
-                f"{param}[{key}]",
-            )
+            raise unknown_parameter(f"{param}[{key}]")
     return {k: value.get(k) or None for k in sorted(_ADDRESS_KEYS)}
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from worker.devtools.emulator.faults import Faults
-from worker.devtools.emulator.form import ApiError, decode_form, new_id
+from worker.devtools.emulator.form import ApiError, decode_form, new_id, unknown_parameter
 from worker.devtools.emulator.state import EmulatorState, Stored
 
 DEFAULT_PORT = 12111
@@ -125,13 +125,7 @@ class _Handler(BaseHTTPRequestHandler):
                     params.pop("expand", None)
                     if params:
                         name = sorted(params)[0]
-                        raise ApiError(
-                            400,
-                            "invalid_request_error",
-                            f"Received unknown parameter: {name}",
-                            "parameter_unknown",
-                            name,
-                        )
+                        raise unknown_parameter(name)
                     return 200, state.get_customer(mode, parts[3])
                 if method == "POST":
                     return 200, state.update_customer(mode, parts[3], params)

@@ -19,6 +19,7 @@ from worker.devtools.emulator.form import (
     key_from_header,
     new_id,
     no_such_customer,
+    unknown_parameter,
     validate_customer_params,
 )
 from worker.devtools.emulator.ratelimit import MESSAGE as RATE_LIMIT_MESSAGE
@@ -262,13 +263,7 @@ class EmulatorState:
         }
         if unknown:
             name = sorted(unknown)[0]
-            raise ApiError(
-                400,
-                "invalid_request_error",
-                f"Received unknown parameter: {name}",
-                "parameter_unknown",
-                name,
-            )
+            raise unknown_parameter(name)
         limit = integer_param(query.get("limit", "10"), "limit")
         if not 1 <= limit <= 100:
             raise ApiError(
