@@ -20,6 +20,7 @@ from tasks.full_redis import wait_until_writable
 from tasks.quarantine import check_message, decode_error, quarantine
 from tasks.runtime import Runtime
 from worker.errors import InvalidMessage
+from worker.transport import set_consumer_connected
 
 
 class WorkConsumer(Consumer):
@@ -29,11 +30,18 @@ class WorkConsumer(Consumer):
         super().__init__(*args, **kwargs)
         self.connection_errors = (*self.connection_errors, OutOfMemoryError)
 
+    def connect(self) -> Any:
+        connection = super().connect()
+        set_consumer_connected(True)  # the heartbeat says so from its next beat
+        return connection
+
     def on_connection_error_before_connected(self, exc: Exception) -> None:
+        set_consumer_connected(False)
         super().on_connection_error_before_connected(exc)
         self._wait_if_full(exc)
 
     def on_connection_error_after_connected(self, exc: Exception) -> None:
+        set_consumer_connected(False)
         super().on_connection_error_after_connected(exc)
         self._wait_if_full(exc)
 

@@ -21,12 +21,17 @@ def run_worker(
     from celery.signals import worker_process_init
 
     from tasks import metrics, worker_app
+    from worker.connections import redis_client
     from worker.logs import configure_logging
     from worker.recovery import install_recovery
+    from worker.redis_problems import require_version
 
     configure_logging(
         loglevel.upper(), "[%(asctime)s: %(levelname)s/%(processName)s] %(name)s: %(message)s"
     )
+    # Refused at start, in one line (stripe-worker's main names a TLS problem as such),
+    # rather than Celery retrying forever against a Redis it can never use.
+    require_version(redis_client(settings), settings.redis_url)
     app = worker_app(settings)
     # Only processes that run tasks recover others' work.
     install_recovery(

@@ -119,7 +119,16 @@ class RedisFigures:
                 "Age of the oldest pending work (0: none)",
                 s.oldest_pending_seconds or 0,
             ),
-            ("live_workers", "Workers whose heartbeat is current", s.live_workers),
+            (
+                "live_workers",
+                "Workers whose heartbeat is current and whose consumer is connected",
+                s.live_workers,
+            ),
+            (
+                "workers_not_consuming",
+                "Workers whose heartbeat is current and says their consumer is down",
+                s.workers_not_consuming,
+            ),
         ):
             yield GaugeMetricFamily(f"stripe_worker_{name}", doc, value=value)
         entries = GaugeMetricFamily(

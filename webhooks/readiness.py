@@ -12,6 +12,7 @@ import time
 
 import redis
 
+from worker.redis_problems import tls_problem
 from worker.settings import Settings
 from worker.vault import SIGNUP_WEBHOOK_SECRET, STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET, Vault
 
@@ -36,5 +37,6 @@ def readiness(client: redis.Redis, settings: Settings, vault: Vault) -> tuple[bo
     except redis.ResponseError as exc:  # answered but refused: full, read-only, ...
         return False, f"Redis refuses writes: {str(exc).split('.')[0][:120]}", missing
     except redis.RedisError as exc:
-        return False, f"Redis does not answer at REDIS_URL ({exc.__class__.__name__})", missing
+        why = tls_problem(exc, settings.redis_url)
+        return False, why or f"Redis does not answer ({exc.__class__.__name__})", missing
     return True, "", missing

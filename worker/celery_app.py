@@ -12,7 +12,7 @@ from celery import Celery
 
 from worker.connections import sentinel_options
 from worker.keys import QUEUE
-from worker.redis_url import is_sentinel_url
+from worker.redis_url import is_sentinel_url, tls_options
 from worker.settings import Settings
 
 
@@ -56,6 +56,9 @@ def create_celery(settings: Settings) -> Celery:
         task_time_limit=settings.task_time_limit,
         task_soft_time_limit=max(1, settings.task_time_limit - 10),
         broker_transport_options=broker_options(settings),
+        # kombu adds TLS itself only for a transport named `rediss`; ours is named by its
+        # module, so a rediss:// URL without this would be spoken to in plaintext.
+        broker_use_ssl=tls_options(settings.redis_url),
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=2,
         worker_hijack_root_logger=False,

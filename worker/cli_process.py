@@ -32,9 +32,14 @@ def error_report(exc: BaseException, redis_url: str | None, as_json: bool) -> tu
         return f"error: {exc.message}", status
     assert isinstance(exc, redis.RedisError)
     from worker.redact import redact, redact_url
+    from worker.redis_problems import tls_problem
 
-    where = redact_url(redis_url or os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0")
-    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+    url = redis_url or os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    where = redact_url(url)
+    tls = tls_problem(exc, url)
+    if tls:
+        message = tls
+    elif isinstance(exc, redis.ConnectionError | redis.TimeoutError):
         message = (
             f"Redis at {where} does not answer ({exc.__class__.__name__}); hint: start "
             "`stripe-worker dev` (it embeds one), or set REDIS_URL to a Redis that answers"

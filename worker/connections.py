@@ -19,7 +19,7 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelManagedConnection
 
 from worker.errors import NotReplicated
-from worker.redis_url import is_sentinel_url, sentinel_target
+from worker.redis_url import is_sentinel_url, sentinel_target, tls_options
 from worker.settings import Settings
 
 # How long a write waits for REDIS_MIN_REPLICAS replicas: on a healthy link a replica acks
@@ -47,6 +47,9 @@ def redis_client(
     options.setdefault("socket_timeout", 5)
     options.setdefault("health_check_interval", 30)
     if not is_sentinel_url(settings.redis_url):
+        # The URL's own TLS options, as the worker's kombu transport gets them
+        # (worker/celery_app.py): the same for every client.
+        options.update(tls_options(settings.redis_url) or {})
         return client_class.from_url(settings.redis_url, **options)
     target = sentinel_target(settings.redis_url)
     # redis.Redis() gives its pool this retry; master_for's pool would have none, and a

@@ -40,7 +40,7 @@ from celery.signals import worker_shutdown
 from worker.connections import lua_script, redis_client
 from worker.ledger_sweep import requeue_lost
 from worker.settings import Settings
-from worker.transport import consuming_channels, set_clock_offset
+from worker.transport import consumer_state, consuming_channels, set_clock_offset
 
 log = logging.getLogger("stripe_worker.recovery")
 RESTORE_BATCH = 200
@@ -79,7 +79,13 @@ class Recovery:
         """Refresh this worker's heartbeat (with `activity`: running, waiting, for
         `stripe-worker status`); returns Redis's time."""
         facts = json.dumps(
-            dict(self.facts, tasks_done=tasks_done, beat=round(time.time(), 3), **activity)
+            dict(
+                self.facts,
+                tasks_done=tasks_done,
+                beat=round(time.time(), 3),
+                **consumer_state(),
+                **activity,
+            )
         )
         now = float(
             self._beat(

@@ -5,17 +5,27 @@
 Each `sentinel://` part names one sentinel (port 26379 when left out); the master set's name
 is REDIS_SENTINEL_MASTER. A password in the URL is the Redis password (of the master and
 replicas), as Celery reads it; the sentinels' own password is REDIS_SENTINEL_PASSWORD.
+
+A `rediss://` URL is TLS for every client of every process: `tls_options` is the one place
+its query options become connection options, given to redis-py and to kombu alike (kombu
+adds a TLS default only for a transport named `rediss`, and ours is not).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from redis.connection import parse_url
 
 SENTINEL_SCHEME = "sentinel://"
 SENTINEL_PORT = 26379
+TLS_SCHEME = "rediss://"
+# The query options of a rediss:// URL, as redis-py names them (redis.connection.parse_url,
+# SSLConnection): how the server is verified, and the client's own certificate.
+TLS_QUERY_OPTIONS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+CERT_REQS = ("required", "optional", "none")
 
 
 @dataclass(frozen=True)
@@ -70,3 +80,27 @@ def check_redis_url(url: str) -> None:
         parse_url(url)
     except ValueError:
         raise ValueError("is not a Redis URL such as redis://127.0.0.1:6379/0") from None
+    tls_options(url)
+
+
+def is_tls_url(url: str) -> bool:
+    return url.startswith(TLS_SCHEME)
+
+
+def tls_options(url: str) -> dict[str, Any] | None:
+    """The TLS options of every connection to `url`'s Redis, or None when it is not TLS.
+
+    Verification is on by default, against the system's CA store (ssl.create_default_context,
+    so SSL_CERT_FILE counts): a managed Redis's bare rediss:// URL just works.
+    `?ssl_cert_reqs=none` turns it off, and with it the host name check."""
+    if not is_tls_url(url):
+        return None
+    query = {k: v[-1] for k, v in parse_qs(urlsplit(url).query).items()}
+    reqs = query.get("ssl_cert_reqs", "required").lower()
+    if reqs not in CERT_REQS:
+        raise ValueError(f"ssl_cert_reqs must be one of {', '.join(CERT_REQS)}, got {reqs!r}")
+    options: dict[str, Any] = {"ssl_cert_reqs": reqs, "ssl_check_hostname": reqs != "none"}
+    for name in TLS_QUERY_OPTIONS[1:]:
+        if query.get(name):
+            options[name] = query[name]
+    return options

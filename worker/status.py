@@ -41,6 +41,16 @@ class WorkerInfo:
     running: int
     waiting: int
     beat_seconds_ago: float
+    # Whether its consumer holds a broker connection, and for how long it has (or has not):
+    # a worker that beats but cannot consume takes no work. A heartbeat from before this
+    # field counts as consuming.
+    consuming: bool = True
+    consuming_for_seconds: float | None = None
+
+    def cannot_consume(self, grace: float) -> bool:
+        """Its consumer has been down for `grace` seconds or more (a starting worker
+        connects within a second or two)."""
+        return not self.consuming and (self.consuming_for_seconds or 0.0) >= grace
 
 
 @dataclass(frozen=True)
@@ -67,15 +77,30 @@ class Status:
     poison: int  # messages no worker could decode, kept whole in PREFIX:q:poison
     pace: dict[str, float]  # key mode -> calls/s the shared Stripe pace allows now
 
+    grace: float = 5.0  # HEARTBEAT_LAPSE: how long a consumer may be down before it counts
+
     @property
     def live_workers(self) -> int:
-        return len(self.workers)
+        """Workers whose heartbeat is current and whose consumer is connected."""
+        return sum(w.consuming for w in self.workers)
+
+    @property
+    def workers_not_consuming(self) -> int:
+        """Workers whose heartbeat is current and says their consumer is down."""
+        return sum(not w.consuming for w in self.workers)
 
     def problems(self, max_age: float = DEFAULT_MAX_AGE) -> list[str]:
-        """Why a probe should fail: no worker alive, or work waiting over `max_age`."""
+        """Why a probe should fail: no worker alive, a worker that cannot consume, or work
+        waiting over `max_age`."""
         found = []
         if not self.workers:
             found.append("no worker is alive")
+        for w in self.workers:
+            if w.cannot_consume(self.grace):
+                found.append(
+                    f"worker {w.host} pid {w.pid} cannot consume: its broker connection has "
+                    f"been down {w.consuming_for_seconds:.0f} s"
+                )
         if self.oldest_pending_seconds is not None and self.oldest_pending_seconds > max_age:
             found.append(
                 f"the oldest pending work is {self.oldest_pending_seconds:.0f} s old "
@@ -86,6 +111,7 @@ class Status:
     def to_json(self, max_age: float = DEFAULT_MAX_AGE) -> dict[str, Any]:
         data = asdict(self)
         data["live_workers"] = self.live_workers
+        data["workers_not_consuming"] = self.workers_not_consuming
         data["problems"] = self.problems(max_age)
         return data
 
@@ -130,6 +156,10 @@ def snapshot(client: redis.Redis, settings: Settings) -> Status:
             continue
         f = json.loads(raw)
         pace.update(f.get("pace") or {})  # one pace per key, shared: any worker's will do
+        beat_ago = round(max(0.0, now - score), 3)
+        since = f.get("consuming_since")
+        # Both on the worker's clock, so another host's clock does not enter.
+        held_for = None if since is None else round(f.get("beat", since) - since + beat_ago, 1)
         workers.append(
             WorkerInfo(
                 worker_id,
@@ -140,7 +170,9 @@ def snapshot(client: redis.Redis, settings: Settings) -> Status:
                 int(f.get("tasks_done", 0)),
                 int(f.get("running", 0)),
                 int(f.get("waiting", 0)),
-                round(max(0.0, now - score), 3),
+                beat_ago,
+                bool(f.get("consuming", True)),
+                held_for,
             )
         )
     streams = {}
@@ -164,17 +196,23 @@ def snapshot(client: redis.Redis, settings: Settings) -> Status:
         errors_replayed=int(replayed),
         poison=int(poison),
         pace=pace,
+        grace=settings.heartbeat_lapse,
     )
 
 
 def render(status: Status, max_age: float = DEFAULT_MAX_AGE) -> str:
     """The screen `stripe-worker status` prints."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(status.at))
-    lines = [f"stripe-worker status at {stamp}", f"workers   {status.live_workers} alive"]
+    down = status.workers_not_consuming
+    lines = [
+        f"stripe-worker status at {stamp}",
+        f"workers   {status.live_workers} alive" + (f", {down} not consuming" if down else ""),
+    ]
     for w in status.workers:
         lines.append(
             f"  {w.host} pid {w.pid}  {w.pool} x{w.concurrency}  done {w.tasks_done}  "
             f"running {w.running}  retries waiting {w.waiting}  beat {w.beat_seconds_ago:.1f} s ago"
+            + ("" if w.consuming else "  NOT CONSUMING (broker connection down)")
         )
     lines.append(
         f"queue     {status.queue_depth} queued, {status.in_flight} in flight, "

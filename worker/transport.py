@@ -42,6 +42,9 @@ log = logging.getLogger("stripe_worker.transport")
 _consuming: weakref.WeakSet[Channel] = weakref.WeakSet()
 _clock = {"offset": 0.0}  # Redis time minus this host's time, as the heartbeat measured it
 _fewer = {"count": 0}  # messages fewer than Celery's prefetch to hold: see hold_fewer()
+# Whether this worker's consumer holds a broker connection, and since when (this host's
+# clock): the heartbeat carries it, so a worker that beats but cannot consume is a problem.
+_consumer = {"connected": False, "since": time.time()}
 
 
 def redis_now() -> float:
@@ -55,6 +58,19 @@ def set_clock_offset(offset: float) -> None:
 
 def consuming_channels() -> list[Channel]:
     return list(_consuming)
+
+
+def set_consumer_connected(connected: bool) -> None:
+    if connected != _consumer["connected"]:
+        _consumer.update(connected=connected, since=time.time())
+
+
+def consumer_state() -> dict[str, Any]:
+    """For the heartbeat: `consuming` and `consuming_since` (epoch seconds)."""
+    return {
+        "consuming": bool(_consumer["connected"]),
+        "consuming_since": round(_consumer["since"], 3),
+    }
 
 
 def hold_fewer(count: int) -> None:

@@ -9,8 +9,9 @@ from collections.abc import Iterator
 import redis
 
 from worker.connections import redis_client
-from worker.errors import StripeWorkerError
+from worker.errors import SettingsError, StripeWorkerError
 from worker.redact import redact_url
+from worker.redis_problems import require_version, tls_problem
 from worker.settings import Settings
 from worker.vault import (
     SIGNUP_WEBHOOK_SECRET,
@@ -26,7 +27,9 @@ def checks(settings: Settings, vault: Vault) -> Iterator[tuple[bool, str, str]]:
     try:
         client = redis_client(settings, socket_timeout=2)
         client.ping()
+        require_version(client, settings.redis_url)
         yield True, "redis", f"{redact_url(settings.redis_url)} answers"
+        yield broker_check(settings)
         wanted = settings.redis_min_replicas
         if wanted:
             replicas = int(client.info("replication").get("connected_slaves", 0))
@@ -36,11 +39,14 @@ def checks(settings: Settings, vault: Vault) -> Iterator[tuple[bool, str, str]]:
                 f"{replicas} replica(s) connected; REDIS_MIN_REPLICAS={wanted}"
                 + ("" if replicas >= wanted else ": every webhook would be answered 503"),
             )
+    except SettingsError as exc:
+        yield False, "redis", exc.message
     except (redis.RedisError, ValueError) as exc:
         yield (
             False,
             "redis",
-            f"{redact_url(settings.redis_url)} does not answer ({exc.__class__.__name__})",
+            tls_problem(exc, settings.redis_url)
+            or f"{redact_url(settings.redis_url)} does not answer ({exc.__class__.__name__})",
         )
     key = None
     try:
@@ -69,6 +75,28 @@ def checks(settings: Settings, vault: Vault) -> Iterator[tuple[bool, str, str]]:
             yield True, "stripe", f"{settings.stripe_api_base} accepts the key (list customers)"
         except StripeWorkerError as exc:
             yield False, "stripe", exc.message
+
+
+def broker_check(settings: Settings) -> tuple[bool, str, str]:
+    """The broker as the worker reaches it: Celery's kombu connection, through
+    worker/transport.py with the worker's options (TLS included), not only redis-py."""
+    from worker.celery_app import create_celery
+
+    app = create_celery(settings)
+    try:
+        with app.connection_for_read() as connection:
+            connection.ensure_connection(max_retries=1, timeout=5)
+            connection.default_channel.client.ping()
+            tls = "TLS" if connection.ssl else "plaintext"
+        return True, "broker", f"the worker's transport connects ({tls})"
+    except Exception as exc:  # kombu wraps what redis-py raised: name it, never a traceback
+        cause = exc.__cause__ or exc
+        return (
+            False,
+            "broker",
+            tls_problem(cause, settings.redis_url)
+            or f"the worker's transport cannot connect ({cause.__class__.__name__})",
+        )
 
 
 def _looks_like_whsec(name: str, value: str) -> bool:

@@ -1,0 +1,131 @@
+"""TLS for the tests: a CA and certificates made with openssl, a redis-server speaking
+only TLS, and a listener standing in for Redis that records how each connection begins.
+
+redis-server's TLS options: https://redis.io/docs/latest/operate/oss_and_stack/management/security/encryption/
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+from worker.devtools.local import free_port
+
+from .waiting import wait_for
+
+# A TLS record of type handshake (0x16), version 3.x: how every TLS ClientHello begins.
+CLIENT_HELLO = b"\x16\x03"
+
+
+class TestCA:
+    __test__ = False  # not a test class, though its name begins with Test
+    """A CA of its own in a temporary directory (removed by `remove`), and a server
+    certificate it signed, for 127.0.0.1 only (so `localhost` is a host name mismatch)."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="sw-tls-"))
+        self.ca = self.dir / "ca.pem"
+        self._openssl("req", "-x509", "-new", "-keyout", "ca.key", "-out", "ca.pem",
+                      "-subj", "/CN=stripe-worker test CA", *self._key())  # fmt: skip
+        self.server_cert, self.server_key = self.issue("server", "IP:127.0.0.1")
+        self.client_cert, self.client_key = self.issue("client", "DNS:client")
+
+    def issue(self, name: str, san: str) -> tuple[Path, Path]:
+        (self.dir / f"{name}.ext").write_text(f"subjectAltName={san}\n")
+        self._openssl("req", "-new", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                      "-subj", f"/CN={name}", *self._key()[:-2])  # fmt: skip
+        self._openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                      "-CAcreateserial", "-days", "2", "-out", f"{name}.pem",
+                      "-extfile", f"{name}.ext")  # fmt: skip
+        return self.dir / f"{name}.pem", self.dir / f"{name}.key"
+
+    @staticmethod
+    def _key() -> list[str]:
+        return ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                "-days", "2"]  # fmt: skip
+
+    def _openssl(self, *args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=self.dir, check=True, capture_output=True)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class TlsRedis:
+    """redis-server answering TLS only (`--port 0`), with a password or an ACL user."""
+
+    def __init__(
+        self, ca: TestCA, password: str | None = None, user: tuple[str, str] | None = None,
+        client_certs: bool = False,
+    ) -> None:  # fmt: skip
+        self.ca = ca
+        self.port = free_port()
+        argv = ["redis-server", "--port", "0", "--tls-port", str(self.port),
+                "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--dir", str(ca.dir),
+                "--tls-cert-file", str(ca.server_cert), "--tls-key-file", str(ca.server_key),
+                "--tls-ca-cert-file", str(ca.ca),
+                "--tls-auth-clients", "yes" if client_certs else "no"]  # fmt: skip
+        if password:
+            argv += ["--requirepass", password]
+        if user:
+            argv += ["--user", user[0], "on", f">{user[1]}", "~*", "&*", "+@all"]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(self._listening, timeout=10)
+
+    def _listening(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    def url(self, auth: str = "", query: str = "", host: str = "127.0.0.1") -> str:
+        return f"rediss://{auth}{host}:{self.port}/0" + (f"?{query}" if query else "")
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait(5)
+
+
+class FirstBytes:
+    """A TCP listener standing in for Redis: records the first bytes of every connection
+    (TLS begins with a ClientHello; plaintext RESP with `*` or `HELLO`), then closes it."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.seen: list[bytes] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            conn.settimeout(5)
+            try:
+                first = conn.recv(2)
+            except OSError:
+                first = b""
+            conn.close()
+            if first:
+                with self._lock:
+                    self.seen.append(first)
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.seen)
+
+    def plaintext(self) -> list[bytes]:
+        with self._lock:
+            return [b for b in self.seen if not b.startswith(CLIENT_HELLO)]
+
+    def close(self) -> None:
+        self.sock.close()

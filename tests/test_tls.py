@@ -1,0 +1,152 @@
+"""Redis as managed services hand it out: TLS from a rediss:// URL alone, for every process
+(receiver, the worker's kombu transport, its heartbeat, the CLI), on a real TLS redis-server;
+TLS problems named as such; a worker that beats but cannot consume reported as a problem."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+import redis
+import requests
+
+from worker.devtools.doctor import broker_check
+from worker.redis_problems import parse_version
+
+from .support import WebProcess, WorkerProcess, cli, sign_standard, wait_for, worker_env
+from .support.tls_redis import FirstBytes, TestCA, TlsRedis
+
+PASSWORD = "s3cret-Pa55word"
+
+
+@pytest.fixture
+def ca():
+    made = TestCA()
+    yield made
+    made.remove()
+
+
+def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(cli(*args), env=env, capture_output=True, text=True, timeout=60)
+
+
+def signup_through(web: WebProcess, user: str) -> None:
+    body = json.dumps({"type": "user.created", "data": {"user_id": user, "email": f"{user}@x.io"}})
+    answer = requests.post(
+        web.url + "/webhooks/signup", data=body, headers=sign_standard(body, f"msg_{user}"),
+        timeout=10,
+    )  # fmt: skip
+    assert answer.status_code == 200, answer.text
+
+
+def test_no_process_opens_a_plaintext_connection_for_a_rediss_url(settings, webhook_env, tmp_path):
+    listener = FirstBytes()
+    tls = settings.with_(redis_url=f"rediss://:{PASSWORD}@127.0.0.1:{listener.port}/0")
+    env = worker_env(tls, webhook_env)
+    try:
+        seen = {}
+        commands = {"status": ["status"], "check": ["check"], "tail": ["tail", "customers"]}
+        for name, args in commands.items():
+            before = listener.count()
+            done = run_cli(env, *args)
+            assert done.returncode != 0 and PASSWORD not in done.stdout + done.stderr
+            seen[name] = listener.count() - before
+        before = listener.count()
+        worker = WorkerProcess(env, tmp_path / "worker.log").start()
+        worker.proc.wait(60)  # it cannot start on a Redis that never answers: one line
+        assert PASSWORD not in worker.log()
+        seen["worker process"] = listener.count() - before
+        before = listener.count()
+        assert broker_check(tls)[0] is False  # the worker's kombu transport, as Celery makes it
+        seen["kombu transport"] = listener.count() - before
+        before = listener.count()
+        web = WebProcess(env, tmp_path / "web.log")
+        try:
+            requests.get(web.url + "/readyz", timeout=30)
+        finally:
+            web.stop()
+        seen["web"] = listener.count() - before
+        assert all(seen.values()), seen  # every one of them tried
+        assert listener.plaintext() == [], listener.plaintext()
+        print(f"connections seen (all TLS ClientHello): {seen}")
+    finally:
+        listener.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["password, CA by URL", "ACL user, CA in the system store"])
+def test_signups_are_processed_on_a_tls_only_redis(ca, how, settings, webhook_env, tmp_path):
+    if how.startswith("password"):
+        server = TlsRedis(ca, password=PASSWORD)
+        url = server.url(f":{PASSWORD}@", f"ssl_ca_certs={ca.ca}")
+        extra = {}
+    else:
+        server = TlsRedis(ca, user=("sw-app", PASSWORD))
+        url = server.url(f"sw-app:{PASSWORD}@")  # a bare rediss:// URL, as providers hand out
+        extra = {"SSL_CERT_FILE": str(ca.ca)}
+    tls = settings.with_(redis_url=url)
+    env = worker_env(tls, webhook_env, **extra)
+    worker = WorkerProcess(env, tmp_path / "worker.log").start()
+    web = WebProcess(env, tmp_path / "web.log")
+    try:
+        client = redis.Redis.from_url(url, ssl_ca_certs=str(ca.ca))
+        for n in range(3):
+            signup_through(web, f"u_tls{n}")
+        wait_for(lambda: client.xlen(tls.keys.stream("customers")) == 3, timeout=60)
+        # The heartbeat says the consumer is connected from its next beat on.
+        wait_for(lambda: "1 alive" in run_cli(env, "status").stdout, timeout=30)
+        status = run_cli(env, "status")
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert status.stdout.splitlines()[-1] == "OK"
+        check = run_cli(env, "check")
+        lines = [
+            line for line in check.stdout.splitlines() if " redis " in line or "broker" in line
+        ]
+        assert lines and all(line.startswith("OK") for line in lines), check.stdout
+        assert "(TLS)" in check.stdout
+        assert PASSWORD not in worker.log() + web.log() + status.stdout + check.stdout
+    finally:
+        web.stop()
+        worker.stop()
+        server.stop()
+
+
+def test_tls_problems_are_named_with_their_fix(ca, settings, webhook_env, redis_url):
+    server = TlsRedis(ca, password=PASSWORD)
+    try:
+        cases = {
+            "untrusted": (server.url(f":{PASSWORD}@"), "?ssl_ca_certs=/path/ca.pem"),
+            "mismatch": (
+                server.url(f":{PASSWORD}@", f"ssl_ca_certs={ca.ca}", host="localhost"),
+                "hostname mismatch",
+            ),
+            "plaintext to TLS": (f"redis://:{PASSWORD}@127.0.0.1:{server.port}/0", "rediss://"),
+            "TLS to plaintext": (redis_url.replace("redis://", "rediss://"), "redis:// for a"),
+        }
+        for name, (url, fix) in cases.items():
+            done = run_cli(worker_env(settings.with_(redis_url=url), webhook_env), "status")
+            lines = done.stderr.strip().splitlines()
+            assert done.returncode == 1 and len(lines) == 1, (name, done.stderr)
+            assert fix in lines[0] and PASSWORD not in lines[0], (name, lines[0])
+            print(f"{name}: {lines[0]}")
+    finally:
+        server.stop()
+
+
+def test_a_client_certificate_from_the_url(ca, settings):
+    server = TlsRedis(ca, client_certs=True)
+    try:
+        bare = settings.with_(redis_url=server.url(query=f"ssl_ca_certs={ca.ca}"))
+        assert broker_check(bare)[0] is False  # the server wants a client certificate
+        query = f"ssl_ca_certs={ca.ca}&ssl_certfile={ca.client_cert}&ssl_keyfile={ca.client_key}"
+        ok, _what, detail = broker_check(settings.with_(redis_url=server.url(query=query)))
+        assert ok and "(TLS)" in detail
+    finally:
+        server.stop()
+
+
+def test_the_version_is_read_from_info(redis_client):
+    assert parse_version(redis_client.info("server")) >= (6, 2)
+    assert parse_version({"redis_version": "6.0.16"}) < (6, 2)
+    assert parse_version({"redis_version": "7.2.4"}) >= (6, 2)  # as Valkey 7.2+ reports
