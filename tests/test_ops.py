@@ -9,6 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from worker.cli import main
 from worker.devtools.local import free_port
+from worker.status import snapshot
 
 from .support import TEST_KEY, emulator_stats, entries, faults, sign_standard, wait_for
 
@@ -42,7 +43,8 @@ def test_status_and_the_trail_of_a_signup(
     client, start_inprocess_worker, redis_client, settings, cli
 ):
     start_inprocess_worker()
-    wait_for(lambda: redis_client.zcard(settings.keys.workers) == 1)
+    # Alive means consuming: the heartbeat says so once the consumer has connected.
+    wait_for(lambda: snapshot(redis_client, settings).live_workers == 1)
     signup(client, "u_ops1", "Jenny.Rosen@example.com", "msg_ops1", times=2)
     wait_for(lambda: entries(redis_client, settings, "customers"))
     customer = entries(redis_client, settings, "customers")[0]["customerId"]
@@ -139,6 +141,7 @@ def test_worker_metrics(client, start_worker, redis_client, settings, emulator, 
     assert m[("stripe_worker_stripe_call_seconds_count", (("operation", "customers.create"),))] == 2
     assert m[("stripe_worker_rate_limit_wait_seconds_count", ())] == 2
     assert m[("stripe_worker_live_workers", ())] == 1
+    assert m[("stripe_worker_workers_not_consuming", ())] == 0
     assert m[("stripe_worker_queue_depth", ())] == 0
     assert m[("stripe_worker_pending_work", ())] == 0
     assert m[("stripe_worker_oldest_pending_seconds", ())] == 0

@@ -150,3 +150,41 @@ def test_the_version_is_read_from_info(redis_client):
     assert parse_version(redis_client.info("server")) >= (6, 2)
     assert parse_version({"redis_version": "6.0.16"}) < (6, 2)
     assert parse_version({"redis_version": "7.2.4"}) >= (6, 2)  # as Valkey 7.2+ reports
+
+
+@pytest.mark.slow
+def test_status_exits_1_while_a_worker_beats_but_cannot_consume(settings, webhook_env, tmp_path):
+    """The worker's heartbeat keeps its connection; its consumer loses its own and cannot
+    connect again (its ACL password changed: Redis keeps connections already
+    authenticated). `status` names the worker and exits 1, the gauges say so."""
+    ca = TestCA()
+    server = TlsRedis(ca, user=("sw-app", PASSWORD))
+    admin = redis.Redis.from_url(server.url(), ssl_ca_certs=str(ca.ca))  # the default user
+    url = server.url(f"sw-app:{PASSWORD}@", f"ssl_ca_certs={ca.ca}")
+    tls = settings.with_(redis_url=url)
+    worker = WorkerProcess(worker_env(tls, webhook_env), tmp_path / "worker.log").start()
+    probe = worker_env(settings.with_(redis_url=server.url(query=f"ssl_ca_certs={ca.ca}")), {})
+    try:
+        wait_for(lambda: "1 alive" in run_cli(probe, "status").stdout, timeout=60)
+        admin.acl_setuser("sw-app", passwords=[f"-{PASSWORD}", "+another-password"])
+        consumer = [c for c in admin.client_list() if c.get("cmd") == "blmove"]
+        assert consumer, admin.client_list()
+        for c in consumer:
+            admin.client_kill_filter(_id=c["id"])
+
+        def reported() -> subprocess.CompletedProcess | None:
+            done = run_cli(probe, "status")
+            return done if "cannot consume" in done.stdout else None
+
+        done = wait_for(reported, timeout=60)
+        assert done.returncode == 1
+        assert "0 alive, 1 not consuming" in done.stdout and "NOT CONSUMING" in done.stdout
+        problem = done.stdout.splitlines()[-1]
+        assert problem.startswith("PROBLEM") and f"pid {worker.pid} cannot consume" in problem
+        status = json.loads(run_cli(probe, "status", "--json").stdout)
+        assert (status["live_workers"], status["workers_not_consuming"]) == (0, 1)
+        print(done.stdout)
+    finally:
+        worker.stop()
+        server.stop()
+        ca.remove()

@@ -40,7 +40,12 @@ from celery.signals import worker_shutdown
 from worker.connections import lua_script, redis_client
 from worker.ledger_sweep import requeue_lost
 from worker.settings import Settings
-from worker.transport import consumer_state, consuming_channels, set_clock_offset
+from worker.transport import (
+    consumer_changed,
+    consumer_state,
+    consuming_channels,
+    set_clock_offset,
+)
 
 log = logging.getLogger("stripe_worker.recovery")
 RESTORE_BATCH = 200
@@ -258,7 +263,11 @@ def recover_forever(recovery: Recovery, stop: threading.Event) -> None:
             log.warning("recovery: %s", exc.__class__.__name__)
         except Exception:  # a bug of ours must not stop the heartbeat for good
             log.exception("recovery tick failed")
-        if stop.wait(wait):
+        # Until the next beat is due, the consumer connects or loses its connection (a
+        # beat then, so `status` shows it at once), or the worker stops.
+        consumer_changed.wait(wait)
+        consumer_changed.clear()
+        if stop.is_set():
             return
 
 
@@ -284,6 +293,7 @@ def install_recovery(
 
     def on_shutdown(sender: object = None, **_: object) -> None:
         stop.set()
+        consumer_changed.set()
         # If Redis is away, its fetched work comes back when its heartbeat lapses.
         with contextlib.suppress(redis.RedisError):
             recovery.release_self()

@@ -23,6 +23,7 @@ so Celery reconnects to the master the sentinels name.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 import weakref
@@ -45,6 +46,8 @@ _fewer = {"count": 0}  # messages fewer than Celery's prefetch to hold: see hold
 # Whether this worker's consumer holds a broker connection, and since when (this host's
 # clock): the heartbeat carries it, so a worker that beats but cannot consume is a problem.
 _consumer = {"connected": False, "since": time.time()}
+# Set when that changes: the heartbeat beats at once instead of up to an interval later.
+consumer_changed = threading.Event()
 
 
 def redis_now() -> float:
@@ -63,6 +66,7 @@ def consuming_channels() -> list[Channel]:
 def set_consumer_connected(connected: bool) -> None:
     if connected != _consumer["connected"]:
         _consumer.update(connected=connected, since=time.time())
+        consumer_changed.set()
 
 
 def consumer_state() -> dict[str, Any]:
