@@ -50,6 +50,8 @@ needs_redis_server = pytest.mark.skipif(
         ("sentinel://h1:26379/0", "", "set REDIS_SENTINEL_MASTER"),
         ("http://:pw@h1", "", "must start with redis://"),
         ("redis://:pw@h1:port/0", "", "is not a Redis URL"),
+        ("sentinel://:pw@h1:26379/0?ssl_cert_reqs=required", "m", "TLS through sentinels"),
+        ("rediss://:pw@h1:6380/0?ssl_cert_reqs=maybe", "", "ssl_cert_reqs must be one of"),
     ],
 )
 def test_a_bad_redis_url_is_one_line_without_the_password(url, master, says):

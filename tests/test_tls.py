@@ -5,6 +5,7 @@ TLS problems named as such; a worker that beats but cannot consume reported as a
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 
 import pytest
@@ -15,9 +16,13 @@ from worker.devtools.doctor import broker_check
 from worker.redis_problems import parse_version
 
 from .support import WebProcess, WorkerProcess, cli, sign_standard, wait_for, worker_env
-from .support.tls_redis import FirstBytes, TestCA, TlsRedis
+from .support.tls_redis import FirstBytes, OldRedis, TestCA, TlsRedis
 
 PASSWORD = "s3cret-Pa55word"
+needs_tls_redis = pytest.mark.skipif(
+    not (shutil.which("redis-server") and shutil.which("openssl")),
+    reason="needs redis-server (with TLS) and openssl",
+)
 
 
 @pytest.fixture
@@ -74,6 +79,7 @@ def test_no_process_opens_a_plaintext_connection_for_a_rediss_url(settings, webh
         listener.close()
 
 
+@needs_tls_redis
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["password, CA by URL", "ACL user, CA in the system store"])
 def test_signups_are_processed_on_a_tls_only_redis(ca, how, settings, webhook_env, tmp_path):
@@ -112,6 +118,7 @@ def test_signups_are_processed_on_a_tls_only_redis(ca, how, settings, webhook_en
         server.stop()
 
 
+@needs_tls_redis
 def test_tls_problems_are_named_with_their_fix(ca, settings, webhook_env, redis_url):
     server = TlsRedis(ca, password=PASSWORD)
     try:
@@ -134,6 +141,7 @@ def test_tls_problems_are_named_with_their_fix(ca, settings, webhook_env, redis_
         server.stop()
 
 
+@needs_tls_redis
 def test_a_client_certificate_from_the_url(ca, settings):
     server = TlsRedis(ca, client_certs=True)
     try:
@@ -152,6 +160,7 @@ def test_the_version_is_read_from_info(redis_client):
     assert parse_version({"redis_version": "7.2.4"}) >= (6, 2)  # as Valkey 7.2+ reports
 
 
+@needs_tls_redis
 @pytest.mark.slow
 def test_status_exits_1_while_a_worker_beats_but_cannot_consume(settings, webhook_env, tmp_path):
     """The worker's heartbeat keeps its connection; its consumer loses its own and cannot
@@ -188,3 +197,20 @@ def test_status_exits_1_while_a_worker_beats_but_cannot_consume(settings, webhoo
         worker.stop()
         server.stop()
         ca.remove()
+
+
+def test_a_redis_older_than_6_2_is_refused_at_start_in_one_line(settings, webhook_env, tmp_path):
+    old = OldRedis()
+    try:
+        url = f"redis://:{PASSWORD}@127.0.0.1:{old.port}/0"
+        worker = WorkerProcess(
+            worker_env(settings.with_(redis_url=url), webhook_env), tmp_path / "w.log"
+        )
+        assert worker.start().proc.wait(60) == 2
+        lines = worker.log().strip().splitlines()
+        assert lines == [
+            f"error: Redis at redis://:***@127.0.0.1:{old.port}/0 is version 6.0.16; "
+            "stripe-worker needs 6.2 or later (BLMOVE), or Valkey 7.2+"
+        ]
+    finally:
+        old.close()

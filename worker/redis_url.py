@@ -75,6 +75,13 @@ def check_redis_url(url: str) -> None:
     """ValueError, saying what is wrong (never the password), unless `url` can be used."""
     if is_sentinel_url(url):
         sentinel_target(url)
+        if "ssl_" in url:
+            # kombu and redis-py could (SentinelManagedSSLConnection, `ssl` in the sentinels'
+            # options), but it is not built nor tested here: refused rather than half-done.
+            raise ValueError(
+                "TLS through sentinels (ssl_* options on sentinel://) is not supported; "
+                "give the master's rediss:// URL instead"
+            )
         return
     try:
         parse_url(url)

@@ -92,15 +92,13 @@ class TlsRedis:
         self.proc.wait(5)
 
 
-class FirstBytes:
-    """A TCP listener standing in for Redis: records the first bytes of every connection
-    (TLS begins with a ClientHello; plaintext RESP with `*` or `HELLO`), then closes it."""
+class StandIn:
+    """A TCP listener standing in for Redis on a free port: each connection is handled by
+    `handle` on a thread of its own."""
 
     def __init__(self) -> None:
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
-        self.seen: list[bytes] = []
-        self._lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -109,15 +107,34 @@ class FirstBytes:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
-            conn.settimeout(5)
+            threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
+
+    def handle(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class FirstBytes(StandIn):
+    """Records the first bytes of every connection (TLS begins with a ClientHello;
+    plaintext RESP with `*`), then closes it."""
+
+    def __init__(self) -> None:
+        self.seen: list[bytes] = []
+        self._lock = threading.Lock()
+        super().__init__()
+
+    def handle(self, conn: socket.socket) -> None:
+        conn.settimeout(5)
+        with conn:
             try:
                 first = conn.recv(2)
             except OSError:
                 first = b""
-            conn.close()
-            if first:
-                with self._lock:
-                    self.seen.append(first)
+        if first:
+            with self._lock:
+                self.seen.append(first)
 
     def count(self) -> int:
         with self._lock:
@@ -127,5 +144,18 @@ class FirstBytes:
         with self._lock:
             return [b for b in self.seen if not b.startswith(CLIENT_HELLO)]
 
-    def close(self) -> None:
-        self.sock.close()
+
+class OldRedis(StandIn):
+    """Answers as Redis 6.0 would (no BLMOVE): INFO says so, PING PONG, the rest OK."""
+
+    def handle(self, conn: socket.socket) -> None:
+        reader = conn.makefile("rb")
+        with conn, reader:
+            while header := reader.readline():
+                count = int(header[1:])  # *N, then $len and the value of each part
+                parts = [reader.readline() and reader.readline().strip() for _ in range(count)]
+                if parts and parts[0].upper() == b"INFO":
+                    body = b"# Server\r\nredis_version:6.0.16\r\n"
+                    conn.sendall(b"$%d\r\n%s\r\n" % (len(body), body))
+                else:
+                    conn.sendall(b"+PONG\r\n" if parts[:1] == [b"PING"] else b"+OK\r\n")
