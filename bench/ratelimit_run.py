@@ -3,7 +3,7 @@ the limit lowered mid-run, and signups during a backlog of events.
 
     python bench/ratelimit_run.py            # about 10 minutes; prints rows for docs/benchmarks.md
     python bench/ratelimit_run.py --quick    # smaller bursts, same sections
-    python bench/ratelimit_run.py --only c   # one section (a, b, c or d)
+    python bench/ratelimit_run.py --only c   # one section (a, b, c, d or e)
 
 The worker runs with default settings (pool, concurrency, pace, retries); only the key,
 the emulator's limit and its 300 ms latency change. The emulator runs in this process.
@@ -58,6 +58,21 @@ def queue_signups(stack: Stack, n: int, tag: str = "u") -> None:
             {"type": "user.created", "data": {"user_id": f"{tag}{i}", "email": f"{tag}{i}@x.io"}}
         )
         q.enqueue_once(Work.for_component(spec, "signup", f"msg_{tag}{i}"))
+
+
+def queue_events(stack: Stack, n: int, mode: str) -> None:
+    """`n` Stripe events naming customers that exist, so each is one Get Customer."""
+    q = enqueuer(stack)
+    for i in range(n):
+        customer = stack.emulator.state.create_customer(mode, {"email": f"old{i}@x.io"})
+        event = {
+            "id": f"evt_bench_{i}",
+            "object": "event",
+            "type": "invoice.paid",
+            "livemode": mode == "live",
+            "data": {"object": {"object": "invoice", "customer": customer["id"]}},
+        }
+        q.enqueue_once(Work.for_event(event))
 
 
 class Sampler:
@@ -178,17 +193,7 @@ def backlog(events: int, signups: int, every_s: float) -> dict:
     stack = default_stack("backlog")
     try:
         q = enqueuer(stack)
-        state = stack.emulator.state
-        for i in range(events):  # customers that exist, so each event is one Get Customer
-            customer = state.create_customer("test", {"email": f"old{i}@x.io"})
-            event = {
-                "id": f"evt_bench_{i}",
-                "object": "event",
-                "type": "invoice.paid",
-                "livemode": False,
-                "data": {"object": {"object": "invoice", "customer": customer["id"]}},
-            }
-            q.enqueue_once(Work.for_event(event))
+        queue_events(stack, events, "test")
         worker = stack.worker()
         drain(stack, 1, stream="events", timeout=120)
         time.sleep(5)  # well into the backlog
@@ -223,10 +228,43 @@ def backlog(events: int, signups: int, every_s: float) -> dict:
         stack.stop()
 
 
+def both(signups: int, events: int) -> dict:
+    """(e): live key, `signups` creates and `events` Get Customers queued together: each
+    endpoint's 25/s at once under the global 100/s (docs.stripe.com/rate-limits)."""
+    stack = default_stack("both", LIVE_KEY)
+    try:
+        state = stack.emulator.state
+        queue_events(stack, events, "live")
+        created0 = state.stats["created"]["live"]
+        queue_signups(stack, signups)
+        req0 = state.stats["requests"]
+        t0 = time.perf_counter()
+        worker = stack.worker()
+        drain(stack, events, stream="events", timeout=events / 10 + 120)
+        drain(stack, signups, timeout=signups / 10 + 120)
+        seconds = time.perf_counter() - t0
+        stats = state.stats
+        calls = stats["requests"] - req0
+        return {
+            "seconds": seconds,
+            "calls_per_s": (signups + events) / seconds,
+            "customers": stats["created"]["live"] - created0,
+            "events_done": stack.redis.xlen(f"{stack.prefix}:events"),
+            "429s": stats["rate_limited"]["live"],
+            "by": dict(stats["rate_limited_by"]),
+            "share_429": stats["rate_limited"]["live"] / max(1, calls),
+            "errors": stack.redis.xlen(f"{stack.prefix}:errors"),
+            "rss_mb": stack.rss_mb(worker),
+            "load": os.getloadavg()[0],
+        }
+    finally:
+        stack.stop()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", choices=("a", "b", "c", "d"))
+    parser.add_argument("--only", choices=("a", "b", "c", "d", "e"))
     args = parser.parse_args()
     n = 1000 if args.quick else 5000
     print(f"Measured by `python bench/ratelimit_run.py` on: {machine()}.\n", flush=True)
@@ -239,7 +277,7 @@ def main() -> int:
         )
         for label, key, limit, section in (
             (f"(a) {n} signups, test key", None, 25, "a"),
-            (f"(b) {n} signups, live key", LIVE_KEY, 100, "b"),
+            (f"(b) {n} signups, live key", LIVE_KEY, 25, "b"),  # Create Customer's 25/s
         ):
             if args.only not in (None, section):
                 continue
@@ -272,6 +310,17 @@ def main() -> int:
             f"{r['errors']}; worker RSS {r['rss_mb']:.0f} MB. Queued behind the backlog "
             f"instead, a signup would wait about {r['events_left'] / 24.25:.0f} s (what is "
             f"left / 24.25 per s).",
+            flush=True,
+        )
+    if args.only in (None, "e"):
+        k = 500
+        r = both(k, k)
+        print(
+            f"\n(e) live key, {k} signups and {k} events queued together (Create and Get "
+            f"Customer, 25/s each, 100/s global): {r['calls_per_s']:.1f} calls/s overall "
+            f"({r['seconds']:.1f} s); {r['customers']} customers, {r['events_done']} events; "
+            f"429s {r['429s']} ({r['share_429']:.1%}; by limiter {r['by']}); errors "
+            f"{r['errors']}; worker RSS {r['rss_mb']:.0f} MB; load avg {r['load']:.1f}.",
             flush=True,
         )
     return 0

@@ -31,10 +31,13 @@ def run_component(
         obj = gateway.call(
             spec.api_secret,
             lambda client: client.v1.customers.create(params=spec.body, options=options),  # type: ignore[arg-type]
+            endpoint="customers.create",
         )
     else:
         obj = gateway.call(
-            spec.api_secret, lambda client: client.v1.customers.retrieve(spec.customer_id or "")
+            spec.api_secret,
+            lambda client: client.v1.customers.retrieve(spec.customer_id or ""),
+            endpoint="customers.retrieve",
         )
     response = obj.last_response
     assert response is not None

@@ -50,7 +50,13 @@ RATE_LIMIT_WAIT = Histogram(
     buckets=(0, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30),
     registry=None,
 )
-OWN = (TASKS, STRIPE_CALLS, STRIPE_SECONDS, RATE_LIMIT_WAIT)
+RATE_LIMITED = Counter(
+    "stripe_worker_stripe_rate_limited_total",
+    "Stripe's 429s (not lock_timeout), by endpoint and the limiter that answered",
+    ["endpoint", "limiter"],
+    registry=None,
+)
+OWN = (TASKS, STRIPE_CALLS, STRIPE_SECONDS, RATE_LIMIT_WAIT, RATE_LIMITED)
 
 
 def task_done(task: str, outcome: str) -> None:
@@ -60,6 +66,11 @@ def task_done(task: str, outcome: str) -> None:
 
 def rate_limit_waited(seconds: float) -> None:
     RATE_LIMIT_WAIT.observe(seconds)
+
+
+def rate_limited_by(endpoint: str, limiter: str) -> None:
+    """Count a 429 on `endpoint` from `limiter` (global, or the endpoint's own)."""
+    RATE_LIMITED.labels(endpoint or "other", limiter).inc()
 
 
 def operation_of(method: str, url: str) -> str:
@@ -151,9 +162,18 @@ class RedisFigures:
         )
         for mode, rate in s.pace.items():
             pace.add_metric([mode], rate)
+        endpoint_pace = GaugeMetricFamily(
+            "stripe_worker_stripe_endpoint_pace",
+            "Calls/s the shared pace of each Stripe endpoint allows now, by key mode",
+            labels=["mode", "endpoint"],
+        )
+        for mode, paces in s.endpoint_pace.items():
+            for endpoint, rate in paces.items():
+                endpoint_pace.add_metric([mode, endpoint], rate)
         yield entries
         yield lag
         yield pace
+        yield endpoint_pace
 
 
 def registry(client: redis.Redis, settings: Settings) -> CollectorRegistry:

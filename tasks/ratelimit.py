@@ -1,14 +1,20 @@
-"""One pace per Stripe key for every worker's calls, kept in Redis, that finds Stripe's limit.
+"""The paces of each Stripe key for every worker's calls, kept in Redis, that find Stripe's limits.
 
-Stripe allows 25 calls/s per account in test mode and 100/s in live mode, and answers
-429 beyond. Each call reserves the next free slot of its key's pace, 1/rate seconds
-after the previous one (GCRA, no burst), and sleeps until it: N workers together keep
-one pace. The pace starts at the key mode's limit less MARGIN (or STRIPE_RATE_LIMIT).
+Stripe's rate-limit page (docs.stripe.com/rate-limits) documents a global limit per
+account, 100 requests/s in live mode and 25/s in a sandbox, and a limit per endpoint of 25
+requests/s unless a page says otherwise, where every named operation is its own endpoint
+(`POST /v1/customers` and `GET /v1/customers/{id}` are two); both count every call, and
+it answers 429 beyond either. So a key has one global pace and one pace per endpoint, and
+each call takes a slot in both at once (tasks/ratelimit.lua, one script): the next free
+slot of each, 1/rate seconds after the previous one (GCRA, no burst), and sleeps until
+it: N workers together keep one pace. Each starts at its limit less MARGIN (or
+STRIPE_RATE_LIMIT, STRIPE_ENDPOINT_RATE, STRIPE_ENDPOINT_RATES).
 
-It adapts (AIMD, as TCP does): a 429 multiplies the rate by DECREASE for everyone on
-the key, once per epoch, and voids the slots already handed out at the old rate; the
-rate then climbs back by INCREASE of the ceiling each second. So a limit lower than the
-default (another service on the account, a per-endpoint limit) is found without
+Each pace adapts on its own (AIMD, as TCP does): a 429 multiplies the rate of the
+limiter that answered by DECREASE for everyone on the key, once per epoch, and voids
+the slots already handed out at the old rate; the rate then climbs back by INCREASE of
+the ceiling each second. So a limit lower than the default (another service on the
+account, an endpoint Stripe keeps lower) is found without
 configuration, and costs one 429 now and then, not a stream of them.
 """
 
@@ -23,9 +29,13 @@ import redis
 from worker.connections import lua_script
 from worker.errors import RateLimited
 from worker.keys import Keys
+from worker.settings import parse_endpoint_rates
 
-# Stripe's default limits per account (docs.stripe.com/rate-limits).
+# Stripe's default limits per account (docs.stripe.com/rate-limits): global, by key mode,
+# and each endpoint's "unless otherwise noted".
 STRIPE_LIMITS = {"test": 25.0, "live": 100.0}
+ENDPOINT_LIMIT = 25.0
+GLOBAL = "global"  # the limiter name of the global pace; an endpoint's is its operation
 # Paced a little under them: requests bunch up on the way (network, Stripe's edge), and
 # Stripe's own counters are not ours. 3%: 24.25/s test, 97/s live; a 429 slows it anyway.
 MARGIN = 0.03
@@ -47,6 +57,18 @@ def default_ceiling(mode: str, configured: float | None) -> float | None:
     return configured or None
 
 
+def endpoint_ceiling(endpoint: str, configured: float | None, overrides: str) -> float | None:
+    """Calls/s for `endpoint` (an operation, `customers.create`): its entry in
+    STRIPE_ENDPOINT_RATES ("customers.create=50,customers.retrieve=40") when there is one,
+    else STRIPE_ENDPOINT_RATE, else Stripe's 25/s less MARGIN; 0 = that endpoint unpaced."""
+    rates = parse_endpoint_rates(overrides)
+    if endpoint in rates:
+        return rates[endpoint] or None
+    if configured is None:
+        return ENDPOINT_LIMIT * (1 - MARGIN)
+    return configured or None
+
+
 def key_id(api_key: str) -> str:
     """What names a key's pace in Redis: a digest, never the key."""
     return hashlib.sha256(b"stripe-worker pace\x00" + api_key.encode()).hexdigest()[:24]
@@ -61,7 +83,8 @@ class Slot:
 
 
 class StripeRateLimiter:
-    """The pace of one Stripe key, shared through Redis by everyone calling with it."""
+    """One pace of one Stripe key (global, or one endpoint's), shared through Redis by
+    everyone calling with it."""
 
     def __init__(
         self,
@@ -70,8 +93,11 @@ class StripeRateLimiter:
         api_key: str,
         ceiling: float,
         max_wait: float = 20.0,
+        endpoint: str = GLOBAL,
     ) -> None:
-        self.key = keys.ratelimit(key_id(api_key))
+        suffix = "" if endpoint == GLOBAL else f":{endpoint}"
+        self.key = keys.ratelimit(key_id(api_key) + suffix)
+        self.name = endpoint
         self.ceiling = ceiling
         self.max_wait = max_wait
         self._script = lua_script(client, "tasks", "ratelimit.lua")
@@ -83,26 +109,7 @@ class StripeRateLimiter:
 
     def acquire(self) -> Slot:
         """Wait for this call's slot. RateLimited when the wait would pass `max_wait`."""
-        held, waited = -1, 0.0
-        while True:
-            left = self.max_wait - waited
-            wait, epoch = self._run("acquire", held, min(HORIZON, left))
-            if wait < 0 and left > 0:  # no slot within the horizon: ask again shortly
-                pause = min(HORIZON / 2, left)
-                time.sleep(pause)
-                held, waited = -1, waited + pause
-                continue
-            if wait < 0:
-                raise RateLimited(
-                    f"the shared Stripe pace has no slot within {self.max_wait:.0f} s; "
-                    "waiting on the queue instead",
-                    http_status=None,
-                    retry_after=self.max_wait / 2,
-                )
-            if wait == 0:
-                return Slot(epoch, waited)
-            time.sleep(wait)
-            held, waited = epoch, waited + wait
+        return acquire_all([self])[0]
 
     def slow_down(self, slot: Slot, pause: float = 0.0) -> float:
         """Stripe answered 429 to the call made in `slot`: slow the pace (once per epoch)
@@ -114,3 +121,42 @@ class StripeRateLimiter:
         """The pace's rate now, for stats and tests."""
         rate, _epoch = self._run("peek", -1)
         return rate
+
+
+def reserve(
+    limiters: list[StripeRateLimiter], held: list[int], max_wait: float
+) -> tuple[float, list[int]]:
+    """One step of the script: the seconds until the slot reserved in every pace (-1:
+    none within `max_wait`; 0 also when the slots `held` are still good), and the epochs."""
+    args: list[float | str] = ["acquire", max_wait]
+    for limiter, epoch in zip(limiters, held, strict=True):
+        args += [limiter.ceiling, epoch, limiter.ceiling * INCREASE]
+    answer = limiters[0]._script(keys=[limiter.key for limiter in limiters], args=args)
+    return float(answer[0]), [int(e) for e in answer[1:]]
+
+
+def acquire_all(limiters: list[StripeRateLimiter]) -> list[Slot]:
+    """Wait for one slot in every pace of `limiters` (one key's), taken in one step, so a
+    call never counts against one limiter while it waits for another. RateLimited when
+    the wait would pass the shortest `max_wait` of them."""
+    max_wait = min(limiter.max_wait for limiter in limiters)
+    held, waited = [-1] * len(limiters), 0.0
+    while True:
+        left = max_wait - waited
+        wait, epochs = reserve(limiters, held, min(HORIZON, left))
+        if wait < 0 and left > 0:  # no slot within the horizon: ask again shortly
+            pause = min(HORIZON / 2, left)
+            time.sleep(pause)
+            held, waited = [-1] * len(limiters), waited + pause
+            continue
+        if wait < 0:
+            raise RateLimited(
+                f"the shared Stripe pace has no slot within {max_wait:.0f} s; "
+                "waiting on the queue instead",
+                http_status=None,
+                retry_after=max_wait / 2,
+            )
+        if wait == 0:
+            return [Slot(epoch, waited) for epoch in epochs]
+        time.sleep(wait)
+        held, waited = epochs, waited + wait

@@ -12,8 +12,14 @@ from typing import Any, TypeVar
 import redis
 import stripe
 
-from tasks.metrics import MeasuredHttpClient, rate_limit_waited
-from tasks.ratelimit import StripeRateLimiter, default_ceiling
+from tasks.metrics import MeasuredHttpClient, rate_limit_waited, rate_limited_by
+from tasks.ratelimit import (
+    GLOBAL,
+    StripeRateLimiter,
+    acquire_all,
+    default_ceiling,
+    endpoint_ceiling,
+)
 from worker.errors import RateLimited, SecretMissing, SpecError, from_stripe_error
 from worker.settings import Settings
 from worker.transport import hold_fewer
@@ -31,6 +37,12 @@ HOLD_SECONDS = 30.0
 # the pace is under the pool's size per second, so not at the live limit.
 AHEAD_SECONDS = 1.0
 MIN_HELD = 4
+# Without Stripe-Rate-Limited-Reason, a 429 on one endpoint is that endpoint's limiter,
+# unless another endpoint met a 429 this recently too: then it is the limit they share.
+SHARED_WINDOW = 1.0
+# Stripe-Rate-Limited-Reason values that name the global limiter; the others
+# (endpoint-rate, endpoint-concurrency, resource-specific) name the endpoint's.
+GLOBAL_REASONS = ("global-rate", "global-concurrency")
 
 
 class StripeGateway:
@@ -50,7 +62,9 @@ class StripeGateway:
         self.max_network_retries = max_network_retries
         self.redis = redis_client
         self._clients: dict[str, stripe.StripeClient] = {}
-        self._limiters: dict[str, StripeRateLimiter | None] = {}
+        self._limiters: dict[tuple[str, str], StripeRateLimiter | None] = {}
+        self._last_429: dict[tuple[str, str], float] = {}  # (key, endpoint) -> monotonic
+        self.last_limiter: dict[str, str] = {}  # key mode -> the limiter that last said 429
         self._lock = threading.Lock()
 
     @classmethod
@@ -82,53 +96,108 @@ class StripeGateway:
                 self._clients[key] = client
             return client
 
-    def limiter(self, api_secret: str) -> StripeRateLimiter | None:
-        """The pace of the key `api_secret` names; None when STRIPE_RATE_LIMIT=0."""
+    def limiter(self, api_secret: str, endpoint: str = GLOBAL) -> StripeRateLimiter | None:
+        """The global pace of the key `api_secret` names, or that of one of its endpoints;
+        None when that limiter is off (0) or there is no Redis."""
         key = self.vault.stripe_key(api_secret)
+        s = self.settings
         with self._lock:
-            if key not in self._limiters:
-                ceiling = default_ceiling(key_mode(key), self.settings.stripe_rate_limit)
-                self._limiters[key] = (
-                    StripeRateLimiter(self.redis, self.settings.keys, key, ceiling)
+            if (key, endpoint) not in self._limiters:
+                ceiling = (
+                    default_ceiling(key_mode(key), s.stripe_rate_limit)
+                    if endpoint == GLOBAL
+                    else endpoint_ceiling(endpoint, s.stripe_endpoint_rate, s.stripe_endpoint_rates)
+                )
+                self._limiters[key, endpoint] = (
+                    StripeRateLimiter(self.redis, s.keys, key, ceiling, endpoint=endpoint)
                     if ceiling and self.redis is not None
                     else None
                 )
-            return self._limiters[key]
+            return self._limiters[key, endpoint]
 
-    def call(self, api_secret: str, request: Callable[[stripe.StripeClient], T]) -> T:
-        """Make one Stripe call at the key's pace; Stripe's errors come back as ours.
+    def call(
+        self,
+        api_secret: str,
+        request: Callable[[stripe.StripeClient], T],
+        endpoint: str | None = None,
+    ) -> T:
+        """Make one Stripe call at the key's global pace and the pace of `endpoint` (the
+        operation, `customers.create`); Stripe's errors come back as ours.
 
-        A 429 slows the pace for everyone on the key, and the call waits its turn at the
-        slower pace and goes again, for up to HOLD_SECONDS; then RateLimited goes up.
+        A 429 slows the limiter that answered for everyone on the key, and the call waits
+        its turn at the slower pace and goes again, for up to HOLD_SECONDS; then
+        RateLimited goes up. A `lock_timeout` 429 (one object busy) only waits.
         """
         client = self.client(api_secret)
-        limiter = self.limiter(api_secret)
+        paces = [self.limiter(api_secret)] + (
+            [self.limiter(api_secret, endpoint)] if endpoint else []
+        )
+        limiters = [limiter for limiter in paces if limiter is not None]
         deadline = time.monotonic() + HOLD_SECONDS
         while True:
-            slot = limiter.acquire() if limiter is not None else None
-            if slot is not None:
-                rate_limit_waited(slot.waited)
+            slots = acquire_all(limiters) if limiters else []
+            if slots:
+                rate_limit_waited(slots[0].waited)
             try:
                 return request(client)
             except stripe.StripeError as exc:
                 error = from_stripe_error(exc)
-            if not isinstance(error, RateLimited) or limiter is None or slot is None:
+            if not isinstance(error, RateLimited) or not limiters:
                 raise error
             pause = error.retry_after or 0.0
             if error.code != "lock_timeout":  # one busy object says nothing of the pace
-                limiter.slow_down(slot, pause)
+                name = self._answered(api_secret, endpoint, error.reason)
+                rate_limited_by(endpoint or "", name)
+                for limiter, slot in zip(limiters, slots, strict=True):
+                    if limiter.name == name:
+                        limiter.slow_down(slot, pause)
             if time.monotonic() + pause > deadline:
                 raise error
             time.sleep(pause)
+
+    def _answered(self, api_secret: str, endpoint: str | None, reason: str | None) -> str:
+        """The limiter a 429 on `endpoint` came from: Stripe's reason when it gives one,
+        else the endpoint's, unless another endpoint met one within SHARED_WINDOW."""
+        key = self.vault.stripe_key(api_secret)
+        now = time.monotonic()
+        with self._lock:
+            shared = any(
+                k == key and e != endpoint and now - at < SHARED_WINDOW
+                for (k, e), at in self._last_429.items()
+            )
+            self._last_429[key, endpoint or GLOBAL] = now
+            if reason:
+                name = GLOBAL if reason in GLOBAL_REASONS or not endpoint else endpoint
+            else:
+                name = GLOBAL if shared or not endpoint else endpoint
+            self.last_limiter[key_mode(key)] = name
+            return name
 
     def rates(self, now: bool = True) -> list[tuple[str, float]]:
         """(key mode, calls/s) of each paced key this worker has used: the rate its pace
         allows now (from Redis), or else the ceiling the pace starts from."""
         with self._lock:
-            limiters = [(key, limiter) for key, limiter in self._limiters.items() if limiter]
+            limiters = [
+                (key, limiter)
+                for (key, name), limiter in self._limiters.items()
+                if limiter and name == GLOBAL
+            ]
         return [
             (key_mode(key), limiter.rate() if now else limiter.ceiling) for key, limiter in limiters
         ]
+
+    def endpoint_paces(self) -> dict[str, dict[str, float]]:
+        """Calls/s each endpoint's pace allows now, by key mode then endpoint."""
+        with self._lock:
+            limiters = [
+                (key, name, limiter)
+                for (key, name), limiter in self._limiters.items()
+                if limiter and name != GLOBAL
+            ]
+        paces: dict[str, dict[str, float]] = {}
+        for key, name, limiter in limiters:
+            paces.setdefault(key_mode(key), {})[name] = round(limiter.rate(), 2)
+        return paces
 
     def paces(self) -> dict[str, float]:
         """Calls/s each key's pace allows now, by key mode: what this worker's heartbeat
@@ -152,7 +221,9 @@ class StripeGateway:
         def each_beat() -> dict[str, Any]:
             paces = self.paces()
             hold(list(paces.values()))
-            return {"pace": paces}
+            with self._lock:
+                last = dict(self.last_limiter)
+            return {"pace": paces, "endpoint_pace": self.endpoint_paces(), "limited_by": last}
 
         return each_beat
 

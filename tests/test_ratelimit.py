@@ -17,6 +17,7 @@ from tasks.ratelimit import (
     StripeRateLimiter,
     default_ceiling,
     key_id,
+    reserve,
 )
 from tasks.stripe_gateway import StripeGateway
 from webhooks.signup import signup_component
@@ -24,6 +25,7 @@ from worker.devtools.emulator import EmulatorServer
 from worker.errors import RateLimited, SettingsError, from_stripe_error, is_retryable
 from worker.queue import Enqueuer
 from worker.settings import Settings
+from worker.vault import Vault
 from worker.work import Work
 
 from .support.deliveries import enqueue, signup_work
@@ -78,7 +80,7 @@ def test_callers_together_keep_one_pace(redis_client, settings):
     """Slots are handed out 1/rate apart, whoever asks (another thread, another worker)."""
     workers = [limiter(redis_client, settings, 10.0) for _ in range(3)]
     waits = [
-        workers[i % 3]._run("acquire", -1, 30.0)[0]  # reserve only, no sleep
+        reserve([workers[i % 3]], [-1], 30.0)[0]  # reserve only, no sleep
         for i in range(9)
     ]
     assert waits == pytest.approx([i / 10 for i in range(9)], abs=0.03)
@@ -100,7 +102,7 @@ def test_a_slot_is_reserved_at_most_the_horizon_ahead(redis_client, settings):
 
     pace = limiter(redis_client, settings, 10.0)
     reserved = 0
-    while pace._run("acquire", -1, HORIZON)[0] >= 0 and reserved < 100:
+    while reserve([pace], [-1], HORIZON)[0] >= 0 and reserved < 100:
         reserved += 1
     assert reserved <= 10 * HORIZON + 1  # the horizon at 10 calls/s, and no further
     slot = pace.acquire()  # waits without a reservation, then takes the next free slot
@@ -135,7 +137,7 @@ def test_the_pace_climbs_back_and_never_passes_the_ceiling(redis_client, setting
 def test_the_pace_never_falls_under_its_floor(redis_client, settings):
     pace = limiter(redis_client, settings, 2.0)
     for _ in range(12):
-        _wait, epoch = pace._run("acquire", -1, 60.0)  # reserve only, no sleep
+        _wait, (epoch,) = reserve([pace], [-1], 60.0)  # reserve only, no sleep
         pace.slow_down(Slot(epoch, 0.0))
     assert pace.rate() == pytest.approx(FLOOR, rel=0.05)
 
@@ -173,24 +175,44 @@ def own_emulator():
     server.stop()
 
 
-def test_the_emulator_keeps_stripes_limit_per_key_mode(own_emulator):
-    emulator = own_emulator
-    faults(emulator, rate_limit="stripe")
-    answers: dict[str, list[int]] = {"test": [], "live": []}
-    for mode, key, n in (("test", TEST_KEY, 40), ("live", LIVE_KEY, 40)):
-        for _ in range(n):
-            r = requests.get(
-                f"{emulator.url}/v1/customers", auth=(key, ""), params={"limit": 1}, timeout=5
-            )
-            answers[mode].append(r.status_code)
-            if r.status_code == 429:
-                body = r.json()["error"]
-                assert (body["type"], body["code"]) == ("invalid_request_error", "rate_limit")
-                assert "Stripe-Should-Retry" not in r.headers
-    assert 429 in answers["test"] and answers["test"][:20] == [200] * 20
-    assert answers["live"] == [200] * 40  # 40 is within live's 100/s
-    stats = emulator_stats(emulator)
-    assert stats["rate_limited"] == {"test": answers["test"].count(429), "live": 0}
+def _hit(emulator, key: str, path: str) -> int:
+    r = requests.get(f"{emulator.url}{path}", auth=(key, ""), timeout=5)
+    if r.status_code == 429:  # Stripe's body; no Stripe-Should-Retry (docs.stripe.com/rate-limits)
+        body = r.json()["error"]
+        assert (body["type"], body["code"]) == ("invalid_request_error", "rate_limit")
+        assert "Stripe-Should-Retry" not in r.headers
+    return r.status_code
+
+
+# Six endpoints (named operations) the emulator's limits tell apart; most answer 404 once past
+# the limits, which is not the point.
+ENDPOINTS = ["/v1/customers", "/v1/customers/cus_x", "/v1/events", "/v1/charges", "/v1/products"]
+
+
+def test_the_emulator_keeps_stripes_global_limit_per_key_mode(own_emulator):
+    """Spread over endpoints (8 each, under 25/s), test mode meets its global 25/s and
+    live mode passes 80 of its 100/s; then live's global limit answers."""
+    faults(own_emulator, rate_limit="stripe")
+    test = [_hit(own_emulator, TEST_KEY, ENDPOINTS[i % 5]) for i in range(40)]
+    assert 429 not in test[:20] and 429 in test
+    live = [_hit(own_emulator, LIVE_KEY, ENDPOINTS[i % 5]) for i in range(80)]
+    assert 429 not in live  # 16 per endpoint, 80 in all: within both limits
+    more = [_hit(own_emulator, LIVE_KEY, f"/v1/thing{i % 10}") for i in range(60)]
+    assert 429 in more  # past 100 in about a second, each endpoint at 6
+    stats = emulator_stats(own_emulator)
+    assert stats["rate_limited"] == {"test": test.count(429), "live": more.count(429)}
+    assert stats["rate_limited_by"] == {"global": test.count(429) + more.count(429), "endpoint": 0}
+
+
+def test_the_emulator_keeps_stripes_limit_per_endpoint(own_emulator):
+    """Live mode: 40 calls to one endpoint meet its 25/s while another endpoint still passes."""
+    faults(own_emulator, rate_limit="stripe")
+    one = [_hit(own_emulator, LIVE_KEY, "/v1/customers") for _ in range(40)]
+    assert 429 not in one[:20] and 429 in one
+    other = [_hit(own_emulator, LIVE_KEY, "/v1/customers/cus_x") for _ in range(20)]
+    assert 429 not in other  # its own budget, and the global 100/s has room
+    stats = emulator_stats(own_emulator)
+    assert stats["rate_limited_by"] == {"global": 0, "endpoint": one.count(429)}
 
 
 def test_the_gateway_absorbs_429s_and_finds_a_lower_limit(settings, vault, redis_client, emulator):
@@ -215,6 +237,61 @@ def test_the_gateway_absorbs_429s_and_finds_a_lower_limit(settings, vault, redis
     assert len(results) == 24
     assert emulator_stats(emulator)["rate_limited"]["test"] >= 1
     assert gateway.limiter("stripe_secret_key").rate() < 40 * DECREASE + 5
+
+
+def test_a_call_takes_a_slot_in_the_global_pace_and_its_endpoints_at_once(redis_client, settings):
+    """Global 10/s, two endpoints at 5/s each: together they fill the global pace, each
+    call waiting for the later of its two slots (reserved in one step)."""
+    g = limiter(redis_client, settings, 10.0)
+    a = StripeRateLimiter(redis_client, settings.keys, TEST_KEY, 5.0, endpoint="customers.create")
+    b = StripeRateLimiter(redis_client, settings.keys, TEST_KEY, 5.0, endpoint="customers.retrieve")
+    waits = [reserve([g, (a, b)[i % 2]], [-1, -1], 30.0)[0] for i in range(6)]
+    assert waits == pytest.approx([0, 0.1, 0.2, 0.3, 0.4, 0.5], abs=0.03)
+    alone = [reserve([g, a], [-1, -1], 30.0)[0] for _ in range(2)]
+    assert alone[1] - alone[0] == pytest.approx(0.2, abs=0.03)  # one endpoint: its own 5/s
+
+
+def test_a_429_from_one_endpoint_slows_only_that_endpoints_pace(
+    settings, env, redis_client, emulator
+):
+    """Live key against the emulator's Stripe limits, our endpoint pace set above Stripe's
+    25/s: the endpoint's 429s cut its pace, not the global one nor the other endpoint's."""
+    faults(emulator, rate_limit="stripe")
+    vault = Vault(None, {**env, "STRIPE_SECRET_KEY": LIVE_KEY})
+    gateway = StripeGateway(
+        settings.with_(stripe_endpoint_rates="customers.list=80"), vault, redis_client=redis_client
+    )
+
+    def call() -> None:
+        for _ in range(15):
+            gateway.call(
+                "stripe_secret_key",
+                lambda c: c.v1.customers.list({"limit": 1}),
+                endpoint="customers.list",
+            )
+
+    threads = [threading.Thread(target=call) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert emulator_stats(emulator)["rate_limited_by"]["endpoint"] >= 1
+    assert gateway.limiter("stripe_secret_key", "customers.list").rate() < 80 * DECREASE + 5
+    assert gateway.limiter("stripe_secret_key").rate() == pytest.approx(97, abs=0.5)
+    assert gateway.limiter("stripe_secret_key", "customers.create").rate() == pytest.approx(24.25)
+    assert gateway.last_limiter == {"live": "customers.list"}
+
+
+def test_stripes_reason_names_the_limiter_and_none_is_inferred(settings, vault, redis_client):
+    """Stripe-Rate-Limited-Reason when sent; without it, 429s on two endpoints within a
+    second are the global limit, on one endpoint that endpoint's."""
+    gateway = StripeGateway(settings, vault, redis_client=redis_client)
+    key = "stripe_secret_key"
+    assert gateway._answered(key, "customers.create", "global-concurrency") == "global"
+    assert gateway._answered(key, "customers.create", "endpoint-rate") == "customers.create"
+    assert gateway._answered(key, "customers.create", None) == "customers.create"
+    assert gateway._answered(key, "customers.retrieve", None) == "global"  # both at once
+    assert gateway._answered(key, None, None) == "global"
 
 
 @pytest.mark.slow

@@ -179,10 +179,14 @@ class RateLimited(StripeCallError):
         retryable: bool | None = None,
         retry_after: float | None = None,
         code: str | None = None,
+        reason: str | None = None,
     ) -> None:
         super().__init__(message, http_status=http_status, request_id=request_id)
         self.retry_after = retry_after  # Stripe's Retry-After, in seconds, when it sent one
         self.code = code  # rate_limit (too fast) or lock_timeout (one object busy)
+        # Which limiter answered, when Stripe says (Stripe-Rate-Limited-Reason: global-rate,
+        # endpoint-rate, global-concurrency, endpoint-concurrency, resource-specific).
+        self.reason = reason
 
 
 class StripeUnavailable(StripeCallError):
@@ -247,6 +251,7 @@ def from_stripe_error(exc: Exception) -> StripeCallError:
             request_id=request_id,
             retry_after=_seconds(headers.get("retry-after")),
             code=code,
+            reason=headers.get("stripe-rate-limited-reason"),
         )
     should_retry = headers.get("stripe-should-retry")
     retryable = {"true": True, "false": False}.get(should_retry or "")

@@ -76,6 +76,11 @@ class Settings:
     # by 429s). Unset: Stripe's limit for the key's mode less 3% (24.25/s test, 97/s live);
     # 0: no pace.
     stripe_rate_limit: float | None = None
+    # Stripe's limit per endpoint (docs.stripe.com/rate-limits: 25 requests/s unless a page
+    # says otherwise), paced beside the global one. Unset: 24.25/s; 0: endpoints unpaced.
+    stripe_endpoint_rate: float | None = None
+    # Endpoints whose limit Stripe raised for the account: "customers.create=50,...".
+    stripe_endpoint_rates: str = ""
     # How long a piece of work's trail (worker/trail.py) and its search terms are kept:
     # as long as a delivery's dedupe mark, so "did it arrive?" is answered while the sender
     # may still be retrying it.
@@ -130,6 +135,10 @@ class Settings:
             raise SettingsError("STREAM_HARD_MAXLEN must be 0 (no limit) or at least STREAM_MAXLEN")
         if self.worker_pool not in ("prefork", "threads", "solo"):
             raise SettingsError("WORKER_POOL must be threads, prefork or solo")
+        try:
+            parse_endpoint_rates(self.stripe_endpoint_rates)
+        except ValueError as exc:
+            raise SettingsError(f"STRIPE_ENDPOINT_RATES: {exc}") from None
 
     @property
     def pool_size(self) -> int:
@@ -145,6 +154,20 @@ class Settings:
     def keys(self) -> Keys:
         """Every Redis key under STREAM_PREFIX (worker/keys.py)."""
         return Keys(self.stream_prefix)
+
+
+def parse_endpoint_rates(value: str) -> dict[str, float]:
+    """STRIPE_ENDPOINT_RATES as {endpoint: calls/s}; ValueError names a bad entry."""
+    rates: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        name, _sep, rate = (part.strip() for part in item.partition("="))
+        try:
+            rates[name] = float(rate) if name else -1.0
+        except ValueError:
+            rates[name] = -1.0
+        if rates[name] < 0:
+            raise ValueError(f"{item!r} is not endpoint=calls/s (for example customers.create=50)")
+    return rates
 
 
 def _shown(url: str) -> str:

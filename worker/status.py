@@ -75,7 +75,10 @@ class Status:
     streams: dict[str, StreamInfo]
     errors_replayed: int
     poison: int  # messages no worker could decode, kept whole in PREFIX:q:poison
-    pace: dict[str, float]  # key mode -> calls/s the shared Stripe pace allows now
+    pace: dict[str, float]  # key mode -> calls/s the shared global Stripe pace allows now
+    # key mode -> endpoint -> calls/s; key mode -> the limiter that last answered 429
+    endpoint_pace: dict[str, dict[str, float]] = field(default_factory=dict)
+    limited_by: dict[str, str] = field(default_factory=dict)
 
     grace: float = 5.0  # HEARTBEAT_LAPSE: how long a consumer may be down before it counts
 
@@ -151,6 +154,8 @@ def snapshot(client: redis.Redis, settings: Settings) -> Status:
 
     workers = []
     pace: dict[str, float] = {}
+    endpoint_pace: dict[str, dict[str, float]] = {}
+    limited_by: dict[str, str] = {}
     for (worker_id, score), raw in zip(live, facts, strict=True):
         if not raw or isinstance(raw, Exception):  # its heartbeat expired just now
             continue
@@ -160,6 +165,9 @@ def snapshot(client: redis.Redis, settings: Settings) -> Status:
         since = f.get("consuming_since")
         # Both on the worker's clock, so another host's clock does not enter.
         held_for = None if since is None else round(f.get("beat", since) - since + beat_ago, 1)
+        for mode, paces in (f.get("endpoint_pace") or {}).items():
+            endpoint_pace.setdefault(mode, {}).update(paces)
+        limited_by.update(f.get("limited_by") or {})
         workers.append(
             WorkerInfo(
                 worker_id,
@@ -197,6 +205,8 @@ def snapshot(client: redis.Redis, settings: Settings) -> Status:
         poison=int(poison),
         pace=pace,
         grace=settings.heartbeat_lapse,
+        endpoint_pace=endpoint_pace,
+        limited_by=limited_by,
     )
 
 
@@ -241,6 +251,12 @@ def render(status: Status, max_age: float = DEFAULT_MAX_AGE) -> str:
     lines.append(
         f"pace      {paces or 'none yet (no paced Stripe call since the workers started)'}"
     )
+    for mode, endpoints in status.endpoint_pace.items():
+        each = ", ".join(f"{name} {rate:g}/s" for name, rate in sorted(endpoints.items()))
+        last = status.limited_by.get(mode)
+        lines.append(
+            f"          {mode} endpoints: {each}" + (f"; last 429 from {last}" if last else "")
+        )
     problems = status.problems(max_age)
     lines.append("PROBLEM   " + "; ".join(problems) if problems else "OK")
     return "\n".join(lines)

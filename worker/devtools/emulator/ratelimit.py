@@ -1,8 +1,11 @@
-"""Stripe's rate limit as the emulator keeps it: per key mode, answered 429 as Stripe does.
+"""Stripe's rate limits as the emulator keeps them, answered 429 as Stripe does.
 
-Stripe allows 25 requests/s in test mode and 100/s in live mode (docs.stripe.com/
-rate-limits). Kept as a token bucket per mode holding one second of requests, so a burst
-up to the limit passes and a steady rate above it is refused.
+Stripe's page (docs.stripe.com/rate-limits) documents a global limit per account, 100
+requests/s in live mode and 25/s in a sandbox, and a limit per endpoint of 25 requests/s
+unless a page says otherwise (each named operation its own endpoint), every call counting
+against both. Kept as token buckets holding one second of requests each, one per mode and
+one per (mode, endpoint), so a burst up to the limit passes and a steady rate above it is
+refused. The page documents no header naming the limiter, so none is sent.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import time
 from typing import Any
 
 STRIPE_LIMITS = {"test": 25.0, "live": 100.0}
+ENDPOINT_LIMIT = 25.0
 
 # Stripe's body for a request over the limit; no Stripe-Should-Retry, no Retry-After.
 MESSAGE = (
@@ -35,25 +39,48 @@ def parse_limits(value: Any) -> dict[str, float]:
     return limits
 
 
+def endpoint_of(method: str, path: str) -> str:
+    """The named operation a request is: `POST /v1/customers` customers.create,
+    `GET /v1/customers/cus_1` customers.retrieve, `GET /v1/events` events.list."""
+    parts = [p for p in path.split("/") if p][1:]  # without `v1`
+    if not parts:
+        return "other"
+    if len(parts) == 1:
+        verb = {"GET": "list", "POST": "create"}.get(method.upper(), method.lower())
+    else:
+        verb = {"GET": "retrieve", "POST": "update", "DELETE": "delete"}.get(
+            method.upper(), method.lower()
+        )
+    return f"{parts[0]}.{verb}"
+
+
 class ModeBuckets:
-    """One token bucket per key mode; not thread-safe (the emulator's state lock guards it)."""
+    """Token buckets, global per key mode and per endpoint when `endpoint_limit` is set;
+    not thread-safe (the emulator's state lock guards it)."""
 
-    def __init__(self, limits: dict[str, float]) -> None:
-        now = time.monotonic()
+    def __init__(self, limits: dict[str, float], endpoint_limit: float = 0.0) -> None:
         self.limits = limits
-        self._tokens = dict(limits)  # full: one second's worth
-        self._at = dict.fromkeys(limits, now)
+        self.endpoint_limit = endpoint_limit
+        self._tokens: dict[tuple[str, str], float] = {}
+        self._at: dict[tuple[str, str], float] = {}
 
-    def take(self, mode: str) -> bool:
-        """True when a request of `mode` may pass now (and counts it)."""
-        limit = self.limits.get(mode)
-        if not limit:
-            return True
+    def _level(self, bucket: tuple[str, str], limit: float, now: float) -> float:
+        tokens = self._tokens.get(bucket, limit)  # full: one second's worth
+        tokens = min(limit, tokens + (now - self._at.get(bucket, now)) * limit)
+        self._tokens[bucket], self._at[bucket] = tokens, now
+        return tokens
+
+    def take(self, mode: str, endpoint: str = "") -> str | None:
+        """None when a request of `mode` to `endpoint` may pass now (and counts it in
+        every bucket), else the limiter that refuses it: "global" or "endpoint"."""
         now = time.monotonic()
-        tokens = min(limit, self._tokens[mode] + (now - self._at[mode]) * limit)
-        self._at[mode] = now
-        if tokens < 1.0:
-            self._tokens[mode] = tokens
-            return False
-        self._tokens[mode] = tokens - 1.0
-        return True
+        limits = [((mode, ""), self.limits.get(mode), "global")]
+        if endpoint and self.endpoint_limit and mode in self.limits:
+            limits.append(((mode, endpoint), self.endpoint_limit, "endpoint"))
+        for bucket, limit, name in limits:
+            if limit and self._level(bucket, limit, now) < 1.0:
+                return name
+        for bucket, limit, _name in limits:
+            if limit:
+                self._tokens[bucket] -= 1.0
+        return None

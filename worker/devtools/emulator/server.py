@@ -11,6 +11,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from worker.devtools.emulator.faults import Faults
 from worker.devtools.emulator.form import ApiError, decode_form, new_id, unknown_parameter
+from worker.devtools.emulator.ratelimit import endpoint_of
 from worker.devtools.emulator.state import EmulatorState, Stored
 
 DEFAULT_PORT = 12111
@@ -59,7 +60,7 @@ class _Handler(BaseHTTPRequestHandler):
             with state.lock:
                 state.stats["requests"] += 1
             mode = state.authenticate(self.headers.get("Authorization"))
-            fault, delay = state.fault_for_request(mode)
+            fault, delay = state.fault_for_request(mode, endpoint_of(method, url.path))
             if fault is not None:
                 if delay:
                     self._sleep(delay)

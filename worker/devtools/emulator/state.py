@@ -22,8 +22,8 @@ from worker.devtools.emulator.form import (
     unknown_parameter,
     validate_customer_params,
 )
+from worker.devtools.emulator.ratelimit import ENDPOINT_LIMIT, ModeBuckets, parse_limits
 from worker.devtools.emulator.ratelimit import MESSAGE as RATE_LIMIT_MESSAGE
-from worker.devtools.emulator.ratelimit import ModeBuckets, parse_limits
 
 IDEMPOTENCY_TTL = 24 * 3600
 _KEY_SHAPE = re.compile(r"^(sk|rk)_(test|live)_[A-Za-z0-9_]{8,247}$")
@@ -64,6 +64,7 @@ class EmulatorState:
             "replays": 0,
             "created": {"test": 0, "live": 0},
             "rate_limited": {"test": 0, "live": 0},
+            "rate_limited_by": {"global": 0, "endpoint": 0},  # which limiter refused
         }
 
     # -- faults ---------------------------------------------------------------------------
@@ -76,16 +77,20 @@ class EmulatorState:
                     raise ApiError(400, "invalid_request_error", f"unknown fault {name!r}")
                 setattr(self.faults, name, None if value is None else convert(value))
                 if name == "rate_limit":  # full buckets: one second's worth of requests
-                    self.faults._buckets = ModeBuckets(parse_limits(value))
+                    # "stripe": the global limits and Stripe's 25/s per endpoint too
+                    per_endpoint = ENDPOINT_LIMIT if value == "stripe" else 0.0
+                    self.faults._buckets = ModeBuckets(parse_limits(value), per_endpoint)
 
-    def fault_for_request(self, mode: str) -> tuple[ApiError | None, float]:
+    def fault_for_request(self, mode: str, endpoint: str = "") -> tuple[ApiError | None, float]:
         """(an error to answer instead, seconds to wait before answering)."""
         with self.lock:
             f = self.faults
             delay = f.latency_ms / 1000.0
-            if not f._buckets.take(mode):
+            refused = f._buckets.take(mode, endpoint)
+            if refused:
                 self.stats["faults"] += 1
                 self.stats["rate_limited"][mode] += 1
+                self.stats["rate_limited_by"][refused] += 1
                 return ApiError(429, "invalid_request_error", RATE_LIMIT_MESSAGE, "rate_limit"), 0.0
             if f.hang_count > 0:
                 f.hang_count -= 1
