@@ -252,15 +252,15 @@ def test_a_call_takes_a_slot_in_the_global_pace_and_its_endpoints_at_once(redis_
 
 
 def test_a_429_from_one_endpoint_slows_only_that_endpoints_pace(
-    settings, env, redis_client, emulator
+    settings, env, redis_client, own_emulator
 ):
     """Live key against the emulator's Stripe limits, our endpoint pace set above Stripe's
     25/s: the endpoint's 429s cut its pace, not the global one nor the other endpoint's."""
+    emulator = own_emulator  # its counters and limits are this test's alone
     faults(emulator, rate_limit="stripe")
     vault = Vault(None, {**env, "STRIPE_SECRET_KEY": LIVE_KEY})
-    gateway = StripeGateway(
-        settings.with_(stripe_endpoint_rates="customers.list=80"), vault, redis_client=redis_client
-    )
+    ours = settings.with_(stripe_endpoint_rates="customers.list=80", stripe_api_base=emulator.url)
+    gateway = StripeGateway(ours, vault, redis_client=redis_client)
 
     def call() -> None:
         for _ in range(15):
