@@ -191,3 +191,22 @@ def test_example_agent_stops_on_ctrl_c_without_a_traceback(tmp_path, redis_url, 
         agent.kill()
         client.delete(f"{prefix}:customers")
     assert "Traceback" not in err and agent.returncode in (0, -2), err
+
+
+def test_a_write_not_replicated_reports_as_unavailable_in_one_line_or_json():
+    # redis-py 8's RedisError.__init__ set an instance error_type that hid ours, and the JSON
+    # report raised TypeError on its enum.
+    from worker.cli_process import error_report
+    from worker.connections import check_replicas
+    from worker.errors import NotReplicated
+
+    with pytest.raises(NotReplicated) as caught:
+        check_replicas(0, 1)
+    exc = caught.value
+    assert exc.error_type == "unavailable" and exc.retryable
+    text, status = error_report(exc, None, as_json=True)
+    assert status == 1
+    assert json.loads(text)["error"]["type"] == "unavailable"
+    line, status = error_report(exc, None, as_json=False)
+    assert status == 1 and line.startswith("error: the write reached 0 of REDIS_MIN_REPLICAS=1")
+    assert "NotReplicated" in repr(exc)

@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from worker.errors import (
+    NotReplicated,
     QueueUnavailable,
     ReceiverUnreachable,
     StripeCallError,
@@ -18,7 +19,7 @@ from worker.errors import (
 
 # A failed operation exits 1; every other error of ours is the user's to fix (usage,
 # configuration, a bad spec or secret) and exits 2, as argparse does.
-FAILED_OPERATION = (StripeCallError, QueueUnavailable, ReceiverUnreachable)
+FAILED_OPERATION = (StripeCallError, QueueUnavailable, ReceiverUnreachable, NotReplicated)
 
 
 def error_report(exc: BaseException, redis_url: str | None, as_json: bool) -> tuple[str, int]:

@@ -126,6 +126,15 @@ class NotReplicated(StripeWorkerError, RedisError):
     answer_status = 503
     retryable = True
 
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        # redis-py 8's RedisError.__init__ sets an instance `error_type` (its ExceptionType
+        # enum), which would hide ours and make to_dict() unserialisable.
+        vars(self).pop("error_type", None)
+
+    def __repr__(self) -> str:  # RedisError's reads error_type as its enum
+        return f"NotReplicated({self.message!r})"
+
 
 class InternalError(StripeWorkerError):
     """Raised in place of an unexpected exception in a task, so the work ends on the error
