@@ -288,11 +288,17 @@ end
 """
 
 
-def wrk(url: str, seconds: float, script: str | None = None, env: dict | None = None) -> dict:
-    """wrk -t2 -c16 against `url`; requests/s and latency percentiles."""
+def wrk(
+    url: str,
+    seconds: float,
+    script: str | None = None,
+    env: dict | None = None,
+    connections: int = 16,
+) -> dict:
+    """wrk -t2 against `url`; requests/s, latency percentiles and non-2xx answers."""
     import re
 
-    cmd = ["wrk", "-t2", "-c16", f"-d{int(seconds)}s", "--latency"]
+    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{int(seconds)}s", "--latency"]
     if script:
         cmd += ["-s", script]
     out = subprocess.run(
@@ -308,6 +314,9 @@ def wrk(url: str, seconds: float, script: str | None = None, env: dict | None = 
         "p50_ms": ms("50"),
         "p99_ms": ms("99"),
         "statuses": "see wrk",
+        "non2xx": int(non2xx.group(1))
+        if (non2xx := re.search(r"Non-2xx[^:]*:\s+(\d+)", out))
+        else 0,
     }
 
 
@@ -365,6 +374,22 @@ def drain(stack: Stack, n: int, stream: str = "customers", timeout: float = 600)
     return time.perf_counter() - t0
 
 
+def queue_signups(prefix: str, n: int) -> None:
+    """`n` signups (u0..u{n-1}) queued once each under `prefix`, as the receiver queues them."""
+    from webhooks.signup import signup_component
+    from worker.queue import Enqueuer
+    from worker.settings import Settings
+    from worker.work import Work
+
+    settings = Settings(redis_url=REDIS_URL, stream_prefix=prefix)
+    enqueuer = Enqueuer(redis.Redis.from_url(REDIS_URL), settings)
+    for i in range(n):
+        _u, spec = signup_component(
+            {"type": "user.created", "data": {"user_id": f"u{i}", "email": f"u{i}@example.com"}}
+        )
+        enqueuer.enqueue_once(Work.for_component(spec, "signup", f"msg_{i}"))
+
+
 def bench_worker(
     n: int,
     latency_ms: float,
@@ -384,18 +409,7 @@ def bench_worker(
         our_limit=our_limit,
     )
     try:
-        from webhooks.signup import signup_component
-        from worker.queue import Enqueuer
-        from worker.settings import Settings
-        from worker.work import Work
-
-        settings = Settings(redis_url=REDIS_URL, stream_prefix=stack.prefix)
-        enqueuer = Enqueuer(redis.Redis.from_url(REDIS_URL), settings)
-        for i in range(n):
-            _u, spec = signup_component(
-                {"type": "user.created", "data": {"user_id": f"u{i}", "email": f"u{i}@example.com"}}
-            )
-            enqueuer.enqueue_once(Work.for_component(spec, "signup", f"msg_{i}"))
+        queue_signups(stack.prefix, n)
         worker = stack.worker()
         # Count from the first result, so start-up is not in the figure.
         drain(stack, 1)

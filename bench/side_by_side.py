@@ -1,0 +1,247 @@
+"""Ours next to the plain way (bench/peer_app.py), measured in one run on this machine.
+
+    apt-get install wrk                  # Debian's package: the load generator
+    python bench/side_by_side.py         # about a minute; updates its section of docs/benchmarks.md
+    python bench/side_by_side.py --quick
+
+Receiver: wrk (2 threads) at 16 and 64 connections against each app's trivial JSON route and
+its webhook route (unique, correctly signed Stripe events), 2 gunicorn workers each: ours
+`stripe-worker web` (gevent), the peer gunicorn sync workers. Worker: N queued signups
+drained by one worker, 16 threads, emulator at 0 ms, pace off; CPU is the worker process
+tree's user+system time from its first result to its last, divided by the signups.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+from run_all import (  # noqa: E402
+    WRK_SCRIPT,
+    Stack,
+    drain,
+    machine,
+    queue_signups,
+    stripe_request,
+    wrk,
+)
+
+from tests.support import Process, wait_http  # noqa: E402
+from worker.devtools.local import free_port  # noqa: E402
+
+HEADING = "## Side by side with the plain way (bench/side_by_side.py)"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def tree(pid: int) -> list[int]:
+    """The process and its descendants (gunicorn's or Celery's children)."""
+    pids, i = [pid], 0
+    while i < len(pids):
+        for task in Path(f"/proc/{pids[i]}/task").iterdir():
+            kids = task / "children"
+            if kids.exists():
+                pids += [int(p) for p in kids.read_text().split()]
+        i += 1
+    return pids
+
+
+def cpu_s(pid: int) -> float:
+    total = 0
+    for p in tree(pid):
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / TICKS
+
+
+def rss_mb(pid: int) -> list[float]:
+    """RSS of each process in the tree, MB (the gunicorn arbiter first)."""
+    out = []
+    for p in tree(pid):
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                out.append(int(line.split()[1]) / 1024)
+    return out
+
+
+def requests_file(n: int, tag: str) -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="sbs-"))
+    with open(folder / "requests.txt", "w") as f:
+        for i in range(n):
+            _m, _p, body, headers = stripe_request(i, tag)
+            f.write(f"{body.decode()}\t{headers['Stripe-Signature']}\n")
+    (folder / "replay.lua").write_text(WRK_SCRIPT)
+    return folder
+
+
+def peer_env(stack: Stack) -> dict:
+    return dict(
+        stack.env,
+        PEER_PREFIX=stack.prefix,
+        PYTHONPATH=f"{BENCH}{os.pathsep}{stack.env.get('PYTHONPATH', '')}",
+    )
+
+
+def receiver(which: str, seconds: float) -> dict:
+    tag = f"sbs{which}{os.getpid()}"
+    stack = Stack(tag, web=False)
+    try:
+        if which == "ours":
+            url = stack.web(2).url
+            pid = stack.procs[-1].pid
+        else:
+            port = free_port()
+            argv = [sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}"]
+            proc = Process([*argv, "peer_app:app"], peer_env(stack), stack.logdir / "p.log")
+            stack.procs.append(proc.start())
+            url = f"http://127.0.0.1:{port}"
+            wait_http(url + "/healthz")
+            pid = proc.pid
+        folder = requests_file(int(seconds * 2 * 3000), tag)
+        env = dict(os.environ, REQUESTS_FILE=str(folder / "requests.txt"), WRK_THREADS="2")
+        row = {}
+        for c in (16, 64):
+            row[f"trivial{c}"] = wrk(url + "/healthz", seconds, None, env, c)
+            row[f"hook{c}"] = wrk(
+                url + "/webhooks/stripe", seconds, str(folder / "replay.lua"), env, c
+            )
+        row["rss"] = rss_mb(pid)[1:]  # the workers, not the arbiter
+        return row
+    finally:
+        stack.stop()
+
+
+def worker(which: str, n: int, threads: int) -> dict:
+    stack = Stack(f"sbsw{which}{os.getpid()}", web=False, concurrency=threads)
+    try:
+        if which == "ours":
+            queue_signups(stack.prefix, n)
+            proc = stack.worker()
+            stream = "customers"
+        else:
+            os.environ["PEER_PREFIX"] = stack.prefix
+            import peer_app
+
+            peer_app.PREFIX = stack.prefix
+            peer_app.celery.conf.task_default_queue = f"{stack.prefix}:q"
+            for i in range(n):
+                peer_app.create_customer.delay(f"msg_{i}", f"u{i}@example.com", f"u{i}")
+            argv = [sys.executable, "-m", "celery", "-A", "peer_app:celery", "worker"]
+            argv += [
+                "--pool",
+                "threads",
+                "-c",
+                str(threads),
+                "-Q",
+                f"{stack.prefix}:q",
+                "-l",
+                "WARNING",
+            ]
+            proc = Process(argv, peer_env(stack), stack.logdir / "peer.log").start()
+            stack.procs.append(proc)
+            stream = "customers"
+        drain(stack, 1, stream)
+        cpu0, t0 = cpu_s(proc.pid), time.perf_counter()
+        drain(stack, n, stream)
+        seconds, cpu = time.perf_counter() - t0, cpu_s(proc.pid) - cpu0
+        return {
+            "tasks_per_s": (n - 1) / seconds,
+            "cpu_ms": cpu * 1000 / (n - 1),
+            "rss_mb": sum(rss_mb(proc.pid)),
+            "created": stack.emulator.state.stats["created"]["test"],
+        }
+    finally:
+        stack.stop()
+
+
+def table(rx: dict, wk: dict, wk64: dict) -> list[str]:
+    lines = [
+        "| receiver (2 gunicorn workers, wrk -t2) | c | trivial req/s | webhook req/s | "
+        "of trivial | trivial p50/p99 ms | webhook p50/p99 ms | p99 vs trivial | non-2xx |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for which, label in (
+        ("ours", "ours (`stripe-worker web`, gevent)"),
+        ("peer", "plain (sync, construct_event + .delay())"),
+    ):
+        for c in (16, 64):
+            t, h = rx[which][f"trivial{c}"], rx[which][f"hook{c}"]
+            lines.append(
+                f"| {label} | {c} | {t['rps']:.0f} | {h['rps']:.0f} | {h['rps'] / t['rps']:.2f} | "
+                f"{t['p50_ms']:.1f} / {t['p99_ms']:.1f} | {h['p50_ms']:.1f} / {h['p99_ms']:.1f} | "
+                f"{h['p99_ms'] / t['p99_ms']:.1f}x | {h['non2xx']} |"
+            )
+    ours, peer = rx["ours"], rx["peer"]
+    rss_ours = ", ".join(f"{r:.0f}" for r in ours["rss"])
+    rss_peer = ", ".join(f"{r:.0f}" for r in peer["rss"])
+    lines.append(
+        f"\nwebhook req/s, ours / plain: c=16 "
+        f"**{ours['hook16']['rps'] / peer['hook16']['rps']:.2f}**, "
+        f"c=64 **{ours['hook64']['rps'] / peer['hook64']['rps']:.2f}**. "
+        f"RSS per gunicorn worker after the runs: ours {rss_ours} MB, plain {rss_peer} MB.\n"
+    )
+    lines += [
+        "| worker (one, emulator at 0 ms, pace off) | threads | tasks/s | CPU ms per signup "
+        "| RSS MB | created |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for results, threads in ((wk, 16), (wk64, 64)):
+        for which, label in (
+            ("ours", "ours (exactly once)"),
+            ("peer", "plain Celery task, acks_late"),
+        ):
+            r = results[which]
+            lines.append(
+                f"| {label} | {threads} | {r['tasks_per_s']:.0f} | {r['cpu_ms']:.2f} | "
+                f"{r['rss_mb']:.0f} | {r['created']} |"
+            )
+        o, p = results["ours"], results["peer"]
+        lines.append(
+            f"| ours / plain | {threads} | **{o['tasks_per_s'] / p['tasks_per_s']:.2f}** | "
+            f"**{o['cpu_ms'] / p['cpu_ms']:.2f}** | {o['rss_mb'] / p['rss_mb']:.2f} | |"
+        )
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    seconds, n = (3, 600) if args.quick else (5, 2000)
+    load = os.getloadavg()
+    rx = {w: receiver(w, seconds) for w in ("ours", "peer")}
+    wk = {w: worker(w, n, 16) for w in ("ours", "peer")}
+    wk64 = {w: worker(w, n // 2, 64) for w in ("ours", "peer")}
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    out = [
+        HEADING + "\n",
+        f"Measured {stamp} by `python bench/side_by_side.py{' --quick' if args.quick else ''}` on "
+        f"{machine()}; load average at start {load[0]:.2f} (other work on the machine: figures "
+        f"under load, compare the ratios). wrk {seconds} s per row; {n} signups at 16 threads, "
+        f"{n // 2} at 64.\n",
+        *table(rx, wk, wk64),
+        "",
+    ]
+    text = "\n".join(out)
+    print(text)
+    if not args.no_write:
+        doc = BENCH.parent / "docs" / "benchmarks.md"
+        old = doc.read_text()
+        start = old.find(HEADING)
+        if start >= 0:
+            end = old.find("\n## ", start + len(HEADING))
+            old = old[:start] + (old[end + 1 :] if end >= 0 else "")
+        doc.write_text(old.rstrip("\n") + "\n\n" + text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
