@@ -23,6 +23,7 @@ from webhooks.limits import BufferedBody
 from webhooks.metrics import Metrics
 from webhooks.readiness import readiness
 from webhooks.signup import signup_component
+from webhooks.strict_json import parse, refuse_surrogates
 from webhooks.verify import verify_standard_signature, verify_stripe_signature
 from worker.connections import redis_client
 from worker.errors import QueueUnavailable, SecretMissing, StripeWorkerError, WebhookRejected
@@ -50,13 +51,6 @@ def _http_error(exc: HTTPException) -> Response:
     if exc.code == 405 and getattr(exc, "valid_methods", None):
         response.headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
     return response
-
-
-def _parse_json(payload: bytes) -> Any:
-    try:
-        return json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise WebhookRejected("invalid_json", "the body is not valid UTF-8 JSON") from None
 
 
 def create_app(
@@ -126,7 +120,7 @@ def create_app(
                 secrets,
                 tolerance=settings.webhook_tolerance,
             )
-            event = _parse_json(payload)
+            event = parse(payload)
             if (
                 not isinstance(event, dict)
                 or not isinstance(event.get("id"), str)
@@ -134,6 +128,7 @@ def create_app(
                 or not isinstance(event.get("type"), str)
             ):
                 raise WebhookRejected("invalid_payload", "a Stripe event needs an id and a type")
+            refuse_surrogates(event)  # republished whole: every field must be UTF-8
             check_livemode(vault.stripe_key(), event.get("livemode"))
             return event["id"], enqueuer.enqueue_once(Work.for_event(event))
 
@@ -148,7 +143,7 @@ def create_app(
             msg_id = verify_standard_signature(
                 payload, headers, secrets, tolerance=settings.webhook_tolerance
             )
-            found = signup_component(_parse_json(payload))
+            found = signup_component(parse(payload))
             if found is None:  # verified, but not a signup: nothing to do
                 return msg_id, True
             user_id, spec = found

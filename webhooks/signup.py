@@ -6,14 +6,56 @@ Recognised without configuration: the generic shape of INTERFACE.md, Clerk's
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from webhooks.strict_json import display_text, refuse_surrogates
 from worker.errors import SpecError, WebhookRejected
 from worker.spec import CREATE_CUSTOMER, ComponentSpec
 from worker.work import signup_idempotency_key
 
 SIGNUP_TYPES = {"user.created", "user.signup", "signup"}
-_MAX_METADATA = 49  # Stripe allows 50 keys; one is user_id
+# Stripe's metadata limits (docs.stripe.com/metadata): up to 50 keys, key names up to 40
+# characters, values up to 500 characters; values are strings. One key is our user_id.
+_MAX_KEYS, _MAX_KEY_CHARS, _MAX_VALUE_CHARS = 50, 40, 500
+
+
+def _refuse(field: str, why: str) -> WebhookRejected:
+    return WebhookRejected("invalid_payload", f"{field} {why}")
+
+
+def _metadata_value(key: str, value: Any) -> str:
+    """A metadata value as Stripe stores it: strings as sent, numbers and booleans as their
+    JSON text (`true`, `1.5`); null, lists and objects have no string form and are refused."""
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, (bool, int, float)):
+        text = json.dumps(value)
+    else:
+        raise _refuse(f"metadata.{key}", "must be a string, number or boolean")
+    if len(text) > _MAX_VALUE_CHARS:
+        raise _refuse(f"metadata.{key}", f"is longer than Stripe's {_MAX_VALUE_CHARS} characters")
+    return text
+
+
+def _metadata(metadata: Any, user_id: str) -> dict[str, str]:
+    """The metadata as sent plus user_id, or refused naming the field and Stripe's limit."""
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, dict):
+        raise _refuse("metadata", "must be an object")
+    if len(metadata) + 1 > _MAX_KEYS:
+        raise _refuse(
+            "metadata",
+            f"has more than {_MAX_KEYS - 1} keys (Stripe allows {_MAX_KEYS} keys; one is user_id)",
+        )
+    meta = {}
+    for key, value in metadata.items():
+        if not 0 < len(key) <= _MAX_KEY_CHARS:
+            raise _refuse(f"metadata key {key[:60]!r}", f"is not 1-{_MAX_KEY_CHARS} characters")
+        meta[key] = _metadata_value(key, value)
+    meta["user_id"] = user_id
+    return meta
 
 
 def _clerk(data: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
@@ -55,15 +97,9 @@ def signup_component(event: object) -> tuple[str, ComponentSpec] | None:
     if email is not None:
         body["email"] = email
     if name is not None:
-        body["name"] = name
-    extra = metadata if isinstance(metadata, dict) else {}
-    meta = {
-        str(k)[:40]: str(v)[:500]
-        for k, v in list(extra.items())[:_MAX_METADATA]
-        if isinstance(v, (str, int, float, bool))
-    }
-    meta["user_id"] = user_id
-    body["metadata"] = meta
+        body["name"] = display_text(name)  # display text: a lone surrogate becomes U+FFFD
+    body["metadata"] = _metadata(metadata, user_id)
+    refuse_surrogates(body)  # ids, emails and metadata are data: refused, never altered
     spec = {
         "component": CREATE_CUSTOMER,
         "trigger": "signup",
