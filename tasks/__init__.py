@@ -15,9 +15,9 @@ def worker_app(settings: Settings, vault: Vault | None = None) -> Celery:
     """The Celery app with the tasks registered and their clients at `app.runtime`."""
     # Imported here, not above: `stripe-worker worker` must choose prometheus-client's
     # mode (tasks/launch.py) before anything of the tasks imports it.
+    from tasks.celery_app import create_celery
     from tasks.customers import register
     from tasks.runtime import Runtime
-    from worker.celery_app import create_celery
 
     app = create_celery(settings)
     app.runtime = Runtime(settings, vault)  # type: ignore[attr-defined]

@@ -19,8 +19,8 @@ from vine import promise
 from tasks.full_redis import wait_until_writable
 from tasks.quarantine import check_message, decode_error, quarantine
 from tasks.runtime import Runtime
+from tasks.transport import set_consumer_connected
 from worker.errors import InvalidMessage
-from worker.transport import set_consumer_connected
 
 
 class WorkConsumer(Consumer):

@@ -60,7 +60,7 @@ class WorkTask(Task):
         """Celery's retry, but a retry that cannot be queued (Redis in a failover) puts the
         message back instead of dropping it, as Celery would (the ledger would find it only
         after VISIBILITY_TIMEOUT); if Redis cannot take it back either, its lease lapses
-        and worker/recovery.py gives it back."""
+        and tasks/recovery.py gives it back."""
         try:
             return super().retry(*args, **kwargs)
         except Reject as rejected:

@@ -21,9 +21,9 @@ def run_worker(
     from celery.signals import worker_process_init
 
     from tasks import metrics, worker_app
+    from tasks.recovery import install_recovery
     from worker.connections import redis_client
     from worker.logs import configure_logging
-    from worker.recovery import install_recovery
     from worker.redis_problems import require_version
 
     configure_logging(

@@ -20,9 +20,9 @@ from tasks.ratelimit import (
     default_ceiling,
     endpoint_ceiling,
 )
+from tasks.transport import hold_fewer
 from worker.errors import RateLimited, SecretMissing, SpecError, from_stripe_error
 from worker.settings import Settings
-from worker.transport import hold_fewer
 from worker.vault import STRIPE_SECRET_KEY, Vault, key_mode, livemode_of
 
 T = TypeVar("T")

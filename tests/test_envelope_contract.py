@@ -75,7 +75,7 @@ def test_kombu_key_names_are_the_ones_keys_documents():
 
 
 def test_the_transport_hooks_kombu_still_has():
-    """worker/transport.py overrides and calls these private parts of kombu's Channel."""
+    """tasks/transport.py overrides and calls these private parts of kombu's Channel."""
     for name in (
         "_brpop_start",
         "_brpop_read",

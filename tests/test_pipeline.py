@@ -280,7 +280,7 @@ def test_work_whose_message_vanished_is_queued_again(
 ):
     """The ledger's last resort: accepted work whose message is nowhere (every known way of
     losing one is closed; crash recovery is tests/test_recovery.py)."""
-    from worker.ledger_sweep import requeue_lost
+    from tasks.ledger_sweep import requeue_lost
 
     assert post_signup(app.test_client()).status_code == 200
     assert redis_client.delete(settings.keys.queue) == 1  # the message is gone
@@ -294,7 +294,7 @@ def test_work_whose_message_vanished_is_queued_again(
 
 
 def test_slow_work_is_not_queued_twice(app, start_worker, redis_client, settings):
-    from worker.ledger_sweep import requeue_lost
+    from tasks.ledger_sweep import requeue_lost
 
     post_signup(app.test_client())
     # Its message is still in the queue: old, but alive.

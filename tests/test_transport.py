@@ -1,4 +1,4 @@
-"""worker/transport.py: on a real worker, a message that is not an envelope cannot stop it;
+"""tasks/transport.py: on a real worker, a message that is not an envelope cannot stop it;
 on a real kombu connection, what a worker takes first and what it keeps while it has no
 room."""
 
@@ -8,10 +8,10 @@ import time
 import pytest
 from kombu import Connection
 
-from worker.celery_app import broker_options
+from tasks.celery_app import broker_options
+from tasks.recovery import Recovery
 from worker.envelope import new_message_id, task_message
 from worker.keys import QUEUE
-from worker.recovery import Recovery
 
 from .support import entries, post_signup, signup_work, wait_for
 
@@ -22,12 +22,12 @@ def message(user: str) -> str:
 
 @contextlib.contextmanager
 def consuming(settings, worker_id: str):
-    """kombu's connection through worker/transport.py, consuming the queue as a worker does;
+    """kombu's connection through tasks/transport.py, consuming the queue as a worker does;
     yields the channel, the poller and the delivered messages."""
     options = dict(broker_options(settings), worker_id=worker_id)
     delivered = []
     with Connection(
-        settings.redis_url, transport="worker.transport:Transport", transport_options=options
+        settings.redis_url, transport="tasks.transport:Transport", transport_options=options
     ) as connection:
         channel = connection.default_channel
         channel.basic_consume(QUEUE, False, delivered.append, worker_id)

@@ -48,7 +48,7 @@ def redis_client(
     options.setdefault("health_check_interval", 30)
     if not is_sentinel_url(settings.redis_url):
         # The URL's own TLS options, as the worker's kombu transport gets them
-        # (worker/celery_app.py): the same for every client.
+        # (tasks/celery_app.py): the same for every client.
         options.update(tls_options(settings.redis_url) or {})
         return client_class.from_url(settings.redis_url, **options)
     target = sentinel_target(settings.redis_url)

@@ -32,7 +32,7 @@
     PREFIX:q:poison                         messages no worker can decode, kept whole (list)
 
 kombu writes the `q:` keys itself, under `global_keyprefix` (fetched, given_back and
-poison are worker/transport.py's); the names here are the ones kombu 5.x builds, checked by
+poison are tasks/transport.py's); the names here are the ones kombu 5.x builds, checked by
 tests/test_envelope_contract.py.
 """
 

@@ -12,7 +12,7 @@ events (Stripe re-sending three days of them) never delays a new user's customer
 than the calls already in flight and paced. Signups among themselves go newest first.
 
 The same step records the work in a ledger (`PREFIX:pending`), which publishing its
-result or error clears; worker/recovery.py queues again what a crash lost.
+result or error clears; tasks/recovery.py queues again what a crash lost.
 """
 
 from __future__ import annotations

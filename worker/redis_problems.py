@@ -14,7 +14,7 @@ from worker.errors import SettingsError
 from worker.redact import redact_url
 from worker.redis_url import is_tls_url
 
-# BLMOVE (worker/transport.py) and LMOVE came in Redis 6.2; Valkey 7.2+ has them too.
+# BLMOVE (tasks/transport.py) and LMOVE came in Redis 6.2; Valkey 7.2+ has them too.
 MIN_REDIS_VERSION = (6, 2)
 
 

@@ -58,7 +58,7 @@ class Settings:
     # delay plus a task's time limit, or an ETA retry would be handed out twice.
     visibility_timeout: int = 300
     task_time_limit: int = 120
-    # Crash recovery (worker/recovery.py): each worker beats and renews the leases of the
+    # Crash recovery (tasks/recovery.py): each worker beats and renews the leases of the
     # messages it holds every interval; a worker silent for the lapse is dead and its
     # messages run elsewhere. Its work is back on the queue at most a lapse after the
     # death; a shorter lapse recovers sooner but treats a worker stalled that long (GC, a

@@ -4,7 +4,7 @@ the worker's Redis gauges (tasks/metrics.py) and the console all show this one s
 Every figure is a constant-time read (LLEN, HLEN, ZCARD, XLEN, XINFO GROUPS, one key per
 live worker); nothing scans a queue, so it is as cheap with a million messages queued.
 In flight and retries waiting are what the live workers say in their heartbeats
-(worker/recovery.py).
+(tasks/recovery.py).
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ class InProcessWorker:
 
     def start(self, timeout: float = 30.0) -> InProcessWorker:
         from tasks import worker_app
-        from worker.recovery import install_recovery
+        from tasks.recovery import install_recovery
 
         assert InProcessWorker._running is None, "one in-process worker at a time"
         app = worker_app(self.settings, self.vault)

@@ -159,8 +159,8 @@ class DevStack:
 def run_dev(host: str = "127.0.0.1", port: int = 8000, concurrency: int = 4) -> int:
     """Start everything, print what to do next, run the worker until Ctrl-C or SIGTERM."""
     from tasks import worker_app
+    from tasks.recovery import install_recovery
     from worker.logs import configure_logging
-    from worker.recovery import install_recovery
 
     configure_logging("INFO", "%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Celery's warning for root is about pickle; this app accepts JSON only (celery_app.py),

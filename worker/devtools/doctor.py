@@ -79,8 +79,8 @@ def checks(settings: Settings, vault: Vault) -> Iterator[tuple[bool, str, str]]:
 
 def broker_check(settings: Settings) -> tuple[bool, str, str]:
     """The broker as the worker reaches it: Celery's kombu connection, through
-    worker/transport.py with the worker's options (TLS included), not only redis-py."""
-    from worker.celery_app import create_celery
+    tasks/transport.py with the worker's options (TLS included), not only redis-py."""
+    from tasks.celery_app import create_celery
 
     app = create_celery(settings)
     try:

@@ -6,7 +6,7 @@ loses the message. Here a worker fetches with BLMOVE, which moves the message
 atomically into a list of its own (`PREFIX:q:fetched:<worker id>`), and recording it as
 unacked removes it from that list in the same MULTI. So at every instant a taken message
 is in the queue, in its worker's fetched list, or in kombu's unacked hash, and
-worker/recovery.py can give every one of them back when its worker's heartbeat lapses,
+tasks/recovery.py can give every one of them back when its worker's heartbeat lapses,
 into `PREFIX:q:given_back`, which every worker takes from before the queue.
 
 Lease scores in kombu's unacked index are on Redis's clock (the worker's clock plus an
@@ -129,7 +129,7 @@ class QoS(kombu_redis.QoS):
         """kombu gives back what a closing channel held. After a lost connection (a failover)
         its transport may have let go of its settings (kombu then fails, and the worker with
         it) and Redis may not answer: then the messages stay in the unacked hash, and their
-        leases, which nobody renews any more, lapse and worker/recovery.py gives them back."""
+        leases, which nobody renews any more, lapse and tasks/recovery.py gives them back."""
         if not self._gone():
             try:
                 return super().restore_unacked(client)
@@ -263,7 +263,7 @@ class SentinelChannel(Channel, kombu_redis.SentinelChannel):
 
 
 class SentinelTransport(Transport):
-    """Chosen for a sentinel:// REDIS_URL (worker/celery_app.py)."""
+    """Chosen for a sentinel:// REDIS_URL (tasks/celery_app.py)."""
 
     Channel = SentinelChannel
     default_port = kombu_redis.SentinelTransport.default_port

@@ -1,4 +1,4 @@
--- Give back one message a live worker fetched but could not record as held (worker/recovery.py):
+-- Give back one message a live worker fetched but could not record as held (tasks/recovery.py):
 -- out of its fetched list and into the given-back list (taken before the queue), only if it
 -- is still there.
 -- KEYS: the worker's fetched list, the given-back list   ARGV: the message

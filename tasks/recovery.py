@@ -8,13 +8,13 @@ Every worker's main process runs one thread that, every HEARTBEAT_INTERVAL:
 3. gives back, atomically, every message whose lease has lapsed (its holder stopped
    renewing: killed, stalled, cut off) into `PREFIX:q:given_back`, which workers take
    from before the queue, oldest first;
-4. gives back what a dead worker had fetched but not yet recorded (worker/transport.py),
+4. gives back what a dead worker had fetched but not yet recorded (tasks/transport.py),
    and forgets that worker.
 Between beats it looks again as soon as the oldest lease or heartbeat lapses, so a message
 taken by a worker that dies is the next to be taken at most HEARTBEAT_LAPSE after
 the death (its lease was last renewed at or before it), and a slow task on a live worker
 is never handed out twice. kombu's own restore (VISIBILITY_TIMEOUT) stays as a last resort,
-and so does the ledger sweep (worker/ledger_sweep.py): accepted work whose message is
+and so does the ledger sweep (tasks/ledger_sweep.py): accepted work whose message is
 nowhere.
 A worker that is only stalled (SIGSTOP) is treated as dead; when it resumes, the
 idempotency key and the publish-once mark make its second run harmless.
@@ -37,15 +37,15 @@ import redis
 from celery import Celery
 from celery.signals import worker_shutdown
 
-from worker.connections import lua_script, redis_client
-from worker.ledger_sweep import requeue_lost
-from worker.settings import Settings
-from worker.transport import (
+from tasks.ledger_sweep import requeue_lost
+from tasks.transport import (
     consumer_changed,
     consumer_state,
     consuming_channels,
     set_clock_offset,
 )
+from worker.connections import lua_script, redis_client
+from worker.settings import Settings
 
 log = logging.getLogger("stripe_worker.recovery")
 RESTORE_BATCH = 200
@@ -75,9 +75,9 @@ class Recovery:
             facts or {}, host=socket.gethostname(), pid=os.getpid(), started=round(time.time(), 3)
         )
         self.report = report  # more of the worker's state for each beat (the Stripe pace)
-        self._beat = lua_script(client, "worker", "heartbeat.lua")
-        self._release = lua_script(client, "worker", "release_worker.lua")
-        self._give_back = lua_script(client, "worker", "give_back.lua")
+        self._beat = lua_script(client, "tasks", "heartbeat.lua")
+        self._release = lua_script(client, "tasks", "release_worker.lua")
+        self._give_back = lua_script(client, "tasks", "give_back.lua")
         self._stranded: dict[bytes, float] = {}  # fetched, not delivered: since when
 
     def beat(self, tasks_done: int = 0, **activity: Any) -> float:
@@ -277,7 +277,7 @@ def install_recovery(
     facts: dict[str, Any] | None = None,
     report: Callable[[], dict[str, Any]] | None = None,
 ) -> Recovery:
-    """Make `app`'s worker fetch through worker/transport.py under a worker id of its own,
+    """Make `app`'s worker fetch through tasks/transport.py under a worker id of its own,
     start beating now, and give back its fetched work when it stops.
 
     The heartbeat starts before Celery boots, not when it is ready: in a crash loop a

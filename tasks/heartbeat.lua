@@ -1,4 +1,4 @@
--- A worker's heartbeat (worker/recovery.py), on Redis's clock.
+-- A worker's heartbeat (tasks/recovery.py), on Redis's clock.
 -- KEYS: the worker's key, the live workers (sorted set)
 -- ARGV: worker id, its facts (JSON), lapse in ms
 local t = redis.call('TIME')

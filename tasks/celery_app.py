@@ -20,7 +20,7 @@ def broker_options(settings: Settings) -> dict[str, Any]:
     """kombu's Redis transport options; every key it writes goes under STREAM_PREFIX."""
     options: dict[str, Any] = {
         "global_keyprefix": settings.keys.kombu_prefix,
-        # One list per queue: worker/transport.py fetches from it atomically (BLMOVE).
+        # One list per queue: tasks/transport.py fetches from it atomically (BLMOVE).
         "priority_steps": [0],
         "visibility_timeout": settings.visibility_timeout,
         "unacked_restore_interval": min(10, max(1, settings.visibility_timeout // 10)),
@@ -41,7 +41,7 @@ def create_celery(settings: Settings) -> Celery:
     app.conf.update(
         # kombu's Redis transport, fetching so that a dead worker's messages can be found
         # (through the sentinels to the current master, for a sentinel:// REDIS_URL).
-        broker_transport="worker.transport:"
+        broker_transport="tasks.transport:"
         + ("SentinelTransport" if is_sentinel_url(settings.redis_url) else "Transport"),
         task_serializer="json",
         accept_content=["json"],

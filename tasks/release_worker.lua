@@ -1,4 +1,4 @@
--- Give back what a worker had fetched but not yet recorded (worker/recovery.py): into the
+-- Give back what a worker had fetched but not yet recorded (tasks/recovery.py): into the
 -- given-back list, which workers take from before the queue, oldest first (the fetched
 -- list has its newest at the left); then forget the worker.
 -- KEYS: the worker's fetched list, the given-back list, the live workers, the worker's key

@@ -1,6 +1,6 @@
 """The ledger sweep, crash recovery's last resort: accepted work whose message is nowhere.
 
-Every known way of losing a message is closed (worker/transport.py, worker/recovery.py);
+Every known way of losing a message is closed (tasks/transport.py, tasks/recovery.py);
 this runs every VISIBILITY_TIMEOUT / 4 from the recovery thread and queues again any
 delivery still in the ledger after VISIBILITY_TIMEOUT whose message is in no queue,
 fetched list or unacked hash.
