@@ -176,8 +176,11 @@ def test_status_exits_1_while_a_worker_beats_but_cannot_consume(settings, webhoo
     try:
         wait_for(lambda: "1 alive" in run_cli(probe, "status").stdout, timeout=60)
         admin.acl_setuser("sw-app", passwords=[f"-{PASSWORD}", "+another-password"])
-        consumer = [c for c in admin.client_list() if c.get("cmd") == "blmove"]
-        assert consumer, admin.client_list()
+        # The consumer's connection is the one blocked in BLMOVE; under load it may not have
+        # sent its first one yet when status already counts the worker alive.
+        consumer = wait_for(
+            lambda: [c for c in admin.client_list() if c.get("cmd") == "blmove"], timeout=30
+        )
         for c in consumer:
             admin.client_kill_filter(_id=c["id"])
 
