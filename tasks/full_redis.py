@@ -5,7 +5,8 @@ need a write too (its retry is a new message, and Celery drops the message when 
 fails), so the tasks' client (`WaitingRedis`, tasks/runtime.py) waits instead: the refused
 command runs again once Redis takes writes, the task's message still unacknowledged. The
 consumer, refused while recording a message it took, reconnects once Redis takes writes;
-that message is in the ledger, and the reaper queues it again (tasks/recovery.py).
+that message stays in its fetched list, and recovery gives it back (tasks/recovery.py,
+give_back.lua); the ledger sweep (tasks/ledger_sweep.py) is the last resort.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """The receiver: verifies webhooks, queues their work exactly once, answers fast.
 
 `create_app(settings)` builds it; `stripe-worker web` serves it (webhooks/server.py).
-Answers are INTERFACE.md's: 200 `{"received": true, "id", "duplicate"}` once the work is
-safely queued, 4xx `{"error": {"type", "message"}}` for what a client got wrong, 503
-when the work could not be queued (nothing is marked, so the sender's retry goes through).
+Answers are the README's ("The receiver's answers"): 200 `{"received": true, "id",
+"duplicate"}` once the work is safely queued, 4xx `{"error": {"type", "message"}}` for what
+a client got wrong, 503 when the work could not be queued (nothing is marked, so the
+sender's retry goes through).
 """
 
 from __future__ import annotations

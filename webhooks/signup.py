@@ -1,6 +1,6 @@
 """A signup event becomes one stripe.createCustomer, keyed by the user id.
 
-Recognised without configuration: the generic shape of INTERFACE.md, Clerk's
+Recognised without configuration: the generic shape the README documents, Clerk's
 `user.created`, and a Supabase database webhook on `auth.users` (INSERT).
 """
 

@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 
 from worker.redact import redact
 
-# The `error_type` values of INTERFACE.md's error stream.
+# The `error_type` values of the error stream (README, "Streams, for agent authors").
 AUTHENTICATION = "authentication_error"
 INVALID_REQUEST = "invalid_request_error"
 NOT_FOUND = "not_found"

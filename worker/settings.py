@@ -47,7 +47,8 @@ class Settings:
     # trickles is cut then (a 1 MiB body needs about 100 KB/s; Stripe sends a few KB at once).
     read_timeout: float = 10.0
     stripe_timeout: float = 20.0
-    # Retry schedule of temporary Stripe errors: base * 2**n with full jitter, capped.
+    # Retry schedule of temporary Stripe errors: base * 2**n, capped, with equal
+    # jitter (half fixed, half random: tasks/customers.py backoff).
     retry_max_attempts: int = 8
     retry_base_delay: float = 1.0
     retry_max_delay: float = 60.0
