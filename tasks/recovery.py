@@ -13,11 +13,9 @@ Every worker's main process runs one thread that, every HEARTBEAT_INTERVAL:
 Between beats it looks again as soon as the oldest lease or heartbeat lapses, so a message
 taken by a worker that dies is the next to be taken at most HEARTBEAT_LAPSE after
 the death (its lease was last renewed at or before it), and a slow task on a live worker
-is never handed out twice. kombu's own restore (VISIBILITY_TIMEOUT) stays as a last resort,
-and so does the ledger sweep (tasks/ledger_sweep.py): accepted work whose message is
-nowhere.
-A worker that is only stalled (SIGSTOP) is treated as dead; when it resumes, the
-idempotency key and the publish-once mark make its second run harmless.
+is never handed out twice. kombu's own restore (VISIBILITY_TIMEOUT) and the ledger sweep
+(tasks/ledger_sweep.py: accepted work whose message is nowhere) stay as last resorts. A worker
+only stalled (SIGSTOP) is taken for dead; its second run is harmless (idempotency key, mark).
 """
 
 from __future__ import annotations
