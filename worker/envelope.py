@@ -28,7 +28,7 @@ def new_message_id() -> str:
 
 def task_message(work: Work, message_id: str, summary: str = "") -> bytes:
     """The bytes kombu's Redis transport LPUSHes for `apply_async` of `work`'s task."""
-    headers = {
+    headers: dict[str, Any] = {
         "lang": "py",
         "task": work.task,
         "id": message_id,

@@ -61,7 +61,7 @@ class Enqueuer:
         message_id = new_message_id()
         keys = self.keys
         script_keys = [keys.seen(work.delivery_id), keys.queue, keys.ledger, keys.ledger_work]
-        args = [
+        args: list[bytes | str | int] = [
             task_message(work, message_id, summary),
             int(time.time()),
             self.settings.dedupe_ttl,

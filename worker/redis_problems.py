@@ -8,6 +8,9 @@ redis-py builds from host and port only) through redact.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import redis
 
 from worker.errors import SettingsError
@@ -52,7 +55,7 @@ def tls_problem(exc: BaseException, url: str) -> str | None:
     return None
 
 
-def parse_version(info: dict) -> tuple[int, ...]:
+def parse_version(info: Mapping[str, Any]) -> tuple[int, ...]:
     """The server's version from INFO server (Valkey reports redis_version as 7.2.4 too)."""
     raw = str(info.get("redis_version", "0"))
     return tuple(int(part) for part in raw.split(".")[:3] if part.isdigit())

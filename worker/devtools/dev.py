@@ -193,7 +193,8 @@ def run_dev(host: str = "127.0.0.1", port: int = 8000, concurrency: int = 4) -> 
             app,
             settings,
             {"pool": "threads", "concurrency": concurrency},
-            report=app.runtime.gateway.hold_to_pace(concurrency),
+            # set by worker_app: Celery has no typed place for it
+            report=app.runtime.gateway.hold_to_pace(concurrency),  # type: ignore[attr-defined]
         )
         worker = _quiet_worker_class(app)(
             pool="threads",
@@ -222,14 +223,17 @@ def _quiet_worker_class(app: Any) -> Any:
     shutdown); a second one stops them too. `run_dev` then says it stopped, in one line.
     """
 
-    class DevWorker(app.Worker):  # type: ignore[name-defined,misc]
+    # app.Worker is made per app at run time: Any to mypy.
+    class DevWorker(app.Worker):  # type: ignore[misc]
         def install_platform_tweaks(self, worker: Any) -> None:
             from celery import platforms
             from celery.worker import state
 
             def stop(*_args: Any) -> None:
+                # celery-types declares both None; Celery's worker/state.py sets them to the
+                # exit status (an int) to stop.
                 if state.should_stop is None:
-                    state.should_stop = 0
+                    state.should_stop = 0  # type: ignore[assignment]
                 else:
                     state.should_terminate = 0
 
