@@ -26,6 +26,9 @@ from worker.errors import InvalidMessage
 class WorkConsumer(Consumer):
     """Celery's consumer, checking each message before its task's strategy runs."""
 
+    # Set by Celery's __init__ from the connection's transport; celery-types leaves it out.
+    connection_errors: tuple[type[BaseException], ...]
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.connection_errors = (*self.connection_errors, OutOfMemoryError)

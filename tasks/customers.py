@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from celery import Celery, Task
@@ -42,11 +42,17 @@ log = logging.getLogger("stripe_worker.tasks")
 
 def backoff(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
     """Exponential backoff with equal jitter: half fixed, half random, capped."""
-    delay = min(cap, base * 2 ** (attempt - 1))
+    delay = min(cap, base * 2.0 ** (attempt - 1))  # 2.0: typeshed types int ** int as Any
     return delay / 2 + (rng or random).uniform(0, delay / 2)
 
 
-class WorkTask(Task):
+if TYPE_CHECKING:  # celery-types' generic Task: (work, held) -> result
+    _Task = Task[[dict[str, Any], int], dict[str, Any]]
+else:  # subscripting Task at run time needs Celery 5.7 (celery#10038); the pin allows 5.5
+    _Task = Task
+
+
+class WorkTask(_Task):
     """Runs one piece of work; the retry policy and the publishing live here, once."""
 
     abstract = True
@@ -64,9 +70,10 @@ class WorkTask(Task):
         try:
             return super().retry(*args, **kwargs)
         except Reject as rejected:
-            if rejected.requeue:
+            # Celery's Reject keeps both (celery/exceptions.py); celery-types leaves them out.
+            if rejected.requeue:  # type: ignore[attr-defined]
                 raise
-            raise Reject(rejected.reason, requeue=True) from None
+            raise Reject(rejected.reason, requeue=True) from None  # type: ignore[attr-defined]
 
     def perform(self, work: Work, held: int = 0) -> dict[str, Any]:
         rt: Runtime = self.app.runtime  # type: ignore[attr-defined]
@@ -109,7 +116,7 @@ class WorkTask(Task):
 
     def _publish(
         self, rt: Runtime, work: Work, stream: str, work_id: str, entry: dict[str, Any]
-    ) -> dict:
+    ) -> dict[str, Any]:
         try:
             published = rt.publisher.publish(stream, work_id, entry, work.delivery_id)
         except redis.RedisError as exc:

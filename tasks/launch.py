@@ -38,7 +38,8 @@ def run_worker(
         app,
         settings,
         {"pool": pool, "concurrency": concurrency},
-        report=app.runtime.gateway.hold_to_pace(concurrency),
+        # set by worker_app: Celery has no typed place for it
+        report=app.runtime.gateway.hold_to_pace(concurrency),  # type: ignore[attr-defined]
     )
     server = metrics.serve(settings)
     if server is not None:

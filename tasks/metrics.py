@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -87,7 +87,11 @@ def operation_of(method: str, url: str) -> str:
 class MeasuredHttpClient(stripe.RequestsClient):
     """The SDK's HTTP client, counting and timing each call (network retries included)."""
 
-    def request(self, method: str, url: str, headers: Any, post_data: Any = None) -> Any:
+    # RequestsClient's own signature (stripe/_http_client.py), which already differs from
+    # its base HTTPClient's (no `_usage`, bytes for str): the SDK calls it this way.
+    def request(  # type: ignore[override]
+        self, method: str, url: str, headers: Mapping[str, str] | None, post_data: Any = None
+    ) -> tuple[bytes, int, Mapping[str, str]]:
         started = time.perf_counter()
         status = "network_error"
         try:
@@ -186,7 +190,7 @@ def registry(client: redis.Redis, settings: Settings) -> CollectorRegistry:
     else:
         for metric in OWN:
             reg.register(metric)
-    reg.register(RedisFigures(client, settings))  # type: ignore[arg-type]
+    reg.register(RedisFigures(client, settings))
     return reg
 
 
