@@ -10,6 +10,7 @@ consumer reconnects once Redis takes writes again, instead of the worker exiting
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from celery.worker.consumer import Consumer
@@ -53,7 +54,7 @@ class WorkConsumer(Consumer):
             rt: Runtime = self.app.runtime  # type: ignore[attr-defined]
             wait_until_writable(rt.redis, rt.settings)
 
-    def create_task_handler(self, promise: type = promise):  # type: ignore[no-untyped-def]
+    def create_task_handler(self, promise: type[promise] = promise) -> Callable[[Any], Any]:
         handle = super().create_task_handler(promise)
         rt: Runtime = self.app.runtime  # type: ignore[attr-defined]
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from worker.errors import SettingsError
@@ -94,14 +95,14 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Read the variables of the configuration table; unknown ones are ignored."""
         env = os.environ if environ is None else environ
-        values: dict[str, object] = {}
+        values: dict[str, Any] = {}  # each as its field's type says (_convert)
         for f in fields(cls):
             raw = env.get(f.name.upper())
             if raw is None or raw == "":
                 continue
             values[f.name] = _convert(f.name, raw, f.type)
         values.update(overrides)
-        settings = cls(**values)  # type: ignore[arg-type]
+        settings = cls(**values)
         settings.check()
         return settings
 
@@ -148,8 +149,8 @@ class Settings:
             return self.worker_concurrency
         return 64 if self.worker_pool == "threads" else (os.cpu_count() or 1)
 
-    def with_(self, **changes: object) -> Settings:
-        return replace(self, **changes)  # type: ignore[arg-type]
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
 
     @cached_property
     def keys(self) -> Keys:
@@ -182,10 +183,10 @@ def _convert(name: str, raw: str, type_name: object) -> object:
     kind = str(type_name)
     try:
         if kind == "int":
-            value: object = int(raw)
-            if value < 0:  # type: ignore[operator]
+            whole = int(raw)
+            if whole < 0:
                 raise ValueError("must not be negative")
-            return value
+            return whole
         if kind in ("float", "float | None"):
             number = float(raw)
             if number < 0:
