@@ -27,7 +27,7 @@ from tasks.entries import (
     entry_fields,
 )
 from tasks.retry_policy import Decision, RetryPolicy, decide
-from tasks.runtime import Runtime
+from tasks.runtime import Runtime, runtime_of
 from worker.errors import ConnectionFailed, InternalError, StripeWorkerError
 from worker.keys import ERRORS
 from worker.spec import CREATE_CUSTOMER, GET_CUSTOMER, ComponentSpec
@@ -71,7 +71,7 @@ class WorkTask(_Task):
             raise Reject(rejected.reason, requeue=True) from None  # type: ignore[attr-defined]
 
     def perform(self, work: Work, held: int = 0) -> dict[str, Any]:
-        rt: Runtime = self.app.runtime  # type: ignore[attr-defined]
+        rt = runtime_of(self.app)
         attempts = self.request.retries + 1 - held  # held: retries that were back-pressure
         try:
             entry: Entry = self.do(rt, work, attempts)

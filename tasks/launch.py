@@ -22,6 +22,7 @@ def run_worker(
 
     from tasks import metrics, worker_app
     from tasks.recovery import install_recovery
+    from tasks.runtime import runtime_of
     from worker.connections import redis_client
     from worker.logs import configure_logging
     from worker.redis_problems import require_version
@@ -33,13 +34,13 @@ def run_worker(
     # rather than Celery retrying forever against a Redis it can never use.
     require_version(redis_client(settings), settings.redis_url)
     app = worker_app(settings)
+    rt = runtime_of(app)
     # Only processes that run tasks recover others' work.
     install_recovery(
         app,
         settings,
         {"pool": pool, "concurrency": concurrency},
-        # set by worker_app: Celery has no typed place for it
-        report=app.runtime.gateway.hold_to_pace(concurrency),  # type: ignore[attr-defined]
+        report=rt.gateway.hold_to_pace(concurrency, rt.state.hold_fewer),
     )
     server = metrics.serve(settings)
     if server is not None:

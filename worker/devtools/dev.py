@@ -160,6 +160,7 @@ def run_dev(host: str = "127.0.0.1", port: int = 8000, concurrency: int = 4) -> 
     """Start everything, print what to do next, run the worker until Ctrl-C or SIGTERM."""
     from tasks import worker_app
     from tasks.recovery import install_recovery
+    from tasks.runtime import runtime_of
     from worker.logs import configure_logging
 
     configure_logging("INFO", "%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -189,12 +190,12 @@ def run_dev(host: str = "127.0.0.1", port: int = 8000, concurrency: int = 4) -> 
             flush=True,
         )
         app = worker_app(settings, vault)
+        rt = runtime_of(app)
         install_recovery(
             app,
             settings,
             {"pool": "threads", "concurrency": concurrency},
-            # set by worker_app: Celery has no typed place for it
-            report=app.runtime.gateway.hold_to_pace(concurrency),  # type: ignore[attr-defined]
+            report=rt.gateway.hold_to_pace(concurrency, rt.state.hold_fewer),
         )
         worker = _quiet_worker_class(app)(
             pool="threads",
