@@ -21,6 +21,7 @@ from tasks.components import run_component
 from tasks.create_once import ALREADY_EXISTS, already_exists_id, create_once
 from tasks.entries import customer_id_named_by, result_entry
 from tasks.runtime import Runtime
+from worker import tracing
 from worker.errors import (
     ConnectionFailed,
     InternalError,
@@ -54,7 +55,29 @@ class WorkTask(Task):
     max_retries = None  # attempts are counted against RETRY_MAX_ATTEMPTS in `perform`
 
     def run(self, work: dict[str, Any], held: int = 0) -> dict[str, Any]:
-        return self.perform(Work.from_json(work), held)
+        # The delivery's trace goes on from the enqueue's span: its traceparent is a custom
+        # header of the message (worker/envelope.py), which Celery keeps on every retry.
+        request = self.request
+        attributes = {
+            "messaging.operation.type": "process",
+            "messaging.message.id": request.id,
+            "stripe_worker.attempt": request.retries + 1,
+        }
+        with tracing.span(
+            f"run {self.name}",
+            "consumer",
+            parent=(request.headers or {}).get(tracing.TRACEPARENT),
+            attributes=attributes,
+        ) as span:
+            parsed = Work.from_json(work)
+            tracing.annotate(
+                span,
+                **{
+                    "stripe_worker.work_id": parsed.work_id,
+                    "stripe_worker.delivery_id": parsed.delivery_id,
+                },
+            )
+            return self.perform(parsed, held)
 
     def retry(self, *args: Any, **kwargs: Any) -> Any:
         """Celery's retry, but a retry that cannot be queued (Redis in a failover) puts the

@@ -26,6 +26,7 @@ from webhooks.readiness import readiness
 from webhooks.signup import signup_component
 from webhooks.strict_json import parse, refuse_surrogates
 from webhooks.verify import verify_standard_signature, verify_stripe_signature
+from worker import tracing
 from worker.connections import redis_client
 from worker.errors import QueueUnavailable, SecretMissing, StripeWorkerError, WebhookRejected
 from worker.queue import Enqueuer
@@ -62,6 +63,9 @@ def create_app(
 ) -> Flask:
     """The receiver for `settings` (default: from the environment)."""
     settings = settings or Settings.from_env()
+    # Here, in each gunicorn worker after its fork and gevent's patching (the app is loaded
+    # by the worker: no preload), never in gunicorn's master (worker/tracing.py).
+    tracing.setup(settings, "stripe-worker-web")
     vault = vault or Vault.from_settings(settings)
     client = client or redis_client(settings, socket_timeout=2)
     enqueuer = Enqueuer(client, settings)
@@ -76,6 +80,26 @@ def create_app(
     }
 
     def answer(route: str, handle) -> Response:  # type: ignore[no-untyped-def]
+        # The delivery's trace starts here, or continues a sender's traceparent (a signup
+        # source that traces; Stripe sends none). A malformed one starts a new trace.
+        with tracing.span(
+            f"POST /webhooks/{route}",
+            "server",
+            parent=request.headers.get(tracing.TRACEPARENT),
+            attributes={"http.request.method": "POST", "http.route": f"/webhooks/{route}"},
+        ) as span:
+            response, outcome, event_id = respond(route, handle)
+            tracing.annotate(
+                span,
+                **{
+                    "http.response.status_code": response.status_code,
+                    "stripe_worker.outcome": outcome,
+                    "stripe_worker.source_id": event_id,
+                },
+            )
+            return response
+
+    def respond(route: str, handle) -> tuple[Response, str, str | None]:  # type: ignore[no-untyped-def]
         started = time.perf_counter()
         event_id = None
         try:
@@ -108,7 +132,7 @@ def create_app(
                 }
             )
         )
-        return response
+        return response, outcome, event_id
 
     @app.post("/webhooks/stripe")
     def stripe_webhook() -> Response:

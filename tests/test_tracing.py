@@ -1,0 +1,186 @@
+"""Traces: one trace per delivery, from the receiver's request to the stream entry, exported
+over OTLP/HTTP by the real processes to a real (local) collector; and, unset, nothing of
+OpenTelemetry in either process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import requests
+
+from worker.errors import SettingsError
+from worker.settings import Settings
+
+from .support import SIGNUP, clean_env, faults, sign_standard, wait_for
+from .support.otlp import OtlpCollector
+
+# What a process of the receiver and of the worker loads: the app made, the tasks' modules.
+LOAD_BOTH = """
+import sys
+from webhooks.app import create_app
+from worker.settings import Settings
+from worker.vault import Vault
+from tasks import worker_app
+import tasks.launch, tasks.customers, tasks.recovery, tasks.metrics, tasks.publish
+settings = Settings.from_env()
+create_app(settings, vault=Vault(None, {}))
+worker_app(settings)
+"""
+
+
+def modules_after(code: str, **env: str) -> set[str]:
+    """The modules a fresh interpreter holds after `code`, in a clean environment."""
+    out = subprocess.run(
+        [sys.executable, "-c", code + "\nprint('\\n'.join(sys.modules))"],
+        env=clean_env(**env),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    return set(out.split())
+
+
+def opentelemetry(modules: set[str]) -> set[str]:
+    return {m for m in modules if m.split(".")[0] == "opentelemetry"}
+
+
+def test_unset_neither_process_imports_opentelemetry(redis_url):
+    # redis-py 8 probes for OpenTelemetry's metrics SDK when `redis` is imported (its own
+    # optional metrics, off until an application initialises them): what it loads is
+    # redis-py's. Ours adds nothing to it: no tracer, no exporter.
+    by_redis = opentelemetry(modules_after("import sys, redis"))
+    loaded = opentelemetry(modules_after(LOAD_BOTH, REDIS_URL=redis_url))
+    assert loaded - by_redis == set()
+    assert not {
+        m for m in loaded if m.startswith(("opentelemetry.sdk.trace", "opentelemetry.exporter"))
+    }
+    # The same check sees them once an endpoint is set (the collector need not answer).
+    loaded = modules_after(
+        LOAD_BOTH, REDIS_URL=redis_url, OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9"
+    )
+    assert {"opentelemetry.sdk.trace", "opentelemetry.exporter.otlp.proto.http"} <= loaded
+    # Off by the spec's own switches too, endpoint or not.
+    for off in ({"OTEL_SDK_DISABLED": "TRUE"}, {"OTEL_TRACES_EXPORTER": "none"}):
+        env = dict(REDIS_URL=redis_url, OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9", **off)
+        assert opentelemetry(modules_after(LOAD_BOTH, **env)) - by_redis == set(), off
+
+
+def test_the_standard_variables_as_the_spec_reads_them():
+    base = Settings.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318/"})
+    assert base.tracing and base.otlp_traces_url == "http://collector:4318/v1/traces"
+    own = Settings.from_env(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://traces.example/custom",
+        }
+    )
+    assert own.otlp_traces_url == "https://traces.example/custom"  # used as is, no suffix
+    assert not Settings.from_env({}).tracing
+    # Another program's OTLP settings are not ours to refuse while we do not trace...
+    assert not Settings.from_env({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}).tracing
+    # ...but asked to trace over a transport we do not ship, the start refuses in one line.
+    for bad in (
+        {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
+        {"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/json"},
+        {"OTEL_TRACES_EXPORTER": "zipkin"},
+    ):
+        with pytest.raises(SettingsError, match="OTEL_"):
+            Settings.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318", **bad})
+    # The signal's own protocol wins over the general one (the exporter spec's precedence).
+    Settings.from_env(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
+        }
+    )
+
+
+@pytest.fixture
+def collector():
+    server = OtlpCollector().start()
+    yield server
+    server.stop()
+
+
+WEB, WORKER = "stripe-worker-web", "stripe-worker-worker"
+
+
+def one(spans, name):
+    found = [s for s in spans if s.name == name]
+    assert len(found) == 1, (name, [s.name for s in spans])
+    return found[0]
+
+
+@pytest.mark.slow
+def test_one_trace_from_the_webhook_to_the_stream_entry(
+    collector, start_web, start_worker, redis_client, settings, emulator
+):
+    # Defaults otherwise: each process's BatchSpanProcessor exports every 5 s.
+    otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url}
+    start_worker(**otel)
+    web = start_web(**otel)
+    faults(emulator, status=500, count=1)  # the first attempt fails: the retry is traced too
+
+    answer = requests.post(
+        web.url + "/webhooks/signup",
+        data=SIGNUP,
+        headers=sign_standard(SIGNUP, msg_id="msg_traced"),
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    stream = settings.keys.stream("customers")
+    entry = wait_for(lambda: redis_client.xrange(stream), timeout=30)[0][1]
+
+    def whole_trace():
+        published = [s for s in collector.spans() if s.name == "publish customers"]
+        return collector.spans(published[0].trace_id) if published else None
+
+    def web_spans_too():
+        spans = wait_for(whole_trace, timeout=40, interval=0.2)
+        return spans if {s.service for s in spans} == {WEB, WORKER} else None
+
+    spans = wait_for(web_spans_too, timeout=40, interval=0.2)
+    request = one(spans, "POST /webhooks/signup")
+    enqueue = one(spans, "enqueue stripe_worker.create_customer")
+    publish = one(spans, "publish customers")
+    runs = sorted(
+        (s for s in spans if s.name == "run stripe_worker.create_customer"),
+        key=lambda s: s.attributes["stripe_worker.attempt"],
+    )
+    calls = [s for s in spans if s.name == "stripe customers.create"]
+    print(json.dumps([[s.service, s.name, s.kind, s.span_id, s.parent_span_id] for s in spans]))
+
+    # The receiver's process: the request is the trace's root, the enqueue inside it.
+    assert (request.service, request.kind, request.parent_span_id) == (WEB, "server", "")
+    assert request.attributes["http.response.status_code"] == 200
+    assert (enqueue.service, enqueue.kind, enqueue.parent_span_id) == (
+        WEB,
+        "producer",
+        request.span_id,
+    )
+    # The worker's process: each attempt continues from the enqueue (the message's header,
+    # which Celery keeps on the retry it queues), with its own Stripe call.
+    assert [(r.service, r.kind, r.parent_span_id, r.error) for r in runs] == [
+        (WORKER, "consumer", enqueue.span_id, True),
+        (WORKER, "consumer", enqueue.span_id, False),
+    ]
+    by_parent = {c.parent_span_id: c for c in calls}
+    assert sorted(by_parent) == sorted(r.span_id for r in runs)
+    failed, succeeded = (by_parent[r.span_id] for r in runs)
+    assert (failed.kind, failed.attributes["http.response.status_code"], failed.error) == (
+        "client",
+        500,
+        True,
+    )
+    assert (succeeded.attributes["http.response.status_code"], succeeded.error) == (200, False)
+    assert "?" not in succeeded.attributes["url.full"]
+    # The publish is the last attempt's; the entry names it, so an agent continues from it.
+    assert (publish.kind, publish.parent_span_id) == ("producer", runs[1].span_id)
+    assert publish.attributes["messaging.destination.name"] == stream
+    assert entry["work_id"]
+    assert len(spans) == 7
