@@ -13,9 +13,20 @@ import requests
 
 from worker.errors import SettingsError
 from worker.settings import Settings
+from worker.work import Work
 
-from .support import SIGNUP, clean_env, faults, sign_standard, wait_for
+from .support import (
+    SIGNUP,
+    clean_env,
+    faults,
+    fresh_env,
+    post_signup,
+    run_command,
+    sign_standard,
+    wait_for,
+)
 from .support.otlp import OtlpCollector
+from .test_cli_errors import one_error_line
 
 # What a process of the receiver and of the worker loads: the app made, the tasks' modules.
 LOAD_BOTH = """
@@ -98,6 +109,37 @@ def test_the_standard_variables_as_the_spec_reads_them():
             "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
         }
     )
+
+
+@pytest.mark.parametrize("args", [["worker"], ["web", "--port", "0"]])
+def test_a_transport_we_do_not_ship_is_refused_at_start_in_one_line(tmp_path, args):
+    env = fresh_env(
+        tmp_path,
+        OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:4317",
+        OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
+    )
+    line = one_error_line(run_command(*args, env=env, timeout=30), 2)
+    assert "OTEL_EXPORTER_OTLP_PROTOCOL must be http/protobuf" in line
+
+
+def test_work_queued_again_from_the_ledger_stays_in_its_trace(app, redis_client, settings):
+    """The ledger keeps the delivery's traceparent beside its work (tracing is off in this
+    process, so the record is written as a traced receiver writes it)."""
+    from tasks.ledger_sweep import requeue_lost
+    from worker.queue import ledger_record
+
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    assert post_signup(app.test_client()).status_code == 200
+    keys = settings.keys
+    [delivery] = redis_client.zrange(keys.ledger, 0, -1)
+    record = json.loads(redis_client.hget(keys.ledger_work, delivery))
+    work = Work.from_json(record["work"])
+    redis_client.hset(keys.ledger_work, delivery, ledger_record(work, "gone", traceparent))
+    assert redis_client.delete(keys.queue) == 1  # the message is lost
+    assert requeue_lost(redis_client, settings, older_than=0) == [delivery]
+    [raw] = redis_client.lrange(keys.queue, 0, -1)
+    assert json.loads(raw)["headers"]["traceparent"] == traceparent
+    assert json.loads(redis_client.hget(keys.ledger_work, delivery))["traceparent"] == traceparent
 
 
 @pytest.fixture
