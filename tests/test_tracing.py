@@ -159,12 +159,15 @@ def one(spans, name):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("pool", ["threads", "prefork"])
 def test_one_trace_from_the_webhook_to_the_stream_entry(
-    collector, start_web, start_worker, redis_client, settings, emulator
+    pool, collector, start_web, start_worker, redis_client, settings, emulator
 ):
-    # Defaults otherwise: each process's BatchSpanProcessor exports every 5 s.
+    # Defaults otherwise: each process's BatchSpanProcessor exports every 5 s. Under
+    # prefork the tracer is made before the fork and runs in the pool's child (the SDK
+    # starts its export thread again there).
     otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url}
-    start_worker(**otel)
+    start_worker(f"--pool={pool}", "--concurrency=2", **otel)
     web = start_web(**otel)
     faults(emulator, status=500, count=1)  # the first attempt fails: the retry is traced too
 

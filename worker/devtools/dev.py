@@ -160,6 +160,7 @@ def run_dev(host: str = "127.0.0.1", port: int = 8000, concurrency: int = 4) -> 
     """Start everything, print what to do next, run the worker until Ctrl-C or SIGTERM."""
     from tasks import worker_app
     from tasks.recovery import install_recovery
+    from worker import tracing
     from worker.logs import configure_logging
 
     configure_logging("INFO", "%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -169,6 +170,8 @@ def run_dev(host: str = "127.0.0.1", port: int = 8000, concurrency: int = 4) -> 
     stack = DevStack(host=host, port=port)
     try:
         settings, vault = stack.prepare()
+        # One process runs both: its spans are one service's (unless OTEL_SERVICE_NAME).
+        tracing.setup(settings, "stripe-worker-dev")
         stack.serve_receiver(settings, vault)
         stack.write_state()
         receiver = stack.state["receiver"]
