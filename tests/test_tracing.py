@@ -229,3 +229,24 @@ def test_one_trace_from_the_webhook_to_the_stream_entry(
     assert publish.attributes["messaging.destination.name"] == stream
     assert entry["work_id"]
     assert len(spans) == 7
+
+
+@pytest.mark.slow
+def test_a_quarantined_message_stays_in_the_trace_it_names(
+    collector, start_worker, redis_client, settings
+):
+    from .test_poison import poison
+
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    raw = json.loads(poison(b"not json {"))
+    raw["headers"]["traceparent"] = f"00-{trace_id}-b7ad6b7169203331-01"
+    start_worker(OTEL_EXPORTER_OTLP_ENDPOINT=collector.url)
+    redis_client.lpush(settings.keys.queue, json.dumps(raw))
+
+    def quarantined():
+        spans = collector.spans(trace_id)
+        return spans if {s.name for s in spans} >= {"quarantine", "publish errors"} else None
+
+    spans = wait_for(quarantined, timeout=40, interval=0.2)
+    assert one(spans, "quarantine").parent_span_id == "b7ad6b7169203331"
+    assert one(spans, "publish errors").parent_span_id == one(spans, "quarantine").span_id

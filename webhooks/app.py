@@ -95,6 +95,10 @@ def create_app(
                     "http.response.status_code": response.status_code,
                     "stripe_worker.outcome": outcome,
                     "stripe_worker.source_id": event_id,
+                    # The HTTP conventions: a server's 5xx is its error, a 4xx the sender's.
+                    "error.type": str(response.status_code)
+                    if response.status_code >= 500
+                    else None,
                 },
             )
             return response
