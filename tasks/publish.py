@@ -77,7 +77,8 @@ class Publisher:
     ) -> Published:
         """Append `fields` to `stream` once per `work_id`; the delivery is done.
 
-        Every entry carries `schema_version` and `work_id`, the id agents dedupe by."""
+        Every entry carries `schema_version` and `work_id`, the id agents dedupe by; with
+        tracing on, `traceparent` too: this publish's span, for an agent to continue from."""
         attributes = {
             "messaging.operation.type": "send",
             "messaging.destination.name": self.settings.keys.stream(stream),
@@ -96,6 +97,9 @@ class Publisher:
     ) -> Published:
         keys = self.settings.keys
         pairs = ["schema_version", SCHEMA_VERSION, "work_id", work_id]
+        traceparent = tracing.traceparent()
+        if traceparent:
+            pairs += [tracing.TRACEPARENT, traceparent]
         for name, value in fields.items():
             pairs += [name, as_field(value)]
         maxlen = 0 if stream == ERRORS else self.settings.stream_maxlen

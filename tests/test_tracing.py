@@ -18,6 +18,7 @@ from worker.work import Work
 from .support import (
     SIGNUP,
     clean_env,
+    entries,
     faults,
     fresh_env,
     post_signup,
@@ -152,6 +153,14 @@ def collector():
 WEB, WORKER = "stripe-worker-web", "stripe-worker-worker"
 
 
+def assert_names(traceparent, span):
+    """`traceparent` names `span`, sampled (flags: bit 0 sampled; the SDK also sets Trace
+    Context Level 2's bit 1, a random trace id)."""
+    version, trace_id, span_id, flags = traceparent.split("-")
+    assert (version, trace_id, span_id) == ("00", span.trace_id, span.span_id)
+    assert int(flags, 16) & 1
+
+
 def one(spans, name):
     found = [s for s in spans if s.name == name]
     assert len(found) == 1, (name, [s.name for s in spans])
@@ -227,7 +236,7 @@ def test_one_trace_from_the_webhook_to_the_stream_entry(
     # The publish is the last attempt's; the entry names it, so an agent continues from it.
     assert (publish.kind, publish.parent_span_id) == ("producer", runs[1].span_id)
     assert publish.attributes["messaging.destination.name"] == stream
-    assert entry["work_id"]
+    assert_names(entry["traceparent"], publish)
     assert len(spans) == 7
 
 
@@ -248,5 +257,16 @@ def test_a_quarantined_message_stays_in_the_trace_it_names(
         return spans if {s.name for s in spans} >= {"quarantine", "publish errors"} else None
 
     spans = wait_for(quarantined, timeout=40, interval=0.2)
+    publish = one(spans, "publish errors")
     assert one(spans, "quarantine").parent_span_id == "b7ad6b7169203331"
-    assert one(spans, "publish errors").parent_span_id == one(spans, "quarantine").span_id
+    assert publish.parent_span_id == one(spans, "quarantine").span_id
+    [entry] = entries(redis_client, settings, "errors")
+    assert_names(entry["traceparent"], publish)
+
+
+def test_untraced_entries_carry_no_traceparent(app, start_inprocess_worker, redis_client, settings):
+    """Tracing is off in the test process: the field is absent, not empty."""
+    assert post_signup(app.test_client()).status_code == 200
+    start_inprocess_worker()
+    [entry] = wait_for(lambda: entries(redis_client, settings, "customers"))
+    assert "traceparent" not in entry
