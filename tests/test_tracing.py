@@ -20,6 +20,7 @@ from .support import (
     clean_env,
     entries,
     faults,
+    free_port,
     fresh_env,
     post_signup,
     run_command,
@@ -121,6 +122,21 @@ def test_a_transport_we_do_not_ship_is_refused_at_start_in_one_line(tmp_path, ar
     )
     line = one_error_line(run_command(*args, env=env, timeout=30), 2)
     assert "OTEL_EXPORTER_OTLP_PROTOCOL must be http/protobuf" in line
+
+
+def test_check_says_whether_the_collector_takes_spans(tmp_path, collector, redis_url):
+    def traces_line(endpoint: str) -> str:
+        env = fresh_env(tmp_path, REDIS_URL=redis_url, OTEL_EXPORTER_OTLP_ENDPOINT=endpoint)
+        done = run_command("check", env=env, timeout=60)
+        [line] = [line for line in done.stdout.splitlines() if " traces " in line]
+        return line
+
+    assert traces_line(collector.url).startswith("OK    traces")
+    assert collector.requests == 1  # an empty export: no span
+    dead = f"http://127.0.0.1:{free_port()}"
+    line = traces_line(dead)
+    assert line.startswith("FAIL  traces") and "does not answer" in line, line
+    assert " traces " not in run_command("check", env=fresh_env(tmp_path), timeout=60).stdout
 
 
 def test_work_queued_again_from_the_ledger_stays_in_its_trace(app, redis_client, settings):
