@@ -286,3 +286,23 @@ def test_untraced_entries_carry_no_traceparent(app, start_inprocess_worker, redi
     start_inprocess_worker()
     [entry] = wait_for(lambda: entries(redis_client, settings, "customers"))
     assert "traceparent" not in entry
+
+
+@pytest.mark.slow
+def test_a_collector_that_does_not_answer_costs_no_delivery(
+    start_web, start_worker, redis_client, settings
+):
+    otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}"}
+    start_worker(**otel)
+    web = start_web(**otel)
+    for n in range(3):
+        body = SIGNUP.replace(b"u_123", f"u_{n}".encode())
+        answer = requests.post(
+            web.url + "/webhooks/signup",
+            data=body,
+            headers=sign_standard(body, msg_id=f"msg_dead_{n}"),
+            timeout=10,
+        )
+        assert answer.status_code == 200, answer.text
+    wait_for(lambda: len(entries(redis_client, settings, "customers")) == 3)
+    assert all(e["traceparent"] for e in entries(redis_client, settings, "customers"))
