@@ -292,7 +292,12 @@ def test_untraced_entries_carry_no_traceparent(app, start_inprocess_worker, redi
 def test_a_collector_that_does_not_answer_costs_no_delivery(
     start_web, start_worker, redis_client, settings
 ):
-    otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}"}
+    # Stopping, each process tries its last batch for up to OTEL_EXPORTER_OTLP_TIMEOUT
+    # (10 s by default, read by the SDK): 2 s keeps the test's teardown short.
+    otel = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "2",
+    }
     start_worker(**otel)
     web = start_web(**otel)
     for n in range(3):
