@@ -223,7 +223,10 @@ def test_one_trace_from_the_webhook_to_the_stream_entry(
         key=lambda s: s.attributes["stripe_worker.attempt"],
     )
     calls = [s for s in spans if s.name == "stripe customers.create"]
-    print(json.dumps([[s.service, s.name, s.kind, s.span_id, s.parent_span_id] for s in spans]))
+    print(f"trace {request.trace_id}, as the collector received it:")  # the Show
+    for s in spans:
+        shown = {k: v for k, v in s.attributes.items() if k.startswith(("http.", "stripe"))}
+        print(s.service, s.kind, repr(s.name), s.span_id, "<-", s.parent_span_id or "-", shown)
 
     # The receiver's process: the request is the trace's root, the enqueue inside it.
     assert (request.service, request.kind, request.parent_span_id) == (WEB, "server", "")
