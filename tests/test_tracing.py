@@ -252,6 +252,7 @@ def test_one_trace_from_the_webhook_to_the_stream_entry(
     )
     assert (succeeded.attributes["http.response.status_code"], succeeded.error) == (200, False)
     assert "?" not in succeeded.attributes["url.full"]
+    assert succeeded.attributes["stripe.request_id"]  # what Stripe's support asks for
     # The publish is the last attempt's; the entry names it, so an agent continues from it.
     assert (publish.kind, publish.parent_span_id) == ("producer", runs[1].span_id)
     assert publish.attributes["messaging.destination.name"] == stream
