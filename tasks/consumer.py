@@ -19,7 +19,6 @@ from vine import promise
 from tasks.full_redis import wait_until_writable
 from tasks.quarantine import check_message, decode_error, quarantine
 from tasks.runtime import Runtime
-from tasks.transport import set_consumer_connected
 from worker import tracing
 from worker.errors import InvalidMessage
 
@@ -33,18 +32,22 @@ class WorkConsumer(Consumer):
 
     def connect(self) -> Any:
         connection = super().connect()
-        set_consumer_connected(True)  # the heartbeat says so from its next beat
+        self._state(True)  # the heartbeat says so from its next beat
         return connection
 
     def on_connection_error_before_connected(self, exc: Exception) -> None:
-        set_consumer_connected(False)
+        self._state(False)
         super().on_connection_error_before_connected(exc)
         self._wait_if_full(exc)
 
     def on_connection_error_after_connected(self, exc: Exception) -> None:
-        set_consumer_connected(False)
+        self._state(False)
         super().on_connection_error_after_connected(exc)
         self._wait_if_full(exc)
+
+    def _state(self, connected: bool) -> None:
+        rt: Runtime = self.app.runtime  # type: ignore[attr-defined]
+        rt.state.set_consumer_connected(connected)
 
     def _wait_if_full(self, exc: Exception) -> None:
         if isinstance(exc, OutOfMemoryError):
