@@ -20,6 +20,7 @@ from vine import promise
 from tasks.full_redis import wait_until_writable
 from tasks.quarantine import check_message, decode_error, quarantine
 from tasks.runtime import runtime_of
+from worker import tracing
 from worker.errors import InvalidMessage
 
 
@@ -69,7 +70,12 @@ class WorkConsumer(Consumer):
             except Exception as exc:  # whatever a body can make a decoder raise
                 reason = exc.message if isinstance(exc, InvalidMessage) else decode_error(exc)
                 raw = getattr(message, "_raw", None) or {"headers": headers, "body": message.body}
-                quarantine(rt, raw, reason, str(headers.get("id") or ""), str(task or ""))
+                # In the delivery's trace when the message names one (worker/tracing.py).
+                parent = headers.get(tracing.TRACEPARENT)
+                with tracing.span(
+                    "quarantine", "consumer", parent=parent if isinstance(parent, str) else None
+                ):
+                    quarantine(rt, raw, reason, str(headers.get("id") or ""), str(task or ""))
                 message.ack()
                 return None
             return handle(message)

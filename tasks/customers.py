@@ -28,6 +28,7 @@ from tasks.entries import (
 )
 from tasks.retry_policy import Decision, RetryPolicy, decide
 from tasks.runtime import Runtime, runtime_of
+from worker import tracing
 from worker.errors import ConnectionFailed, InternalError, StripeWorkerError
 from worker.keys import ERRORS
 from worker.spec import CREATE_CUSTOMER, GET_CUSTOMER, ComponentSpec
@@ -55,7 +56,29 @@ class WorkTask(_Task):
     max_retries = None  # attempts are counted against RETRY_MAX_ATTEMPTS by the policy
 
     def run(self, work: dict[str, Any], held: int = 0) -> dict[str, Any]:
-        return self.perform(Work.from_json(work), held)
+        # The delivery's trace goes on from the enqueue's span: its traceparent is a custom
+        # header of the message (worker/envelope.py), which Celery keeps on every retry.
+        request = self.request
+        attributes = {
+            "messaging.operation.type": "process",
+            "messaging.message.id": request.id,
+            "stripe_worker.attempt": request.retries + 1,
+        }
+        with tracing.span(
+            f"run {self.name}",
+            "consumer",
+            parent=(request.headers or {}).get(tracing.TRACEPARENT),
+            attributes=attributes,
+        ) as span:
+            parsed = Work.from_json(work)
+            tracing.annotate(
+                span,
+                **{
+                    "stripe_worker.work_id": parsed.work_id,
+                    "stripe_worker.delivery_id": parsed.delivery_id,
+                },
+            )
+            return self.perform(parsed, held)
 
     def retry(self, *args: Any, **kwargs: Any) -> Any:
         """Celery's retry, but a retry that cannot be queued (Redis in a failover) puts the

@@ -18,11 +18,12 @@ def run_worker(
         # Tasks count in the pool's children: into files the main process sums. Read by
         # prometheus-client when imported, so set before anything imports it.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="stripe-worker-prom-")
-    from celery.signals import worker_process_init
+    from celery.signals import worker_process_init, worker_process_shutdown
 
     from tasks import metrics, worker_app
     from tasks.recovery import install_recovery
     from tasks.runtime import runtime_of
+    from worker import tracing
     from worker.connections import redis_client
     from worker.logs import configure_logging
     from worker.redis_problems import require_version
@@ -46,6 +47,9 @@ def run_worker(
     if server is not None:
         # A prefork child is forked with the listening socket: it must not keep the port.
         worker_process_init.connect(lambda **_: server.socket.close(), weak=False)
+    if pool == "prefork":
+        # A pool child ends without running atexit, where the SDK would export what it holds.
+        worker_process_shutdown.connect(lambda **_: tracing.flush(), weak=False)
     argv = [
         "worker",
         f"--loglevel={loglevel}",

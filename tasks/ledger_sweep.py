@@ -52,8 +52,11 @@ def requeue_lost(
         work = Work.from_json(record["work"])
         message_id = new_message_id()
         pipe = client.pipeline(transaction=True)
-        pipe.lpush(keys.queue, task_message(work, message_id, f"requeued {delivery_id}"))
-        pipe.hset(keys.ledger_work, delivery_id, ledger_record(work, message_id))
+        traceparent = record.get("traceparent")
+        pipe.lpush(
+            keys.queue, task_message(work, message_id, f"requeued {delivery_id}", traceparent)
+        )
+        pipe.hset(keys.ledger_work, delivery_id, ledger_record(work, message_id, traceparent))
         pipe.zadd(keys.ledger, {delivery_id: now}, xx=True)
         pipe.execute()
         log.warning("requeued %s: its message was lost (%s)", delivery_id, work.task)

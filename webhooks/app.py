@@ -27,6 +27,7 @@ from webhooks.readiness import readiness
 from webhooks.signup import signup_component
 from webhooks.strict_json import parse, refuse_surrogates
 from webhooks.verify import verify_standard_signature, verify_stripe_signature
+from worker import tracing
 from worker.connections import redis_client
 from worker.errors import QueueUnavailable, SecretMissing, StripeWorkerError, WebhookRejected
 from worker.queue import Enqueuer
@@ -63,6 +64,9 @@ def create_app(
 ) -> Flask:
     """The receiver for `settings` (default: from the environment)."""
     settings = settings or Settings.from_env()
+    # Here, in each gunicorn worker after its fork and gevent's patching (the app is loaded
+    # by the worker: no preload), never in gunicorn's master (worker/tracing.py).
+    tracing.setup(settings, "stripe-worker-web")
     vault = vault or Vault.from_settings(settings)
     client = client or redis_client(settings, socket_timeout=2)
     enqueuer = Enqueuer(client, settings)
@@ -77,6 +81,32 @@ def create_app(
     }
 
     def answer(route: str, handle: Callable[[], tuple[str, bool]]) -> Response:
+        # The delivery's trace starts here, or continues a sender's traceparent (a signup
+        # source that traces; Stripe sends none). A malformed one starts a new trace.
+        with tracing.span(
+            f"POST /webhooks/{route}",
+            "server",
+            parent=request.headers.get(tracing.TRACEPARENT),
+            attributes={"http.request.method": "POST", "http.route": f"/webhooks/{route}"},
+        ) as span:
+            response, outcome, event_id = respond(route, handle)
+            tracing.annotate(
+                span,
+                **{
+                    "http.response.status_code": response.status_code,
+                    "stripe_worker.outcome": outcome,
+                    "stripe_worker.source_id": event_id,
+                    # The HTTP conventions: a server's 5xx is its error, a 4xx the sender's.
+                    "error.type": str(response.status_code)
+                    if response.status_code >= 500
+                    else None,
+                },
+            )
+            return response
+
+    def respond(
+        route: str, handle: Callable[[], tuple[str, bool]]
+    ) -> tuple[Response, str, str | None]:
         started = time.perf_counter()
         event_id = None
         try:
@@ -109,7 +139,7 @@ def create_app(
                 }
             )
         )
-        return response
+        return response, outcome, event_id
 
     @app.post("/webhooks/stripe")
     def stripe_webhook() -> Response:

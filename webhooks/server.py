@@ -36,10 +36,14 @@ def serve(host: str, port: int, workers: int, connections: int = 1000) -> int:
 def _run(host: str, port: int, workers: int, connections: int) -> int:
     from gunicorn.app.base import BaseApplication
 
+    from worker import tracing
     from worker.logs import configure_logging
     from worker.settings import Settings
 
     settings = Settings.from_env()
+    # A missing `otel` extra refused here in one line; the tracer itself is made in each
+    # worker process (create_app), after the fork.
+    tracing.check(settings)
     configure_logging()
     _raise_open_files_limit(workers * connections + 64)
 

@@ -90,6 +90,15 @@ class Settings:
     # The worker's Prometheus endpoint (tasks/metrics.py); port 0 serves none.
     worker_metrics_host: str = "127.0.0.1"
     worker_metrics_port: int = 9191
+    # Traces (worker/tracing.py), by OpenTelemetry's standard variables: with an endpoint set
+    # both processes export spans over OTLP/HTTP (the `otel` extra); unset, nothing of
+    # OpenTelemetry is imported. The SDK reads the others (OTEL_SERVICE_NAME, ..._SAMPLER).
+    otel_exporter_otlp_endpoint: str = ""
+    otel_exporter_otlp_traces_endpoint: str = ""
+    otel_exporter_otlp_protocol: str = ""
+    otel_exporter_otlp_traces_protocol: str = ""
+    otel_traces_exporter: str = ""
+    otel_sdk_disabled: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -141,6 +150,34 @@ class Settings:
             parse_endpoint_rates(self.stripe_endpoint_rates)
         except ValueError as exc:
             raise SettingsError(f"STRIPE_ENDPOINT_RATES: {exc}") from None
+        self._check_tracing()
+
+    def _check_tracing(self) -> None:
+        # The spec's values (opentelemetry.io/docs/specs/otel/protocol/exporter and
+        # .../configuration/sdk-environment-variables); we ship the HTTP/protobuf exporter.
+        # Only checked when tracing is on: another program's variables are not ours to refuse.
+        if not self.tracing:
+            return
+        exporters = {e.strip() for e in self.otel_traces_exporter.lower().split(",")} - {""}
+        if not exporters <= {"otlp", "none"}:
+            raise SettingsError(
+                f"OTEL_TRACES_EXPORTER must be otlp or none, got {self.otel_traces_exporter!r}"
+            )
+        for name in ("otel_exporter_otlp_traces_protocol", "otel_exporter_otlp_protocol"):
+            value = getattr(self, name)
+            if value and value != "http/protobuf":
+                raise SettingsError(
+                    f"{name.upper()} must be http/protobuf (the only OTLP transport "
+                    f"stripe-worker ships), got {value!r}"
+                )
+            if value:
+                break
+        for name in ("otel_exporter_otlp_traces_endpoint", "otel_exporter_otlp_endpoint"):
+            value = getattr(self, name)
+            if value and urlsplit(value).scheme not in ("http", "https"):
+                raise SettingsError(
+                    f"{name.upper()} must be an http:// or https:// URL, got {_shown(value)!r}"
+                )
 
     @property
     def pool_size(self) -> int:
@@ -151,6 +188,23 @@ class Settings:
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
+
+    @property
+    def tracing(self) -> bool:
+        """Spans are exported: an OTLP endpoint is set, OTEL_TRACES_EXPORTER is not `none`
+        and OTEL_SDK_DISABLED is not `true` (the spec's booleans: only "true", any case)."""
+        return (
+            bool(self.otel_exporter_otlp_traces_endpoint or self.otel_exporter_otlp_endpoint)
+            and "none" not in self.otel_traces_exporter.lower()
+            and self.otel_sdk_disabled.strip().lower() != "true"
+        )
+
+    @property
+    def otlp_traces_url(self) -> str:
+        """Where spans go: the traces endpoint as given, else `<endpoint>/v1/traces`."""
+        if self.otel_exporter_otlp_traces_endpoint:
+            return self.otel_exporter_otlp_traces_endpoint
+        return self.otel_exporter_otlp_endpoint.rstrip("/") + "/v1/traces"
 
     @cached_property
     def keys(self) -> Keys:

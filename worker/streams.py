@@ -64,6 +64,12 @@ class Entry:
         """The piece of work's stable id: the same in every entry about it; dedupe by it."""
         return self.fields.get("work_id", "")
 
+    @property
+    def traceparent(self) -> str:
+        """The W3C traceparent of the span that published it ('' when tracing was off): a
+        span of yours made its child continues the delivery's trace."""
+        return self.fields.get("traceparent", "")
+
     def json(self, name: str) -> Any:
         """A JSON field (`Response`, `Headers`, `event`, ...) decoded; None when empty."""
         raw = self.fields.get(name)

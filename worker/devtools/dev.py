@@ -161,6 +161,7 @@ def run_dev(host: str = "127.0.0.1", port: int = 8000, concurrency: int = 4) -> 
     from tasks import worker_app
     from tasks.recovery import install_recovery
     from tasks.runtime import runtime_of
+    from worker import tracing
     from worker.logs import configure_logging
 
     configure_logging("INFO", "%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -170,6 +171,8 @@ def run_dev(host: str = "127.0.0.1", port: int = 8000, concurrency: int = 4) -> 
     stack = DevStack(host=host, port=port)
     try:
         settings, vault = stack.prepare()
+        # One process runs both: its spans are one service's (unless OTEL_SERVICE_NAME).
+        tracing.setup(settings, "stripe-worker-dev")
         stack.serve_receiver(settings, vault)
         stack.write_state()
         receiver = stack.state["receiver"]
