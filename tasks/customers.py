@@ -19,7 +19,7 @@ from celery.exceptions import Reject, SoftTimeLimitExceeded
 from tasks import metrics
 from tasks.components import run_component
 from tasks.create_once import ALREADY_EXISTS, already_exists_id, create_once
-from tasks.entries import customer_id_named_by, result_entry
+from tasks.entries import connected_account, customer_id_named_by, result_entry
 from tasks.runtime import Runtime
 from worker.errors import (
     ConnectionFailed,
@@ -228,7 +228,8 @@ class HandleStripeEvent(WorkTask):
         customer_id = customer_id_named_by(event)
         if customer_id and not (obj.get("object") == "customer" and obj.get("deleted")):
             spec = ComponentSpec.parse({"component": GET_CUSTOMER, "customer_id": customer_id})
-            outputs = run_component(spec, rt.gateway)
+            # A Connect event's customer lives in the connected account it came from.
+            outputs = run_component(spec, rt.gateway, account=connected_account(event))
             component = GET_CUSTOMER
         else:  # nothing to look up: a deleted customer, or an event about no customer
             is_customer = obj.get("object") == "customer"

@@ -19,6 +19,12 @@ def customer_id_named_by(event: dict[str, Any]) -> str | None:
     return found if isinstance(found, str) and found else None
 
 
+def connected_account(event: dict[str, Any]) -> str:
+    """The connected account a Connect event came from (its `account`), else ""."""
+    account = event.get("account")
+    return account if isinstance(account, str) else ""
+
+
 def result_entry(
     component: str,
     outputs: dict[str, Any],

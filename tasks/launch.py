@@ -21,6 +21,7 @@ def run_worker(
     from celery.signals import worker_process_init
 
     from tasks import metrics, worker_app
+    from tasks.catchup import install_catchup
     from tasks.recovery import install_recovery
     from worker.connections import redis_client
     from worker.logs import configure_logging
@@ -34,12 +35,13 @@ def run_worker(
     require_version(redis_client(settings), settings.redis_url)
     app = worker_app(settings)
     # Only processes that run tasks recover others' work.
-    install_recovery(
+    recovery = install_recovery(
         app,
         settings,
         {"pool": pool, "concurrency": concurrency},
         report=app.runtime.gateway.hold_to_pace(concurrency),
     )
+    install_catchup(app, settings, recovery.worker_id)  # when a key and a webhook secret are set
     server = metrics.serve(settings)
     if server is not None:
         # A prefork child is forked with the listening socket: it must not keep the port.

@@ -53,9 +53,11 @@ class Enqueuer:
         self._run_alone = replicated(self._script, self._replicas, 0, settings.dedupe_ttl)
         self.trail = Trail(client, settings)
 
-    def enqueue_once(self, work: Work, summary: str = "") -> bool:
+    def enqueue_once(self, work: Work, summary: str = "", origin: str = "") -> bool:
         """Queue `work` unless its delivery was queued before; True when queued now.
 
+        `origin` names the trail's first step when the work did not arrive as a delivery
+        (`reconciled`: listed from Stripe's events by tasks/catchup.py).
         QueueUnavailable when Redis does not answer: nothing was queued or marked.
         """
         message_id = new_message_id()
@@ -69,7 +71,7 @@ class Enqueuer:
             ledger_record(work, message_id),
             "next" if work.task == CREATE_CUSTOMER_TASK else "last",
         ]
-        step = "replayed" if work.delivery_id.startswith("replay:") else "received"
+        step = origin or ("replayed" if work.delivery_id.startswith("replay:") else "received")
         try:
             # The trail's line rides in the same round trip (never at the cost of the work:
             # its error is logged, not raised).
