@@ -222,3 +222,31 @@ def test_catch_up_is_off_without_a_webhook_secret_or_when_turned_off(settings, e
     both = Vault(None, {**env, "STRIPE_WEBHOOK_SECRET": "whsec_x"})
     assert catchup.catchup_off(settings, both) is None
     assert catchup.catchup_off(settings.with_(catchup="off"), both) == "CATCHUP=off"
+
+
+def test_the_console_and_the_metrics_show_the_cursor_and_what_was_recovered(
+    settings, webhook_env, redis_client, vault, emulator
+):
+    from prometheus_client import generate_latest
+
+    from tasks.metrics import registry
+    from webhooks import create_app
+    from worker.vault import Vault
+
+    from .test_console import TOKEN
+
+    catching = catchup.CatchUp(
+        redis_client, settings, StripeGateway(settings, vault, redis_client=redis_client), "w1"
+    )
+    catching.tick()  # the first: the cursor is now
+    redis_client.hincrby(settings.keys.catchup, "recovered", 2)
+    console = create_app(settings, vault=Vault(None, {**webhook_env, "CONSOLE_TOKEN": TOKEN}))
+    overview = console.test_client().get(
+        "/console/api/overview", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    shown = overview.get_json()["status"]["catchup"]
+    assert shown["recovered"] == 2 and shown["holder"] == "w1"
+    assert set(shown["cursor_ages"]) == {""}
+    page = generate_latest(registry(redis_client, settings)).decode()
+    assert 'stripe_worker_catchup_cursor_age_seconds{account="platform"}' in page
+    assert "stripe_worker_catchup_recovered_total" in page
