@@ -159,6 +159,7 @@ class DevStack:
 def run_dev(host: str = "127.0.0.1", port: int = 8000, concurrency: int = 4) -> int:
     """Start everything, print what to do next, run the worker until Ctrl-C or SIGTERM."""
     from tasks import worker_app
+    from tasks.catchup import install_catchup
     from tasks.recovery import install_recovery
     from worker.logs import configure_logging
 
@@ -189,12 +190,13 @@ def run_dev(host: str = "127.0.0.1", port: int = 8000, concurrency: int = 4) -> 
             flush=True,
         )
         app = worker_app(settings, vault)
-        install_recovery(
+        recovery = install_recovery(
             app,
             settings,
             {"pool": "threads", "concurrency": concurrency},
             report=app.runtime.gateway.hold_to_pace(concurrency),
         )
+        install_catchup(app, settings, recovery.worker_id)
         worker = _quiet_worker_class(app)(
             pool="threads",
             concurrency=concurrency,
