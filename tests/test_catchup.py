@@ -250,3 +250,33 @@ def test_the_console_and_the_metrics_show_the_cursor_and_what_was_recovered(
     page = generate_latest(registry(redis_client, settings)).decode()
     assert 'stripe_worker_catchup_cursor_age_seconds{account="platform"}' in page
     assert "stripe_worker_catchup_recovered_total" in page
+
+
+def test_catch_up_lists_a_connected_accounts_events_with_a_cursor_of_its_own(
+    start_inprocess_worker, redis_client, settings, vault, emulator
+):
+    import requests
+
+    settings = settings.with_(catchup_accounts=ACCOUNT)
+    gateway = StripeGateway(settings, vault, redis_client=redis_client)
+    catching = catchup.CatchUp(redis_client, settings, gateway, "w1")
+    assert catching.tick() == []  # the first start: both cursors set to now
+    assert set(redis_client.hgetall(settings.keys.catchup)) == {"cursor", f"cursor:{ACCOUNT}"}
+    [customer] = make_customers(emulator, 1, ACCOUNT)
+    found = stripe.StripeClient(TEST_KEY, base_addresses={"api": emulator.url})
+    obj = found.v1.customers.retrieve(customer, options={"stripe_account": ACCOUNT})
+    # An update 30 s ago, in the connected account, that its Connect webhook never brought.
+    now = int(time.time())
+    event = requests.post(
+        f"{emulator.url}/_emulator/events",
+        json={"type": "customer.updated", "object": obj.to_dict(), "account": ACCOUNT,
+              "created": now - 30},
+        timeout=5,
+    ).json()  # fmt: skip
+    redis_client.hset(settings.keys.catchup, f"cursor:{ACCOUNT}", now - 60)
+    platform, connected = catching.tick()
+    assert (platform.queued, connected.queued) == (0, 1)  # the customer.created is too new
+    start_inprocess_worker()
+    [entry] = wait_for(lambda: entries(redis_client, settings, "events"))
+    assert (entry["source_id"], entry["customerId"]) == (event["id"], customer)
+    assert json.loads(entry["event"])["account"] == ACCOUNT
