@@ -59,6 +59,7 @@ from worker.keys import Keys  # noqa: E402
 
 KEYS = Keys("stripe")
 STRIPE_SECRET = "whsec_failover_run_stripe_endpoint_0001"
+VISIBILITY_TIMEOUT = 300  # the default: the ledger sweep's age
 
 
 @dataclass
@@ -222,7 +223,8 @@ def run_failover(
                 time.sleep(max(0.0, begin + i / rate - time.monotonic()))
                 pool.submit(deliver, i)
         chaos_thread.join(120)
-        say(f"sent {count} signups in {time.monotonic() - begin:.1f}s; waiting for the workers")
+        sent = "Stripe events" if stripe_events else "signups"
+        say(f"sent {count} {sent} in {time.monotonic() - begin:.1f}s; waiting for the workers")
         client = cluster.master(decode_responses=True)
         stream = KEYS.stream("events" if stripe_events else "customers")
         progress = {"seen": (-1, -1), "since": time.monotonic()}
@@ -239,9 +241,11 @@ def run_failover(
                 progress["since"] = time.monotonic()
                 return False
             done = now[0] >= len(answered) and now[1] == 0
+            if catching_up and not done:  # what is left in the ledger, its sweep requeues
+                return time.time() > kill_at[0] + VISIBILITY_TIMEOUT + 150
             return done or time.monotonic() - progress["since"] > 20
 
-        SentinelCluster.wait(settled, 300, "the workers did not finish")
+        SentinelCluster.wait(settled, 600, "the workers did not finish")
     except RuntimeError as exc:
         report.notes.append(str(exc))
     finally:
@@ -272,7 +276,8 @@ def run_failover(
         lost = [i for i in answered if named(i) not in keys]
         report.lost = len(lost)
         report.recovered = int(client.hget(KEYS.catchup, "recovered") or 0)
-        report.notes += [where(client, i) for i in lost[:5]] if not stripe_events else []
+        delivery = (lambda i: f"stripe:{event_ids[i]}") if stripe_events else None
+        report.notes += [where(client, i, delivery) for i in lost[:5]]
         if client.xlen(KEYS.stream("errors")):
             report.notes.append(f"{client.xlen(KEYS.stream('errors'))} entries on the error stream")
     finally:
@@ -284,18 +289,27 @@ def run_failover(
     return report
 
 
-def where(client, i: int) -> str:  # type: ignore[no-untyped-def]
-    """Where the work of signup `i` stopped."""
-    delivery = f"signup:msg_failover_{i:05d}"
+def where(client, i: int, delivery_of=None) -> str:  # type: ignore[no-untyped-def]
+    """Where the work of signup (or event) `i` stopped."""
+    delivery = delivery_of(i) if delivery_of else f"signup:msg_failover_{i:05d}"
     record = client.hget(KEYS.ledger_work, delivery)
     message_id = json.loads(record)["message_id"] if record else None
-    held = [raw for raw in client.lrange(KEYS.queue, 0, -1) if message_id and message_id in raw]
-    held += [raw for raw in client.hvals(KEYS.unacked) if message_id and message_id in raw]
+    places = {
+        "queue": client.lrange(KEYS.queue, 0, -1),
+        "given back": client.lrange(KEYS.given_back, 0, -1),
+        "unacked": client.hvals(KEYS.unacked),
+    }
     for worker in client.zrange(KEYS.workers, 0, -1):
-        held += [r for r in client.lrange(KEYS.fetched(worker), 0, -1) if message_id in (r or "")]
+        places[f"fetched by {worker}"] = client.lrange(KEYS.fetched(worker), 0, -1)
+    held = [
+        name
+        for name, raws in places.items()
+        for r in raws
+        if message_id and message_id in (r or "")
+    ]
     return (
         f"{delivery}: marked {client.exists(KEYS.seen(delivery))}, in the ledger "
-        f"{record is not None}, its message held {len(held)} time(s)"
+        f"{record is not None}, its message held {len(held)} time(s) {held}"
     )
 
 
