@@ -39,7 +39,7 @@ def run_worker(
         app,
         settings,
         {"pool": pool, "concurrency": concurrency},
-        report=app.runtime.gateway.hold_to_pace(concurrency),
+        report=app.runtime.gateway.hold_to_pace(concurrency, app.runtime.state.hold_fewer),
     )
     install_catchup(app, settings, recovery.worker_id)  # when a key and a webhook secret are set
     server = metrics.serve(settings)
