@@ -86,6 +86,7 @@ def test_reconcile_queues_each_undelivered_event_once_and_a_second_run_nothing(
     published = {e["customerId"]: e for e in entries(redis_client, settings, "events")}
     assert set(published) == set(made)
     assert {e["component"] for e in published.values()} == {"stripe.getStripeCustomer"}
+    assert not any("account" in e for e in published.values())  # the platform's own
     trail = Trail(redis_client, settings)
     assert trail.find(third["id"])[0].lines[0]["step"] == "reconciled"
     assert trail.find(first["id"])[0].lines[0]["step"] == "received"
@@ -182,11 +183,17 @@ def test_a_connect_event_is_enriched_from_its_account_and_paced_as_it(
     start_inprocess_worker()
     [entry] = wait_for(lambda: entries(redis_client, settings, "events"))
     assert (entry["component"], entry["customerId"]) == ("stripe.getStripeCustomer", customer)
-    assert entry["customerEmail"] == "c0@example.com"
+    assert (entry["customerEmail"], entry["account"]) == ("c0@example.com", ACCOUNT)
     assert entries(redis_client, settings, "errors") == []  # not the platform's 404
     paces = list(redis_client.scan_iter(f"{settings.stream_prefix}:ratelimit:*"))
     assert any(k.endswith(f":{ACCOUNT}:customers.retrieve") for k in paces), paces
     assert any(k.endswith(f":{ACCOUNT}") for k in paces), paces
+    # One naming a customer its account does not have fails, and says which account.
+    missing = dict(event, id="evt_connect_missing", data={"object": {"object": "invoice",
+                   "customer": "cus_nowhere"}})  # fmt: skip
+    assert post_stripe(client, json.dumps(missing).encode()).status_code == 200
+    [error] = wait_for(lambda: entries(redis_client, settings, "errors"))
+    assert (error["error_type"], error["account"]) == ("not_found", ACCOUNT)
     # Its account's events are listed with Stripe-Account: nothing new to queue.
     done = reconcile(settings, webhook_env, "--account", ACCOUNT)
     assert done.stdout.strip() == "listed 1, queued 0, skipped 1", done.stderr
@@ -279,4 +286,4 @@ def test_catch_up_lists_a_connected_accounts_events_with_a_cursor_of_its_own(
     start_inprocess_worker()
     [entry] = wait_for(lambda: entries(redis_client, settings, "events"))
     assert (entry["source_id"], entry["customerId"]) == (event["id"], customer)
-    assert json.loads(entry["event"])["account"] == ACCOUNT
+    assert json.loads(entry["event"])["account"] == entry["account"] == ACCOUNT
