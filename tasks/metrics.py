@@ -185,7 +185,9 @@ class RedisFigures:
             "account (platform: the key's own)",
             labels=["account"],
         )
-        for account, age in (s.catchup.cursor_ages if s.catchup else {}).items():
+        # Only where catch-up is on: turned off, its cursor stays in Redis and would age.
+        on = s.catchup is not None and self.settings.catchup == "on"
+        for account, age in (s.catchup.cursor_ages if on and s.catchup else {}).items():
             cursor_age.add_metric([account or "platform"], age)
         yield entries
         yield lag

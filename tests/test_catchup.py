@@ -257,6 +257,8 @@ def test_the_console_and_the_metrics_show_the_cursor_and_what_was_recovered(
     page = generate_latest(registry(redis_client, settings)).decode()
     assert 'stripe_worker_catchup_cursor_age_seconds{account="platform"}' in page
     assert "stripe_worker_catchup_recovered_total" in page
+    off = generate_latest(registry(redis_client, settings.with_(catchup="off"))).decode()
+    assert "stripe_worker_catchup_cursor_age_seconds{" not in off  # no stale alert when off
 
 
 def test_catch_up_lists_a_connected_accounts_events_with_a_cursor_of_its_own(
