@@ -23,6 +23,7 @@ from tasks.entries import (
     Entry,
     EventEntry,
     FailureEntry,
+    connected_account,
     customer_id_named_by,
     entry_fields,
 )
@@ -227,7 +228,9 @@ class HandleStripeEvent(WorkTask):
         customer_id = customer_id_named_by(event)
         if customer_id and not (obj.get("object") == "customer" and obj.get("deleted")):
             spec = ComponentSpec.parse({"component": GET_CUSTOMER, "customer_id": customer_id})
-            return EventEntry.of(GET_CUSTOMER, run_component(spec, rt.gateway), work, attempts)
+            # A Connect event's customer lives in the connected account it came from.
+            found = run_component(spec, rt.gateway, account=connected_account(event))
+            return EventEntry.of(GET_CUSTOMER, found, work, attempts)
         # nothing to look up: a deleted customer, or an event about no customer
         email = obj.get("email") if obj.get("object") == "customer" else None
         outputs = {"customerId": customer_id, "customerEmail": email}

@@ -21,6 +21,7 @@ def run_worker(
     from celery.signals import worker_process_init, worker_process_shutdown
 
     from tasks import metrics, worker_app
+    from tasks.catchup import install_catchup
     from tasks.recovery import install_recovery
     from tasks.runtime import runtime_of
     from worker import tracing
@@ -37,12 +38,13 @@ def run_worker(
     app = worker_app(settings)
     rt = runtime_of(app)
     # Only processes that run tasks recover others' work.
-    install_recovery(
+    recovery = install_recovery(
         app,
         settings,
         {"pool": pool, "concurrency": concurrency},
         report=rt.gateway.hold_to_pace(concurrency, rt.state.hold_fewer),
     )
+    install_catchup(app, settings, recovery.worker_id)  # when a key and a webhook secret are set
     server = metrics.serve(settings)
     if server is not None:
         # A prefork child is forked with the listening socket: it must not keep the port.

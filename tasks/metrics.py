@@ -57,7 +57,12 @@ RATE_LIMITED = Counter(
     ["endpoint", "limiter"],
     registry=None,
 )
-OWN = (TASKS, STRIPE_CALLS, STRIPE_SECONDS, RATE_LIMIT_WAIT, RATE_LIMITED)
+CATCHUP_RECOVERED = Counter(
+    "stripe_worker_catchup_recovered",
+    "Events catch-up found in Stripe's list that the receiver never got, and queued",
+    registry=None,
+)
+OWN = (TASKS, STRIPE_CALLS, STRIPE_SECONDS, RATE_LIMIT_WAIT, RATE_LIMITED, CATCHUP_RECOVERED)
 
 
 def task_done(task: str, outcome: str) -> None:
@@ -72,6 +77,10 @@ def rate_limit_waited(seconds: float) -> None:
 def rate_limited_by(endpoint: str, limiter: str) -> None:
     """Count a 429 on `endpoint` from `limiter` (global, or the endpoint's own)."""
     RATE_LIMITED.labels(endpoint or "other", limiter).inc()
+
+
+def catchup_recovered(count: int) -> None:
+    CATCHUP_RECOVERED.inc(count)
 
 
 def operation_of(method: str, url: str) -> str:
@@ -203,10 +212,21 @@ class RedisFigures:
         for mode, paces in s.endpoint_pace.items():
             for endpoint, rate in paces.items():
                 endpoint_pace.add_metric([mode, endpoint], rate)
+        cursor_age = GaugeMetricFamily(
+            "stripe_worker_catchup_cursor_age_seconds",
+            "Seconds since the newest moment catch-up has listed Stripe's events up to, by "
+            "account (platform: the key's own)",
+            labels=["account"],
+        )
+        # Only where catch-up is on: turned off, its cursor stays in Redis and would age.
+        on = s.catchup is not None and self.settings.catchup == "on"
+        for account, age in (s.catchup.cursor_ages if on and s.catchup else {}).items():
+            cursor_age.add_metric([account or "platform"], age)
         yield entries
         yield lag
         yield pace
         yield endpoint_pace
+        yield cursor_age
 
 
 def registry(client: redis.Redis, settings: Settings) -> CollectorRegistry:

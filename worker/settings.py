@@ -87,6 +87,16 @@ class Settings:
     # as long as a delivery's dedupe mark, so "did it arrive?" is answered while the sender
     # may still be retrying it.
     trail_ttl: int = 3 * 24 * 3600
+    # Catch-up (tasks/catchup.py): with a Stripe key and a webhook secret, one worker at a
+    # time lists Stripe's new events every interval and queues those the receiver never
+    # got, as a delivery would. "off" turns it off. CATCHUP_TYPES narrows it to the types
+    # the endpoint subscribes to (comma separated, up to 20: Stripe's `types[]`); empty:
+    # every type, as the receiver queues. CATCHUP_ACCOUNTS: connected accounts whose
+    # events it lists too (a Connect endpoint's).
+    catchup: str = "on"
+    catchup_interval: float = 60.0
+    catchup_types: str = ""
+    catchup_accounts: str = ""
     # The worker's Prometheus endpoint (tasks/metrics.py); port 0 serves none.
     worker_metrics_host: str = "127.0.0.1"
     worker_metrics_port: int = 9191
@@ -146,6 +156,20 @@ class Settings:
             raise SettingsError("STREAM_HARD_MAXLEN must be 0 (no limit) or at least STREAM_MAXLEN")
         if self.worker_pool not in ("prefork", "threads", "solo"):
             raise SettingsError("WORKER_POOL must be threads, prefork or solo")
+        if self.catchup not in ("on", "off"):
+            raise SettingsError("CATCHUP must be on or off")
+        if self.catchup_interval < 1:
+            raise SettingsError("CATCHUP_INTERVAL must be at least 1 second (CATCHUP=off stops it)")
+        types = self.event_types
+        if len(types) > 20 or any("*" in t or not t.strip() for t in types):
+            raise SettingsError(
+                "CATCHUP_TYPES: up to 20 event types, comma separated, without wildcards "
+                "(Stripe's types[] filter)"
+            )
+        if any(not a.startswith("acct_") for a in self.connected_accounts):
+            raise SettingsError(
+                "CATCHUP_ACCOUNTS: connected account ids, acct_..., comma separated"
+            )
         try:
             parse_endpoint_rates(self.stripe_endpoint_rates)
         except ValueError as exc:
@@ -188,6 +212,16 @@ class Settings:
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
+
+    @property
+    def event_types(self) -> list[str]:
+        """CATCHUP_TYPES as a list; empty: every type."""
+        return [t.strip() for t in self.catchup_types.split(",") if t.strip()]
+
+    @property
+    def connected_accounts(self) -> list[str]:
+        """CATCHUP_ACCOUNTS as a list."""
+        return [a.strip() for a in self.catchup_accounts.split(",") if a.strip()]
 
     @property
     def tracing(self) -> bool:

@@ -40,6 +40,7 @@ THROUGHPUT_TTL = 15 * 60
 # Steps counted per second for the chart, and under which name.
 COUNTED = {
     "received": "accepted",
+    "reconciled": "accepted",
     "replayed": "accepted",
     "published": "published",
     "failed": "failed",
@@ -107,7 +108,7 @@ class Trail:
             }
         )
         index = {t for t in terms if t}
-        if step in ("received", "replayed", "published", "failed"):
+        if step in ("received", "reconciled", "replayed", "published", "failed"):
             index |= terms_of(work)
         keys = [self.keys.trail(work.work_id), self.keys.throughput(int(now) // 60)]
         keys += [self.keys.ledger_work, *(self.keys.find(term_digest(t)) for t in index)]

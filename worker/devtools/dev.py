@@ -159,6 +159,7 @@ class DevStack:
 def run_dev(host: str = "127.0.0.1", port: int = 8000, concurrency: int = 4) -> int:
     """Start everything, print what to do next, run the worker until Ctrl-C or SIGTERM."""
     from tasks import worker_app
+    from tasks.catchup import install_catchup
     from tasks.recovery import install_recovery
     from tasks.runtime import runtime_of
     from worker import tracing
@@ -194,12 +195,13 @@ def run_dev(host: str = "127.0.0.1", port: int = 8000, concurrency: int = 4) -> 
         )
         app = worker_app(settings, vault)
         rt = runtime_of(app)
-        install_recovery(
+        recovery = install_recovery(
             app,
             settings,
             {"pool": "threads", "concurrency": concurrency},
             report=rt.gateway.hold_to_pace(concurrency, rt.state.hold_fewer),
         )
+        install_catchup(app, settings, recovery.worker_id)
         worker = _quiet_worker_class(app)(
             pool="threads",
             concurrency=concurrency,
