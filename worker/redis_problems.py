@@ -12,7 +12,7 @@ import redis
 
 from worker.errors import SettingsError
 from worker.redact import redact_url
-from worker.redis_url import is_tls_url
+from worker.redis_url import is_sentinel_url, is_tls_url
 
 # BLMOVE (tasks/transport.py) and LMOVE came in Redis 6.2; Valkey 7.2+ has them too.
 MIN_REDIS_VERSION = (6, 2)
@@ -38,16 +38,18 @@ def tls_problem(exc: BaseException, url: str) -> str | None:
         mark in text
         for mark in ("WRONG_VERSION_NUMBER", "record layer", "SSL", "EOF occurred", "handshake")
     ):
+        plaintext = "drop ssl=true" if is_sentinel_url(url) else "use redis://"
         return (
-            f"Redis at {where} does not speak TLS on this port; use redis:// for a plaintext "
+            f"Redis at {where} does not speak TLS on this port; {plaintext} for a plaintext "
             "port, or the port the provider gives for TLS"
         )
     if not is_tls_url(url) and any(
         mark in text for mark in ("reset by peer", "Connection closed by server", "Broken pipe")
     ):
+        tls = "add ?ssl=true at the end of" if is_sentinel_url(url) else "use rediss:// in"
         return (
             f"Redis at {where} closed the connection: if it requires TLS (managed Redis "
-            "does), use rediss:// in REDIS_URL"
+            f"does), {tls} REDIS_URL"
         )
     return None
 
