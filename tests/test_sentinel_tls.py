@@ -10,6 +10,8 @@ import shutil
 
 import pytest
 from kombu import Connection
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from tasks.celery_app import broker_options
 from tasks.transport import SentinelTransport
@@ -50,7 +52,8 @@ def test_one_url_gives_the_sentinels_and_the_master_the_same_tls_options():
     assert tls_options(settings.redis_url) == tls
     # The sentinels' own options (redis-py's clients and kombu's sentinel_kwargs alike).
     assert sentinel_options(settings) == {
-        "socket_connect_timeout": 1, "socket_timeout": 1, "password": "spw", "ssl": True, **tls,
+        "socket_connect_timeout": 1, "socket_timeout": 1, "retry": Retry(NoBackoff(), 0),
+        "password": "spw", "ssl": True, **tls,
     }  # fmt: skip
     assert broker_options(settings)["sentinel_kwargs"] == sentinel_options(settings)
     plain = Settings.from_env(
@@ -141,3 +144,36 @@ def test_signups_through_tls_sentinels_with_passwords_and_a_failover(
     finally:
         web.stop()
         worker.stop()
+
+
+@pytest.fixture
+def plaintext_cluster():
+    servers = SentinelCluster().start()
+    yield servers
+    servers.stop()
+
+
+@needs_sentinel
+@pytest.mark.slow
+def test_tls_problems_behind_sentinels_are_named_with_their_fix(
+    cluster, plaintext_cluster, settings, webhook_env
+):
+    """redis-py's MasterNotFoundError names no cause; the line still does. One sentinel in
+    each URL: each sentinel that cannot be spoken to costs its timeout, on every retry."""
+    tls_url = cluster.url.split(";")[0] + "/0"
+    plain_url = plaintext_cluster.url.split(";")[0] + "/0"
+    cases = {
+        "TLS to plaintext sentinels": (f"{plain_url}?ssl=true", "drop ssl=true"),
+        "plaintext to TLS sentinels": (tls_url, "add ?ssl=true"),
+        "untrusted CA": (f"{tls_url}?ssl=true", "&ssl_ca_certs=/path/ca.pem"),
+    }
+    for name, (url, fix) in cases.items():
+        env = worker_env(
+            settings.with_(redis_url=url), webhook_env,
+            REDIS_SENTINEL_MASTER=MASTER_NAME, REDIS_SENTINEL_PASSWORD=SENTINEL_PASSWORD,
+        )  # fmt: skip
+        done = run_command("status", env=env, timeout=120)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 1 and len(lines) == 1, (name, done.stderr)
+        assert fix in lines[0] and PASSWORD not in lines[0], (name, lines[0])
+        print(f"{name}: {lines[0]}")

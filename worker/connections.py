@@ -15,7 +15,7 @@ from importlib.resources import files
 from typing import Any
 
 import redis
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.commands.core import Script
 from redis.connection import SSLConnection
 from redis.retry import Retry
@@ -85,7 +85,14 @@ def sentinel_options(settings: Settings) -> dict[str, Any]:
     Sentinel makes a Redis(host, port, **these) per sentinel (redis/sentinel.py), and kombu
     passes its `sentinel_kwargs` transport option there (kombu/transport/redis.py,
     SentinelChannel._sentinel_managed_pool). With ?ssl=true, TLS with the URL's options."""
-    options: dict[str, Any] = {"socket_connect_timeout": 1, "socket_timeout": 1}
+    options: dict[str, Any] = {
+        "socket_connect_timeout": 1,
+        "socket_timeout": 1,
+        # Sentinel asks the next sentinel itself, and the master client's retry asks them
+        # all again; redis-py's default retry (10, per sentinel) would make a sentinel that
+        # does not answer (down, or TLS spoken to a plaintext port) cost some 15 s a question.
+        "retry": Retry(NoBackoff(), 0),
+    }
     if settings.redis_sentinel_password:
         options["password"] = settings.redis_sentinel_password
     tls = tls_options(settings.redis_url)
