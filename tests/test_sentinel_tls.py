@@ -74,6 +74,9 @@ def test_kombu_keeps_the_password_and_database_after_switching_sentinel():
         connection.maybe_switch_next()
     assert seen == [("h1", PASSWORD, "2"), ("h2", PASSWORD, "2"), ("h3", PASSWORD, "2")]
     assert connection.ssl == tls_options(URL)  # the options survive the switch
+    encoded = Connection(kombu_url("sentinel://:p%40ss%2Fw@h1;sentinel://[::1]:26380/3"))
+    encoded.maybe_switch_next()
+    assert (encoded.hostname, encoded.password, encoded.virtual_host) == ("::1", "p@ss/w", "3")
 
 
 @pytest.fixture
