@@ -18,6 +18,9 @@ and the worker goes on.
 With a sentinel:// REDIS_URL, SentinelTransport does the same through kombu's Sentinel
 connection handling; a master demoted under a blocked BLMOVE counts as a lost connection,
 so Celery reconnects to the master the sentinels name.
+
+kombu has no API for this: every private kombu name used here is listed, with why, in
+tasks/kombu_contract.py, and checked against the installed kombu by its test.
 """
 
 from __future__ import annotations
