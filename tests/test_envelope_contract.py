@@ -52,6 +52,19 @@ def test_headers_and_properties_are_celerys_protocol_2():
         assert ours["properties"][name] == value
 
 
+def test_a_traceparent_is_a_custom_header_celery_keeps_on_retries():
+    """The task reads it from `request.headers`, and a retry is sent with
+    `as_execution_options()`'s headers (Task.signature_from_request)."""
+    from celery.app.task import Context
+
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    headers = json.loads(task_message(WORK, "id-1", "summary", traceparent))["headers"]
+    context = Context(headers)
+    assert context.headers == {"traceparent": traceparent}
+    assert context.as_execution_options()["headers"] == {"traceparent": traceparent}
+    assert "traceparent" not in json.loads(task_message(WORK, "id-1"))["headers"]
+
+
 def test_body_is_celerys_three_items():
     ours = json.loads(task_message(WORK, "id-1"))
     theirs = celery_message("id-1")

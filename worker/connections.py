@@ -12,7 +12,7 @@ costs callers a few failed calls while the sentinels agree, never a restart. Wit
 from __future__ import annotations
 
 from importlib.resources import files
-from typing import Any
+from typing import Any, cast
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
@@ -38,9 +38,11 @@ class MasterConnection(SentinelManagedConnection):
     retry, to the address it had: the demoted master again, until the retries run out."""
 
     def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        # The sentinel-aware connect, not the base class's reconnect. (redis-py leaves both
+        # calls unannotated.)
         if not self._sock:
-            self.connect()  # the sentinel-aware connect, not the base class's reconnect
-        super().send_packed_command(command, check_health)
+            self.connect()  # type: ignore[no-untyped-call]
+        super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
 
 
 class MasterSSLConnection(MasterConnection, SSLConnection):
@@ -69,7 +71,7 @@ def redis_client(
         list(target.sentinels),
         sentinel_kwargs=sentinel_options(settings),
     )
-    return sentinel.master_for(
+    client: redis.Redis = sentinel.master_for(
         settings.redis_sentinel_master,
         redis_class=client_class,
         connection_class=MasterSSLConnection if tls else MasterConnection,
@@ -78,6 +80,7 @@ def redis_client(
         password=target.password,
         **options,
     )
+    return client
 
 
 def sentinel_options(settings: Settings) -> dict[str, Any]:
@@ -114,7 +117,8 @@ def replicated(script: Script, replicas: int, fence: int, fence_ttl: int) -> Any
         return script
 
     def call(keys: list[str], args: list[Any]) -> Any:
-        client = script.registered_client
+        # redis-py types it Redis | RedisCluster; lua_script registers on a Redis only.
+        client = cast(redis.Redis, script.registered_client)
         return run_replicated(client, script, keys, args, keys[fence], fence_ttl, replicas)
 
     return call

@@ -9,6 +9,8 @@ redis-py builds from host and port only) through redact.
 from __future__ import annotations
 
 import socket
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import redis
@@ -106,7 +108,7 @@ def _answers_plaintext(address: tuple[str, int]) -> bool:
         return False
 
 
-def parse_version(info: dict) -> tuple[int, ...]:
+def parse_version(info: Mapping[str, Any]) -> tuple[int, ...]:
     """The server's version from INFO server (Valkey reports redis_version as 7.2.4 too)."""
     raw = str(info.get("redis_version", "0"))
     return tuple(int(part) for part in raw.split(".")[:3] if part.isdigit())
