@@ -2,8 +2,9 @@
 
 kombu's Redis transport has no extension API: tasks/transport.py fetches with BLMOVE by
 overriding the channel's BRPOP hooks and records a message as held through the QoS's
-bookkeeping, and a few other modules lean on Celery's worker internals. None of these names
-is promised by a release note, so each is listed here once, with where and why it is used,
+bookkeeping, and a few other modules lean on Celery's worker internals. Most of these names
+are private, promised by no release note; the rest are methods of theirs that ours override,
+whose signatures ours must keep matching. Each is listed here once, with where and why,
 and tests/test_kombu_contract.py checks each one against the installed libraries: that it is
 there and, for a callable, that its signature is the one written here. Moving the kombu or
 Celery pin (pyproject.toml) means running that test against the new version first; see the
