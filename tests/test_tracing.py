@@ -247,6 +247,10 @@ def test_one_trace_from_the_webhook_to_the_stream_entry(
         (WORKER, "consumer", enqueue.span_id, True),
         (WORKER, "consumer", enqueue.span_id, False),
     ]
+    # The retry's reason, as an exception event: type and redacted message, no traceback.
+    [(event, recorded)] = runs[0].events
+    assert (event, recorded["exception.type"]) == ("exception", "Retry")
+    assert "exception.stacktrace" not in recorded
     by_parent = {c.parent_span_id: c for c in calls}
     assert sorted(by_parent) == sorted(r.span_id for r in runs)
     failed, succeeded = (by_parent[r.span_id] for r in runs)
@@ -320,3 +324,33 @@ def test_a_collector_that_does_not_answer_costs_no_delivery(
         assert answer.status_code == 200, answer.text
     wait_for(lambda: len(entries(redis_client, settings, "customers")) == 3)
     assert all(e["traceparent"] for e in entries(redis_client, settings, "customers"))
+
+
+RAISE_IN_A_SPAN = """
+import contextlib
+from worker import tracing
+from worker.settings import Settings
+tracing.setup(Settings.from_env(), "secret-test")
+with contextlib.suppress(ValueError), tracing.span("fails"):
+    try:
+        raise KeyError("sk_live_51HxYzChainedSecretValue00")
+    except KeyError:
+        raise ValueError("Invalid API Key provided: sk_live_51HxYzTestOnlyNotARealKey00")
+tracing.flush()
+"""
+
+
+def test_an_exception_in_a_span_is_exported_redacted_without_its_traceback(collector):
+    subprocess.run(
+        [sys.executable, "-c", RAISE_IN_A_SPAN],
+        env=clean_env(OTEL_EXPORTER_OTLP_ENDPOINT=collector.url),
+        check=True,
+        timeout=60,
+    )
+    [span] = collector.spans()
+    [(_event, recorded)] = span.events
+    assert recorded == {
+        "exception.type": "ValueError",
+        "exception.message": "Invalid API Key provided: sk_live_[redacted]",
+    }
+    assert span.error and span.attributes["error.type"] == "ValueError"

@@ -25,10 +25,11 @@ import contextlib
 import importlib.util
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from worker.errors import SettingsError
+from worker.redact import redact, redact_url
 from worker.settings import Settings
 
 log = logging.getLogger("stripe_worker.tracing")
@@ -93,7 +94,8 @@ def setup(settings: Settings, service: str) -> bool:
         trace.set_tracer_provider(provider)
         _process.provider = provider
         _process.tracer = provider.get_tracer("stripe_worker")
-    log.info("traces to %s as %s", settings.otlp_traces_url, resource.attributes[SERVICE_NAME])
+    shown = redact_url(settings.otlp_traces_url)  # a URL may carry credentials
+    log.info("traces to %s as %s", shown, resource.attributes[SERVICE_NAME])
     return True
 
 
@@ -111,7 +113,7 @@ def span(
     """A span around a block, current inside it (the SDK's Span, or None when tracing is
     off). `parent`: a W3C traceparent from outside this process (a message, a request);
     without one, the current span is the parent. An exception leaving the block is recorded
-    and sets the span's status to error (the SDK's default)."""
+    (redacted) and sets the span's status to error."""
     tracer = _process.tracer
     if tracer is None:
         return _NOOP
@@ -119,9 +121,36 @@ def span(
 
     assert kind in _KINDS, kind
     context = _extract(parent) if parent else None
-    return tracer.start_as_current_span(
-        name, context=context, kind=SpanKind[kind.upper()], attributes=attributes
+    return _recorded(
+        tracer.start_as_current_span(
+            name,
+            context=context,
+            kind=SpanKind[kind.upper()],
+            attributes=attributes,
+            # Recorded by `_recorded`: the SDK's own would export the traceback, and with it
+            # the chained errors' text (a Stripe error names part of its key).
+            record_exception=False,
+            set_status_on_exception=False,
+        )
     )
+
+
+@contextlib.contextmanager
+def _recorded(started: contextlib.AbstractContextManager[Any]) -> Iterator[Any]:
+    """The span, and an exception leaving it recorded as the semantic conventions' exception
+    event (its type and message, redacted as every log line is; no traceback)."""
+    with started as current:
+        try:
+            yield current
+        except Exception as exc:
+            from opentelemetry.trace import Status, StatusCode
+
+            message = redact(str(exc))[:500]
+            kind = type(exc).__qualname__
+            current.add_event("exception", {"exception.type": kind, "exception.message": message})
+            current.set_attribute("error.type", kind)
+            current.set_status(Status(StatusCode.ERROR, message))
+            raise
 
 
 def annotate(current: Any, **attributes: Any) -> None:
