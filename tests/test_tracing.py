@@ -13,6 +13,7 @@ import requests
 
 from worker.errors import SettingsError
 from worker.settings import Settings
+from worker.trail import Trail
 from worker.work import Work
 
 from .support import (
@@ -265,6 +266,10 @@ def test_one_trace_from_the_webhook_to_the_stream_entry(
     # The publish is the last attempt's; the entry names it, so an agent continues from it.
     assert (publish.kind, publish.parent_span_id) == ("producer", runs[1].span_id)
     assert publish.attributes["messaging.destination.name"] == stream
+    # `stripe-worker trace msg_traced` names the trace at every step.
+    [found] = Trail(redis_client, settings).find("msg_traced")
+    assert {line["trace"] for line in found.lines} == {request.trace_id}
+    assert len(found.lines) >= 3  # received, retried, published
     assert_names(entry["traceparent"], publish)
     assert len(spans) == 7
 

@@ -178,6 +178,16 @@ def traceparent() -> str | None:
     return carrier.get(TRACEPARENT)
 
 
+def trace_id() -> str | None:
+    """The current trace's id in hex, as tracing backends search by; None when off."""
+    if _process.tracer is None:
+        return None
+    from opentelemetry import trace
+
+    context = trace.get_current_span().get_span_context()
+    return f"{context.trace_id:032x}" if context.is_valid else None
+
+
 def _extract(value: str) -> Any:
     """The context a traceparent names; an empty one (a new trace) for a malformed value,
     which the W3C propagator refuses: a sender's header is never trusted further."""
