@@ -145,6 +145,29 @@ def test_check_says_whether_the_collector_takes_spans(tmp_path, collector, redis
     assert line.startswith("FAIL  traces") and "does not answer" in line, line
 
 
+WITHOUT_THE_EXTRA = """
+import sys
+sys.modules["opentelemetry"] = None  # as where the otel extra is not installed
+from worker.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args", [["worker"], ["web", "--port", "0"]])
+def test_without_the_extra_an_endpoint_is_refused_in_one_line(tmp_path, redis_url, args):
+    env = fresh_env(tmp_path, REDIS_URL=redis_url, OTEL_EXPORTER_OTLP_ENDPOINT="http://c:4318")
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_THE_EXTRA, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    line = one_error_line(done, 2)
+    assert "pip install 'stripe-worker[otel]'" in line
+
+
 def test_work_queued_again_from_the_ledger_stays_in_its_trace(app, redis_client, settings):
     """The ledger keeps the delivery's traceparent beside its work (tracing is off in this
     process, so the record is written as a traced receiver writes it)."""

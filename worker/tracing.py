@@ -55,11 +55,18 @@ _process = _Process()
 def check(settings: Settings) -> None:
     """SettingsError, in one line, when tracing is asked for and the `otel` extra is not
     installed; imports nothing (a process checks this before it forks)."""
-    if settings.tracing and importlib.util.find_spec("opentelemetry.sdk") is None:
+    if settings.tracing and not _installed():
         raise SettingsError(
             "OTEL_EXPORTER_OTLP_ENDPOINT is set but OpenTelemetry is not installed: "
             "pip install 'stripe-worker[otel]', or unset it"
         )
+
+
+def _installed() -> bool:
+    try:
+        return importlib.util.find_spec("opentelemetry.sdk") is not None
+    except ModuleNotFoundError:  # no `opentelemetry` package at all
+        return False
 
 
 def setup(settings: Settings, service: str) -> bool:
