@@ -39,7 +39,7 @@ def requeue_lost(
     alive = _message_ids_held(client, settings)
     requeued = []
     for raw_id in stalled:
-        delivery_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
+        delivery_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
         raw = client.hget(keys.ledger_work, delivery_id)
         now = time.time()
         if raw is None:  # published meanwhile
@@ -75,6 +75,6 @@ def _message_ids_held(client: redis.Redis, settings: Settings) -> set[str]:
         + client.hvals(keys.unacked)
     )
     for raw_id in client.zrange(keys.workers, 0, -1):
-        worker_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
+        worker_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
         raws += client.lrange(keys.fetched(worker_id), 0, -1)
     return {m for m in map(message_id_of, raws) if m}

@@ -2,6 +2,8 @@
 
 If an upgrade of celery or kombu changes what these tests pin, they fail here, loudly,
 before a worker silently drops or loses messages (pyproject.toml pins the tested range).
+The private kombu and Celery names the transport uses are checked by
+tests/test_kombu_contract.py, against their list in tasks/kombu_contract.py.
 """
 
 import base64
@@ -85,19 +87,3 @@ def test_kombu_key_names_are_the_ones_keys_documents():
     assert keys.kombu_prefix + channel.unacked_key == keys.unacked
     assert keys.kombu_prefix + channel.unacked_index_key == keys.unacked_index
     assert keys.queue == keys.kombu_prefix + QUEUE
-
-
-def test_the_transport_hooks_kombu_still_has():
-    """tasks/transport.py overrides and calls these private parts of kombu's Channel."""
-    for name in (
-        "_brpop_start",
-        "_brpop_read",
-        "_q_for_pri",
-        "_flush_brpop_reauth",
-        "conn_or_acquire",
-        "global_keyprefix",
-    ):
-        assert hasattr(kombu_redis.Channel, name), name
-    for name in ("append", "pipe_or_acquire", "restore_by_tag"):
-        assert hasattr(kombu_redis.QoS, name), name
-    assert "priority_steps" in kombu_redis.Channel.from_transport_options

@@ -59,9 +59,11 @@ class Enqueuer:
         self._run_alone = replicated(self._script, self._replicas, 0, settings.dedupe_ttl)
         self.trail = Trail(client, settings)
 
-    def enqueue_once(self, work: Work, summary: str = "") -> bool:
+    def enqueue_once(self, work: Work, summary: str = "", origin: str = "") -> bool:
         """Queue `work` unless its delivery was queued before; True when queued now.
 
+        `origin` names the trail's first step when the work did not arrive as a delivery
+        (`reconciled`: listed from Stripe's events by tasks/catchup.py).
         QueueUnavailable when Redis does not answer: nothing was queued or marked.
         """
         attributes = {
@@ -71,17 +73,17 @@ class Enqueuer:
             "stripe_worker.work_id": work.work_id,
         }
         with tracing.span(f"enqueue {work.task}", "producer", attributes=attributes) as span:
-            queued = self._enqueue_once(work, summary, span)
+            queued = self._enqueue_once(work, summary, origin, span)
             tracing.annotate(span, **{"stripe_worker.duplicate": not queued})
             return queued
 
-    def _enqueue_once(self, work: Work, summary: str, span: object) -> bool:
+    def _enqueue_once(self, work: Work, summary: str, origin: str, span: object) -> bool:
         message_id = new_message_id()
         tracing.annotate(span, **{"messaging.message.id": message_id})
         traceparent = tracing.traceparent()  # the task's span is a child of this one
         keys = self.keys
         script_keys = [keys.seen(work.delivery_id), keys.queue, keys.ledger, keys.ledger_work]
-        args = [
+        args: list[bytes | str | int] = [
             task_message(work, message_id, summary, traceparent),
             int(time.time()),
             self.settings.dedupe_ttl,
@@ -89,7 +91,7 @@ class Enqueuer:
             ledger_record(work, message_id, traceparent),
             "next" if work.task == CREATE_CUSTOMER_TASK else "last",
         ]
-        step = "replayed" if work.delivery_id.startswith("replay:") else "received"
+        step = origin or ("replayed" if work.delivery_id.startswith("replay:") else "received")
         try:
             # The trail's line rides in the same round trip (never at the cost of the work:
             # its error is logged, not raised).

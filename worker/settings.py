@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from worker.errors import SettingsError
@@ -86,6 +87,16 @@ class Settings:
     # as long as a delivery's dedupe mark, so "did it arrive?" is answered while the sender
     # may still be retrying it.
     trail_ttl: int = 3 * 24 * 3600
+    # Catch-up (tasks/catchup.py): with a Stripe key and a webhook secret, one worker at a
+    # time lists Stripe's new events every interval and queues those the receiver never
+    # got, as a delivery would. "off" turns it off. CATCHUP_TYPES narrows it to the types
+    # the endpoint subscribes to (comma separated, up to 20: Stripe's `types[]`); empty:
+    # every type, as the receiver queues. CATCHUP_ACCOUNTS: connected accounts whose
+    # events it lists too (a Connect endpoint's).
+    catchup: str = "on"
+    catchup_interval: float = 60.0
+    catchup_types: str = ""
+    catchup_accounts: str = ""
     # The worker's Prometheus endpoint (tasks/metrics.py); port 0 serves none.
     worker_metrics_host: str = "127.0.0.1"
     worker_metrics_port: int = 9191
@@ -103,14 +114,14 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Read the variables of the configuration table; unknown ones are ignored."""
         env = os.environ if environ is None else environ
-        values: dict[str, object] = {}
+        values: dict[str, Any] = {}  # each as its field's type says (_convert)
         for f in fields(cls):
             raw = env.get(f.name.upper())
             if raw is None or raw == "":
                 continue
             values[f.name] = _convert(f.name, raw, f.type)
         values.update(overrides)
-        settings = cls(**values)  # type: ignore[arg-type]
+        settings = cls(**values)
         settings.check()
         return settings
 
@@ -145,6 +156,20 @@ class Settings:
             raise SettingsError("STREAM_HARD_MAXLEN must be 0 (no limit) or at least STREAM_MAXLEN")
         if self.worker_pool not in ("prefork", "threads", "solo"):
             raise SettingsError("WORKER_POOL must be threads, prefork or solo")
+        if self.catchup not in ("on", "off"):
+            raise SettingsError("CATCHUP must be on or off")
+        if self.catchup_interval < 1:
+            raise SettingsError("CATCHUP_INTERVAL must be at least 1 second (CATCHUP=off stops it)")
+        types = self.event_types
+        if len(types) > 20 or any("*" in t or not t.strip() for t in types):
+            raise SettingsError(
+                "CATCHUP_TYPES: up to 20 event types, comma separated, without wildcards "
+                "(Stripe's types[] filter)"
+            )
+        if any(not a.startswith("acct_") for a in self.connected_accounts):
+            raise SettingsError(
+                "CATCHUP_ACCOUNTS: connected account ids, acct_..., comma separated"
+            )
         try:
             parse_endpoint_rates(self.stripe_endpoint_rates)
         except ValueError as exc:
@@ -185,8 +210,18 @@ class Settings:
             return self.worker_concurrency
         return 64 if self.worker_pool == "threads" else (os.cpu_count() or 1)
 
-    def with_(self, **changes: object) -> Settings:
-        return replace(self, **changes)  # type: ignore[arg-type]
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    @property
+    def event_types(self) -> list[str]:
+        """CATCHUP_TYPES as a list; empty: every type."""
+        return [t.strip() for t in self.catchup_types.split(",") if t.strip()]
+
+    @property
+    def connected_accounts(self) -> list[str]:
+        """CATCHUP_ACCOUNTS as a list."""
+        return [a.strip() for a in self.catchup_accounts.split(",") if a.strip()]
 
     @property
     def tracing(self) -> bool:
@@ -236,10 +271,10 @@ def _convert(name: str, raw: str, type_name: object) -> object:
     kind = str(type_name)
     try:
         if kind == "int":
-            value: object = int(raw)
-            if value < 0:  # type: ignore[operator]
+            whole = int(raw)
+            if whole < 0:
                 raise ValueError("must not be negative")
-            return value
+            return whole
         if kind in ("float", "float | None"):
             number = float(raw)
             if number < 0:

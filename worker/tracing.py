@@ -128,18 +128,17 @@ def span(
 
     assert kind in _KINDS, kind
     context = _extract(parent) if parent else None
-    return _recorded(
-        tracer.start_as_current_span(
-            name,
-            context=context,
-            kind=SpanKind[kind.upper()],
-            attributes=attributes,
-            # Recorded by `_recorded`: the SDK's own would export the traceback, and with it
-            # the chained errors' text (a Stripe error names part of its key).
-            record_exception=False,
-            set_status_on_exception=False,
-        )
+    started: contextlib.AbstractContextManager[Any] = tracer.start_as_current_span(
+        name,
+        context=context,
+        kind=SpanKind[kind.upper()],
+        attributes=attributes,
+        # Recorded by `_recorded`: the SDK's own would export the traceback, and with it
+        # the chained errors' text (a Stripe error names part of its key).
+        record_exception=False,
+        set_status_on_exception=False,
     )
+    return _recorded(started)
 
 
 @contextlib.contextmanager

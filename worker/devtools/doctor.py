@@ -88,7 +88,9 @@ def broker_check(settings: Settings) -> tuple[bool, str, str]:
     try:
         with app.connection_for_read() as connection:
             connection.ensure_connection(max_retries=1, timeout=5)
-            connection.default_channel.client.ping()
+            # kombu types default_channel as the generic StdChannel; the Redis transport's
+            # has the redis-py client (kombu/transport/redis.py, Channel.client).
+            connection.default_channel.client.ping()  # type: ignore[attr-defined]
             tls = "TLS" if connection.ssl else "plaintext"
         return True, "broker", f"the worker's transport connects ({tls})"
     except Exception as exc:  # kombu wraps what redis-py raised: name it, never a traceback
