@@ -26,6 +26,7 @@ from typing import Any
 
 import redis
 
+from worker import tracing
 from worker.connections import lua_script
 from worker.errors import StripeWorkerError
 from worker.redact import redact
@@ -100,6 +101,9 @@ class Trail:
     ) -> tuple[list[str], list[Any]]:
         now = time.time()
         line = {"at": round(now, 3), "step": step, "delivery": work.delivery_id}
+        trace = tracing.trace_id()  # with traces on: the id to open the trace by
+        if trace:
+            line["trace"] = trace
         line.update(
             {
                 k: redact(v) if isinstance(v, str) else v
