@@ -214,6 +214,19 @@ def test_reconcile_mistakes_are_one_line_and_exit_2(settings, webhook_env, args,
     assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr
 
 
+def test_stripe_unreachable_is_one_line_and_exit_1(settings, webhook_env):
+    done = subprocess.run(
+        cli("reconcile"),
+        env=worker_env(settings.with_(stripe_api_base="http://127.0.0.1:9"), webhook_env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done
+    [line] = [x for x in done.stderr.splitlines() if x.startswith("error: ")]
+    assert line.startswith("error: could not reach Stripe") and "Traceback" not in done.stderr
+
+
 def test_beyond_30_days_is_out_of_reach_and_said(settings, webhook_env, emulator):
     make_customers(emulator, 1)
     done = reconcile(settings, webhook_env, "--since", "45d")
