@@ -302,3 +302,23 @@ def test_catch_up_lists_a_connected_accounts_events_with_a_cursor_of_its_own(
     [entry] = wait_for(lambda: entries(redis_client, settings, "events"))
     assert (entry["source_id"], entry["customerId"]) == (event["id"], customer)
     assert json.loads(entry["event"])["account"] == entry["account"] == ACCOUNT
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"CATCHUP": "sometimes"}, "CATCHUP must be on or off"),
+        ({"CATCHUP_INTERVAL": "0"}, "at least 1 second"),
+        ({"CATCHUP_TYPES": ",".join(f"invoice.e{i}" for i in range(21))}, "up to 20"),
+        ({"CATCHUP_TYPES": "invoice.*"}, "without wildcards"),
+        ({"CATCHUP_ACCOUNTS": "bob"}, "acct_"),
+    ],
+)
+def test_catch_up_settings_are_refused_at_start_when_wrong(env, says):
+    from worker.errors import SettingsError
+    from worker.settings import Settings
+
+    with pytest.raises(SettingsError, match=says):
+        Settings.from_env(env)
+    both = Settings.from_env({"CATCHUP_TYPES": "invoice.paid, customer.created"})
+    assert both.event_types == ["invoice.paid", "customer.created"]
