@@ -34,7 +34,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,14 +91,17 @@ class EventList:
         self.calls += 1
         listed = self.gateway.call(
             STRIPE_SECRET_KEY,
+            # The SDK types params as its EventListParams TypedDict; ours are Stripe's
+            # documented parameters, built from settings and the cursor.
             lambda client: client.v1.events.list(
-                params={**self.filters, **params}, options=options
-            ),  # type: ignore[arg-type]
+                params={**self.filters, **params},  # type: ignore[arg-type]
+                options=options,
+            ),
             endpoint="events.list",
             account=self.account,
         )
         assert listed.last_response is not None
-        body = listed.last_response.data  # the JSON as Stripe sent it, as a webhook carries it
+        body: Any = listed.last_response.data  # the JSON as Stripe sent it, as a webhook carries it
         return list(body.get("data") or []), bool(body.get("has_more"))
 
     def walk(
@@ -128,7 +131,9 @@ class EventList:
             yield from reversed(data)
             anchor = data[0]["id"]
 
-    def _newest_first(self, window: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    def _newest_first(
+        self, window: dict[str, Any]
+    ) -> Generator[dict[str, Any], None, dict[str, Any] | None]:
         """Walk `window` newest first: up to BUFFER_MAX events are yielded oldest first
         and None returned; a larger window yields only its oldest event, and returns it for
         the walk to go on from."""
@@ -148,6 +153,7 @@ class EventList:
         if not overflow:
             yield from reversed(held)
             return None
+        assert last is not None  # an overflow means events were listed
         yield last
         return last
 
@@ -237,7 +243,7 @@ class CatchUp:
 
     def hold(self) -> bool:
         """Take or renew the lease; False while another worker has it."""
-        args = [self.holder, "hold", self.lease_ms]
+        args: list[str | int] = [self.holder, "hold", self.lease_ms]
         return bool(self._lease(keys=[self.keys.catchup_lease], args=args))
 
     def release(self) -> None:

@@ -35,6 +35,9 @@ def run_component(
     if spec.component == CREATE_CUSTOMER:
         key = idempotency_key or spec.idempotency_key
         options: dict[str, Any] = {"idempotency_key": key, **as_account} if key else as_account
+        # The SDK types params as its CustomerCreateParams TypedDict; the spec's body is a
+        # JSON object checked in shape when parsed (worker/spec.py), and Stripe answers a
+        # field it does not know with a 400.
         obj = gateway.call(
             spec.api_secret,
             lambda client: client.v1.customers.create(params=spec.body, options=options),  # type: ignore[arg-type]

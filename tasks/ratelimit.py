@@ -105,7 +105,7 @@ class StripeRateLimiter:
         self._script = lua_script(client, "tasks", "ratelimit.lua")
 
     def _run(self, op: str, held: int, *extra: float) -> tuple[float, int]:
-        args = [op, self.ceiling, held, self.ceiling * INCREASE, *extra]
+        args: list[str | float] = [op, self.ceiling, held, self.ceiling * INCREASE, *extra]
         value, epoch = self._script(keys=[self.key], args=args)
         return float(value), int(epoch)
 

@@ -75,11 +75,11 @@ class StripeGateway:
         unpaced when it does not (a single call, and the command says what is wrong)."""
         from worker.connections import redis_client
 
-        client: redis.Redis | None = redis_client(settings, socket_timeout=2)
+        client = redis_client(settings, socket_timeout=2)
         try:
-            client.ping()  # type: ignore[union-attr]
+            client.ping()
         except (redis.RedisError, ValueError):
-            client = None
+            return cls(settings, vault, max_network_retries=max_network_retries, redis_client=None)
         return cls(settings, vault, max_network_retries=max_network_retries, redis_client=client)
 
     def client(self, api_secret: str) -> stripe.StripeClient:

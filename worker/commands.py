@@ -6,9 +6,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from worker.errors import ReceiverUnreachable, UsageError
+
+if TYPE_CHECKING:
+    import redis
+
+    from worker.settings import Settings
 
 
 def print_json(data: Any, stream: Any = None) -> None:
@@ -168,7 +173,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     )
 
 
-def _runtime(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _runtime(args: argparse.Namespace) -> tuple[Settings, redis.Redis]:
     from worker.connections import redis_client
 
     settings = target(args).settings

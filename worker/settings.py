@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from worker.errors import SettingsError
@@ -99,19 +100,28 @@ class Settings:
     # The worker's Prometheus endpoint (tasks/metrics.py); port 0 serves none.
     worker_metrics_host: str = "127.0.0.1"
     worker_metrics_port: int = 9191
+    # Traces (worker/tracing.py), by OpenTelemetry's standard variables: with an endpoint set
+    # both processes export spans over OTLP/HTTP (the `otel` extra); unset, nothing of
+    # OpenTelemetry is imported. The SDK reads the others (OTEL_SERVICE_NAME, ..._SAMPLER).
+    otel_exporter_otlp_endpoint: str = ""
+    otel_exporter_otlp_traces_endpoint: str = ""
+    otel_exporter_otlp_protocol: str = ""
+    otel_exporter_otlp_traces_protocol: str = ""
+    otel_traces_exporter: str = ""
+    otel_sdk_disabled: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Read the variables of the configuration table; unknown ones are ignored."""
         env = os.environ if environ is None else environ
-        values: dict[str, object] = {}
+        values: dict[str, Any] = {}  # each as its field's type says (_convert)
         for f in fields(cls):
             raw = env.get(f.name.upper())
             if raw is None or raw == "":
                 continue
             values[f.name] = _convert(f.name, raw, f.type)
         values.update(overrides)
-        settings = cls(**values)  # type: ignore[arg-type]
+        settings = cls(**values)
         settings.check()
         return settings
 
@@ -164,6 +174,34 @@ class Settings:
             parse_endpoint_rates(self.stripe_endpoint_rates)
         except ValueError as exc:
             raise SettingsError(f"STRIPE_ENDPOINT_RATES: {exc}") from None
+        self._check_tracing()
+
+    def _check_tracing(self) -> None:
+        # The spec's values (opentelemetry.io/docs/specs/otel/protocol/exporter and
+        # .../configuration/sdk-environment-variables); we ship the HTTP/protobuf exporter.
+        # Only checked when tracing is on: another program's variables are not ours to refuse.
+        if not self.tracing:
+            return
+        exporters = {e.strip() for e in self.otel_traces_exporter.lower().split(",")} - {""}
+        if not exporters <= {"otlp", "none"}:
+            raise SettingsError(
+                f"OTEL_TRACES_EXPORTER must be otlp or none, got {self.otel_traces_exporter!r}"
+            )
+        for name in ("otel_exporter_otlp_traces_protocol", "otel_exporter_otlp_protocol"):
+            value = getattr(self, name)
+            if value and value != "http/protobuf":
+                raise SettingsError(
+                    f"{name.upper()} must be http/protobuf (the only OTLP transport "
+                    f"stripe-worker ships), got {value!r}"
+                )
+            if value:
+                break
+        for name in ("otel_exporter_otlp_traces_endpoint", "otel_exporter_otlp_endpoint"):
+            value = getattr(self, name)
+            if value and urlsplit(value).scheme not in ("http", "https"):
+                raise SettingsError(
+                    f"{name.upper()} must be an http:// or https:// URL, got {_shown(value)!r}"
+                )
 
     @property
     def pool_size(self) -> int:
@@ -171,6 +209,9 @@ class Settings:
         if self.worker_concurrency:
             return self.worker_concurrency
         return 64 if self.worker_pool == "threads" else (os.cpu_count() or 1)
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
 
     @property
     def event_types(self) -> list[str]:
@@ -182,8 +223,22 @@ class Settings:
         """CATCHUP_ACCOUNTS as a list."""
         return [a.strip() for a in self.catchup_accounts.split(",") if a.strip()]
 
-    def with_(self, **changes: object) -> Settings:
-        return replace(self, **changes)  # type: ignore[arg-type]
+    @property
+    def tracing(self) -> bool:
+        """Spans are exported: an OTLP endpoint is set, OTEL_TRACES_EXPORTER is not `none`
+        and OTEL_SDK_DISABLED is not `true` (the spec's booleans: only "true", any case)."""
+        return (
+            bool(self.otel_exporter_otlp_traces_endpoint or self.otel_exporter_otlp_endpoint)
+            and "none" not in self.otel_traces_exporter.lower()
+            and self.otel_sdk_disabled.strip().lower() != "true"
+        )
+
+    @property
+    def otlp_traces_url(self) -> str:
+        """Where spans go: the traces endpoint as given, else `<endpoint>/v1/traces`."""
+        if self.otel_exporter_otlp_traces_endpoint:
+            return self.otel_exporter_otlp_traces_endpoint
+        return self.otel_exporter_otlp_endpoint.rstrip("/") + "/v1/traces"
 
     @cached_property
     def keys(self) -> Keys:
@@ -216,10 +271,10 @@ def _convert(name: str, raw: str, type_name: object) -> object:
     kind = str(type_name)
     try:
         if kind == "int":
-            value: object = int(raw)
-            if value < 0:  # type: ignore[operator]
+            whole = int(raw)
+            if whole < 0:
                 raise ValueError("must not be negative")
-            return value
+            return whole
         if kind in ("float", "float | None"):
             number = float(raw)
             if number < 0:

@@ -29,7 +29,8 @@ STRIPE_TYPES = ("customer.created", "checkout.session.completed", "invoice.payme
 def fixtures() -> dict[str, Any]:
     """Stripe's example objects (from its OpenAPI fixtures) that events are built from."""
     text = resources.files("worker.devtools").joinpath("data/stripe_fixtures.json").read_text()
-    return json.loads(text)
+    shapes: dict[str, Any] = json.loads(text)
+    return shapes
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ class Sender:
         if made and event["type"] == "customer.created":
             listed = requests.get(
                 f"{base}/v1/events",
-                params={"type": "customer.created", "limit": 100},
+                params={"type": "customer.created", "limit": "100"},
                 auth=(key, ""),
                 timeout=10,
             ).json()
@@ -161,7 +162,7 @@ class Sender:
         return dict(added.json()) if added.ok else event
 
     @staticmethod
-    def build_event(event_type: str, customer: Mapping[str, Any], livemode: bool) -> dict:
+    def build_event(event_type: str, customer: Mapping[str, Any], livemode: bool) -> dict[str, Any]:
         """A Stripe event shaped like Stripe's fixtures, naming `customer`."""
         shapes = fixtures()
         now = int(time.time())

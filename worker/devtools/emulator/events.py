@@ -192,5 +192,5 @@ def _matches(logged: Logged, query: dict[str, Any]) -> bool:
     return True
 
 
-def _copy(value: Any) -> Any:
+def _copy(value: dict[str, Any]) -> dict[str, Any]:
     return copy.deepcopy(value)

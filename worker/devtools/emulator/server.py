@@ -115,7 +115,9 @@ class _Handler(BaseHTTPRequestHandler):
         if self.server.state.generation != generation:
             raise ApiError(500, "api_error", "the emulator was reset during this request")
 
-    def _route(self, mode: str, method: str, path: str, params: dict[str, Any], account: str = ""):
+    def _route(
+        self, mode: str, method: str, path: str, params: dict[str, Any], account: str = ""
+    ) -> tuple[int, Any]:
         state = self.server.state
         parts = path.rstrip("/").split("/")
         if parts[:3] == ["", "v1", "customers"]:
@@ -266,7 +268,7 @@ class EmulatorServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def start(self) -> EmulatorServer:
         """Serve from a background thread; returns self."""

@@ -9,7 +9,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from worker.devtools.emulator.events import EventLog
 from worker.devtools.emulator.faults import FAULT_TYPES, Faults
@@ -39,6 +39,17 @@ class Stored:
     at: float
 
 
+class Stats(TypedDict):
+    """What /_emulator/stats reports (beside the customers' count), by mode where keyed."""
+
+    requests: int
+    faults: int
+    replays: int
+    created: dict[str, int]
+    rate_limited: dict[str, int]
+    rate_limited_by: dict[str, int]  # which limiter refused: "global" or "endpoint"
+
+
 class EmulatorState:
     """Customers, idempotency records, keys, faults and counters; thread-safe."""
 
@@ -62,7 +73,7 @@ class EmulatorState:
         self.in_flight: set[tuple[str, str, str]] = set()
         self.revoked: set[str] = set()
         self.faults = Faults()
-        self.stats = {
+        self.stats: Stats = {
             "requests": 0,
             "faults": 0,
             "replays": 0,
@@ -214,7 +225,7 @@ class EmulatorState:
         self, mode: str, params: dict[str, Any], account: str = ""
     ) -> dict[str, Any]:
         fields = validate_customer_params(params)
-        customer = {
+        customer: dict[str, Any] = {
             "id": new_id("cus_"),
             "object": "customer",
             "address": None,
@@ -261,7 +272,7 @@ class EmulatorState:
 
     def update_customer(
         self, mode: str, customer_id: str, params: dict[str, Any], account: str = ""
-    ) -> dict:
+    ) -> dict[str, Any]:
         fields = validate_customer_params(params)
         with self.lock:
             customer = self.book(mode, account).get(customer_id)
