@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import signal
 import sys
 import tempfile
@@ -231,7 +232,9 @@ def run_failover(
         cluster.stop()
         emulator.stop()
     report.seconds = round(time.monotonic() - started, 1)
-    if not report.ok:
+    if report.ok:  # the logs are kept only to read a failure
+        shutil.rmtree(logdir, ignore_errors=True)
+    else:
         report.notes.append(f"logs in {logdir}")
     return report
 

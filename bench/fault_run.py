@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import sys
 import tempfile
 import threading
@@ -461,7 +462,9 @@ def run_fault(
         own_redis.stop()
         emulator.stop()
     report.seconds = round(time.monotonic() - started, 1)
-    if not report.ok:
+    if report.ok:  # the logs are kept only to read a failure
+        shutil.rmtree(logdir, ignore_errors=True)
+    else:
         report.notes.append(f"logs in {logdir}")
     return report
 

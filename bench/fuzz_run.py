@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -170,7 +171,8 @@ def run_fuzz(
     )
     if read_timeout is not None:
         env["READ_TIMEOUT"] = str(read_timeout)
-    web = WebProcess(env, Path(tempfile.mkdtemp(prefix="fuzz-")) / "web.log", workers=2)
+    logdir = Path(tempfile.mkdtemp(prefix="fuzz-"))
+    web = WebProcess(env, logdir / "web.log", workers=2)
     url = web.url
     session = requests.Session()
     client = redis.Redis.from_url(redis_url)
@@ -253,6 +255,7 @@ def run_fuzz(
         keys = list(client.scan_iter(f"{ours.stream_prefix}:*"))
         if keys:
             client.delete(*keys)
+        shutil.rmtree(logdir, ignore_errors=True)
     report.seconds = round(time.monotonic() - started, 1)
     return report
 

@@ -112,8 +112,20 @@ def test_example_agent_without_redis_is_one_line_not_a_traceback(tmp_path):
     assert done.stderr.startswith("error: Redis at") and len(done.stderr.splitlines()) == 1
 
 
-def test_run_errors_one_line_or_json_with_json(tmp_path, emulator):
-    env = fresh_env(tmp_path, STRIPE_SECRET_KEY=TEST_KEY, STRIPE_API_BASE=emulator.url)
+def run_env(tmp_path, settings, key):
+    """A shell for `run`, told the test's Redis and prefix: `run` paces Stripe calls in
+    Redis, so without them it would write under the default prefix of the shared Redis."""
+    return fresh_env(
+        tmp_path,
+        STRIPE_SECRET_KEY=key,
+        STRIPE_API_BASE=settings.stripe_api_base,
+        REDIS_URL=settings.redis_url,
+        STREAM_PREFIX=settings.stream_prefix,
+    )
+
+
+def test_run_errors_one_line_or_json_with_json(tmp_path, settings):
+    env = run_env(tmp_path, settings, TEST_KEY)
     get = json.dumps({"component": "stripe.getStripeCustomer", "customer_id": "cus_nope"})
     line = one_error_line(run_command("run", "-", env=env, stdin=get), 1)
     assert "No such customer" in line
@@ -124,10 +136,10 @@ def test_run_errors_one_line_or_json_with_json(tmp_path, emulator):
     assert done.returncode == 2 and json.loads(done.stderr)["error"]["type"] == "invalid_spec"
 
 
-def test_short_live_key_masked_by_stripe_is_never_shown(tmp_path, emulator):
+def test_short_live_key_masked_by_stripe_is_never_shown(tmp_path, emulator, settings):
     short = "sk_live_short"  # Stripe's message masks it as sk_live_*hort
     requests.post(f"{emulator.url}/_emulator/keys", json={"revoke": [short]}, timeout=5)
-    env = fresh_env(tmp_path, STRIPE_SECRET_KEY=short, STRIPE_API_BASE=emulator.url)
+    env = run_env(tmp_path, settings, short)
     get = json.dumps({"component": "stripe.getStripeCustomer", "customer_id": "cus_1"})
     for args in (["run", "-"], ["run", "--json", "-"]):
         done = run_command(*args, env=env, stdin=get)
