@@ -14,13 +14,13 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.failover_run import run_failover
+from stripe_worker_agent.redis_url import SentinelTarget, sentinel_target
 from tasks.publish import Publisher
 from webhooks import create_app
 from worker.connections import redis_client
 from worker.errors import NotReplicated, SettingsError
 from worker.queue import Enqueuer
 from worker.redact import redact_url
-from worker.redis_url import SentinelTarget, sentinel_target
 from worker.settings import Settings
 from worker.spec import ComponentSpec
 from worker.vault import Vault

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import redis
 
+from stripe_worker_agent.redis_url import is_tls_url
 from worker.errors import SettingsError
 from worker.redact import redact_url
-from worker.redis_url import is_tls_url
 
 # BLMOVE (tasks/transport.py) and LMOVE came in Redis 6.2; Valkey 7.2+ has them too.
 MIN_REDIS_VERSION = (6, 2)
