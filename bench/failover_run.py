@@ -41,7 +41,8 @@ import requests
 from standardwebhooks.webhooks import Webhook
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+if not __package__:  # run as a file: the project folder first, as `python -m bench.x` has it
+    sys.path[0] = str(ROOT)
 
 from bench.fault_run import KEY, SECRET  # noqa: E402
 from tests.support import WebProcess, WorkerProcess, clean_env, wait_http  # noqa: E402

@@ -33,7 +33,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+if not __package__:  # run as a file: the project folder first, as `python -m bench.x` has it
+    sys.path[0] = str(ROOT)
 
 from tests.support import WebProcess, clean_env, sign_stripe  # noqa: E402
 from tests.support.signing import HEADER_NAMES, signature_like_values  # noqa: E402

@@ -21,14 +21,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+if not __package__:  # run as a file: the project folder first, as `python -m bench.x` has it
+    sys.path[0] = str(ROOT)
 
+from bench.harness import Stack, load, machine, stripe_request  # noqa: E402
 from worker.devtools.local import free_port, redis_answers  # noqa: E402
-
-PORT = free_port()
-os.environ["REDIS_URL"] = f"redis://127.0.0.1:{PORT}/0"  # read by bench.run_all at import
-
-from bench.run_all import Stack, load, machine, stripe_request  # noqa: E402
 
 
 def main() -> int:
@@ -38,12 +35,14 @@ def main() -> int:
     if not shutil.which("redis-server"):
         print("redis-server is not installed: nothing to measure")
         return 1
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
     folder = tempfile.mkdtemp(prefix="bench-aof-")
     redis_proc = subprocess.Popen(
         [
             "redis-server",
             "--port",
-            str(PORT),
+            str(port),
             "--bind",
             "127.0.0.1",
             "--save",
@@ -57,10 +56,10 @@ def main() -> int:
         stderr=subprocess.DEVNULL,
     )
     try:
-        while not redis_answers(os.environ["REDIS_URL"]):
+        while not redis_answers(url):
             time.sleep(0.05)
-        stack = Stack(f"benchaof{os.getpid()}")
-        print(f"Machine: {machine()}; AOF in {folder}\n")
+        stack = Stack(f"benchaof{os.getpid()}", redis_url=url)
+        print(f"Machine: {machine(url)}; AOF in {folder}\n")
         load(stack.port, stripe_request, 2)  # warm up: connections, scripts, AOF file
         print("| appendfsync | round | req/s | p50 ms | p99 ms | answers |")
         print("|---|---|---|---|---|---|")

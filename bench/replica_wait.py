@@ -5,7 +5,7 @@
 
 A master, one replica and three sentinels on 127.0.0.1 (tests/support/sentinel.py); the
 receiver (`stripe-worker web`, 2 gunicorn workers) on the sentinel URL, loaded with
-distinct signed signups by 4 client processes (bench/run_all.py's closed loop), then the
+distinct signed signups by 4 client processes (bench/harness.py's closed loop), then the
 enqueue step alone (Enqueuer.enqueue_once in one thread, no HTTP). Each setting is measured
 twice, interleaved (0, 1, 0, 1), on the same cluster.
 """
@@ -20,9 +20,10 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+if not __package__:  # run as a file: the project folder first, as `python -m bench.x` has it
+    sys.path[0] = str(ROOT)
 
-from bench.run_all import KEY, SIGNUP_WHSEC, WHSEC, load, machine, signup_request  # noqa: E402
+from bench.harness import KEY, SIGNUP_WHSEC, WHSEC, load, machine, signup_request  # noqa: E402
 from tests.support import WebProcess, clean_env, wait_http  # noqa: E402
 from tests.support.sentinel import MASTER_NAME, SentinelCluster  # noqa: E402
 from worker.connections import redis_client  # noqa: E402

@@ -24,9 +24,10 @@ from http.client import HTTPConnection
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+if not __package__:  # run as a file: the project folder first, as `python -m bench.x` has it
+    sys.path[0] = str(ROOT)
 
-from bench.run_all import Stack, load, machine, pct, stripe_request  # noqa: E402
+from bench.harness import Stack, load, machine, pct, stripe_request  # noqa: E402
 
 TRICKLE_FOR = 30.0  # seconds a slow connection keeps trickling at most
 

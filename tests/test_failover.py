@@ -5,13 +5,9 @@ sentinels; the tests that need them skip, saying why, where they are missing."""
 
 import json
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
 import redis
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.failover_run import run_failover
 from stripe_worker_agent.redis_url import SentinelTarget, sentinel_target
