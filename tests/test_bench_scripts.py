@@ -22,6 +22,7 @@ MODULES = sorted(
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
+@pytest.mark.slow
 def test_bench_script_imports_and_has_a_main(name):
     module = importlib.import_module(f"bench.{name}")
     assert callable(module.main)

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import requests
 
 from .support import TEST_KEY, clean_env, free_port
@@ -39,6 +40,7 @@ def told(settings, **values):
     )
 
 
+@pytest.mark.slow
 def test_create_then_get_print_the_promised_outputs(settings):
     created = run(CREATE, settings)
     assert created.returncode == 0, created.stderr
@@ -51,6 +53,7 @@ def test_create_then_get_print_the_promised_outputs(settings):
     assert got_out["customerEmail"] == "jenny.rosen@example.com"
 
 
+@pytest.mark.slow
 def test_spec_from_a_file(settings, tmp_path):
     path = tmp_path / "spec.json"
     path.write_text(json.dumps(dict(CREATE, outputs={"email": "Response.email"})))
@@ -65,6 +68,7 @@ def test_spec_from_a_file(settings, tmp_path):
     assert done.returncode == 0 and json.loads(done.stdout)["email"] == "jenny.rosen@example.com"
 
 
+@pytest.mark.slow
 def test_revoked_key_prints_a_clear_401_and_exits_1(emulator, settings):
     requests.post(f"{emulator.url}/_emulator/keys", json={"revoke": [TEST_KEY]}, timeout=5)
     done = run(CREATE, settings)
@@ -75,6 +79,7 @@ def test_revoked_key_prints_a_clear_401_and_exits_1(emulator, settings):
     assert TEST_KEY[8:] not in done.stderr
 
 
+@pytest.mark.slow
 def test_unknown_customer_exits_1_not_found(settings):
     done = run(
         {"component": "stripe.getStripeCustomer", "customer_id": "cus_ABC123XYZ456"}, settings
@@ -82,6 +87,7 @@ def test_unknown_customer_exits_1_not_found(settings):
     assert done.returncode == 1 and json.loads(done.stderr)["error"]["type"] == "not_found"
 
 
+@pytest.mark.slow
 def test_bad_spec_exits_2_without_calling_stripe(emulator, settings):
     for spec in (
         "{nope",

@@ -80,6 +80,7 @@ def test_dev_on_embedded_defaults_end_to_end(tmp_path):
     assert not (tmp_path / f"stripe-worker-dev-{os.getuid()}.json").exists()
 
 
+@pytest.mark.slow
 def test_dev_uses_the_real_redis_when_redis_url_answers(tmp_path, redis_url, prefix, redis_client):
     env = fresh_env(tmp_path, REDIS_URL=redis_url, STREAM_PREFIX=prefix)
     proc, text = start_dev(env, tmp_path, free_port())
@@ -136,6 +137,7 @@ def test_send_without_a_receiver_or_secret_is_a_clear_error(tmp_path):
         ),
     ],
 )
+@pytest.mark.slow
 def test_check_says_ok_or_fail_per_line(tmp_path, settings, extra, expect_ok):
     # `check` calls Stripe through the pace it keeps in Redis: under the test's prefix.
     env = fresh_env(

@@ -83,6 +83,7 @@ def signup(i: int) -> Work:
 
 
 @needs_sentinel
+@pytest.mark.slow
 def test_clients_and_workers_follow_a_demoted_master(cluster, settings, start_worker):
     on_sentinels = settings.with_(redis_url=cluster.url, redis_sentinel_master=MASTER_NAME)
     client = redis_client(on_sentinels, decode_responses=True)
@@ -127,6 +128,7 @@ def attach_replica(servers: SentinelCluster) -> None:
 
 
 @needs_redis_server
+@pytest.mark.slow
 def test_no_200_before_a_replica_has_it_and_the_retry_gets_through(
     lone_master, settings, webhook_env
 ):
@@ -155,6 +157,7 @@ def test_no_200_before_a_replica_has_it_and_the_retry_gets_through(
 
 
 @needs_redis_server
+@pytest.mark.slow
 def test_a_publish_counts_only_once_replicated(lone_master, settings):
     local = settings.with_(
         redis_url=f"redis://127.0.0.1:{lone_master.master_port}/0", redis_min_replicas=1

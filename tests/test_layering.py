@@ -126,11 +126,13 @@ def modules_after_import(*names: str) -> set[str]:
 
 
 @pytest.mark.parametrize("forbidden", ["tasks", "stripe", "celery", "kombu", "worker.devtools"])
+@pytest.mark.slow
 def test_the_receiver_builds_messages_without(forbidden):
     loaded = modules_after_import("webhooks.app")
     assert not {m for m in loaded if m == forbidden or m.startswith(forbidden + ".")}
 
 
+@pytest.mark.slow
 def test_the_worker_never_imports_the_developer_tools_or_the_receiver():
     loaded = modules_after_import("tasks.launch", "tasks.customers", "tasks.recovery")
     assert not {m for m in loaded if m.startswith(("worker.devtools", "webhooks"))}
