@@ -1,13 +1,14 @@
 """Redis clients made from Settings at start-up, and the Lua scripts they run.
 
 The client itself is made as an agent makes its own (stripe_worker_agent/connection.py:
-TLS options from the URL, Sentinel-managed connections with a `sentinel://` URL).
+TLS options from the URL, Sentinel-managed connections with a `sentinel://` URL, TLS to the
+sentinels and the master with `?ssl=true`).
 """
 
 from __future__ import annotations
 
 from importlib.resources import files
-from typing import Any
+from typing import Any, cast
 
 import redis
 from redis.commands.core import Script
@@ -36,7 +37,7 @@ def redis_client(
 
 def sentinel_options(settings: Settings) -> dict[str, Any]:
     """How to talk to the sentinels themselves (not to the master they name)."""
-    return _sentinel_options(settings.redis_sentinel_password)
+    return _sentinel_options(settings.redis_url, settings.redis_sentinel_password)
 
 
 def lua_script(client: redis.Redis, package: str, name: str) -> Script:
@@ -52,7 +53,8 @@ def replicated(script: Script, replicas: int, fence: int, fence_ttl: int) -> Any
         return script
 
     def call(keys: list[str], args: list[Any]) -> Any:
-        client = script.registered_client
+        # redis-py types it Redis | RedisCluster; lua_script registers on a Redis only.
+        client = cast(redis.Redis, script.registered_client)
         return run_replicated(client, script, keys, args, keys[fence], fence_ttl, replicas)
 
     return call

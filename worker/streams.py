@@ -17,10 +17,21 @@ from stripe_worker_agent.consumer import (
     RunStats,
     StreamConsumer,
     as_text,
+    decode_entries,
     decode_entry,
+    decode_read,
 )
 
-__all__ = ["Entry", "GroupLag", "RunStats", "StreamConsumer", "decode_entry", "group_lags"]
+__all__ = [
+    "Entry",
+    "GroupLag",
+    "RunStats",
+    "StreamConsumer",
+    "decode_entries",
+    "decode_entry",
+    "decode_read",
+    "group_lags",
+]
 
 
 @dataclass(frozen=True)
