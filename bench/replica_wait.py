@@ -23,7 +23,16 @@ ROOT = Path(__file__).resolve().parent.parent
 if not __package__:  # run as a file: the project folder first, as `python -m bench.x` has it
     sys.path[0] = str(ROOT)
 
-from bench.harness import KEY, SIGNUP_WHSEC, WHSEC, load, machine, signup_request  # noqa: E402
+from bench.harness import (  # noqa: E402
+    KEY,
+    SIGNUP_WHSEC,
+    WHSEC,
+    Section,
+    load,
+    machine,
+    render,
+    signup_request,
+)
 from tests.support import WebProcess, clean_env, wait_http  # noqa: E402
 from tests.support.sentinel import MASTER_NAME, SentinelCluster  # noqa: E402
 from worker.connections import redis_client  # noqa: E402
@@ -77,21 +86,29 @@ def main() -> int:
     args = parser.parse_args()
     print(f"machine: {machine()}")
     cluster = SentinelCluster().start()
+    section = Section("What REDIS_MIN_REPLICAS=1 costs the receiver", "bench/replica_wait.py")
     try:
-        print("| REDIS_MIN_REPLICAS | receiver req/s | p50 ms | p99 ms | answers |")
-        print("|---|---|---|---|---|")
+        rows = []
         for replicas in (0, 1, 0, 1):
             r = receiver_rps(cluster, replicas, args.seconds)
-            print(
-                f"| {replicas} | {r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} "
-                f"| {r['statuses']} |"
+            rows.append(
+                (
+                    replicas,
+                    f"{r['rps']:.0f}",
+                    f"{r['p50_ms']:.1f}",
+                    f"{r['p99_ms']:.1f}",
+                    r["statuses"],
+                )
             )
-        print("\n| REDIS_MIN_REPLICAS | enqueue_once/s (one thread) | µs each |\n|---|---|---|")
+        section.table(("REDIS_MIN_REPLICAS", "receiver req/s", "p50 ms", "p99 ms", "answers"), rows)
+        rows = []
         for replicas in (0, 1, 0, 1):
             e = enqueue_rate(cluster, replicas, args.seconds / 2)
-            print(f"| {replicas} | {e['per_s']:.0f} | {e['us']:.0f} |")
+            rows.append((replicas, f"{e['per_s']:.0f}", f"{e['us']:.0f}"))
+        section.table(("REDIS_MIN_REPLICAS", "enqueue_once/s (one thread)", "µs each"), rows)
     finally:
         cluster.stop()
+    print(render([section]))
     return 0
 
 
