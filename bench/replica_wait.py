@@ -13,6 +13,7 @@ twice, interleaved (0, 1, 0, 1), on the same cluster.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -53,12 +54,14 @@ def receiver_rps(cluster: SentinelCluster, replicas: int, seconds: float) -> dic
         SIGNUP_WEBHOOK_SECRET=SIGNUP_WHSEC,
         PYTHONPATH=str(ROOT),
     )
-    web = WebProcess(env, Path(tempfile.mkdtemp(prefix="replica-wait-")) / "web.log")
+    logdir = Path(tempfile.mkdtemp(prefix="replica-wait-"))
+    web = WebProcess(env, logdir / "web.log")
     try:
         wait_http(f"{web.url}/readyz")
         return load(web.port, signup_request, seconds, per_client=20_000)
     finally:
         web.stop()
+        shutil.rmtree(logdir, ignore_errors=True)
 
 
 def enqueue_rate(cluster: SentinelCluster, replicas: int, seconds: float) -> dict:
