@@ -49,14 +49,18 @@ def pytest_configure(config: pytest.Config) -> None:
     token = None
     if server is None:  # a shared server: a database of the run's own on it
         url, token = leftovers.claim_database(url)
-        how += f", database {url.rsplit('/', 1)[1]}" + (" (claimed)" if token else "")
+        db = url.rsplit("/", 1)[1]
+        how += f", database {db} (claimed)" if token else f", database {db} (none free to claim)"
+    # Keys are checked only in a database that is the run's alone: in a shared one, another
+    # process's keys could not be told from ours (and must not be deleted).
+    own = server is not None or token is not None
     _redis.update(
         url=url,
         how=how,
         server=server,
         token=token,
         folders=leftovers.RunFolders(),
-        keys=leftovers.stray_keys(url),
+        keys=leftovers.stray_keys(url) if own else None,
     )
     # Read by the xdist workers (started after this) and by entry_schemas.
     os.environ["STRIPE_WORKER_TEST_REDIS_URL"] = url
@@ -67,8 +71,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     folders = _redis.get("folders")
     if not isinstance(folders, leftovers.RunFolders):
         return  # an xdist worker
-    url = str(_redis["url"])
-    keys = leftovers.stray_keys(url) - set(_redis["keys"])  # type: ignore[arg-type]
+    url, before = str(_redis["url"]), _redis["keys"]
+    keys = leftovers.stray_keys(url) - before if isinstance(before, set) else set()
     files = folders.left()
     leftovers.delete_keys(url, keys)
     folders.remove()
