@@ -103,8 +103,9 @@ def write_page(sections: Sequence[Section], command: str, path: Path = DOC) -> N
         keeping = False
         for line in path.read_text("utf-8").splitlines(keepends=True):
             if line.startswith("## "):
-                named = re.search(r"\((bench/[\w.]+\.py)\)\s*$", line)
-                keeping = bool(named) and named.group(1) not in ours  # type: ignore[union-attr]
+                # `## ... (bench/a.py, bench/b.py)`: kept unless this run measured it.
+                named = set(re.findall(r"bench/\w+\.py", line.rsplit("(", 1)[-1]))
+                keeping = bool(named - ours)
             if keeping:
                 kept.append(line)
     today = f"{datetime.now(tz=UTC):%Y-%m-%d}"
