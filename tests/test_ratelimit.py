@@ -215,6 +215,7 @@ def test_the_emulator_keeps_stripes_limit_per_endpoint(own_emulator):
     assert stats["rate_limited_by"] == {"global": 0, "endpoint": one.count(429)}
 
 
+@pytest.mark.slow
 def test_the_gateway_absorbs_429s_and_finds_a_lower_limit(settings, vault, redis_client, emulator):
     """Paced at 40/s against a real limit of 8/s: every call succeeds, the pace comes down."""
     faults(emulator, rate_limit={"test": 8})
@@ -251,6 +252,7 @@ def test_a_call_takes_a_slot_in_the_global_pace_and_its_endpoints_at_once(redis_
     assert alone[1] - alone[0] == pytest.approx(0.2, abs=0.03)  # one endpoint: its own 5/s
 
 
+@pytest.mark.slow
 def test_a_429_from_one_endpoint_slows_only_that_endpoints_pace(
     settings, env, redis_client, own_emulator
 ):
@@ -367,6 +369,7 @@ def test_stripes_own_429_bodies_say_which_429_it_is(emulator):
     assert codes == ["lock_timeout", "rate_limit"]
 
 
+@pytest.mark.slow
 def test_a_worker_holds_only_what_its_pace_can_start_soon(start_worker, redis_client, settings):
     """At 2 calls/s a worker of 64 threads holds MIN_HELD messages, not 64: the rest wait
     on the queue for any worker, and a crash strands only those few."""

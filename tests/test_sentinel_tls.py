@@ -13,10 +13,10 @@ from kombu import Connection
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from stripe_worker_agent.redis_url import kombu_url, tls_options
 from tasks.celery_app import broker_options
 from tasks.transport import SentinelTransport
 from worker.connections import sentinel_options
-from worker.redis_url import kombu_url, tls_options
 from worker.settings import Settings
 
 from .support import (

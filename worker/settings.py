@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from stripe_worker_agent.redis_url import check_redis_url, is_sentinel_url
 from worker.errors import SettingsError
 from worker.keys import Keys
 from worker.redact import redact_url
-from worker.redis_url import check_redis_url, is_sentinel_url
 
 REDIS_SCHEMES = ("redis", "rediss", "unix", "sentinel")
 
