@@ -12,6 +12,7 @@ import json
 import redis
 
 from worker.streams import StreamConsumer, decode_entry
+from worker.terminal import printable
 
 
 def entry_line(entry_id: str, fields: dict[str, str]) -> str:
@@ -26,7 +27,7 @@ def entry_line(entry_id: str, fields: dict[str, str]) -> str:
         line += f"  {fields['error_type']} {status}: {fields.get('error_message', '')}"
     if fields.get("already_exists") == "true":
         line += f"  already exists; this signup's email: {fields.get('requested_email') or '-'}"
-    return line
+    return printable(line)
 
 
 def _backlog(client: redis.Redis, key: str, start: str | int) -> tuple[list, str]:
