@@ -20,6 +20,10 @@
     PREFIX:find:<digest of a term>          term -> work ids it names (sorted set, TRAIL_TTL):
                                             webhook/event id, user id, customer id, email
     PREFIX:throughput:<unix minute>         '<what>:<unix second>' -> count (hash, 15 min)
+    PREFIX:console:session:<digest of id>   a console session: its CSRF token and token
+                                            fingerprint (string, 12 h; sign-out deletes it)
+    PREFIX:console:failures:<client>        wrong console tokens from one address (counter,
+                                            the throttle's window)
     PREFIX:probe                            write probe: `/readyz`, and a worker waiting out
                                             a full Redis (string, 60 s)
     PREFIX:q:celery                         the Celery queue (a list, kombu's Redis transport)
@@ -119,6 +123,12 @@ class Keys:
 
     def throughput(self, minute: int) -> str:
         return self._key("throughput", str(minute))
+
+    def console_session(self, session_digest: str) -> str:
+        return self._key("console", "session", session_digest)
+
+    def console_failures(self, client: str) -> str:
+        return self._key("console", "failures", client)
 
     @property
     def probe(self) -> str:
