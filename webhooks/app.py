@@ -86,7 +86,9 @@ def create_app(
             outcome, response = "unavailable", _error(exc.error_type, exc.message, 503)
         except SecretMissing as exc:  # our configuration, not the sender's fault: retry later
             outcome = "unavailable"
-            response = _error("not_configured", exc.message, 503)
+            # The log says which file or variable to set; a stranger learns neither.
+            log.warning("%s: %s", request.path, exc.message)
+            response = _error("not_configured", "this route is not configured yet", 503)
         except StripeWorkerError as exc:
             outcome = f"rejected_{exc.error_type}"
             response = _error(exc.error_type, exc.message, exc.answer_status)
