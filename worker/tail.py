@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import time
 
 import redis
 
@@ -53,9 +54,11 @@ def follow(
     ack: bool = False,
     count: int | None = None,
     as_json: bool = False,
-) -> None:
+    quiet_limit: float | None = None,
+) -> int:
     """Print entries of `key`: `start` is how many of the last to show first, or "start"
-    (all) or "new" (none); then follow, until `count` entries were shown."""
+    (all) or "new" (none); then follow, until `count` entries were shown or none came for
+    `quiet_limit` seconds. Returns how many were shown."""
     reader = None
     items: list[tuple[str, dict[str, str]]] = []
     if group:
@@ -64,6 +67,7 @@ def follow(
     else:
         items, last = _backlog(client, key, start)
     shown = 0
+    quiet_since = time.monotonic()
     while count is None or shown < count:
         if reader is not None:
             # never take more from the group than this will show
@@ -80,9 +84,13 @@ def follow(
             if reader is not None and ack:
                 reader.ack([entry_id])
             shown += 1
+            quiet_since = time.monotonic()
             if count is not None and shown >= count:
-                return
+                return shown
+        if not items and quiet_limit is not None and time.monotonic() - quiet_since >= quiet_limit:
+            return shown
         items = []
+    return shown
 
 
 def _text(value: object) -> str:
