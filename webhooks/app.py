@@ -129,6 +129,7 @@ def create_app(
                 or not isinstance(event.get("id"), str)
                 or not 0 < len(event["id"]) <= 255
                 or not isinstance(event.get("type"), str)
+                or not 0 < len(event["type"]) <= 255  # an entry's event_type is never empty
             ):
                 raise WebhookRejected("invalid_payload", "a Stripe event needs an id and a type")
             refuse_surrogates(event)  # republished whole: every field must be UTF-8
