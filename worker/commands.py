@@ -142,13 +142,18 @@ def cmd_worker(args: argparse.Namespace) -> int:
         import warnings
 
         from celery.exceptions import SecurityWarning
+        from celery.signals import worker_init
 
         warnings.filterwarnings("ignore", category=SecurityWarning)
-        print(
-            "worker    running as root; it accepts JSON messages only, but a user of its own "
-            "is safer (USER in the Dockerfile)",
-            file=sys.stderr,
-            flush=True,
+        # Said once the worker starts: an error before that (Redis away) stays one line.
+        worker_init.connect(
+            lambda **_: print(
+                "worker    running as root; it accepts JSON messages only, but a user of its "
+                "own is safer (USER in the Dockerfile)",
+                file=sys.stderr,
+                flush=True,
+            ),
+            weak=False,
         )
     return run_worker(
         Settings.from_env(), pool=args.pool, concurrency=args.concurrency, loglevel=args.loglevel
