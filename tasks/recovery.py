@@ -36,12 +36,7 @@ from celery import Celery
 from celery.signals import worker_shutdown
 
 from tasks.ledger_sweep import requeue_lost
-from tasks.transport import (
-    consumer_changed,
-    consumer_state,
-    consuming_channels,
-    set_clock_offset,
-)
+from tasks.worker_state import WorkerState
 from worker.connections import lua_script, redis_client
 from worker.redis_problems import Outage
 from worker.settings import Settings
@@ -65,8 +60,10 @@ class Recovery:
         worker_id: str,
         facts: dict[str, Any] | None = None,
         report: Callable[[], dict[str, Any]] | None = None,
+        state: WorkerState | None = None,
     ) -> None:
         self.client = client
+        self.state = state or WorkerState()
         self.settings = settings
         self.keys = settings.keys
         self.worker_id = worker_id
@@ -77,7 +74,7 @@ class Recovery:
         self._beat = lua_script(client, "tasks", "heartbeat.lua")
         self._release = lua_script(client, "tasks", "release_worker.lua")
         self._give_back = lua_script(client, "tasks", "give_back.lua")
-        self._stranded: dict[bytes, float] = {}  # fetched, not delivered: since when
+        self._stranded: dict[bytes | str, float] = {}  # fetched, not delivered: since when
 
     def beat(self, tasks_done: int = 0, **activity: Any) -> float:
         """Refresh this worker's heartbeat (with `activity`: running, waiting, for
@@ -87,7 +84,7 @@ class Recovery:
                 self.facts,
                 tasks_done=tasks_done,
                 beat=round(time.time(), 3),
-                **consumer_state(),
+                **self.state.consumer_report(),
                 **activity,
             )
         )
@@ -97,7 +94,7 @@ class Recovery:
                 args=[self.worker_id, facts, int(self.settings.heartbeat_lapse * 1000)],
             )
         )
-        set_clock_offset(now - time.time())
+        self.state.clock_offset = now - time.time()
         return now
 
     def renew(self, tags: list[str], now: float) -> None:
@@ -114,7 +111,8 @@ class Recovery:
             start=0,
             num=RESTORE_BATCH,
         )
-        restored = sum(self._restore(tag) for tag in tags)
+        # (redis-py's type for the reply includes WITHSCORES pairs, not asked for here)
+        restored = sum(self._restore(tag) for tag in tags if isinstance(tag, (bytes, str)))
         if restored:
             log.warning("gave back %d message(s) whose worker stopped renewing them", restored)
         return restored
@@ -147,7 +145,7 @@ class Recovery:
         )
         moved = 0
         for raw_id in dead:
-            worker_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
+            worker_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
             moved += int(
                 self._release(
                     keys=[
@@ -182,7 +180,7 @@ class Recovery:
         A message is stranded when it is in the fetched list, not being delivered, for a
         whole heartbeat interval (one in transit is delivered within milliseconds), and is
         not what a pending fetch may have moved (Channel.maybe_unread)."""
-        first_seen: dict[bytes, float] = {}
+        first_seen: dict[bytes | str, float] = {}
         moved = 0
         now = time.monotonic()
         for channel in channels:
@@ -208,7 +206,7 @@ class Recovery:
         pipe = self.client.pipeline(transaction=False)
         pipe.zrange(self.keys.unacked_index, 0, 0, withscores=True)
         pipe.zrange(self.keys.workers, 0, 0, withscores=True)
-        oldest = [score for found in pipe.execute() for _member, score in found]
+        oldest: list[float] = [score for found in pipe.execute() for _member, score in found]
         interval = self.settings.heartbeat_interval
         if not oldest:
             return interval
@@ -218,7 +216,7 @@ class Recovery:
     def tick(self, tasks_done: int = 0, **activity: Any) -> float:
         """One beat: renew, give back what lapsed; returns the seconds until the next."""
         now = self.beat(tasks_done, **activity)
-        channels = consuming_channels()
+        channels = self.state.consuming_channels()
         tags = [tag for channel in channels for tag in channel.qos.held_tags()]
         self.renew(tags, now)
         self.restore_lapsed(now)
@@ -234,7 +232,8 @@ def _activity() -> dict[str, int]:
     return {
         "tasks_done": sum(state.total_count.values()),
         "running": len(state.active_requests),
-        "waiting": len(state.scheduled_requests),
+        # Celery's worker/state.py has it (a WeakSet); celery-types leaves it out.
+        "waiting": len(state.scheduled_requests),  # type: ignore[attr-defined]
     }
 
 
@@ -266,8 +265,8 @@ def recover_forever(recovery: Recovery, stop: threading.Event) -> None:
             log.exception("recovery tick failed")
         # Until the next beat is due, the consumer connects or loses its connection (a
         # beat then, so `status` shows it at once), or the worker stops.
-        consumer_changed.wait(wait)
-        consumer_changed.clear()
+        recovery.state.consumer_changed.wait(wait)
+        recovery.state.consumer_changed.clear()
         if stop.is_set():
             return
 
@@ -284,9 +283,14 @@ def install_recovery(
     The heartbeat starts before Celery boots, not when it is ready: in a crash loop a
     worker may die before it is ready, and the next one must already be recovering.
     """
+    from tasks.runtime import runtime_of
+
     worker_id = new_worker_id()
-    app.conf.broker_transport_options = dict(app.conf.broker_transport_options, worker_id=worker_id)
-    recovery = Recovery(redis_client(settings), settings, worker_id, facts, report)
+    state = runtime_of(app).state
+    app.conf.broker_transport_options = dict(
+        app.conf.broker_transport_options, worker_id=worker_id, worker_state=state
+    )
+    recovery = Recovery(redis_client(settings), settings, worker_id, facts, report, state)
     stop = threading.Event()
     threading.Thread(
         target=recover_forever, args=(recovery, stop), name="recovery", daemon=True
@@ -294,7 +298,7 @@ def install_recovery(
 
     def on_shutdown(sender: object = None, **_: object) -> None:
         stop.set()
-        consumer_changed.set()
+        recovery.state.consumer_changed.set()
         # If Redis is away, its fetched work comes back when its heartbeat lapses.
         with contextlib.suppress(redis.RedisError):
             recovery.release_self()

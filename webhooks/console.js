@@ -58,7 +58,10 @@ function figures(s) {
     ["errors", `${s.streams.errors.entries} (${s.errors_replayed} replayed)`], ["Stripe pace", pace],
     ["endpoint paces", Object.entries(s.endpoint_pace || {}).map(([mode, eps]) =>
       Object.entries(eps).map(([ep, rate]) => `${ep} ${rate}/s (${mode})`).join(", ") +
-      (s.limited_by && s.limited_by[mode] ? `; last 429 from ${s.limited_by[mode]}` : "")).join("; ") || "none yet"]];
+      (s.limited_by && s.limited_by[mode] ? `; last 429 from ${s.limited_by[mode]}` : "")).join("; ") || "none yet"],
+    ["catch-up cursor", s.catchup ? Object.entries(s.catchup.cursor_ages).map(([acct, age]) =>
+      `${Math.round(age)} s behind` + (acct ? ` (${acct})` : "")).join(", ") || "not yet" : "never ran"],
+    ["catch-up recovered", s.catchup ? `${s.catchup.recovered} never delivered` : "none"]];
   for (const [name, stream] of Object.entries(s.streams)) {
     for (const [group, g] of Object.entries(stream.groups)) items.push([`lag ${name}/${group}`, g.lag ?? "?"]);
   }

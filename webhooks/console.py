@@ -42,7 +42,7 @@ from worker.queue import Enqueuer
 from worker.redact import redact
 from worker.settings import Settings
 from worker.status import snapshot
-from worker.streams import decode_entry
+from worker.streams import decode_entries
 from worker.trail import Trail, throughput
 from worker.vault import CONSOLE_TOKEN, Vault
 
@@ -142,9 +142,10 @@ def console_blueprint(settings: Settings, vault: Vault, client: redis.Redis) -> 
     def throttled() -> Response | None:
         """429 while this client has spent its wrong tokens for the window."""
         failures_key = keys.console_failures(request.remote_addr or "-")
-        failures, ttl = (
-            client.pipeline(transaction=False).get(failures_key).ttl(failures_key).execute()
-        )
+        pipe = client.pipeline(transaction=False)
+        pipe.get(failures_key)
+        pipe.ttl(failures_key)
+        failures, ttl = pipe.execute()
         if int(failures or 0) < FAILURES_ALLOWED:
             return None
         wait = max(1, int(ttl)) if ttl and int(ttl) > 0 else FAILURE_WINDOW
@@ -160,7 +161,9 @@ def console_blueprint(settings: Settings, vault: Vault, client: redis.Redis) -> 
             return True
         failures_key = keys.console_failures(request.remote_addr or "-")
         pipe = client.pipeline(transaction=False)
-        pipe.incr(failures_key).expire(failures_key, FAILURE_WINDOW, nx=True).execute()
+        pipe.incr(failures_key)
+        pipe.expire(failures_key, FAILURE_WINDOW, nx=True)
+        pipe.execute()
         return False
 
     @bp.before_request
@@ -254,7 +257,7 @@ def console_blueprint(settings: Settings, vault: Vault, client: redis.Redis) -> 
         streams = {}
         for name in (CUSTOMERS, EVENTS):
             raw = client.xrevrange(keys.stream(name), count=LATEST)
-            streams[name] = [_shown(i.decode(), decode_entry(f)) for i, f in raw]
+            streams[name] = [_shown(i, f) for i, f in decode_entries(raw)]
         failures = list_failures(client, settings, count=LATEST * 2)
         return _json(
             {

@@ -12,7 +12,10 @@ import os
 import resource
 import shutil
 import tempfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 
 def serve(host: str, port: int, workers: int, connections: int = 1000) -> int:
@@ -35,11 +38,15 @@ def _run(host: str, port: int, workers: int, connections: int) -> int:
     from gunicorn.app.base import BaseApplication
 
     from webhooks.readiness import warn_unconfigured
+    from worker import tracing
     from worker.logs import configure_logging
     from worker.settings import Settings
     from worker.vault import Vault
 
     settings = Settings.from_env()
+    # A missing `otel` extra refused here in one line; the tracer itself is made in each
+    # worker process (create_app), after the fork.
+    tracing.check(settings)
     configure_logging()
     # Once, in the master, before gunicorn forks: each worker's create_app would repeat it.
     warn_unconfigured(Vault.from_settings(settings), logging.getLogger("stripe_worker.web"))
@@ -62,7 +69,9 @@ def _run(host: str, port: int, workers: int, connections: int) -> int:
             # the user: a second `web` takes it over, and stopping either removes it.
             self.cfg.set("control_socket_disable", True)
 
-        def load(self):  # type: ignore[no-untyped-def]
+        # types-gunicorn's start_response takes no exc_info, which Flask's WSGI type asks
+        # for (gunicorn's own start_response has it: gunicorn/http/wsgi.py).
+        def load(self) -> Flask:  # type: ignore[override]
             from webhooks.app import create_app
 
             return create_app(settings)

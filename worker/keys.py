@@ -24,6 +24,9 @@
                                             fingerprint (string, 12 h; sign-out deletes it)
     PREFIX:console:failures:<client>        wrong console tokens from one address (counter,
                                             the throttle's window)
+    PREFIX:catchup                          catch-up's cursor per account, when it last ran,
+                                            events it recovered (hash; tasks/catchup.py)
+    PREFIX:catchup:lease                    the worker running catch-up (string, PX lease)
     PREFIX:probe                            write probe: `/readyz`, and a worker waiting out
                                             a full Redis (string, 60 s)
     PREFIX:q:celery                         the Celery queue (a list, kombu's Redis transport)
@@ -129,6 +132,14 @@ class Keys:
 
     def console_failures(self, client: str) -> str:
         return self._key("console", "failures", client)
+
+    @property
+    def catchup(self) -> str:
+        return self._key("catchup")
+
+    @property
+    def catchup_lease(self) -> str:
+        return self._key("catchup", "lease")
 
     @property
     def probe(self) -> str:
