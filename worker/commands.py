@@ -209,7 +209,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         worker_init.connect(
             lambda **_: print(
                 "worker    running as root; it accepts JSON messages only, but a user of its "
-                "own is safer (USER in the Dockerfile)",
+                "own is safer (USER in a container image)",
                 file=sys.stderr,
                 flush=True,
             ),
