@@ -389,3 +389,29 @@ def test_two_checkouts_do_not_find_each_others_dev(tmp_path):
     finally:
         os.killpg(dev.pid, signal.SIGTERM)
         dev.wait(30)
+
+
+def test_an_outage_is_said_again_only_at_its_interval(caplog):
+    import logging
+
+    import redis
+
+    from worker.redis_problems import Outage
+
+    log = logging.getLogger("stripe_worker.test_outage")
+    outage = Outage(log, "redis://:pw@127.0.0.1:1/0", every=0.3)
+    with caplog.at_level(logging.WARNING, logger=log.name):
+        started = time.monotonic()
+        beats = 0
+        # a beat every 10 ms, at least 50 of them and for at least 0.7 s
+        while beats < 50 or time.monotonic() - started < 0.7:
+            outage.failed(redis.ConnectionError("Connection refused"))
+            beats += 1
+            time.sleep(0.01)
+        outage.answered()
+        outage.answered()  # once back, nothing more to say
+    said = [r.getMessage() for r in caplog.records if r.name == log.name]
+    # once, again past 0.3 s (and 0.6 s, on a loaded machine later ones too), then back
+    assert 3 <= len(said) < 10, said
+    assert said[0].startswith("Redis at redis://:***@127.0.0.1:1/0 does not answer")
+    assert "still does not answer" in said[1] and "answers again" in said[-1]
