@@ -87,6 +87,11 @@ def register_console(app: Flask, settings: Settings, vault: Vault, client: redis
     app.register_blueprint(console_blueprint(settings, vault, client))
 
 
+def _session_digest(session_id: str) -> str:
+    """A session's Redis key holds a digest of its id: reading Redis gives no cookie."""
+    return hashlib.sha256(session_id.encode()).hexdigest()
+
+
 def _fingerprint(token: str, session_id: str) -> str:
     """Which token a session was made with, keyed by the session (never the token itself)."""
     return hmac.new(token.encode(), session_id.encode(), hashlib.sha256).hexdigest()
@@ -121,17 +126,17 @@ def console_blueprint(settings: Settings, vault: Vault, client: redis.Redis) -> 
         raw = request.cookies.get(COOKIE)
         if not raw or len(raw) > 100:
             return None
-        return keys.console_session(hashlib.sha256(raw.encode()).hexdigest())
+        return keys.console_session(_session_digest(raw))
 
     def session() -> dict[str, Any] | None:
         key = session_key()
         raw = client.get(key) if key else None
         value = json.loads(raw) if raw else None
-        if not isinstance(value, dict):
+        if key is None or not isinstance(value, dict):
             return None
         made_with = _fingerprint(current_token(), request.cookies[COOKIE])
         if not hmac.compare_digest(str(value.get("token", "")), made_with):
-            client.delete(key)  # type: ignore[arg-type]  # made with a token since replaced
+            client.delete(key)  # made with a token since replaced
             return None
         return value
 
@@ -224,8 +229,7 @@ def console_blueprint(settings: Settings, vault: Vault, client: redis.Redis) -> 
         session_id = secrets.token_urlsafe(32)
         made_with = _fingerprint(current_token(), session_id)
         stored = json.dumps({"csrf": csrf, "token": made_with})
-        digest = hashlib.sha256(session_id.encode()).hexdigest()
-        client.set(keys.console_session(digest), stored, ex=SESSION_SECONDS)
+        client.set(keys.console_session(_session_digest(session_id)), stored, ex=SESSION_SECONDS)
         response = _json({"csrf": csrf})
         response.set_cookie(
             COOKIE,
