@@ -136,17 +136,18 @@ class DevStack:
         return server.url
 
     def serve_receiver(self, settings: Settings, vault: Vault) -> None:
-        from werkzeug import serving
         from werkzeug.serving import make_server
-
-        # Werkzeug colours its request lines with ANSI codes whenever _log_add_style is on
-        # (werkzeug/serving.py, _ansi_style), a terminal or not; behind a pipe or in a log
-        # file they are noise.
-        serving._log_add_style = sys.stderr.isatty()
 
         from webhooks import create_app
 
-        server = make_server(self.host, self.port, create_app(settings, vault=vault), threaded=True)
+        handler = None if sys.stderr.isatty() else _plain_request_handler()
+        server = make_server(
+            self.host,
+            self.port,
+            create_app(settings, vault=vault),
+            threaded=True,
+            request_handler=handler,
+        )
         threading.Thread(target=server.serve_forever, name="receiver", daemon=True).start()
         self._stops.append(server.shutdown)
 
@@ -169,6 +170,23 @@ class DevStack:
             except Exception:  # noqa: S112 - stopping the rest matters more
                 continue
         self._stops.clear()
+
+
+def _plain_request_handler() -> type:
+    """Werkzeug's request handler, its request lines without colour: werkzeug/serving.py
+    styles them with ANSI codes whether or not stderr is a terminal, and behind a pipe or in
+    a log file they are noise. `log` is where every line of the handler passes."""
+    import re
+
+    from werkzeug.serving import WSGIRequestHandler
+
+    ansi = re.compile(r"\x1b\[[0-9;]*m")
+
+    class PlainRequestHandler(WSGIRequestHandler):
+        def log(self, type: str, message: str, *args: Any) -> None:
+            super().log(type, "%s", ansi.sub("", message % args if args else message))
+
+    return PlainRequestHandler
 
 
 def run_dev(
