@@ -1,13 +1,14 @@
 """`stripe-worker dev`, `send` and `check` as a newcomer runs them: real processes."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
 
 import pytest
 import redis
+
+from worker.devtools.dev_state import state_path
 
 from .support import TEST_KEY, free_port, wait_for
 from .support.shell import fresh_env, group_alive, start_dev
@@ -54,7 +55,7 @@ def test_dev_on_embedded_defaults_end_to_end(tmp_path):
             timeout=60,
         )
         assert event.returncode == 0, event
-        state = json.loads((tmp_path / f"stripe-worker-dev-{os.getuid()}.json").read_text())
+        state = json.loads(state_path(tmp_path).read_text())
         client = redis.Redis.from_url(state["redis_url"], decode_responses=True)
         [(_id, entry)] = wait_for(lambda: client.xrange("stripe:customers"))
         assert entry["customerEmail"] == "jenny.rosen@example.com"
@@ -77,7 +78,7 @@ def test_dev_on_embedded_defaults_end_to_end(tmp_path):
     assert proc.returncode == 0, text()[-2000:]
     # Nothing left behind (within the half second this always allowed).
     wait_for(lambda: not group_alive(proc.pid), timeout=0.5, interval=0.02)
-    assert not (tmp_path / f"stripe-worker-dev-{os.getuid()}.json").exists()
+    assert not state_path(tmp_path).exists()
 
 
 @pytest.mark.slow

@@ -45,7 +45,7 @@ needs_redis_server = pytest.mark.skipif(
         ("sentinel://h1/1;sentinel://h2/2", "m", "different databases"),
         ("sentinel://h1:26379/0", "", "set REDIS_SENTINEL_MASTER"),
         ("http://:pw@h1", "", "must start with redis://"),
-        ("redis://:pw@h1:port/0", "", "is not a Redis URL"),
+        ("redis://:pw@h1:port/0", "", "the port 'port' is not a number"),
         ("sentinel://:pw@h1:26379/0?ssl_cert_reqs=required", "m", "add ssl=true"),
         ("sentinel://:pw@h1?ssl=true;sentinel://h2/0", "m", "once, at the end of the URL"),
         ("sentinel://:pw@h1:26379/0?ssl=yes", "m", "ssl must be true or false"),

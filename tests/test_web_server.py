@@ -133,3 +133,13 @@ def test_one_log_line_per_request_and_no_secret(start_web):
     log = web.log()
     for secret in (LIVE_KEY, SIGNUP_WEBHOOK_SECRET, "whsec_test_stripe"):
         assert secret not in log
+
+
+def test_a_route_without_its_secret_is_one_warning_at_start(start_web):
+    web = start_web(SIGNUP_WEBHOOK_SECRET="")  # two gunicorn workers, one master
+    answer = post(web, "signup", SIGNUP, sign_standard(SIGNUP, "msg_nosecret"))
+    assert answer.status_code == 503 and "SIGNUP_WEBHOOK_SECRET" not in answer.text
+    web.stop()
+    warnings = [line for line in web.log().splitlines() if "answers 503 until" in line]
+    assert len(warnings) == 1 and "/webhooks/signup" in warnings[0]
+    assert "SIGNUP_WEBHOOK_SECRET" in warnings[0]

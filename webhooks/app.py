@@ -117,7 +117,9 @@ def create_app(
             outcome, response = "unavailable", _error(exc.error_type, exc.message, 503)
         except SecretMissing as exc:  # our configuration, not the sender's fault: retry later
             outcome = "unavailable"
-            response = _error("not_configured", exc.message, 503)
+            # The log says which file or variable to set; a stranger learns neither.
+            log.warning("%s: %s", request.path, exc.message)
+            response = _error("not_configured", "this route is not configured yet", 503)
         except StripeWorkerError as exc:
             outcome = f"rejected_{exc.error_type}"
             response = _error(exc.error_type, exc.message, exc.answer_status)
@@ -158,6 +160,7 @@ def create_app(
                 or not isinstance(event.get("id"), str)
                 or not 0 < len(event["id"]) <= 255
                 or not isinstance(event.get("type"), str)
+                or not 0 < len(event["type"]) <= 255  # an entry's event_type is never empty
             ):
                 raise WebhookRejected("invalid_payload", "a Stripe event needs an id and a type")
             refuse_surrogates(event)  # republished whole: every field must be UTF-8

@@ -7,6 +7,7 @@ against the former gthread set-up by bench/slow_clients.py.
 
 from __future__ import annotations
 
+import logging
 import resource
 from typing import TYPE_CHECKING, Any
 
@@ -25,15 +26,19 @@ def serve(host: str, port: int, workers: int, connections: int = 1000) -> int:
 def _run(host: str, port: int, workers: int, connections: int) -> int:
     from gunicorn.app.base import BaseApplication
 
+    from webhooks.readiness import warn_unconfigured
     from worker import tracing
     from worker.logs import configure_logging
     from worker.settings import Settings
+    from worker.vault import Vault
 
     settings = Settings.from_env()
     # A missing `otel` extra refused here in one line; the tracer itself is made in each
     # worker process (create_app), after the fork.
     tracing.check(settings)
     configure_logging()
+    # Once, in the master, before gunicorn forks: each worker's create_app would repeat it.
+    warn_unconfigured(Vault.from_settings(settings), logging.getLogger("stripe_worker.web"))
     _raise_open_files_limit(workers * connections + 64)
 
     class Server(BaseApplication):

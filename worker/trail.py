@@ -31,6 +31,7 @@ from worker.connections import lua_script
 from worker.errors import StripeWorkerError
 from worker.redact import redact
 from worker.settings import Settings
+from worker.terminal import printable
 from worker.work import Work
 
 log = logging.getLogger("stripe_worker.trail")
@@ -228,4 +229,4 @@ def describe(line: dict[str, Any]) -> str:
     """One trail line for a terminal: `16:02:11.204  published  customers 1700-0 ...`."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(line["at"]))
     rest = " ".join(f"{k}={v}" for k, v in line.items() if k not in ("at", "step"))
-    return f"{stamp}.{int(line['at'] * 1000) % 1000:03d}  {line['step']:10} {rest}"
+    return printable(f"{stamp}.{int(line['at'] * 1000) % 1000:03d}  {line['step']:10} {rest}")
