@@ -20,6 +20,9 @@ from worker.keys import QUEUE
 from worker.work import Work
 
 _ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
+_EMBED = json.dumps(
+    {"callbacks": None, "errbacks": None, "chain": None, "chord": None}, separators=(",", ":")
+)
 
 
 def new_message_id() -> str:
@@ -50,8 +53,8 @@ def task_message(work: Work, message_id: str, summary: str = "") -> bytes:
         "stamped_headers": None,
         "stamps": {},
     }
-    embed = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
-    body = json.dumps([[], {"work": work.to_json()}, embed], separators=(",", ":")).encode()
+    # [args, kwargs, embed], the work's JSON made once (worker/work.py) spliced in.
+    body = f'[[],{{"work":{work.json_text}}},{_EMBED}]'.encode()
     envelope = {
         "body": base64.b64encode(body).decode(),
         "content-encoding": "utf-8",

@@ -36,7 +36,7 @@ log = logging.getLogger("stripe_worker.queue")
 
 def ledger_record(work: Work, message_id: str) -> str:
     """What the ledger keeps of a delivery: its work, and the message that carries it."""
-    return json.dumps({"work": work.to_json(), "message_id": message_id})
+    return f'{{"work":{work.json_text},"message_id":{json.dumps(message_id)}}}'
 
 
 class Enqueuer:
