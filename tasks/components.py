@@ -23,27 +23,41 @@ from worker.spec import CREATE_CUSTOMER, GET_CUSTOMER, ComponentSpec
 
 
 def run_component(
-    spec: ComponentSpec, gateway: StripeGateway, *, idempotency_key: str | None = None
+    spec: ComponentSpec,
+    gateway: StripeGateway,
+    *,
+    idempotency_key: str | None = None,
+    account: str = "",
 ) -> dict[str, Any]:
     """Make the component's one Stripe call and return its outputs.
 
     `idempotency_key` (create only) overrides the spec's own; the caller derives it
-    from the work so every attempt, duplicate and replay sends the same one.
+    from the work so every attempt, duplicate and replay sends the same one. `account`
+    (a Connect event's) makes the call as that connected account (Stripe-Account), whose
+    objects the platform's own key cannot see (docs.stripe.com/connect/authentication).
     """
+    as_account: dict[str, Any] = {"stripe_account": account} if account else {}
     if spec.component == CREATE_CUSTOMER:
         key = idempotency_key or spec.idempotency_key
-        params: dict[str, Any] = dict(spec.body, idempotency_key=key) if key else spec.body
+        # The parameters and the options in one: raw_request takes the options' names out
+        # (the spec's body never holds one: worker/spec.py). Stripe answers a field it does
+        # not know with a 400.
+        params: dict[str, Any] = {**spec.body, **as_account}
+        if key:
+            params["idempotency_key"] = key
         response = gateway.call(
             spec.api_secret,
             lambda client: client.raw_request("post", "/v1/customers", **params),
             endpoint="customers.create",
+            account=account,
         )
     else:
         url = f"/v1/customers/{quote_plus(spec.customer_id or '')}"  # as the SDK's retrieve
         response = gateway.call(
             spec.api_secret,
-            lambda client: client.raw_request("get", url),
+            lambda client: client.raw_request("get", url, **as_account),
             endpoint="customers.retrieve",
+            account=account,
         )
     data = response.data
     if not isinstance(data, dict):

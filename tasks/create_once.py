@@ -38,10 +38,11 @@ def create_once(
     (one round trip: tasks/publish_with_trail.lua). Until then a retry creates again
     with the same idempotency key, and Stripe answers with the same customer."""
     memory = rt.settings.keys.customer(livemode, key)
-    known = rt.redis.get(memory)
-    if known:
+    raw = rt.redis.get(memory)
+    if raw:
+        known = raw.decode() if isinstance(raw, bytes) else str(raw)
         lookup = ComponentSpec(
-            GET_CUSTOMER, spec.api_secret, customer_id=known.decode(), outputs=spec.outputs
+            GET_CUSTOMER, spec.api_secret, customer_id=known, outputs=spec.outputs
         )
         try:
             outputs = run_component(lookup, rt.gateway)
@@ -51,7 +52,7 @@ def create_once(
             outputs.pop("customerEmail")
             asked = {k: spec.body[k] for k in ("email", "name") if spec.body.get(k)}
             if any(outputs["Response"].get(k) != v for k, v in asked.items()):
-                log.info("%s: customer %s already exists, kept as is", key, known.decode())
+                log.info("%s: customer %s already exists, kept as is", key, known)
                 outputs[ALREADY_EXISTS] = asked
             return outputs, None
     try:

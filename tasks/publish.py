@@ -25,6 +25,7 @@ from typing import Any
 
 import redis
 
+from worker import tracing
 from worker.connections import lua_script, replicated
 from worker.keys import ERRORS
 from worker.schema import SCHEMA_VERSION
@@ -106,12 +107,38 @@ class Publisher:
     ) -> Published:
         """Append `fields` to `stream` once per `work_id`; the delivery is done.
 
-        Every entry carries `schema_version` and `work_id`, the id agents dedupe by. In the
-        same step (one round trip, publish_with_trail.lua), `remember` writes (key, value)
-        for CUSTOMER_MEMORY_TTL and `trail` appends its line, the entry's id in place of
-        its placeholder."""
+        Every entry carries `schema_version` and `work_id`, the id agents dedupe by; with
+        tracing on, `traceparent` too: this publish's span, for an agent to continue from.
+        In the same step (one round trip, publish_with_trail.lua), `remember` writes
+        (key, value) for CUSTOMER_MEMORY_TTL and `trail` appends its line, the entry's id
+        in place of its placeholder."""
+        attributes = {
+            "messaging.operation.type": "send",
+            "messaging.destination.name": self.settings.keys.stream(stream),
+            "stripe_worker.work_id": work_id,
+        }
+        with tracing.span(f"publish {stream}", "producer", attributes=attributes) as span:
+            published = self._publish(stream, work_id, fields, delivery_id, remember, trail)
+            tracing.annotate(
+                span,
+                **{"messaging.message.id": published.entry_id, "stripe_worker.new": published.new},
+            )
+            return published
+
+    def _publish(
+        self,
+        stream: str,
+        work_id: str,
+        fields: Mapping[str, Any],
+        delivery_id: str,
+        remember: tuple[str, str] | None,
+        trail: TrailLine | None,
+    ) -> Published:
         keys = self.settings.keys
         pairs = ["schema_version", SCHEMA_VERSION, "work_id", work_id]
+        traceparent = tracing.traceparent()
+        if traceparent:
+            pairs += [tracing.TRACEPARENT, traceparent]
         for name, value in fields.items():
             pairs += [name, as_field(value)]
         maxlen = 0 if stream == ERRORS else self.settings.stream_maxlen

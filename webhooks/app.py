@@ -19,7 +19,7 @@ from typing import Any
 import redis
 from flask import Flask, Response, request
 from prometheus_client import CONTENT_TYPE_LATEST
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from webhooks.console import register_console
 from webhooks.limits import BufferedBody, error_body
@@ -28,6 +28,7 @@ from webhooks.readiness import readiness
 from webhooks.signup import signup_component
 from webhooks.strict_json import parse, refuse_surrogates
 from webhooks.verify import verify_standard_signature, verify_stripe_signature
+from worker import tracing
 from worker.connections import redis_client
 from worker.errors import QueueUnavailable, SecretMissing, StripeWorkerError, WebhookRejected
 from worker.queue import Enqueuer
@@ -50,8 +51,8 @@ def _http_error(exc: HTTPException) -> Response:
     """404, 405, 413 ... in the same JSON shape as every other error."""
     name = (exc.name or "error").lower().replace(" ", "_")
     response = _error(name, exc.description or name, exc.code or 400)
-    if exc.code == 405 and getattr(exc, "valid_methods", None):
-        response.headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
+    if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+        response.headers["Allow"] = ", ".join(exc.valid_methods)
     return response
 
 
@@ -72,6 +73,8 @@ class EnvironHeaders:
     def get(self, name: str, default: str | None = None) -> str | None:
         return self.environ.get("HTTP_" + name.upper().replace("-", "_"), default)
 
+
+_TRACEPARENT_KEY = "HTTP_" + tracing.TRACEPARENT.upper()  # its WSGI environ key
 
 # A handler takes the raw body and the headers, and returns (delivery id, queued now).
 Handler = Callable[[bytes, EnvironHeaders], tuple[str, bool]]
@@ -112,6 +115,33 @@ class WebhookRoutes:
         return [body]
 
     def answer(self, route: str, handle: Handler, environ: dict[str, Any]) -> tuple[int, bytes]:
+        """(status, body) of one delivery, in a span of its own when tracing is on."""
+        if not tracing.enabled():
+            return self._answer(route, handle, environ)[:2]
+        # The delivery's trace starts here, or continues a sender's traceparent (a signup
+        # source that traces; Stripe sends none). A malformed one starts a new trace.
+        with tracing.span(
+            f"POST /webhooks/{route}",
+            "server",
+            parent=environ.get(_TRACEPARENT_KEY),
+            attributes={"http.request.method": "POST", "http.route": f"/webhooks/{route}"},
+        ) as span:
+            status, body, outcome, event_id = self._answer(route, handle, environ)
+            tracing.annotate(
+                span,
+                **{
+                    "http.response.status_code": status,
+                    "stripe_worker.outcome": outcome,
+                    "stripe_worker.source_id": event_id,
+                    # The HTTP conventions: a server's 5xx is its error, a 4xx the sender's.
+                    "error.type": str(status) if status >= 500 else None,
+                },
+            )
+            return status, body
+
+    def _answer(
+        self, route: str, handle: Handler, environ: dict[str, Any]
+    ) -> tuple[int, bytes, str, str | None]:
         started = time.perf_counter()
         event_id = None
         status = 200
@@ -149,7 +179,7 @@ class WebhookRoutes:
             json.dumps(event_id),
             elapsed * 1000,
         )
-        return status, body
+        return status, body, outcome, event_id
 
 
 def create_app(
@@ -160,6 +190,9 @@ def create_app(
 ) -> Flask:
     """The receiver for `settings` (default: from the environment)."""
     settings = settings or Settings.from_env()
+    # Here, in each gunicorn worker after its fork and gevent's patching (the app is loaded
+    # by the worker: no preload), never in gunicorn's master (worker/tracing.py).
+    tracing.setup(settings, "stripe-worker-web")
     vault = vault or Vault.from_settings(settings)
     client = client or redis_client(settings, socket_timeout=2)
     enqueuer = Enqueuer(client, settings)
@@ -240,6 +273,7 @@ def create_app(
     register_console(app, settings, vault, client)  # only when CONSOLE_TOKEN is set
     app.register_error_handler(HTTPException, _http_error)
     # Bodies are read whole, within MAX_BODY_BYTES and READ_TIMEOUT, before a view runs.
+    # Flask's documented way to wrap its app in WSGI middleware; mypy sees a method.
     app.wsgi_app = BufferedBody(  # type: ignore[method-assign]
         front, settings.max_body_bytes, settings.read_timeout
     )

@@ -29,10 +29,10 @@ def new_message_id() -> str:
     return str(uuid.uuid4())
 
 
-def _envelope_template() -> str:
+def _envelope_template(traced: bool) -> str:
     """The envelope's JSON with a %-placeholder for each value that changes per message:
     made once, so a message costs a few escaped strings, not a json.dumps of the whole."""
-    headers = {
+    headers: dict[str, Any] = {
         "lang": "py",
         "task": "\x00task",
         "id": "\x00id",
@@ -54,6 +54,8 @@ def _envelope_template() -> str:
         "stamped_headers": None,
         "stamps": {},
     }
+    if traced:
+        headers["traceparent"] = "\x00trace"
     envelope = {
         "body": "\x00body",
         "content-encoding": "utf-8",
@@ -70,16 +72,25 @@ def _envelope_template() -> str:
         },
     }
     text = json.dumps(envelope, separators=(",", ":")).replace("%", "%%")
-    for name in ("task", "id", "summary", "body", "tag"):
+    for name in ("task", "id", "summary", "body", "tag", "trace"):
         text = text.replace(json.dumps("\x00" + name), f"%({name})s")
     return text
 
 
-_ENVELOPE = _envelope_template()
+_ENVELOPES = {traced: _envelope_template(traced) for traced in (False, True)}
 
 
-def task_message(work: Work, message_id: str, summary: str = "") -> bytes:
-    """The bytes kombu's Redis transport LPUSHes for `apply_async` of `work`'s task."""
+def task_message(
+    work: Work, message_id: str, summary: str = "", traceparent: str | None = None
+) -> bytes:
+    """The bytes kombu's Redis transport LPUSHes for `apply_async` of `work`'s task.
+
+    `traceparent` (worker/tracing.py) rides as a custom header, as `apply_async(headers=...)`
+    would put it: Celery hands custom headers to the task as `request.headers` and copies
+    them onto its retries (`Context.as_execution_options`). OpenTelemetry's Celery
+    instrumentation injects it only when a message is sent through `apply_async`, which
+    this message never is, so the header is ours and the task reads it (tasks/customers.py).
+    """
     # [args, kwargs, embed], the work's JSON made once (worker/work.py) spliced in.
     body = f'[[],{{"work":{work.json_text}}},{_EMBED}]'.encode()
     values = {
@@ -88,8 +99,9 @@ def task_message(work: Work, message_id: str, summary: str = "") -> bytes:
         "summary": json.dumps(summary or work.delivery_id),
         "body": f'"{base64.b64encode(body).decode()}"',
         "tag": f'"{uuid.uuid4()}"',
+        "trace": json.dumps(traceparent),
     }
-    return (_ENVELOPE % values).encode()
+    return (_ENVELOPES[bool(traceparent)] % values).encode()
 
 
 def open_envelope(raw: bytes | str) -> tuple[str, str, Any]:
