@@ -91,7 +91,9 @@ class StripeGateway:
                     key,
                     base_addresses={"api": self.settings.stripe_api_base},
                     max_network_retries=self.max_network_retries,
-                    http_client=MeasuredHttpClient(timeout=self.settings.stripe_timeout),
+                    http_client=MeasuredHttpClient(
+                        timeout=self.settings.stripe_timeout, pool_size=self.settings.pool_size
+                    ),
                 )
                 self._clients[key] = client
             return client

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import time
 from collections.abc import Mapping
@@ -70,7 +69,7 @@ def verify_stripe_signature(
     if not offered:
         raise WebhookRejected(SIGNATURE_ERROR, "the Stripe-Signature header has no v1 signature")
     signed = stamp.encode() + b"." + payload
-    expected = [hmac.new(s.encode(), signed, hashlib.sha256).digest() for s in secrets]
+    expected = [hmac.digest(s.encode(), signed, "sha256") for s in secrets]
     if not _matches(expected, offered):
         raise WebhookRejected(
             SIGNATURE_ERROR, "no signature matches a configured stripe_webhook_secret"
@@ -123,7 +122,7 @@ def verify_standard_signature(
     if not offered:
         raise WebhookRejected(SIGNATURE_ERROR, "the webhook-signature header has no v1 signature")
     signed = f"{msg_id}.{stamp}.".encode() + payload
-    expected = [hmac.new(_standard_key(s), signed, hashlib.sha256).digest() for s in secrets]
+    expected = [hmac.digest(_standard_key(s), signed, "sha256") for s in secrets]
     if not _matches(expected, offered):
         raise WebhookRejected(
             SIGNATURE_ERROR, "no signature matches a configured signup_webhook_secret"

@@ -55,7 +55,7 @@ class EmulatorState:
 
     def __init__(self, allowed_keys: set[str] | None = None, rng: random.Random | None = None):
         self.lock = threading.Lock()
-        self.allowed_keys = set(allowed_keys or ())
+        self._started_with = frozenset(allowed_keys or ())
         self.rng = rng or random.Random()
         self.reset()
 
@@ -72,6 +72,9 @@ class EmulatorState:
         self.idempotency: dict[tuple[str, str, str], Stored] = {}
         self.in_flight: set[tuple[str, str, str]] = set()
         self.revoked: set[str] = set()
+        # Keys allowed since start (`/_emulator/keys` allow) are forgotten too: else every
+        # key but those is refused after a reset.
+        self.allowed_keys = set(self._started_with)
         self.faults = Faults()
         self.stats: Stats = {
             "requests": 0,
