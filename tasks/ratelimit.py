@@ -5,10 +5,11 @@ account, 100 requests/s in live mode and 25/s in a sandbox, and a limit per endp
 requests/s unless a page says otherwise, where every named operation is its own endpoint
 (`POST /v1/customers` and `GET /v1/customers/{id}` are two); both count every call, and
 it answers 429 beyond either. So a key has one global pace and one pace per endpoint, and
-each call takes a slot in both at once (tasks/ratelimit.lua, one script): the next free
-slot of each, 1/rate seconds after the previous one (GCRA, no burst), and sleeps until
-it: N workers together keep one pace. Each starts at its limit less MARGIN (or
-STRIPE_RATE_LIMIT, STRIPE_ENDPOINT_RATE, STRIPE_ENDPOINT_RATES).
+each call takes a slot in both at once (tasks/ratelimit.lua, one script): the first time
+that is 1/rate seconds or more from every slot already reserved in each (no burst), and
+sleeps until it: N workers together keep one pace. A call waiting for its endpoint's
+slot leaves the earlier global slots to the other endpoints' calls. Each starts at its
+limit less MARGIN (or STRIPE_RATE_LIMIT, STRIPE_ENDPOINT_RATE, STRIPE_ENDPOINT_RATES).
 
 Each pace adapts on its own (AIMD, as TCP does): a 429 multiplies the rate of the
 limiter that answered by DECREASE for everyone on the key, once per epoch, and voids
@@ -97,6 +98,7 @@ class StripeRateLimiter:
     ) -> None:
         suffix = "" if endpoint == GLOBAL else f":{endpoint}"
         self.key = keys.ratelimit(key_id(api_key) + suffix)
+        self.slots = self.key + ":slots"  # the times reserved (tasks/ratelimit.lua)
         self.name = endpoint
         self.ceiling = ceiling
         self.max_wait = max_wait
@@ -104,7 +106,7 @@ class StripeRateLimiter:
 
     def _run(self, op: str, held: int, *extra: float) -> tuple[float, int]:
         args = [op, self.ceiling, held, self.ceiling * INCREASE, *extra]
-        value, epoch = self._script(keys=[self.key], args=args)
+        value, epoch = self._script(keys=[self.key, self.slots], args=args)
         return float(value), int(epoch)
 
     def acquire(self) -> Slot:
@@ -131,7 +133,8 @@ def reserve(
     args: list[float | str] = ["acquire", max_wait]
     for limiter, epoch in zip(limiters, held, strict=True):
         args += [limiter.ceiling, epoch, limiter.ceiling * INCREASE]
-    answer = limiters[0]._script(keys=[limiter.key for limiter in limiters], args=args)
+    keys = [name for limiter in limiters for name in (limiter.key, limiter.slots)]
+    answer = limiters[0]._script(keys=keys, args=args)
     return float(answer[0]), [int(e) for e in answer[1:]]
 
 

@@ -37,6 +37,10 @@ HOLD_SECONDS = 30.0
 # the pace is under the pool's size per second, so not at the live limit.
 AHEAD_SECONDS = 1.0
 MIN_HELD = 4
+# What a signup calls: of what it holds, a worker keeps this many signups (what that
+# endpoint's pace starts within AHEAD_SECONDS), and takes the rest from past them
+# (tasks/transport.py), so the other endpoints' budgets are used at the same time.
+SIGNUP_ENDPOINT = "customers.create"
 # Without Stripe-Rate-Limited-Reason, a 429 on one endpoint is that endpoint's limiter,
 # unless another endpoint met a 429 this recently too: then it is the limit they share.
 SHARED_WINDOW = 1.0
@@ -211,16 +215,20 @@ class StripeGateway:
         """Make the worker hold what its pace can start within AHEAD_SECONDS, from now
         and on every heartbeat (the returned callable, which reports the paces)."""
 
-        def hold(rates: list[float]) -> None:
-            hold_fewer(pool_size - messages_to_hold(rates, pool_size))
+        signups: StripeRateLimiter | None = None
+
+        def hold(rates: list[float], signup_rate: float | None) -> None:
+            front = messages_to_hold([signup_rate], pool_size) if signup_rate else 0
+            hold_fewer(pool_size - messages_to_hold(rates, pool_size), front)
 
         with contextlib.suppress(SecretMissing, SpecError):
-            self.limiter(STRIPE_SECRET_KEY)  # the usual key's pace, before the first call
-        hold([rate for _mode, rate in self.rates(now=False)])
+            self.limiter(STRIPE_SECRET_KEY)  # the usual key's paces, before the first call
+            signups = self.limiter(STRIPE_SECRET_KEY, SIGNUP_ENDPOINT)
+        hold([rate for _mode, rate in self.rates(now=False)], signups and signups.ceiling)
 
         def each_beat() -> dict[str, Any]:
             paces = self.paces()
-            hold(list(paces.values()))
+            hold(list(paces.values()), signups and signups.rate())
             with self._lock:
                 last = dict(self.last_limiter)
             return {"pace": paces, "endpoint_pace": self.endpoint_paces(), "limited_by": last}

@@ -12,6 +12,13 @@ into `PREFIX:q:given_back`, which every worker takes from before the queue.
 Lease scores in kombu's unacked index are on Redis's clock (the worker's clock plus an
 offset its heartbeat measures), so that one host's clock cannot expire another's leases.
 
+Signups are pushed to the end workers take from (worker/queue.py), the rest to the far
+end. A worker that holds as many signups as Create Customer's pace can start soon (see
+hold_fewer) takes from the far end instead: a signup waiting for its endpoint's slot
+would otherwise hold a thread that another endpoint's work, with budget to spare, could
+use, and every thread would wait on the one endpoint (docs.stripe.com/rate-limits: each
+endpoint its own 25/s, under the global 100/s in live mode).
+
 An envelope that is not JSON cannot be delivered: it is moved whole to `PREFIX:q:poison`
 and the worker goes on.
 
@@ -37,12 +44,16 @@ from kombu.utils.json import dumps, loads
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from worker.work import CREATE_CUSTOMER_TASK
+
 log = logging.getLogger("stripe_worker.transport")
 
 # The consuming channels of this process, for the heartbeat thread to renew their leases.
 _consuming: weakref.WeakSet[Channel] = weakref.WeakSet()
 _clock = {"offset": 0.0}  # Redis time minus this host's time, as the heartbeat measured it
-_fewer = {"count": 0}  # messages fewer than Celery's prefetch to hold: see hold_fewer()
+# Messages fewer than Celery's prefetch to hold, and how many signups at most before the
+# fetch takes from the far end: see hold_fewer().
+_fewer = {"count": 0, "front": 0}
 # Whether this worker's consumer holds a broker connection, and since when (this host's
 # clock): the heartbeat carries it, so a worker that beats but cannot consume is a problem.
 _consumer = {"connected": False, "since": time.time()}
@@ -77,10 +88,12 @@ def consumer_state() -> dict[str, Any]:
     }
 
 
-def hold_fewer(count: int) -> None:
-    """Hold `count` fewer messages than Celery's prefetch allows (never fewer than one).
+def hold_fewer(count: int, front: int = 0) -> None:
+    """Hold `count` fewer messages than Celery's prefetch allows (never fewer than one),
+    and once `front` of them are signups (0: no such cap), fetch from the queue's far end.
     Retries waiting a countdown still come on top, as Celery counts them."""
     _fewer["count"] = max(0, count)
+    _fewer["front"] = max(0, front)
 
 
 class QoS(kombu_redis.QoS):
@@ -139,6 +152,20 @@ class QoS(kombu_redis.QoS):
         self._delivered.clear()
         return None
 
+    def front_full(self) -> bool:
+        """This channel holds its cap of signups (hold_fewer's `front`)."""
+        cap = _fewer["front"]
+        if not cap:
+            return False
+        for _ in range(5):
+            try:
+                held = [m for tag, m in list(self._delivered.items()) if tag not in self._dirty]
+            except RuntimeError:  # changed while copied by the consumer thread: again
+                continue
+            signups = sum(1 for m in held if _task_of(m) == CREATE_CUSTOMER_TASK)
+            return signups >= cap
+        return False
+
     def held_tags(self) -> list[str]:
         """Delivery tags this channel holds (reserved, waiting an ETA, or running)."""
         for _ in range(5):
@@ -147,6 +174,11 @@ class QoS(kombu_redis.QoS):
             except RuntimeError:  # changed while copied by the consumer thread: again
                 continue
         return []
+
+
+def _task_of(message: Any) -> object:
+    headers = getattr(message, "headers", None)
+    return headers.get("task") if isinstance(headers, dict) else None
 
 
 class Channel(kombu_redis.Channel):
@@ -188,7 +220,8 @@ class Channel(kombu_redis.Channel):
             command = ["LMOVE", self.given_back_key, self.fetched_key, "RIGHT", "LEFT"]
         else:
             source = self.global_keyprefix + self._q_for_pri(queues[0], 0)
-            command = ["BLMOVE", source, self.fetched_key, "RIGHT", "LEFT", timeout or 0]
+            end = "LEFT" if self.qos.front_full() else "RIGHT"  # the far end: past signups
+            command = ["BLMOVE", source, self.fetched_key, end, "LEFT", timeout or 0]
         self._in_poll = connection
         self._brpop_sent_at = monotonic()
         connection.send_command(*command)

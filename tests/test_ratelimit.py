@@ -148,7 +148,7 @@ def test_slots_held_at_the_old_pace_are_taken_anew_after_a_cut(redis_client, set
     held = {}
     waiter = threading.Thread(target=lambda: held.setdefault("slot", pace.acquire()))
     waiter.start()  # reserves the slot 0.25 s on, at the old pace, and sleeps
-    wait_for(lambda: float(redis_client.hget(pace.key, "tat") or 0) > 0)
+    wait_for(lambda: redis_client.zcard(pace.slots) == 2)  # first's slot and the waiter's
     pace.slow_down(first, pause=0.2)
     waiter.join(10)
     assert held["slot"].epoch == first.epoch + 1
