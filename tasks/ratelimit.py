@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import uuid
 from dataclasses import dataclass
 
 import redis
@@ -37,6 +38,7 @@ from worker.settings import parse_endpoint_rates
 STRIPE_LIMITS = {"test": 25.0, "live": 100.0}
 ENDPOINT_LIMIT = 25.0
 GLOBAL = "global"  # the limiter name of the global pace; an endpoint's is its operation
+CONCURRENCY = "concurrency"  # the limiter name of the cap on calls in flight
 # Paced a little under them: requests bunch up on the way (network, Stripe's edge), and
 # Stripe's own counters are not ours. 3%: 24.25/s test, 97/s live; a 429 slows it anyway.
 MARGIN = 0.03
@@ -163,3 +165,67 @@ def acquire_all(limiters: list[StripeRateLimiter]) -> list[Slot]:
             return [Slot(epoch, waited) for epoch in epochs]
         time.sleep(wait)
         held, waited = epochs, waited + wait
+
+
+class ConcurrencyCap:
+    """Stripe's concurrency limiter for one key: at most `ceiling` calls in flight at once,
+    counted in Redis across every worker (STRIPE_CONCURRENCY). Stripe's page names the
+    limiter, "the number of requests that are active at any given time", without a figure;
+    a 429 from it lowers the cap (AIMD, as the paces do).
+
+    A call holds its place under a lease (`lease` s, past any call's time-out), so a worker
+    that dies mid-call frees it without anyone's help."""
+
+    name = CONCURRENCY
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        api_key: str,
+        ceiling: int,
+        lease: float,
+        max_wait: float = 20.0,
+    ) -> None:
+        self.key = keys.ratelimit(key_id(api_key) + ":" + CONCURRENCY)
+        self.calls = self.key + ":calls"
+        self.ceiling = ceiling
+        self.lease = lease
+        self.max_wait = max_wait
+        self._script = lua_script(client, "tasks", "concurrency.lua")
+
+    def _run(self, op: str, held: int, *extra: float | str) -> tuple[float, int]:
+        args = [op, self.ceiling, held, self.ceiling * INCREASE, *extra]
+        value, epoch = self._script(keys=[self.key, self.calls], args=args)
+        return float(value), int(epoch)
+
+    def enter(self) -> tuple[str, Slot]:
+        """Wait for a place among the calls in flight: (the call's id, its Slot).
+        RateLimited when the wait would pass `max_wait`."""
+        call, waited, pause = uuid.uuid4().hex, 0.0, 0.005
+        while True:
+            inside, epoch = self._run("enter", -1, call, self.lease)
+            if inside:
+                return call, Slot(epoch, waited)
+            if waited + pause > self.max_wait:
+                raise RateLimited(
+                    f"{self.ceiling} Stripe calls in flight for {self.max_wait:.0f} s; "
+                    "waiting on the queue instead",
+                    http_status=None,
+                    retry_after=self.max_wait / 2,
+                )
+            time.sleep(pause)  # a place frees within one call's time: ask again soon
+            waited, pause = waited + pause, min(0.05, pause * 2)
+
+    def leave(self, call: str) -> None:
+        self._run("leave", -1, call)
+
+    def slow_down(self, slot: Slot) -> float:
+        """Stripe's concurrency limiter answered the call that entered in `slot`."""
+        cap, _epoch = self._run("slow", slot.epoch, DECREASE, 1.0)
+        return cap
+
+    def cap(self) -> float:
+        """Calls allowed in flight now, for stats and tests."""
+        cap, _epoch = self._run("peek", -1)
+        return cap

@@ -14,7 +14,9 @@ import stripe
 
 from tasks.metrics import MeasuredHttpClient, rate_limit_waited, rate_limited_by
 from tasks.ratelimit import (
+    CONCURRENCY,
     GLOBAL,
+    ConcurrencyCap,
     StripeRateLimiter,
     acquire_all,
     default_ceiling,
@@ -44,9 +46,14 @@ SIGNUP_ENDPOINT = "customers.create"
 # Without Stripe-Rate-Limited-Reason, a 429 on one endpoint is that endpoint's limiter,
 # unless another endpoint met a 429 this recently too: then it is the limit they share.
 SHARED_WINDOW = 1.0
-# Stripe-Rate-Limited-Reason values that name the global limiter; the others
-# (endpoint-rate, endpoint-concurrency, resource-specific) name the endpoint's.
-GLOBAL_REASONS = ("global-rate", "global-concurrency")
+# Stripe-Rate-Limited-Reason values that name the global limiter, and the concurrency
+# limiter (the cap on calls in flight); the others (endpoint-rate, resource-specific)
+# name the endpoint's.
+GLOBAL_REASONS = ("global-rate",)
+CONCURRENCY_REASONS = ("global-concurrency", "endpoint-concurrency")
+# A call's place among the calls in flight outlasts the call by this much (seconds past
+# STRIPE_TIMEOUT for each try), so only a dead worker's places lapse.
+LEASE_MARGIN = 10.0
 
 
 class StripeGateway:
@@ -67,6 +74,7 @@ class StripeGateway:
         self.redis = redis_client
         self._clients: dict[str, stripe.StripeClient] = {}
         self._limiters: dict[tuple[str, str], StripeRateLimiter | None] = {}
+        self._caps: dict[str, ConcurrencyCap | None] = {}
         self._last_429: dict[tuple[str, str], float] = {}  # (key, endpoint) -> monotonic
         self.last_limiter: dict[str, str] = {}  # key mode -> the limiter that last said 429
         self._lock = threading.Lock()
@@ -119,6 +127,21 @@ class StripeGateway:
                 )
             return self._limiters[key, endpoint]
 
+    def concurrency(self, api_secret: str) -> ConcurrencyCap | None:
+        """The cap on calls in flight of the key `api_secret` names; None when it is off
+        (STRIPE_CONCURRENCY=0) or there is no Redis."""
+        key = self.vault.stripe_key(api_secret)
+        s = self.settings
+        with self._lock:
+            if key not in self._caps:
+                lease = s.stripe_timeout * (1 + self.max_network_retries) + LEASE_MARGIN
+                self._caps[key] = (
+                    ConcurrencyCap(self.redis, s.keys, key, s.stripe_concurrency, lease)
+                    if s.stripe_concurrency and self.redis is not None
+                    else None
+                )
+            return self._caps[key]
+
     def call(
         self,
         api_secret: str,
@@ -137,21 +160,30 @@ class StripeGateway:
             [self.limiter(api_secret, endpoint)] if endpoint else []
         )
         limiters = [limiter for limiter in paces if limiter is not None]
+        cap = self.concurrency(api_secret)
         deadline = time.monotonic() + HOLD_SECONDS
         while True:
             slots = acquire_all(limiters) if limiters else []
-            if slots:
-                rate_limit_waited(slots[0].waited)
+            # The place in flight after the slots: a call waiting for its slot holds none.
+            call, place = cap.enter() if cap else ("", None)
+            if slots or place:
+                waited = slots[0].waited if slots else 0.0
+                rate_limit_waited(waited + (place.waited if place else 0.0))
             try:
                 return request(client)
             except stripe.StripeError as exc:
                 error = from_stripe_error(exc)
-            if not isinstance(error, RateLimited) or not limiters:
+            finally:
+                if cap:
+                    cap.leave(call)
+            if not isinstance(error, RateLimited) or not (limiters or cap):
                 raise error
             pause = error.retry_after or 0.0
             if error.code != "lock_timeout":  # one busy object says nothing of the pace
-                name = self._answered(api_secret, endpoint, error.reason)
+                name = self._answered(api_secret, endpoint, error.reason, capped=bool(cap))
                 rate_limited_by(endpoint or "", name)
+                if cap and place and name == CONCURRENCY:
+                    cap.slow_down(place)
                 for limiter, slot in zip(limiters, slots, strict=True):
                     if limiter.name == name:
                         limiter.slow_down(slot, pause)
@@ -159,9 +191,12 @@ class StripeGateway:
                 raise error
             time.sleep(pause)
 
-    def _answered(self, api_secret: str, endpoint: str | None, reason: str | None) -> str:
-        """The limiter a 429 on `endpoint` came from: Stripe's reason when it gives one,
-        else the endpoint's, unless another endpoint met one within SHARED_WINDOW."""
+    def _answered(
+        self, api_secret: str, endpoint: str | None, reason: str | None, capped: bool = True
+    ) -> str:
+        """The limiter a 429 on `endpoint` came from: Stripe's reason when it gives one
+        (its concurrency limiter, when `capped`: else the global pace takes the cut), else
+        the endpoint's, unless another endpoint met one within SHARED_WINDOW."""
         key = self.vault.stripe_key(api_secret)
         now = time.monotonic()
         with self._lock:
@@ -170,8 +205,11 @@ class StripeGateway:
                 for (k, e), at in self._last_429.items()
             )
             self._last_429[key, endpoint or GLOBAL] = now
-            if reason:
-                name = GLOBAL if reason in GLOBAL_REASONS or not endpoint else endpoint
+            if reason in CONCURRENCY_REASONS and capped:
+                name = CONCURRENCY
+            elif reason:
+                name = GLOBAL if reason in GLOBAL_REASONS + CONCURRENCY_REASONS else endpoint
+                name = name if endpoint else GLOBAL
             else:
                 name = GLOBAL if shared or not endpoint else endpoint
             self.last_limiter[key_mode(key)] = name

@@ -7,7 +7,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 from worker.devtools.emulator.faults import Faults
 from worker.devtools.emulator.form import ApiError, decode_form, new_id, unknown_parameter
@@ -60,51 +60,68 @@ class _Handler(BaseHTTPRequestHandler):
             with state.lock:
                 state.stats["requests"] += 1
             mode = state.authenticate(self.headers.get("Authorization"))
-            fault, delay = state.fault_for_request(mode, endpoint_of(method, url.path))
-            if fault is not None:
-                if delay:
-                    self._sleep(delay)
-                raise fault
+            state.enter_call(mode)
             try:
-                params = decode_form(
-                    parse_qsl(
-                        raw.decode("utf-8") if method != "GET" else url.query,
-                        keep_blank_values=True,
-                    )
-                )
-            except UnicodeDecodeError:
-                raise ApiError(
-                    400, "invalid_request_error", "Request body is not valid UTF-8"
-                ) from None
-            if not idem_key or method == "GET":
-                if delay:
-                    self._sleep(delay)
-                status, body = self._route(mode, method, url.path, params)
-                return self._send(status, body, headers)
-            fingerprint = json.dumps([method, url.path, params], sort_keys=True)
-            slot = (mode, url.path.split("/")[1], idem_key)
-            stored = state.idempotent_begin(slot, fingerprint)
-            if stored is not None:
-                headers["Idempotent-Replayed"] = "true"
-                headers["Original-Request"] = stored.request_id
-                return self._send(stored.status, stored.body, headers)
-            record = None
-            try:
-                if delay:
-                    self._sleep(delay)
-                try:
-                    status, body = self._route(mode, method, url.path, params)
-                except ApiError as exc:
-                    # Stripe saves the result of any request that began executing.
-                    status, body = exc.status, {"error": exc.body}
-                encoded = json.dumps(body).encode()
-                record = Stored(fingerprint, status, encoded, request_id, time.time())
+                self._call(mode, method, url, raw, headers, idem_key)
             finally:
-                state.idempotent_end(slot, record)
-            self._send(status, encoded, headers)
+                state.leave_call(mode)
         except ApiError as exc:
             headers.update(exc.headers)
             self._send(exc.status, {"error": exc.body}, headers)
+
+    def _call(
+        self,
+        mode: str,
+        method: str,
+        url: SplitResult,
+        raw: bytes,
+        headers: dict[str, str],
+        idem_key: str | None,
+    ) -> None:
+        """One API request of `mode`, counted in flight by the caller (_handle)."""
+        state = self.server.state
+        fault, delay = state.fault_for_request(mode, endpoint_of(method, url.path))
+        if fault is not None:
+            if delay:
+                self._sleep(delay)
+            raise fault
+        try:
+            params = decode_form(
+                parse_qsl(
+                    raw.decode("utf-8") if method != "GET" else url.query,
+                    keep_blank_values=True,
+                )
+            )
+        except UnicodeDecodeError:
+            raise ApiError(
+                400, "invalid_request_error", "Request body is not valid UTF-8"
+            ) from None
+        if not idem_key or method == "GET":
+            if delay:
+                self._sleep(delay)
+            status, body = self._route(mode, method, url.path, params)
+            return self._send(status, body, headers)
+        fingerprint = json.dumps([method, url.path, params], sort_keys=True)
+        slot = (mode, url.path.split("/")[1], idem_key)
+        stored = state.idempotent_begin(slot, fingerprint)
+        if stored is not None:
+            headers["Idempotent-Replayed"] = "true"
+            headers["Original-Request"] = stored.request_id
+            return self._send(stored.status, stored.body, headers)
+        record = None
+        try:
+            if delay:
+                self._sleep(delay)
+            try:
+                status, body = self._route(mode, method, url.path, params)
+            except ApiError as exc:
+                # Stripe saves the result of any request that began executing.
+                status, body = exc.status, {"error": exc.body}
+            encoded = json.dumps(body).encode()
+            record = Stored(fingerprint, status, encoded, headers["Request-Id"], time.time())
+        finally:
+            state.idempotent_end(slot, record)
+        self._send(status, encoded, headers)
 
     def _sleep(self, delay: float) -> None:
         generation = self.server.state.generation
