@@ -241,6 +241,12 @@ class StripeGateway:
             paces.setdefault(key_mode(key), {})[name] = round(limiter.rate(), 2)
         return paces
 
+    def caps(self) -> dict[str, float]:
+        """Calls each key may have in flight now (its concurrency cap), by key mode."""
+        with self._lock:
+            caps = [(key, cap) for key, cap in self._caps.items() if cap]
+        return {key_mode(key): round(cap.cap(), 1) for key, cap in caps}
+
     def paces(self) -> dict[str, float]:
         """Calls/s each key's pace allows now, by key mode: what this worker's heartbeat
         tells `stripe-worker status`. Only keys this worker has called with."""
@@ -261,6 +267,7 @@ class StripeGateway:
 
         with contextlib.suppress(SecretMissing, SpecError):
             self.limiter(STRIPE_SECRET_KEY)  # the usual key's paces, before the first call
+            self.concurrency(STRIPE_SECRET_KEY)
             signups = self.limiter(STRIPE_SECRET_KEY, SIGNUP_ENDPOINT)
         hold([rate for _mode, rate in self.rates(now=False)], signups and signups.ceiling)
 
@@ -269,7 +276,12 @@ class StripeGateway:
             hold(list(paces.values()), signups and signups.rate())
             with self._lock:
                 last = dict(self.last_limiter)
-            return {"pace": paces, "endpoint_pace": self.endpoint_paces(), "limited_by": last}
+            return {
+                "pace": paces,
+                "endpoint_pace": self.endpoint_paces(),
+                "in_flight_cap": self.caps(),
+                "limited_by": last,
+            }
 
         return each_beat
 
