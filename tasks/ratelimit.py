@@ -17,6 +17,9 @@ the slots already handed out at the old rate; the rate then climbs back by INCRE
 the ceiling each second. So a limit lower than the default (another service on the
 account, an endpoint Stripe keeps lower) is found without
 configuration, and costs one 429 now and then, not a stream of them.
+
+The page also names a concurrency limiter: ConcurrencyCap keeps a key's calls in flight
+under STRIPE_CONCURRENCY across every worker, adapting the same way.
 """
 
 from __future__ import annotations
