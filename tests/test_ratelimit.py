@@ -258,6 +258,31 @@ def test_a_call_takes_a_slot_in_the_global_pace_and_its_endpoints_at_once(redis_
     assert alone[1] - alone[0] == pytest.approx(0.2, abs=0.03)  # one endpoint: its own 5/s
 
 
+def test_a_call_waiting_for_its_endpoint_leaves_earlier_global_slots_to_others(
+    redis_client, settings
+):
+    """Global 10/s, Create at 2/s with three calls queued (0, 0.5, 1.0 s on): Get
+    Customers take the global slots between them, not ones past the creates' backlog."""
+    g = limiter(redis_client, settings, 10.0)
+    a = StripeRateLimiter(redis_client, settings.keys, TEST_KEY, 2.0, endpoint="customers.create")
+    b = StripeRateLimiter(
+        redis_client, settings.keys, TEST_KEY, 10.0, endpoint="customers.retrieve"
+    )
+    for _ in range(3):
+        reserve([g, a], [-1, -1], 30.0)
+    for _ in range(5):
+        reserve([g, b], [-1, -1], 30.0)
+
+    def times(pace: StripeRateLimiter) -> list[float]:  # the slots reserved, from the first
+        slots = [
+            score for _member, score in redis_client.zrange(pace.slots, 0, -1, withscores=True)
+        ]
+        return [round(t - slots[0], 2) for t in slots]
+
+    assert times(a) == [0, 0.5, 1.0]
+    assert times(g) == [0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 1.0]  # 0.5 and 1.0 are creates'
+
+
 def test_a_429_from_one_endpoint_slows_only_that_endpoints_pace(
     settings, env, redis_client, own_emulator
 ):
