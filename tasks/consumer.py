@@ -19,7 +19,6 @@ from vine import promise
 from tasks.full_redis import wait_until_writable
 from tasks.quarantine import check_message, decode_error, quarantine
 from tasks.runtime import Runtime
-from tasks.transport import set_consumer_connected
 from worker.errors import InvalidMessage
 
 
@@ -32,18 +31,22 @@ class WorkConsumer(Consumer):
 
     def connect(self) -> Any:
         connection = super().connect()
-        set_consumer_connected(True)  # the heartbeat says so from its next beat
+        self._state(True)  # the heartbeat says so from its next beat
         return connection
 
     def on_connection_error_before_connected(self, exc: Exception) -> None:
-        set_consumer_connected(False)
+        self._state(False)
         super().on_connection_error_before_connected(exc)
         self._wait_if_full(exc)
 
     def on_connection_error_after_connected(self, exc: Exception) -> None:
-        set_consumer_connected(False)
+        self._state(False)
         super().on_connection_error_after_connected(exc)
         self._wait_if_full(exc)
+
+    def _state(self, connected: bool) -> None:
+        rt: Runtime = self.app.runtime  # type: ignore[attr-defined]
+        rt.state.set_consumer_connected(connected)
 
     def _wait_if_full(self, exc: Exception) -> None:
         if isinstance(exc, OutOfMemoryError):
@@ -58,8 +61,7 @@ class WorkConsumer(Consumer):
             headers = message.headers if isinstance(message.headers, dict) else {}
             task = headers.get("task")
             try:
-                known = self.app.tasks.get(task) if isinstance(task, str) else None
-                check_message(task, message.decode(), known.run if known else None)
+                check_message(task, message.decode())
             except Exception as exc:  # whatever a body can make a decoder raise
                 reason = exc.message if isinstance(exc, InvalidMessage) else decode_error(exc)
                 raw = getattr(message, "_raw", None) or {"headers": headers, "body": message.body}

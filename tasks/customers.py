@@ -9,7 +9,6 @@ permanent or its retries are spent. Each task takes one argument, `work`: a `Wor
 from __future__ import annotations
 
 import logging
-import random
 from typing import Any
 
 import redis
@@ -19,16 +18,18 @@ from celery.exceptions import Reject, SoftTimeLimitExceeded
 from tasks import metrics
 from tasks.components import run_component
 from tasks.create_once import ALREADY_EXISTS, already_exists_id, create_once
-from tasks.entries import customer_id_named_by, result_entry
-from tasks.runtime import Runtime
-from worker.errors import (
-    ConnectionFailed,
-    InternalError,
-    RateLimited,
-    StripeWorkerError,
-    is_retryable,
+from tasks.entries import (
+    CustomerEntry,
+    Entry,
+    EventEntry,
+    FailureEntry,
+    customer_id_named_by,
+    entry_fields,
 )
-from worker.keys import CUSTOMERS, ERRORS, EVENTS
+from tasks.retry_policy import Decision, RetryPolicy, decide
+from tasks.runtime import Runtime
+from worker.errors import ConnectionFailed, InternalError, StripeWorkerError
+from worker.keys import ERRORS
 from worker.spec import CREATE_CUSTOMER, GET_CUSTOMER, ComponentSpec
 from worker.work import (
     CREATE_CUSTOMER_TASK,
@@ -40,18 +41,12 @@ from worker.work import (
 log = logging.getLogger("stripe_worker.tasks")
 
 
-def backoff(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
-    """Exponential backoff with equal jitter: half fixed, half random, capped."""
-    delay = min(cap, base * 2 ** (attempt - 1))
-    return delay / 2 + (rng or random).uniform(0, delay / 2)
-
-
 class WorkTask(Task):
-    """Runs one piece of work; the retry policy and the publishing live here, once."""
+    """Runs one piece of work; carrying out the retry decision and publishing live here, once."""
 
     abstract = True
     typing = False
-    max_retries = None  # attempts are counted against RETRY_MAX_ATTEMPTS in `perform`
+    max_retries = None  # attempts are counted against RETRY_MAX_ATTEMPTS by the policy
 
     def run(self, work: dict[str, Any], held: int = 0) -> dict[str, Any]:
         return self.perform(Work.from_json(work), held)
@@ -72,93 +67,82 @@ class WorkTask(Task):
         rt: Runtime = self.app.runtime  # type: ignore[attr-defined]
         attempts = self.request.retries + 1 - held  # held: retries that were back-pressure
         try:
-            stream, entry = self.do(rt, work, attempts)
+            entry: Entry = self.do(rt, work, attempts)
         except SoftTimeLimitExceeded:
-            error: StripeWorkerError = ConnectionFailed("the task ran past its time limit")
-        except StripeWorkerError as exc:
-            error = exc
-        except redis.RedisError as exc:
-            # Our own Redis (memory or streams) is down: the work is not done; try again.
-            metrics.task_done(self.name, "retried")
-            raise self.retry(countdown=self._delay(rt, attempts), exc=exc) from None
+            failure: BaseException = ConnectionFailed("the task ran past its time limit")
+        except (StripeWorkerError, redis.RedisError) as exc:
+            failure = exc
         except Exception as exc:  # a bug of ours: end on the error stream, never vanish
             log.exception("unexpected error in %s %s", self.name, work.source_id)
-            error = InternalError(f"{exc.__class__.__name__}: {exc}")
+            failure = InternalError(f"{exc.__class__.__name__}: {exc}")
         else:
-            return self._publish(rt, work, stream, self.publish_id(work, entry), entry)
-        if isinstance(error, RateLimited):  # back-pressure: wait on the queue, attempts kept
-            wait = error.retry_after or self._delay(rt, held + 1)
-            raise self.retry(kwargs=dict(work=work.to_json(), held=held + 1), countdown=wait)
-        if is_retryable(error) and attempts < rt.settings.retry_max_attempts:
-            log.info("retrying %s %s (%d): %s", self.name, work.source_id, attempts, error.message)
-            retry = self.retry(countdown=self._delay(rt, attempts), exc=error, throw=False)
-            metrics.task_done(self.name, "retried")  # once the retry is safely queued
-            rt.trail.record_error(work, "retried", attempts, error)
-            raise retry from None
-        return self._publish_error(rt, work, error, attempts)
+            return self._publish(rt, work, entry, attempts, held)
+        decision = decide(failure, attempts, held, RetryPolicy.from_settings(rt.settings))
+        if decision.action == "fail":
+            log.warning(
+                "failed for good: %s %s: %s %s",
+                self.name,
+                work.source_id,
+                decision.error.error_type,
+                decision.error.message,
+            )
+            failed = FailureEntry.of(
+                work, decision.error, attempts, self.component_of(work), _livemode(rt, work)
+            )
+            return self._publish(rt, work, failed, attempts, held)
+        raise self._carry_out(rt, work, decision, attempts)
 
-    def do(self, rt: Runtime, work: Work, attempts: int) -> tuple[str, dict[str, Any]]:
-        """The work itself: (stream, entry), or a StripeWorkerError."""
-        raise NotImplementedError
-
-    def publish_id(self, work: Work, entry: dict[str, Any]) -> str:
-        return work.work_id
-
-    def _delay(self, rt: Runtime, attempts: int) -> float:
-        return backoff(attempts, rt.settings.retry_base_delay, rt.settings.retry_max_delay)
-
-    def _publish(
-        self, rt: Runtime, work: Work, stream: str, work_id: str, entry: dict[str, Any]
-    ) -> dict:
-        try:
-            published = rt.publisher.publish(stream, work_id, entry, work.delivery_id)
-        except redis.RedisError as exc:
-            metrics.task_done(self.name, "retried")
-            raise self.retry(countdown=self._delay(rt, self.request.retries + 1), exc=exc) from None
-        outcome = "failed" if stream == ERRORS else "published"
-        metrics.task_done(self.name, outcome)
-        rt.trail.record_end(work, outcome, stream, published.entry_id, published.new, entry)
-        return {
-            "stream": stream,
-            "entry_id": published.entry_id,
-            "new": published.new,
-            "customerId": entry.get("customerId"),
-        }
-
-    def _publish_error(
-        self, rt: Runtime, work: Work, error: StripeWorkerError, attempts: int
-    ) -> dict[str, Any]:
-        spec = work.spec or {}
-        entry = {
-            "component": spec.get("component", GET_CUSTOMER),
-            "customerId": spec.get("customer_id") or customer_id_named_by(work.event or {}) or "",
-            "customerEmail": "",
-            "Response": {},
-            "Headers": {},
-            "source": work.source,
-            "source_id": work.source_id,
-            "idempotency_key": work.idempotency_key,
-            "livemode": _livemode(rt, work),
-            "attempts": attempts,
-            "error_type": error.error_type,
-            "http_status": error.http_status,
-            "error_message": error.message,
-            "request_id": error.request_id,
-            # What `stripe-worker dlq replay` queues again.
-            "task": work.task,
-            "task_kwargs": {"work": work.to_json()},
-        }
-        if work.event is not None:
-            entry["event_type"] = work.event.get("type")
-            entry["event"] = work.event
-        log.warning(
-            "failed for good: %s %s: %s %s",
+    def _carry_out(self, rt: Runtime, work: Work, decision: Decision, attempts: int) -> Any:
+        """The one place a task is retried: a retry or a hold, counted and on the trail once
+        the new message is safely queued."""
+        log.info(
+            "%s %s %s (%d): %s",
+            "holding" if decision.action == "hold" else "retrying",
             self.name,
             work.source_id,
-            error.error_type,
-            error.message,
+            attempts,
+            decision.error.message,
         )
-        return self._publish(rt, work, ERRORS, work.failure_id, entry)
+        retry = self.retry(
+            kwargs={"work": work.to_json(), "held": decision.holds},
+            countdown=decision.countdown,
+            exc=decision.error,
+            throw=False,
+        )
+        step = "held" if decision.action == "hold" else "retried"
+        metrics.task_done(self.name, step)
+        rt.trail.record_error(work, step, attempts, decision.error)
+        return retry
+
+    def do(self, rt: Runtime, work: Work, attempts: int) -> Entry:
+        """The work itself: its entry, or a StripeWorkerError."""
+        raise NotImplementedError
+
+    def component_of(self, work: Work) -> str:
+        """The component a failure's entry names."""
+        return str((work.spec or {}).get("component") or GET_CUSTOMER)
+
+    def publish_id(self, work: Work, entry: Entry) -> str:
+        return work.failure_id if isinstance(entry, FailureEntry) else work.work_id
+
+    def _publish(self, rt: Runtime, work: Work, entry: Entry, attempts: int, held: int) -> dict:
+        wire = entry_fields(entry)
+        try:
+            published = rt.publisher.publish(
+                entry.stream, self.publish_id(work, entry), wire, work.delivery_id
+            )
+        except redis.RedisError as exc:
+            decision = decide(exc, attempts, held, RetryPolicy.from_settings(rt.settings))
+            raise self._carry_out(rt, work, decision, attempts) from None
+        outcome = "failed" if entry.stream == ERRORS else "published"
+        metrics.task_done(self.name, outcome)
+        rt.trail.record_end(work, outcome, entry.stream, published.entry_id, published.new, wire)
+        return {
+            "stream": entry.stream,
+            "entry_id": published.entry_id,
+            "new": published.new,
+            "customerId": entry.customer_id,
+        }
 
 
 def _livemode(rt: Runtime, work: Work) -> bool | None:
@@ -178,42 +162,25 @@ def _component(rt: Runtime, work: Work) -> tuple[ComponentSpec, bool]:
 class CreateCustomer(WorkTask):
     name = CREATE_CUSTOMER_TASK
 
-    def do(self, rt: Runtime, work: Work, attempts: int) -> tuple[str, dict[str, Any]]:
+    def do(self, rt: Runtime, work: Work, attempts: int) -> Entry:
         spec, livemode = _component(rt, work)
         outputs = create_once(rt, spec, work.idempotency_key, livemode)
         asked = outputs.pop(ALREADY_EXISTS, None)
-        entry = result_entry(
-            CREATE_CUSTOMER,
-            outputs,
-            source=work.source,
-            source_id=work.source_id,
-            idempotency_key=work.idempotency_key,
-            livemode=livemode,
-            attempts=attempts,
-        )
-        if asked is not None:  # a second signup of the user, with other details
-            entry.update(already_exists=True, requested_email=asked.get("email"))
-        return CUSTOMERS, entry
+        return CustomerEntry.of(CREATE_CUSTOMER, outputs, work, livemode, attempts, asked)
 
-    def publish_id(self, work: Work, entry: dict[str, Any]) -> str:
-        return already_exists_id(work) if entry.get("already_exists") else work.work_id
+    def publish_id(self, work: Work, entry: Entry) -> str:
+        if isinstance(entry, CustomerEntry) and entry.already_exists:
+            return already_exists_id(work)
+        return super().publish_id(work, entry)
 
 
 class GetCustomer(WorkTask):
     name = GET_CUSTOMER_TASK
 
-    def do(self, rt: Runtime, work: Work, attempts: int) -> tuple[str, dict[str, Any]]:
+    def do(self, rt: Runtime, work: Work, attempts: int) -> Entry:
         spec, livemode = _component(rt, work)
         outputs = run_component(spec, rt.gateway)
-        return CUSTOMERS, result_entry(
-            GET_CUSTOMER,
-            outputs,
-            source=work.source,
-            source_id=work.source_id,
-            idempotency_key="",
-            livemode=livemode,
-            attempts=attempts,
-        )
+        return CustomerEntry.of(GET_CUSTOMER, outputs, work, livemode, attempts)
 
 
 class HandleStripeEvent(WorkTask):
@@ -222,33 +189,17 @@ class HandleStripeEvent(WorkTask):
 
     name = HANDLE_STRIPE_EVENT_TASK
 
-    def do(self, rt: Runtime, work: Work, attempts: int) -> tuple[str, dict[str, Any]]:
+    def do(self, rt: Runtime, work: Work, attempts: int) -> Entry:
         event = work.event or {}
         obj = (event.get("data") or {}).get("object") or {}
         customer_id = customer_id_named_by(event)
         if customer_id and not (obj.get("object") == "customer" and obj.get("deleted")):
             spec = ComponentSpec.parse({"component": GET_CUSTOMER, "customer_id": customer_id})
-            outputs = run_component(spec, rt.gateway)
-            component = GET_CUSTOMER
-        else:  # nothing to look up: a deleted customer, or an event about no customer
-            is_customer = obj.get("object") == "customer"
-            outputs = {
-                "customerId": customer_id,
-                "customerEmail": obj.get("email") if is_customer else None,
-            }
-            component = ""
-        entry = result_entry(
-            component,
-            outputs,
-            source=work.source,
-            source_id=work.source_id,
-            idempotency_key="",
-            livemode=event.get("livemode"),
-            attempts=attempts,
-        )
-        entry["event_type"] = event.get("type")
-        entry["event"] = event
-        return EVENTS, entry
+            return EventEntry.of(GET_CUSTOMER, run_component(spec, rt.gateway), work, attempts)
+        # nothing to look up: a deleted customer, or an event about no customer
+        email = obj.get("email") if obj.get("object") == "customer" else None
+        outputs = {"customerId": customer_id, "customerEmail": email}
+        return EventEntry.of("", outputs, work, attempts)
 
 
 def register(app: Celery) -> None:

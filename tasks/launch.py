@@ -38,7 +38,7 @@ def run_worker(
         app,
         settings,
         {"pool": pool, "concurrency": concurrency},
-        report=app.runtime.gateway.hold_to_pace(concurrency),
+        report=app.runtime.gateway.hold_to_pace(concurrency, app.runtime.state.hold_fewer),
     )
     server = metrics.serve(settings)
     if server is not None:

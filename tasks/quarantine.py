@@ -2,7 +2,7 @@
 
 Every message is checked before Celery sees it: a known task name, a body that is JSON and
 Celery's `[args, kwargs, embed]`, no args, a kwarg `work` that is a valid `Work` for that
-task, and no other kwarg the task does not take (with its default's type). One that
+task, and no other kwarg than those in OTHER_KWARGS (with its type). One that
 fails goes, whole, to the error stream as `error_type` `invalid_message` (with the
 reason, and the message as kombu read it in `message`), and is acknowledged; the worker
 goes on to the next one. Before this, a body that was not a
@@ -16,23 +16,25 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import inspect
 import json
 import logging
-from collections.abc import Callable
 from typing import Any
 
+from tasks.entries import QuarantinedEntry, entry_fields
 from tasks.runtime import Runtime
 from worker.errors import InvalidMessage
-from worker.keys import ERRORS
 from worker.work import TASK_NAMES, Work
 
 log = logging.getLogger("stripe_worker.quarantine")
 
 
-def check_message(task: object, body: object, run: Callable[..., Any] | None = None) -> Work:
-    """The message's Work; InvalidMessage says what is wrong with it. `run`, the task's
-    function, says which other keyword arguments it takes (each of its default's type)."""
+# The keyword arguments a task takes besides `work`, with their types: the holds the retry
+# policy (tasks/retry_policy.py) counts ride on the message, so a 429 spends no attempt.
+OTHER_KWARGS: dict[str, type] = {"held": int}
+
+
+def check_message(task: object, body: object) -> Work:
+    """The message's Work; InvalidMessage says what is wrong with it."""
     if task not in TASK_NAMES:
         raise InvalidMessage(f"unknown task {str(task)[:100]!r}")
     if not isinstance(body, list) or len(body) != 3:
@@ -40,7 +42,11 @@ def check_message(task: object, body: object, run: Callable[..., Any] | None = N
     args, kwargs, embed = body
     if args != [] or not isinstance(kwargs, dict) or "work" not in kwargs:
         raise InvalidMessage("the task's arguments are not keyword arguments with `work`")
-    _check_other_kwargs(kwargs, run)
+    for name, value in kwargs.items():
+        if name != "work" and name not in OTHER_KWARGS:
+            raise InvalidMessage(f"the task takes no argument {name[:50]!r}")
+        if name != "work" and type(value) is not OTHER_KWARGS[name]:
+            raise InvalidMessage(f"the task's argument {name!r} has the wrong type")
     if embed is not None and not isinstance(embed, dict):
         raise InvalidMessage("the body's third item is not an object")
     work = Work.from_json(kwargs["work"])
@@ -49,36 +55,19 @@ def check_message(task: object, body: object, run: Callable[..., Any] | None = N
     return work
 
 
-def _check_other_kwargs(kwargs: dict[str, Any], run: Callable[..., Any] | None) -> None:
-    params = inspect.signature(run).parameters if run is not None else {}
-    for name, value in kwargs.items():
-        if name == "work":
-            continue
-        param = params.get(name)
-        if param is None or param.default is inspect.Parameter.empty:
-            raise InvalidMessage(f"the task takes no argument {name[:50]!r}")
-        if type(value) is not type(param.default):
-            raise InvalidMessage(f"the task's argument {name!r} has the wrong type")
-
-
 def quarantine(rt: Runtime, raw: Any, reason: str, message_id: str = "", task: str = "") -> str:
     """Put a message on the error stream, whole, once however often it comes; its entry id."""
     text = raw if isinstance(raw, str) else json.dumps(raw, default=_bytes_as_base64)
     fingerprint = hashlib.sha256(text.encode()).hexdigest()[:32]
-    entry = {
-        "component": "",
-        "customerId": "",
-        "source": "queue",
-        "source_id": message_id or f"sha256:{fingerprint}",
-        "error_type": InvalidMessage.error_type,
-        "http_status": "",
-        "error_message": reason,
-        "request_id": "",
-        "task": task,
-        "task_kwargs": "",
-        "message": text,
-    }
-    published = rt.publisher.publish(ERRORS, f"quarantined:{fingerprint}", entry)
+    entry = QuarantinedEntry(
+        source_id=message_id or f"sha256:{fingerprint}",
+        error_message=reason,
+        task=task,
+        message=text,
+    )
+    published = rt.publisher.publish(
+        entry.stream, f"quarantined:{fingerprint}", entry_fields(entry)
+    )
     log.error("quarantined message %s (%s): %s", message_id or "-", task or "-", reason)
     return published.entry_id
 

@@ -36,12 +36,7 @@ from celery import Celery
 from celery.signals import worker_shutdown
 
 from tasks.ledger_sweep import requeue_lost
-from tasks.transport import (
-    consumer_changed,
-    consumer_state,
-    consuming_channels,
-    set_clock_offset,
-)
+from tasks.worker_state import WorkerState
 from worker.connections import lua_script, redis_client
 from worker.settings import Settings
 
@@ -64,8 +59,10 @@ class Recovery:
         worker_id: str,
         facts: dict[str, Any] | None = None,
         report: Callable[[], dict[str, Any]] | None = None,
+        state: WorkerState | None = None,
     ) -> None:
         self.client = client
+        self.state = state or WorkerState()
         self.settings = settings
         self.keys = settings.keys
         self.worker_id = worker_id
@@ -86,7 +83,7 @@ class Recovery:
                 self.facts,
                 tasks_done=tasks_done,
                 beat=round(time.time(), 3),
-                **consumer_state(),
+                **self.state.consumer_report(),
                 **activity,
             )
         )
@@ -96,7 +93,7 @@ class Recovery:
                 args=[self.worker_id, facts, int(self.settings.heartbeat_lapse * 1000)],
             )
         )
-        set_clock_offset(now - time.time())
+        self.state.clock_offset = now - time.time()
         return now
 
     def renew(self, tags: list[str], now: float) -> None:
@@ -217,7 +214,7 @@ class Recovery:
     def tick(self, tasks_done: int = 0, **activity: Any) -> float:
         """One beat: renew, give back what lapsed; returns the seconds until the next."""
         now = self.beat(tasks_done, **activity)
-        channels = consuming_channels()
+        channels = self.state.consuming_channels()
         tags = [tag for channel in channels for tag in channel.qos.held_tags()]
         self.renew(tags, now)
         self.restore_lapsed(now)
@@ -263,8 +260,8 @@ def recover_forever(recovery: Recovery, stop: threading.Event) -> None:
             log.exception("recovery tick failed")
         # Until the next beat is due, the consumer connects or loses its connection (a
         # beat then, so `status` shows it at once), or the worker stops.
-        consumer_changed.wait(wait)
-        consumer_changed.clear()
+        recovery.state.consumer_changed.wait(wait)
+        recovery.state.consumer_changed.clear()
         if stop.is_set():
             return
 
@@ -282,8 +279,11 @@ def install_recovery(
     worker may die before it is ready, and the next one must already be recovering.
     """
     worker_id = new_worker_id()
-    app.conf.broker_transport_options = dict(app.conf.broker_transport_options, worker_id=worker_id)
-    recovery = Recovery(redis_client(settings), settings, worker_id, facts, report)
+    state: WorkerState = app.runtime.state  # type: ignore[attr-defined]
+    app.conf.broker_transport_options = dict(
+        app.conf.broker_transport_options, worker_id=worker_id, worker_state=state
+    )
+    recovery = Recovery(redis_client(settings), settings, worker_id, facts, report, state)
     stop = threading.Event()
     threading.Thread(
         target=recover_forever, args=(recovery, stop), name="recovery", daemon=True
@@ -291,7 +291,7 @@ def install_recovery(
 
     def on_shutdown(sender: object = None, **_: object) -> None:
         stop.set()
-        consumer_changed.set()
+        recovery.state.consumer_changed.set()
         # If Redis is away, its fetched work comes back when its heartbeat lapses.
         with contextlib.suppress(redis.RedisError):
             recovery.release_self()

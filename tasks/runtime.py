@@ -9,6 +9,7 @@ import redis
 from tasks.full_redis import WaitingRedis
 from tasks.publish import Publisher
 from tasks.stripe_gateway import StripeGateway
+from tasks.worker_state import WorkerState
 from worker.connections import redis_client
 from worker.settings import Settings
 from worker.trail import Trail
@@ -16,7 +17,7 @@ from worker.vault import Vault
 
 
 class Runtime:
-    """Settings, vault, Redis, the publisher and the Stripe gateway of one process.
+    """Settings, vault, Redis, the publisher, the Stripe gateway and the worker's state.
 
     Tasks reach it through `app.runtime`, never through globals, so a test or
     `stripe-worker dev` can run several apps with their own settings.
@@ -25,6 +26,7 @@ class Runtime:
     def __init__(self, settings: Settings, vault: Vault | None = None) -> None:
         self.settings = settings
         self.vault = vault or Vault.from_settings(settings)
+        self.state = WorkerState()
         self._redis: redis.Redis | None = None
         self._publisher: Publisher | None = None
         self._gateway: StripeGateway | None = None

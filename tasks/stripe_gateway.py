@@ -22,7 +22,6 @@ from tasks.ratelimit import (
     default_ceiling,
     endpoint_ceiling,
 )
-from tasks.transport import hold_fewer
 from worker.errors import RateLimited, SecretMissing, SpecError, from_stripe_error
 from worker.settings import Settings
 from worker.vault import STRIPE_SECRET_KEY, Vault, key_mode, livemode_of
@@ -255,9 +254,13 @@ class StripeGateway:
             paces[mode] = round(paces.get(mode, 0.0) + rate, 2)
         return paces
 
-    def hold_to_pace(self, pool_size: int) -> Callable[[], dict[str, Any]]:
+    def hold_to_pace(
+        self, pool_size: int, hold_fewer: Callable[[int, int], None]
+    ) -> Callable[[], dict[str, Any]]:
         """Make the worker hold what its pace can start within AHEAD_SECONDS, from now
-        and on every heartbeat (the returned callable, which reports the paces)."""
+        and on every heartbeat (the returned callable, which reports the paces), by
+        `hold_fewer` (the worker state's), with at most what Create Customer's pace starts
+        in that time being signups."""
 
         signups: StripeRateLimiter | None = None
 

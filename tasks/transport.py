@@ -30,10 +30,7 @@ so Celery reconnects to the master the sentinels name.
 from __future__ import annotations
 
 import logging
-import threading
-import time
 import uuid
-import weakref
 from time import monotonic
 from typing import Any
 
@@ -44,56 +41,10 @@ from kombu.utils.json import dumps, loads
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from tasks.worker_state import WorkerState
 from worker.work import CREATE_CUSTOMER_TASK
 
 log = logging.getLogger("stripe_worker.transport")
-
-# The consuming channels of this process, for the heartbeat thread to renew their leases.
-_consuming: weakref.WeakSet[Channel] = weakref.WeakSet()
-_clock = {"offset": 0.0}  # Redis time minus this host's time, as the heartbeat measured it
-# Messages fewer than Celery's prefetch to hold, and how many signups at most before the
-# fetch takes from the far end: see hold_fewer().
-_fewer = {"count": 0, "front": 0}
-# Whether this worker's consumer holds a broker connection, and since when (this host's
-# clock): the heartbeat carries it, so a worker that beats but cannot consume is a problem.
-_consumer = {"connected": False, "since": time.time()}
-# Set when that changes: the heartbeat beats at once instead of up to an interval later.
-consumer_changed = threading.Event()
-
-
-def redis_now() -> float:
-    """This host's estimate of Redis's clock."""
-    return time.time() + _clock["offset"]
-
-
-def set_clock_offset(offset: float) -> None:
-    _clock["offset"] = offset
-
-
-def consuming_channels() -> list[Channel]:
-    return list(_consuming)
-
-
-def set_consumer_connected(connected: bool) -> None:
-    if connected != _consumer["connected"]:
-        _consumer.update(connected=connected, since=time.time())
-        consumer_changed.set()
-
-
-def consumer_state() -> dict[str, Any]:
-    """For the heartbeat: `consuming` and `consuming_since` (epoch seconds)."""
-    return {
-        "consuming": bool(_consumer["connected"]),
-        "consuming_since": round(_consumer["since"], 3),
-    }
-
-
-def hold_fewer(count: int, front: int = 0) -> None:
-    """Hold `count` fewer messages than Celery's prefetch allows (never fewer than one),
-    and once `front` of them are signups (0: no such cap), fetch from the queue's far end.
-    Retries waiting a countdown still come on top, as Celery counts them."""
-    _fewer["count"] = max(0, count)
-    _fewer["front"] = max(0, front)
 
 
 class QoS(kombu_redis.QoS):
@@ -104,7 +55,7 @@ class QoS(kombu_redis.QoS):
         raw = channel.fetched_raw.pop(delivery_tag, None)
         delivery = message.delivery_info
         with self.pipe_or_acquire() as pipe:
-            pipe.zadd(self.unacked_index_key, {delivery_tag: redis_now()})
+            pipe.zadd(self.unacked_index_key, {delivery_tag: channel.worker_state.redis_now()})
             pipe.hset(
                 self.unacked_key,
                 delivery_tag,
@@ -120,7 +71,7 @@ class QoS(kombu_redis.QoS):
         if not prefetch:
             return True
         held = len(self._delivered) - len(self._dirty)
-        return held < max(1, prefetch - _fewer["count"])
+        return held < max(1, prefetch - self.channel.worker_state.fewer)
 
     def ack(self, delivery_tag: str) -> None:
         if not self._gone():
@@ -154,7 +105,7 @@ class QoS(kombu_redis.QoS):
 
     def front_full(self) -> bool:
         """This channel holds its cap of signups (hold_fewer's `front`)."""
-        cap = _fewer["front"]
+        cap = self.channel.worker_state.front
         if not cap:
             return False
         for _ in range(5):
@@ -190,6 +141,9 @@ class Channel(kombu_redis.Channel):
         super().__init__(*args, **kwargs)
         options = self.connection.client.transport_options
         self.worker_id: str = options.get("worker_id") or uuid.uuid4().hex
+        # The worker's state (tasks/worker_state.py), put in the options at start by
+        # tasks/recovery.py; a channel made outside a worker gets one of its own.
+        self.worker_state: WorkerState = options.get("worker_state") or WorkerState()
         self.fetched_key = f"{self.global_keyprefix}fetched:{self.worker_id}"
         self.given_back_key = f"{self.global_keyprefix}given_back"
         self.poison_key = f"{self.global_keyprefix}poison"
@@ -205,7 +159,7 @@ class Channel(kombu_redis.Channel):
         queues = self._queue_cycle.consume(len(self.active_queues))
         if not queues:
             return
-        _consuming.add(self)
+        self.worker_state.add_channel(self)
         self._fetch_queue = queues[0]
         connection = self.client.connection
         # A dead worker's messages first, oldest first: they have waited already. One
@@ -265,7 +219,8 @@ class Channel(kombu_redis.Channel):
         return bool(self._in_poll) and position == 0 and raw != self.fetched_before
 
     def close(self) -> None:
-        _consuming.discard(self)  # its leases are no longer renewed: see QoS.restore_unacked
+        # Its leases are no longer renewed: see QoS.restore_unacked.
+        self.worker_state.discard_channel(self)
         super().close()
 
     def _quarantine(self, item: bytes) -> None:

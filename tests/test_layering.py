@@ -124,3 +124,44 @@ def test_the_receiver_builds_messages_without(forbidden):
 def test_the_worker_never_imports_the_developer_tools_or_the_receiver():
     loaded = modules_after_import("tasks.launch", "tasks.customers", "tasks.recovery")
     assert not {m for m in loaded if m.startswith(("worker.devtools", "webhooks"))}
+
+
+# Module-level names that are mutable state: a worker is steered by its WorkerState
+# (tasks/worker_state.py), made at start and passed in, never by module globals.
+_MUTABLE_CALLS = {"dict", "set", "list", "WeakSet", "Event", "WeakValueDictionary", "deque"}
+
+
+def _module_state(path: Path) -> list[str]:
+    found = []
+    for node in ast.parse(path.read_text("utf-8")).body:
+        targets: list[ast.expr] = []
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets, value = [node.target], node.value
+        else:
+            continue
+        mutable = isinstance(value, (ast.Dict, ast.Set, ast.List)) and not _constant(node)
+        if isinstance(value, ast.Call):
+            func = value.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            mutable = name in _MUTABLE_CALLS
+        if mutable:
+            found += [ast.unparse(t) for t in targets]
+    return found
+
+
+def _constant(node: ast.Assign | ast.AnnAssign) -> bool:
+    """UPPER_CASE names are tables the module reads, never writes."""
+    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+    return all(isinstance(t, ast.Name) and t.id.isupper() for t in targets)
+
+
+@pytest.mark.parametrize("process", PROCESSES)
+def test_no_module_global_steers_a_process(process):
+    state = {
+        str(path.relative_to(ROOT)): names
+        for path in sorted((ROOT / process).rglob("*.py"))
+        if (names := _module_state(path))
+    }
+    assert state == {}

@@ -15,6 +15,7 @@ import requests
 
 from webhooks.signup import signup_component
 from worker.devtools.emulator import IDEMPOTENCY_TTL
+from worker.trail import Trail
 from worker.work import Work
 
 from .support import (
@@ -98,6 +99,21 @@ def test_429_with_should_retry_is_retried(
     start_inprocess_worker()
     [entry] = wait_for(lambda: entries(redis_client, settings, "customers"))
     assert entry["attempts"] == "1"  # a 429 is back-pressure: it spends no attempt
+
+
+def test_a_429_the_pace_cannot_absorb_holds_the_work_on_the_trail(
+    client, start_inprocess_worker, redis_client, settings, emulator
+):
+    # With both paces off, a 429 reaches the task at once: it is held (no attempt spent),
+    # counted and on the trail, then runs.
+    faults(emulator, status=429, count=2, should_retry="true")
+    post_signup(client)
+    start_inprocess_worker(stripe_rate_limit=0, stripe_endpoint_rate=0)
+    [entry] = wait_for(lambda: entries(redis_client, settings, "customers"))
+    assert entry["attempts"] == "1"
+    [found] = Trail(redis_client, settings).find("u_123")
+    steps = [(line["step"], line.get("error_type")) for line in found.lines]
+    assert steps.count(("held", "rate_limit")) == 2 and steps[-1] == ("published", None)
 
 
 def test_temporary_errors_end_in_one_error_entry_when_retries_are_spent(

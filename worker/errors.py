@@ -173,7 +173,7 @@ class RateLimited(StripeCallError):
     """Raised on 429, or when the shared pace has no slot soon: back-pressure, not a failure.
 
     Always retried, whatever Stripe-Should-Retry says, and never counted against the
-    work's attempts (tasks/customers.py): the work waits and tries again.
+    work's attempts (tasks/retry_policy.py): the work waits and tries again.
     """
 
     error_type = RATE_LIMIT

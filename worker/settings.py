@@ -48,7 +48,7 @@ class Settings:
     read_timeout: float = 10.0
     stripe_timeout: float = 20.0
     # Retry schedule of temporary Stripe errors: base * 2**n, capped, with equal
-    # jitter (half fixed, half random: tasks/customers.py backoff).
+    # jitter (half fixed, half random: tasks/retry_policy.py backoff).
     retry_max_attempts: int = 8
     retry_base_delay: float = 1.0
     retry_max_delay: float = 60.0

@@ -193,7 +193,7 @@ def run_dev(host: str = "127.0.0.1", port: int = 8000, concurrency: int = 4) -> 
             app,
             settings,
             {"pool": "threads", "concurrency": concurrency},
-            report=app.runtime.gateway.hold_to_pace(concurrency),
+            report=app.runtime.gateway.hold_to_pace(concurrency, app.runtime.state.hold_fewer),
         )
         worker = _quiet_worker_class(app)(
             pool="threads",
