@@ -170,10 +170,18 @@ class RedisFigures:
         for mode, paces in s.endpoint_pace.items():
             for endpoint, rate in paces.items():
                 endpoint_pace.add_metric([mode, endpoint], rate)
+        in_flight_cap = GaugeMetricFamily(
+            "stripe_worker_stripe_in_flight_cap",
+            "Stripe calls each key may have in flight at once now (its concurrency cap)",
+            labels=["mode"],
+        )
+        for mode, cap in s.in_flight_cap.items():
+            in_flight_cap.add_metric([mode], cap)
         yield entries
         yield lag
         yield pace
         yield endpoint_pace
+        yield in_flight_cap
 
 
 def registry(client: redis.Redis, settings: Settings) -> CollectorRegistry:

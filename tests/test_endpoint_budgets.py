@@ -10,6 +10,8 @@ worker at default settings but for what a test is about.
 from __future__ import annotations
 
 import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from tasks.ratelimit import StripeRateLimiter
 from webhooks import create_app
@@ -19,6 +21,7 @@ from worker.status import render, snapshot
 from worker.vault import Vault
 from worker.work import Work
 
+from .support import free_port
 from .support.deliveries import enqueue, signup_work
 from .support.observe import emulator_stats, entries, faults
 from .support.signing import LIVE_KEY
@@ -86,14 +89,16 @@ def test_a_429_slows_only_the_limiter_it_names_as_status_and_the_console_show(
 ):
     """Create Customer paced at 60/s, over Stripe's 25/s for that endpoint: its 429s
     (endpoint-rate) cut that pace, and neither the global pace nor Get Customer's,
-    which keep flowing; `status` and the console say so."""
+    which keep flowing; `status`, the console and the worker's metrics say so."""
     faults(own_emulator, rate_limit="stripe", latency_ms=100)
     enqueue(redis_client, settings, customer_events(own_emulator, 40))
     enqueue(redis_client, settings, [signup_work(f"cut{i}") for i in range(200)])
+    port = free_port()
     start_worker(
         STRIPE_SECRET_KEY=LIVE_KEY,
         STRIPE_API_BASE=own_emulator.url,
         STRIPE_ENDPOINT_RATES="customers.create=60",
+        WORKER_METRICS_PORT=port,
         **DEFAULT_POOL,
     )
     status = wait_for(
@@ -123,6 +128,25 @@ def test_a_429_slows_only_the_limiter_it_names_as_status_and_the_console_show(
     ).get_json()["status"]
     assert shown["limited_by"] == {"live": "customers.create"}
     assert shown["in_flight_cap"] == {"live": 20}
+    limited = ("stripe_worker_stripe_rate_limited_total", ("customers.create",) * 2)
+    paced = ("stripe_worker_stripe_endpoint_pace", ("customers.retrieve", "live"))
+    # The worker's metrics: its own counters, and the paces from the heartbeats in Redis
+    # (Get Customer's from the beat after its first call).
+    samples = wait_for(lambda: (m := scrape(port)).get(paced) and m, timeout=30)
+    assert samples[limited] >= 1
+    assert not any(k[0] == limited[0] and "global" in k[1] for k in samples)
+    assert samples[paced] == pytest.approx(24.25)
+    assert samples["stripe_worker_stripe_in_flight_cap", ("live",)] == 20
     wait_for(lambda: len(entries(redis_client, settings, "customers")) == 200, timeout=120)
     wait_for(lambda: len(entries(redis_client, settings, "events")) == 40, timeout=60)
     assert entries(redis_client, settings, "errors") == []
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[str, ...]], float]:
+    """The worker's /metrics: (name, its label values sorted) -> value."""
+    page = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.values()))): sample.value
+        for family in text_string_to_metric_families(page)
+        for sample in family.samples
+    }
