@@ -155,13 +155,9 @@ class RedisFigures:
             for group, figures in info.groups.items():
                 if figures["lag"] is not None:
                     lag.add_metric([stream, group], figures["lag"])
-        pace = GaugeMetricFamily(
-            "stripe_worker_stripe_pace",
-            "Calls/s the shared Stripe pace allows now, by key mode",
-            labels=["mode"],
+        pace = _by_mode(
+            "stripe_worker_stripe_pace", "Calls/s the shared Stripe pace allows now", s.pace
         )
-        for mode, rate in s.pace.items():
-            pace.add_metric([mode], rate)
         endpoint_pace = GaugeMetricFamily(
             "stripe_worker_stripe_endpoint_pace",
             "Calls/s the shared pace of each Stripe endpoint allows now, by key mode",
@@ -170,18 +166,24 @@ class RedisFigures:
         for mode, paces in s.endpoint_pace.items():
             for endpoint, rate in paces.items():
                 endpoint_pace.add_metric([mode, endpoint], rate)
-        in_flight_cap = GaugeMetricFamily(
+        in_flight_cap = _by_mode(
             "stripe_worker_stripe_in_flight_cap",
             "Stripe calls each key may have in flight at once now (its concurrency cap)",
-            labels=["mode"],
+            s.in_flight_cap,
         )
-        for mode, cap in s.in_flight_cap.items():
-            in_flight_cap.add_metric([mode], cap)
         yield entries
         yield lag
         yield pace
         yield endpoint_pace
         yield in_flight_cap
+
+
+def _by_mode(name: str, doc: str, values: dict[str, float]) -> GaugeMetricFamily:
+    """A gauge of one value per key mode."""
+    gauge = GaugeMetricFamily(name, f"{doc}, by key mode", labels=["mode"])
+    for mode, value in values.items():
+        gauge.add_metric([mode], value)
+    return gauge
 
 
 def registry(client: redis.Redis, settings: Settings) -> CollectorRegistry:
