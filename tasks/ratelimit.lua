@@ -3,9 +3,11 @@
 -- for every caller.
 -- KEYS: per pace, its hash (tat = no slot before it, after a cut; rate; at = when rate was
 --       set; epoch) and its slots (a sorted set of the times reserved, 1/rate apart)
--- acquire: ARGV 'acquire', max wait (s), then per pace: ceiling (calls/s), the epoch the
---          caller holds (-1: none), increase (calls/s gained per second)
---          -> {wait, epoch of each pace}; wait -1: no slot in max wait in every pace
+-- acquire: ARGV 'acquire', max wait (s), the slot the caller holds ('': none), then per
+--          pace: ceiling (calls/s), the epoch the caller holds (-1: none), increase
+--          (calls/s gained per second)
+--          -> {wait, the slot reserved, epoch of each pace}; wait -1: no slot in max wait
+--          in every pace
 -- slow (one pace): ARGV 'slow', ceiling, held epoch, increase, decrease factor, floor,
 --          pause (s) -> {rate, epoch}
 -- peek (one pace): ARGV 'peek', ceiling, -1, increase -> {rate, epoch}
@@ -39,17 +41,22 @@ if ARGV[1] == 'acquire' then
   local rates, epochs, fresh = {}, {}, true
   local slot = now
   for i = 1, n do
-    local base = 2 + (i - 1) * 3
+    local base = 3 + (i - 1) * 3
     local from, rate, epoch = load(KEYS[2 * i - 1], tonumber(ARGV[base + 1]),
                                    tonumber(ARGV[base + 3]))
     rates[i], epochs[i] = rate, epoch
     if tonumber(ARGV[base + 2]) ~= epoch then fresh = false end
     if from > slot then slot = from end
   end
-  local out = {}
-  for i = 1, n do out[i + 1] = tostring(epochs[i]) end
+  local out = {'0', ARGV[3]}
+  for i = 1, n do out[i + 2] = tostring(epochs[i]) end
   -- The caller slept until the slot it holds: still good unless some pace slowed since.
-  if fresh then out[1] = '0'; return out end
+  if fresh then return out end
+  -- Else that slot is void: given back in every pace (the one that slowed has forgotten
+  -- it already), or the other paces would keep it from the callers queueing anew.
+  if ARGV[3] ~= '' then
+    for i = 1, n do redis.call('ZREM', KEYS[2 * i], ARGV[3]) end
+  end
   -- The first time free in every pace: each pace may push it on, so again until none does.
   local max_wait = tonumber(ARGV[2])
   local moved = true
@@ -62,16 +69,17 @@ if ARGV[1] == 'acquire' then
   end
   local wait = slot - now
   if wait > max_wait then out[1] = '-1'; return out end
+  local member = string.format('%.6f', slot)
   for i = 1, n do
     local hash, slots = KEYS[2 * i - 1], KEYS[2 * i]
     redis.call('ZREMRANGEBYSCORE', slots, '-inf', now - 1 / rates[i])
-    redis.call('ZADD', slots, slot, string.format('%.6f', slot))
+    redis.call('ZADD', slots, slot, member)
     redis.call('HSET', hash, 'rate', tostring(rates[i]), 'at', tostring(now),
                'epoch', tostring(epochs[i]))
     redis.call('PEXPIRE', hash, math.ceil(wait * 1000) + 600000)
     redis.call('PEXPIRE', slots, math.ceil(wait * 1000) + 600000)
   end
-  out[1] = tostring(wait)
+  out[1], out[2] = tostring(wait), member
   return out
 end
 

@@ -131,16 +131,21 @@ class StripeRateLimiter:
 
 
 def reserve(
-    limiters: list[StripeRateLimiter], held: list[int], max_wait: float
-) -> tuple[float, list[int]]:
+    limiters: list[StripeRateLimiter], held: list[int], max_wait: float, slot: str = ""
+) -> tuple[float, list[int], str]:
     """One step of the script: the seconds until the slot reserved in every pace (-1:
-    none within `max_wait`; 0 also when the slots `held` are still good), and the epochs."""
-    args: list[float | str] = ["acquire", max_wait]
+    none within `max_wait`; 0 also when the `slot` held in the epochs `held` is still
+    good), the epochs, and the slot's name (to give it back, once void, when asking again)."""
+    args: list[float | str] = ["acquire", max_wait, slot]
     for limiter, epoch in zip(limiters, held, strict=True):
         args += [limiter.ceiling, epoch, limiter.ceiling * INCREASE]
     keys = [name for limiter in limiters for name in (limiter.key, limiter.slots)]
     answer = limiters[0]._script(keys=keys, args=args)
-    return float(answer[0]), [int(e) for e in answer[1:]]
+    return float(answer[0]), [int(e) for e in answer[2:]], _text(answer[1])
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def acquire_all(limiters: list[StripeRateLimiter]) -> list[Slot]:
@@ -148,14 +153,14 @@ def acquire_all(limiters: list[StripeRateLimiter]) -> list[Slot]:
     call never counts against one limiter while it waits for another. RateLimited when
     the wait would pass the shortest `max_wait` of them."""
     max_wait = min(limiter.max_wait for limiter in limiters)
-    held, waited = [-1] * len(limiters), 0.0
+    held, slot, waited = [-1] * len(limiters), "", 0.0
     while True:
         left = max_wait - waited
-        wait, epochs = reserve(limiters, held, min(HORIZON, left))
+        wait, epochs, slot = reserve(limiters, held, min(HORIZON, left), slot)
         if wait < 0 and left > 0:  # no slot within the horizon: ask again shortly
             pause = min(HORIZON / 2, left)
             time.sleep(pause)
-            held, waited = [-1] * len(limiters), waited + pause
+            held, slot, waited = [-1] * len(limiters), "", waited + pause
             continue
         if wait < 0:
             raise RateLimited(

@@ -138,7 +138,7 @@ def test_the_pace_climbs_back_and_never_passes_the_ceiling(redis_client, setting
 def test_the_pace_never_falls_under_its_floor(redis_client, settings):
     pace = limiter(redis_client, settings, 2.0)
     for _ in range(12):
-        _wait, (epoch,) = reserve([pace], [-1], 60.0)  # reserve only, no sleep
+        _wait, (epoch,), _slot = reserve([pace], [-1], 60.0)  # reserve only, no sleep
         pace.slow_down(Slot(epoch, 0.0))
     assert pace.rate() == pytest.approx(FLOOR, rel=0.05)
 
