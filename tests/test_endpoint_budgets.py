@@ -16,7 +16,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from tasks.ratelimit import StripeRateLimiter
 from webhooks import create_app
 from worker.devtools.emulator import EmulatorServer
-from worker.settings import Settings
 from worker.status import render, snapshot
 from worker.vault import Vault
 from worker.work import Work
@@ -55,32 +54,26 @@ def customer_events(emulator: EmulatorServer, n: int) -> list[Work]:
     return works
 
 
-def added_at(redis_client, settings: Settings, stream: str) -> list[int]:
-    """When each entry of `stream` was added (ms, its id), oldest first."""
-    key = settings.keys.stream(stream)
-    return [int(entry_id.split("-")[0]) for entry_id, _ in redis_client.xrange(key)]
-
-
 def test_creates_and_retrieves_use_their_endpoints_budgets_at_once(
     start_worker, redis_client, settings, own_emulator
 ):
-    """100 signups ahead of 40 events, more than the worker's 64 threads: the events are
-    done beside the creates, not after them (one endpoint's wait holds no thread the other
-    could use), each once, with no error."""
+    """200 signups ahead of 40 events, at defaults: the events are done beside the
+    creates, at Get Customer's own pace, not once the creates have all been taken from
+    the queue (64 threads waiting on Create Customer's 24.25/s would leave them none
+    until 136 creates were done), each once, with no error."""
     faults(own_emulator, rate_limit="stripe", latency_ms=200)
     enqueue(redis_client, settings, customer_events(own_emulator, 40))
-    enqueue(redis_client, settings, [signup_work(f"both{i}") for i in range(100)])
-    start_worker(STRIPE_SECRET_KEY=LIVE_KEY, STRIPE_API_BASE=own_emulator.url, **DEFAULT_POOL)
-    wait_for(lambda: len(entries(redis_client, settings, "customers")) == 100, timeout=120)
+    enqueue(redis_client, settings, [signup_work(f"both{i}") for i in range(200)])
+    worker = start_worker(
+        STRIPE_SECRET_KEY=LIVE_KEY, STRIPE_API_BASE=own_emulator.url, **DEFAULT_POOL
+    )
     wait_for(lambda: len(entries(redis_client, settings, "events")) == 40, timeout=60)
-
-    creates, events = (added_at(redis_client, settings, s) for s in ("customers", "events"))
-    half_way = creates[49]  # half the creates done: each endpoint at its own 24.25/s
-    assert sum(1 for t in events if t <= half_way) >= 30  # behind the creates: about 12
-    made = {e["customerId"] for e in entries(redis_client, settings, "customers")}
-    stats = emulator_stats(own_emulator)
-    assert len(made) == 100 and stats["created"]["live"] == 40 + 100  # each signup once
+    made = [e["customerId"] for e in entries(redis_client, settings, "customers")]
+    worker.kill()  # the creates left: not the point, and a warm shutdown waits for them
+    assert len(made) < 130  # beside: about 40 (both endpoints at 24.25/s)
+    assert len(set(made)) == len(made)  # none twice
     assert entries(redis_client, settings, "errors") == []
+    stats = emulator_stats(own_emulator)
     assert stats["rate_limited"]["live"] <= 0.02 * stats["requests"]
 
 
