@@ -17,6 +17,12 @@ REDIS_MIN_REPLICAS >= 1 and anything was lost or duplicated.
 Run four times by default: REDIS_MIN_REPLICAS=0 and 1, with the replica in sync at the
 kill, then with its link cut for the last second before it (a slow or broken link: what
 the master took in that second exists nowhere else).
+
+`--stripe` sends Stripe events instead, each made in the emulator (a customer created,
+its customer.created event) just before it is delivered, and counts them on stripe:events:
+what the failover lost is then in Stripe's event list, and catch-up (tasks/catchup.py, on
+by default) recovers it. `--stripe --catchup both` runs REDIS_MIN_REPLICAS=0 with the
+replica cut off twice, CATCHUP=off then on: the row before and after.
 """
 
 from __future__ import annotations
@@ -42,13 +48,18 @@ from standardwebhooks.webhooks import Webhook
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import stripe  # noqa: E402
+
 from bench.fault_run import KEY, SECRET  # noqa: E402
+from tasks.catchup import GRACE  # noqa: E402
 from tests.support import WebProcess, WorkerProcess, clean_env, wait_http  # noqa: E402
 from tests.support.sentinel import MASTER_NAME, SentinelCluster  # noqa: E402
 from worker.devtools.emulator import EmulatorServer  # noqa: E402
 from worker.keys import Keys  # noqa: E402
 
 KEYS = Keys("stripe")
+STRIPE_SECRET = "whsec_failover_run_stripe_endpoint_0001"
+VISIBILITY_TIMEOUT = 300  # the default: the ledger sweep's age
 
 
 @dataclass
@@ -66,6 +77,7 @@ class FailoverReport:
     entries: int = 0
     duplicates: int = 0
     lost: int = 0
+    recovered: int = 0  # events catch-up found in Stripe's list and queued
     unanswered: int = 0
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -82,11 +94,12 @@ def run_failover(
     restart_after: float = 5.0,
     replica_lag: float = 0.0,
     say=print,
+    stripe_events: bool = False,
     **settings: str,
 ) -> FailoverReport:
-    """Send `rate` signups a second for `seconds`, kill the master a third of the way in
-    (the replica cut off for `replica_lag` seconds before), bring it back as a replica
-    `restart_after` seconds after the promotion."""
+    """Send `rate` signups (or Stripe events) a second for `seconds`, kill the master a
+    third of the way in (the replica cut off for `replica_lag` seconds before), bring it
+    back as a replica `restart_after` seconds after the promotion."""
     count = int(rate * seconds)
     report = FailoverReport(min_replicas, count)
     started = time.monotonic()
@@ -100,7 +113,7 @@ def run_failover(
         STRIPE_API_BASE=emulator.url,
         STRIPE_SECRET_KEY=KEY,
         SIGNUP_WEBHOOK_SECRET=SECRET,
-        STRIPE_WEBHOOK_SECRET="whsec_unused_here",
+        STRIPE_WEBHOOK_SECRET=STRIPE_SECRET,
         PYTHONPATH=str(ROOT),
         **settings,
     )
@@ -113,27 +126,53 @@ def run_failover(
     firsts: list[float] = []  # when a signup first sent after the kill was answered 200
     kill_at = [float("inf")]
     deadline = time.monotonic() + seconds + 120
+    event_ids: dict[int, str] = {}
+    last_made = [0.0]
+
+    def made_event(i: int) -> dict:
+        """A customer made in the emulator now, and the customer.created event it made."""
+        customer = emulator.state.create_customer("test", {"email": f"u{i}@x.test"})
+        with emulator.state.lock:
+            log = emulator.state.events.logs[("test", "")]
+            event = next(e.event for e in reversed(log) if e.event["data"]["object"] is not None
+                         and e.event["data"]["object"]["id"] == customer["id"])  # fmt: skip
+        with lock:
+            event_ids[i] = event["id"]
+            last_made[0] = max(last_made[0], time.time())
+        return event
+
+    def request(i: int, body: str) -> tuple[str, dict[str, str]]:
+        if stripe_events:
+            header = stripe.WebhookSignature.generate_signature_header(body, STRIPE_SECRET)
+            return "/webhooks/stripe", {
+                "Stripe-Signature": header,
+                "Content-Type": "application/json",
+            }
+        msg_id = f"msg_failover_{i:05d}"
+        stamp = int(time.time())
+        sig = Webhook(SECRET).sign(msg_id, datetime.fromtimestamp(stamp, tz=UTC), body)
+        return "/webhooks/signup", {
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(stamp),
+            "webhook-signature": sig,
+            "Content-Type": "application/json",
+        }
 
     def deliver(i: int) -> None:
         body = json.dumps(
-            {"type": "user.created", "data": {"user_id": f"u_{i:05d}", "email": f"u{i}@x.test"}}
+            made_event(i)
+            if stripe_events
+            else {
+                "type": "user.created",
+                "data": {"user_id": f"u_{i:05d}", "email": f"u{i}@x.test"},
+            }
         )
-        msg_id = f"msg_failover_{i:05d}"
         sent_at = time.time()
         for attempt in range(1000):
-            stamp = int(time.time())
-            sig = Webhook(SECRET).sign(msg_id, datetime.fromtimestamp(stamp, tz=UTC), body)
-            headers = {
-                "webhook-id": msg_id,
-                "webhook-timestamp": str(stamp),
-                "webhook-signature": sig,
-                "Content-Type": "application/json",
-            }
+            route, headers = request(i, body)
             asked = time.time()
             try:
-                r = requests.post(
-                    receiver + "/webhooks/signup", data=body, headers=headers, timeout=10
-                )
+                r = requests.post(receiver + route, data=body, headers=headers, timeout=10)
                 ok = r.status_code == 200
             except requests.RequestException:
                 ok = False
@@ -184,20 +223,29 @@ def run_failover(
                 time.sleep(max(0.0, begin + i / rate - time.monotonic()))
                 pool.submit(deliver, i)
         chaos_thread.join(120)
-        say(f"sent {count} signups in {time.monotonic() - begin:.1f}s; waiting for the workers")
+        sent = "Stripe events" if stripe_events else "signups"
+        say(f"sent {count} {sent} in {time.monotonic() - begin:.1f}s; waiting for the workers")
         client = cluster.master(decode_responses=True)
-        stream = KEYS.stream("customers")
+        stream = KEYS.stream("events" if stripe_events else "customers")
         progress = {"seen": (-1, -1), "since": time.monotonic()}
+        catching_up = stripe_events and settings.get("CATCHUP", "on") != "off"
 
         def settled() -> bool:
             now = (client.xlen(stream), client.zcard(KEYS.ledger))
             if now != progress["seen"]:
                 progress.update(seen=now, since=time.monotonic())
-            # Done, or nothing moved for 20 s (what was lost stays lost).
+            # Done, or nothing moved for 20 s (what was lost stays lost); with catch-up, once
+            # it has listed past the last event made (within CATCHUP_INTERVAL + GRACE).
+            ran = float(client.hget(KEYS.catchup, "ran_at") or 0)
+            if catching_up and ran < last_made[0] + GRACE + 1:
+                progress["since"] = time.monotonic()
+                return False
             done = now[0] >= len(answered) and now[1] == 0
+            if catching_up and not done:  # what is left in the ledger, its sweep requeues
+                return time.time() > kill_at[0] + VISIBILITY_TIMEOUT + 150
             return done or time.monotonic() - progress["since"] > 20
 
-        SentinelCluster.wait(settled, 300, "the workers did not finish")
+        SentinelCluster.wait(settled, 600, "the workers did not finish")
     except RuntimeError as exc:
         report.notes.append(str(exc))
     finally:
@@ -207,8 +255,10 @@ def run_failover(
             proc.stop()
     try:
         client = cluster.master(decode_responses=True)
-        entries = client.xrange(KEYS.stream("customers"))
-        keys = Counter(fields["idempotency_key"] for _id, fields in entries)
+        entries = client.xrange(stream)
+        keys = Counter(
+            fields["source_id" if stripe_events else "idempotency_key"] for _id, fields in entries
+        )
         report.answered_200 = len(answered)
         report.non_2xx_answers = len(failures)
         after = [t for t in failures if t >= kill_at[0]]
@@ -222,9 +272,12 @@ def run_failover(
         emails = Counter(c["email"] for c in emulator.state.customers["test"].values())
         # A second entry for a signup, or a second customer for one user.
         report.duplicates = sum(n - 1 for n in keys.values()) + sum(n - 1 for n in emails.values())
-        lost = [i for i in answered if f"signup-u_{i:05d}" not in keys]
+        named = (lambda i: event_ids[i]) if stripe_events else (lambda i: f"signup-u_{i:05d}")
+        lost = [i for i in answered if named(i) not in keys]
         report.lost = len(lost)
-        report.notes += [where(client, i) for i in lost[:5]]
+        report.recovered = int(client.hget(KEYS.catchup, "recovered") or 0)
+        delivery = (lambda i: f"stripe:{event_ids[i]}") if stripe_events else None
+        report.notes += [where(client, i, delivery) for i in lost[:5]]
         if client.xlen(KEYS.stream("errors")):
             report.notes.append(f"{client.xlen(KEYS.stream('errors'))} entries on the error stream")
     finally:
@@ -236,18 +289,27 @@ def run_failover(
     return report
 
 
-def where(client, i: int) -> str:  # type: ignore[no-untyped-def]
-    """Where the work of signup `i` stopped."""
-    delivery = f"signup:msg_failover_{i:05d}"
+def where(client, i: int, delivery_of=None) -> str:  # type: ignore[no-untyped-def]
+    """Where the work of signup (or event) `i` stopped."""
+    delivery = delivery_of(i) if delivery_of else f"signup:msg_failover_{i:05d}"
     record = client.hget(KEYS.ledger_work, delivery)
     message_id = json.loads(record)["message_id"] if record else None
-    held = [raw for raw in client.lrange(KEYS.queue, 0, -1) if message_id and message_id in raw]
-    held += [raw for raw in client.hvals(KEYS.unacked) if message_id and message_id in raw]
+    places = {
+        "queue": client.lrange(KEYS.queue, 0, -1),
+        "given back": client.lrange(KEYS.given_back, 0, -1),
+        "unacked": client.hvals(KEYS.unacked),
+    }
     for worker in client.zrange(KEYS.workers, 0, -1):
-        held += [r for r in client.lrange(KEYS.fetched(worker), 0, -1) if message_id in (r or "")]
+        places[f"fetched by {worker}"] = client.lrange(KEYS.fetched(worker), 0, -1)
+    held = [
+        name
+        for name, raws in places.items()
+        for r in raws
+        if message_id and message_id in (r or "")
+    ]
     return (
         f"{delivery}: marked {client.exists(KEYS.seen(delivery))}, in the ledger "
-        f"{record is not None}, its message held {len(held)} time(s)"
+        f"{record is not None}, its message held {len(held)} time(s) {held}"
     )
 
 
@@ -262,6 +324,15 @@ def main() -> int:
         type=float,
         help="seconds the replica's link is down before the kill (default: 0, then 1)",
     )
+    parser.add_argument(
+        "--stripe", action="store_true", help="Stripe events made in the emulator, not signups"
+    )
+    parser.add_argument(
+        "--catchup",
+        choices=("on", "off", "both"),
+        default="on",
+        help="with --stripe: CATCHUP; both: REDIS_MIN_REPLICAS=0, replica cut off, off then on",
+    )
     args = parser.parse_args()
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
@@ -270,12 +341,22 @@ def main() -> int:
     failed = False
     lags = (0.0, 1.0) if args.replica_lag is None else (args.replica_lag,)
     settings = (0, 1) if args.min_replicas is None else (args.min_replicas,)
-    for lag, n in [(lag, n) for lag in lags for n in settings]:
-        print(f"--- REDIS_MIN_REPLICAS={n}, replica lagging {lag:g} s at the kill")
-        report = run_failover(n, args.rate, args.seconds, args.restart_after, lag)
+    runs = [(lag, n, "on") for lag in lags for n in settings]
+    if args.stripe and args.catchup == "both":
+        runs = [(args.replica_lag or 1.0, args.min_replicas or 0, c) for c in ("off", "on")]
+    elif args.stripe:
+        runs = [(lag, n, args.catchup) for lag, n, _ in runs]
+    for lag, n, catchup in runs:
+        what = f", Stripe events, CATCHUP={catchup}" if args.stripe else ""
+        print(f"--- REDIS_MIN_REPLICAS={n}, replica lagging {lag:g} s at the kill{what}")
+        report = run_failover(
+            n, args.rate, args.seconds, args.restart_after, lag, stripe_events=args.stripe,
+            **({"CATCHUP": catchup} if args.stripe else {}),
+        )  # fmt: skip
         for name, value in asdict(report).items():
             print(f"{name:20} {value}")
-        failed |= n >= 1 and not report.ok
+        # With catch-up on, Stripe's list makes up for REDIS_MIN_REPLICAS=0 too.
+        failed |= (n >= 1 or (args.stripe and catchup == "on")) and not report.ok
     return 1 if failed else 0
 
 

@@ -18,7 +18,11 @@ def worker_app(settings: Settings, vault: Vault | None = None) -> Celery:
     from tasks.celery_app import create_celery
     from tasks.customers import register
     from tasks.runtime import Runtime
+    from worker import tracing
 
+    # Before the pool starts: threads share it; a prefork child gets the SDK's own
+    # after-fork re-start of the export thread (and flushes on exit: tasks/launch.py).
+    tracing.setup(settings, "stripe-worker-worker")
     app = create_celery(settings)
     app.runtime = Runtime(settings, vault)  # type: ignore[attr-defined]
     register(app)

@@ -12,7 +12,7 @@ from celery import Celery
 
 from worker.connections import sentinel_options
 from worker.keys import QUEUE
-from worker.redis_url import is_sentinel_url, tls_options
+from worker.redis_url import is_sentinel_url, kombu_url, tls_options
 from worker.settings import Settings
 
 
@@ -37,7 +37,7 @@ def broker_options(settings: Settings) -> dict[str, Any]:
 
 def create_celery(settings: Settings) -> Celery:
     """A Celery app on the Redis at REDIS_URL, without tasks."""
-    app = Celery("stripe_worker", broker=settings.redis_url, set_as_current=False)
+    app = Celery("stripe_worker", broker=kombu_url(settings.redis_url), set_as_current=False)
     app.conf.update(
         # kombu's Redis transport, fetching so that a dead worker's messages can be found
         # (through the sentinels to the current master, for a sentinel:// REDIS_URL).
@@ -57,7 +57,10 @@ def create_celery(settings: Settings) -> Celery:
         task_soft_time_limit=max(1, settings.task_time_limit - 10),
         broker_transport_options=broker_options(settings),
         # kombu adds TLS itself only for a transport named `rediss`; ours is named by its
-        # module, so a rediss:// URL without this would be spoken to in plaintext.
+        # module, so a rediss:// URL without this would be spoken to in plaintext. With a
+        # sentinel:// URL, kombu's _connparams makes the master's connections
+        # SentinelManagedSSLConnection with these (kombu/transport/redis.py); the sentinels
+        # get theirs in sentinel_kwargs.
         broker_use_ssl=tls_options(settings.redis_url),
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=2,

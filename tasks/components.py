@@ -18,26 +18,41 @@ from worker.spec import CREATE_CUSTOMER, GET_CUSTOMER, ComponentSpec
 
 
 def run_component(
-    spec: ComponentSpec, gateway: StripeGateway, *, idempotency_key: str | None = None
+    spec: ComponentSpec,
+    gateway: StripeGateway,
+    *,
+    idempotency_key: str | None = None,
+    account: str = "",
 ) -> dict[str, Any]:
     """Make the component's one Stripe call and return its outputs.
 
     `idempotency_key` (create only) overrides the spec's own; the caller derives it
-    from the work so every attempt, duplicate and replay sends the same one.
+    from the work so every attempt, duplicate and replay sends the same one. `account`
+    (a Connect event's) makes the call as that connected account (Stripe-Account), whose
+    objects the platform's own key cannot see (docs.stripe.com/connect/authentication).
     """
+    as_account: dict[str, Any] = {"stripe_account": account} if account else {}
     if spec.component == CREATE_CUSTOMER:
         key = idempotency_key or spec.idempotency_key
-        options: dict[str, Any] = {"idempotency_key": key} if key else {}
+        options: dict[str, Any] = {"idempotency_key": key, **as_account} if key else as_account
+        # The SDK types params as its CustomerCreateParams TypedDict; the spec's body is a
+        # JSON object checked in shape when parsed (worker/spec.py), and Stripe answers a
+        # field it does not know with a 400.
         obj = gateway.call(
             spec.api_secret,
             lambda client: client.v1.customers.create(params=spec.body, options=options),  # type: ignore[arg-type]
             endpoint="customers.create",
+            account=account,
         )
     else:
         obj = gateway.call(
             spec.api_secret,
-            lambda client: client.v1.customers.retrieve(spec.customer_id or ""),
+            lambda client: client.v1.customers.retrieve(
+                spec.customer_id or "",
+                options=as_account,  # type: ignore[arg-type]
+            ),
             endpoint="customers.retrieve",
+            account=account,
         )
     response = obj.last_response
     assert response is not None

@@ -10,6 +10,7 @@ consumer reconnects once Redis takes writes again, instead of the worker exiting
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from celery.worker.consumer import Consumer
@@ -18,12 +19,16 @@ from vine import promise
 
 from tasks.full_redis import wait_until_writable
 from tasks.quarantine import check_message, decode_error, quarantine
-from tasks.runtime import Runtime
+from tasks.runtime import runtime_of
+from worker import tracing
 from worker.errors import InvalidMessage
 
 
 class WorkConsumer(Consumer):
     """Celery's consumer, checking each message before its task's strategy runs."""
+
+    # Set by Celery's __init__ from the connection's transport; celery-types leaves it out.
+    connection_errors: tuple[type[BaseException], ...]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -45,17 +50,17 @@ class WorkConsumer(Consumer):
         self._wait_if_full(exc)
 
     def _state(self, connected: bool) -> None:
-        rt: Runtime = self.app.runtime  # type: ignore[attr-defined]
+        rt = runtime_of(self.app)
         rt.state.set_consumer_connected(connected)
 
     def _wait_if_full(self, exc: Exception) -> None:
         if isinstance(exc, OutOfMemoryError):
-            rt: Runtime = self.app.runtime  # type: ignore[attr-defined]
+            rt = runtime_of(self.app)
             wait_until_writable(rt.redis, rt.settings)
 
-    def create_task_handler(self, promise: type = promise):  # type: ignore[no-untyped-def]
+    def create_task_handler(self, promise: type[promise] = promise) -> Callable[[Any], Any]:
         handle = super().create_task_handler(promise)
-        rt: Runtime = self.app.runtime  # type: ignore[attr-defined]
+        rt = runtime_of(self.app)
 
         def on_task_received(message: Any) -> Any:
             headers = message.headers if isinstance(message.headers, dict) else {}
@@ -65,7 +70,12 @@ class WorkConsumer(Consumer):
             except Exception as exc:  # whatever a body can make a decoder raise
                 reason = exc.message if isinstance(exc, InvalidMessage) else decode_error(exc)
                 raw = getattr(message, "_raw", None) or {"headers": headers, "body": message.body}
-                quarantine(rt, raw, reason, str(headers.get("id") or ""), str(task or ""))
+                # In the delivery's trace when the message names one (worker/tracing.py).
+                parent = headers.get(tracing.TRACEPARENT)
+                with tracing.span(
+                    "quarantine", "consumer", parent=parent if isinstance(parent, str) else None
+                ):
+                    quarantine(rt, raw, reason, str(headers.get("id") or ""), str(task or ""))
                 message.ack()
                 return None
             return handle(message)

@@ -33,10 +33,11 @@ def create_once(rt: Runtime, spec: ComponentSpec, key: str, livemode: bool) -> d
     """The create's outputs: a new customer, or the one this key made before (with
     `already_exists` when this spec asked for another email or name)."""
     memory = rt.settings.keys.customer(livemode, key)
-    known = rt.redis.get(memory)
-    if known:
+    raw = rt.redis.get(memory)
+    if raw:
+        known = raw.decode() if isinstance(raw, bytes) else str(raw)
         lookup = ComponentSpec(
-            GET_CUSTOMER, spec.api_secret, customer_id=known.decode(), outputs=spec.outputs
+            GET_CUSTOMER, spec.api_secret, customer_id=known, outputs=spec.outputs
         )
         try:
             outputs = run_component(lookup, rt.gateway)
@@ -46,7 +47,7 @@ def create_once(rt: Runtime, spec: ComponentSpec, key: str, livemode: bool) -> d
             outputs.pop("customerEmail")
             asked = {k: spec.body[k] for k in ("email", "name") if spec.body.get(k)}
             if any(outputs["Response"].get(k) != v for k, v in asked.items()):
-                log.info("%s: customer %s already exists, kept as is", key, known.decode())
+                log.info("%s: customer %s already exists, kept as is", key, known)
                 outputs[ALREADY_EXISTS] = asked
             return outputs
     try:

@@ -9,7 +9,7 @@ permanent or its retries are spent. Each task takes one argument, `work`: a `Wor
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from celery import Celery, Task
@@ -23,11 +23,13 @@ from tasks.entries import (
     Entry,
     EventEntry,
     FailureEntry,
+    connected_account,
     customer_id_named_by,
     entry_fields,
 )
 from tasks.retry_policy import Decision, RetryPolicy, decide
-from tasks.runtime import Runtime
+from tasks.runtime import Runtime, runtime_of
+from worker import tracing
 from worker.errors import ConnectionFailed, InternalError, StripeWorkerError
 from worker.keys import ERRORS
 from worker.spec import CREATE_CUSTOMER, GET_CUSTOMER, ComponentSpec
@@ -41,7 +43,13 @@ from worker.work import (
 log = logging.getLogger("stripe_worker.tasks")
 
 
-class WorkTask(Task):
+if TYPE_CHECKING:  # celery-types' generic Task: (work, held) -> result
+    _Task = Task[[dict[str, Any], int], dict[str, Any]]
+else:  # subscripting Task at run time needs Celery 5.7 (celery#10038); the pin allows 5.5
+    _Task = Task
+
+
+class WorkTask(_Task):
     """Runs one piece of work; carrying out the retry decision and publishing live here, once."""
 
     abstract = True
@@ -49,7 +57,29 @@ class WorkTask(Task):
     max_retries = None  # attempts are counted against RETRY_MAX_ATTEMPTS by the policy
 
     def run(self, work: dict[str, Any], held: int = 0) -> dict[str, Any]:
-        return self.perform(Work.from_json(work), held)
+        # The delivery's trace goes on from the enqueue's span: its traceparent is a custom
+        # header of the message (worker/envelope.py), which Celery keeps on every retry.
+        request = self.request
+        attributes = {
+            "messaging.operation.type": "process",
+            "messaging.message.id": request.id,
+            "stripe_worker.attempt": request.retries + 1,
+        }
+        with tracing.span(
+            f"run {self.name}",
+            "consumer",
+            parent=(request.headers or {}).get(tracing.TRACEPARENT),
+            attributes=attributes,
+        ) as span:
+            parsed = Work.from_json(work)
+            tracing.annotate(
+                span,
+                **{
+                    "stripe_worker.work_id": parsed.work_id,
+                    "stripe_worker.delivery_id": parsed.delivery_id,
+                },
+            )
+            return self.perform(parsed, held)
 
     def retry(self, *args: Any, **kwargs: Any) -> Any:
         """Celery's retry, but a retry that cannot be queued (Redis in a failover) puts the
@@ -59,12 +89,13 @@ class WorkTask(Task):
         try:
             return super().retry(*args, **kwargs)
         except Reject as rejected:
-            if rejected.requeue:
+            # Celery's Reject keeps both (celery/exceptions.py); celery-types leaves them out.
+            if rejected.requeue:  # type: ignore[attr-defined]
                 raise
-            raise Reject(rejected.reason, requeue=True) from None
+            raise Reject(rejected.reason, requeue=True) from None  # type: ignore[attr-defined]
 
     def perform(self, work: Work, held: int = 0) -> dict[str, Any]:
-        rt: Runtime = self.app.runtime  # type: ignore[attr-defined]
+        rt = runtime_of(self.app)
         attempts = self.request.retries + 1 - held  # held: retries that were back-pressure
         try:
             entry: Entry = self.do(rt, work, attempts)
@@ -125,7 +156,9 @@ class WorkTask(Task):
     def publish_id(self, work: Work, entry: Entry) -> str:
         return work.failure_id if isinstance(entry, FailureEntry) else work.work_id
 
-    def _publish(self, rt: Runtime, work: Work, entry: Entry, attempts: int, held: int) -> dict:
+    def _publish(
+        self, rt: Runtime, work: Work, entry: Entry, attempts: int, held: int
+    ) -> dict[str, Any]:
         wire = entry_fields(entry)
         try:
             published = rt.publisher.publish(
@@ -195,7 +228,9 @@ class HandleStripeEvent(WorkTask):
         customer_id = customer_id_named_by(event)
         if customer_id and not (obj.get("object") == "customer" and obj.get("deleted")):
             spec = ComponentSpec.parse({"component": GET_CUSTOMER, "customer_id": customer_id})
-            return EventEntry.of(GET_CUSTOMER, run_component(spec, rt.gateway), work, attempts)
+            # A Connect event's customer lives in the connected account it came from.
+            found = run_component(spec, rt.gateway, account=connected_account(event))
+            return EventEntry.of(GET_CUSTOMER, found, work, attempts)
         # nothing to look up: a deleted customer, or an event about no customer
         email = obj.get("email") if obj.get("object") == "customer" else None
         outputs = {"customerId": customer_id, "customerEmail": email}

@@ -48,6 +48,12 @@ def customer_id_named_by(event: Mapping[str, Any]) -> str | None:
     return found if isinstance(found, str) and found else None
 
 
+def connected_account(event: Mapping[str, Any]) -> str:
+    """The connected account a Connect event came from (its `account`), else ""."""
+    account = event.get("account")
+    return account if isinstance(account, str) else ""
+
+
 @dataclass(frozen=True, kw_only=True)
 class Outcome:
     """What every entry about a piece of work says: the outputs under their promised
@@ -125,6 +131,7 @@ class EventEntry(Outcome):
     outputs: Mapping[str, Any] | None = _optional()
     event_type: str | None
     event: Mapping[str, Any]
+    account: str | None = _optional()  # a Connect event's connected account
 
     @classmethod
     def of(
@@ -137,6 +144,7 @@ class EventEntry(Outcome):
             livemode=event.get("livemode"),
             event_type=event.get("type"),
             event=event,
+            account=connected_account(event) or None,
             **_outputs(outputs),
             **_origin(work, attempts),
         )
@@ -154,6 +162,7 @@ class FailureEntry(Outcome):
     task_kwargs: Mapping[str, Any]
     event_type: str | None = _optional()
     event: Mapping[str, Any] | None = _optional()
+    account: str | None = _optional()  # a Connect event's connected account
 
     @classmethod
     def of(
@@ -177,6 +186,7 @@ class FailureEntry(Outcome):
             task_kwargs={"work": work.to_json()},
             event_type=None if event is None else event.get("type"),
             event=event,
+            account=connected_account(event or {}) or None,
             **_origin(work, attempts),
         )
 

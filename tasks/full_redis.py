@@ -54,7 +54,7 @@ class WaitingRedis(redis.Redis):
     again, so the task that sent it waits in place (see the module's docstring)."""
 
     def execute_command(self, *args: Any, **options: Any) -> Any:
-        run = super().execute_command
+        run: Callable[..., Any] = super().execute_command  # unannotated in redis-py
         return run_when_writable(lambda: run(*args, **options), str(args[0]))
 
 

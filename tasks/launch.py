@@ -18,10 +18,13 @@ def run_worker(
         # Tasks count in the pool's children: into files the main process sums. Read by
         # prometheus-client when imported, so set before anything imports it.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="stripe-worker-prom-")
-    from celery.signals import worker_process_init
+    from celery.signals import worker_process_init, worker_process_shutdown
 
     from tasks import metrics, worker_app
+    from tasks.catchup import install_catchup
     from tasks.recovery import install_recovery
+    from tasks.runtime import runtime_of
+    from worker import tracing
     from worker.connections import redis_client
     from worker.logs import configure_logging
     from worker.redis_problems import require_version
@@ -33,17 +36,22 @@ def run_worker(
     # rather than Celery retrying forever against a Redis it can never use.
     require_version(redis_client(settings), settings.redis_url)
     app = worker_app(settings)
+    rt = runtime_of(app)
     # Only processes that run tasks recover others' work.
-    install_recovery(
+    recovery = install_recovery(
         app,
         settings,
         {"pool": pool, "concurrency": concurrency},
-        report=app.runtime.gateway.hold_to_pace(concurrency, app.runtime.state.hold_fewer),
+        report=rt.gateway.hold_to_pace(concurrency, rt.state.hold_fewer),
     )
+    install_catchup(app, settings, recovery.worker_id)  # when a key and a webhook secret are set
     server = metrics.serve(settings)
     if server is not None:
         # A prefork child is forked with the listening socket: it must not keep the port.
         worker_process_init.connect(lambda **_: server.socket.close(), weak=False)
+    if pool == "prefork":
+        # A pool child ends without running atexit, where the SDK would export what it holds.
+        worker_process_shutdown.connect(lambda **_: tracing.flush(), weak=False)
     argv = [
         "worker",
         f"--loglevel={loglevel}",

@@ -39,7 +39,7 @@ def requeue_lost(
     alive = _message_ids_held(client, settings)
     requeued = []
     for raw_id in stalled:
-        delivery_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
+        delivery_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
         raw = client.hget(keys.ledger_work, delivery_id)
         now = time.time()
         if raw is None:  # published meanwhile
@@ -52,8 +52,11 @@ def requeue_lost(
         work = Work.from_json(record["work"])
         message_id = new_message_id()
         pipe = client.pipeline(transaction=True)
-        pipe.lpush(keys.queue, task_message(work, message_id, f"requeued {delivery_id}"))
-        pipe.hset(keys.ledger_work, delivery_id, ledger_record(work, message_id))
+        traceparent = record.get("traceparent")
+        pipe.lpush(
+            keys.queue, task_message(work, message_id, f"requeued {delivery_id}", traceparent)
+        )
+        pipe.hset(keys.ledger_work, delivery_id, ledger_record(work, message_id, traceparent))
         pipe.zadd(keys.ledger, {delivery_id: now}, xx=True)
         pipe.execute()
         log.warning("requeued %s: its message was lost (%s)", delivery_id, work.task)
@@ -72,6 +75,6 @@ def _message_ids_held(client: redis.Redis, settings: Settings) -> set[str]:
         + client.hvals(keys.unacked)
     )
     for raw_id in client.zrange(keys.workers, 0, -1):
-        worker_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
+        worker_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
         raws += client.lrange(keys.fetched(worker_id), 0, -1)
     return {m for m in map(message_id_of, raws) if m}

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -27,6 +27,7 @@ import stripe
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from worker import tracing
 from worker.settings import Settings
 
 log = logging.getLogger("stripe_worker.metrics")
@@ -56,7 +57,12 @@ RATE_LIMITED = Counter(
     ["endpoint", "limiter"],
     registry=None,
 )
-OWN = (TASKS, STRIPE_CALLS, STRIPE_SECONDS, RATE_LIMIT_WAIT, RATE_LIMITED)
+CATCHUP_RECOVERED = Counter(
+    "stripe_worker_catchup_recovered",
+    "Events catch-up found in Stripe's list that the receiver never got, and queued",
+    registry=None,
+)
+OWN = (TASKS, STRIPE_CALLS, STRIPE_SECONDS, RATE_LIMIT_WAIT, RATE_LIMITED, CATCHUP_RECOVERED)
 
 
 def task_done(task: str, outcome: str) -> None:
@@ -73,6 +79,10 @@ def rate_limited_by(endpoint: str, limiter: str) -> None:
     RATE_LIMITED.labels(endpoint or "other", limiter).inc()
 
 
+def catchup_recovered(count: int) -> None:
+    CATCHUP_RECOVERED.inc(count)
+
+
 def operation_of(method: str, url: str) -> str:
     """`POST /v1/customers` -> customers.create; `GET /v1/customers/cus_1` -> customers.retrieve."""
     parts = [p for p in urlsplit(url).path.split("/") if p][1:]  # without `v1`
@@ -87,17 +97,49 @@ def operation_of(method: str, url: str) -> str:
 class MeasuredHttpClient(stripe.RequestsClient):
     """The SDK's HTTP client, counting and timing each call (network retries included)."""
 
-    def request(self, method: str, url: str, headers: Any, post_data: Any = None) -> Any:
-        started = time.perf_counter()
-        status = "network_error"
-        try:
-            answer = super().request(method, url, headers, post_data)
-            status = str(answer[1])
-            return answer
-        finally:
-            operation = operation_of(method, url)
-            STRIPE_CALLS.labels(operation, status).inc()
-            STRIPE_SECONDS.labels(operation).observe(time.perf_counter() - started)
+    # RequestsClient's own signature (stripe/_http_client.py), which already differs from
+    # its base HTTPClient's (no `_usage`, bytes for str): the SDK calls it this way.
+    def request(  # type: ignore[override]
+        self, method: str, url: str, headers: Mapping[str, str] | None, post_data: Any = None
+    ) -> tuple[bytes, int, Mapping[str, str]]:
+        operation = operation_of(method, url)
+        attributes = _call_attributes(method, url, operation) if tracing.enabled() else None
+        with tracing.span(f"stripe {operation}", "client", attributes=attributes) as span:
+            started = time.perf_counter()
+            status = "network_error"
+            try:
+                answer = super().request(method, url, headers, post_data)
+                status = str(answer[1])
+                return answer
+            finally:
+                STRIPE_CALLS.labels(operation, status).inc()
+                STRIPE_SECONDS.labels(operation).observe(time.perf_counter() - started)
+                if span is not None and status != "network_error":
+                    _annotate_answer(span, int(status), answer[2])
+
+
+def _call_attributes(method: str, url: str, operation: str) -> dict[str, Any]:
+    """A Stripe call's span attributes, by the HTTP client semantic conventions."""
+    parts = urlsplit(url)
+    return {
+        "http.request.method": method.upper(),
+        "server.address": parts.hostname,
+        # Without the query: a list call's filters (an email) are not for the trace.
+        "url.full": f"{parts.scheme}://{parts.netloc}{parts.path}",
+        "stripe.operation": operation,
+    }
+
+
+def _annotate_answer(span: Any, status: int, headers: Any) -> None:
+    """The HTTP semantic conventions' status; a 4xx or 5xx is the span's error."""
+    tracing.annotate(
+        span,
+        **{
+            "http.response.status_code": status,
+            "stripe.request_id": (headers or {}).get("Request-Id"),
+            "error.type": str(status) if status >= 400 else None,
+        },
+    )
 
 
 class RedisFigures:
@@ -171,10 +213,21 @@ class RedisFigures:
             "Stripe calls each key may have in flight at once now (its concurrency cap)",
             s.in_flight_cap,
         )
+        cursor_age = GaugeMetricFamily(
+            "stripe_worker_catchup_cursor_age_seconds",
+            "Seconds since the newest moment catch-up has listed Stripe's events up to, by "
+            "account (platform: the key's own)",
+            labels=["account"],
+        )
+        # Only where catch-up is on: turned off, its cursor stays in Redis and would age.
+        on = s.catchup is not None and self.settings.catchup == "on"
+        for account, age in (s.catchup.cursor_ages if on and s.catchup else {}).items():
+            cursor_age.add_metric([account or "platform"], age)
         yield entries
         yield lag
         yield pace
         yield endpoint_pace
+        yield cursor_age
         yield in_flight_cap
 
 
@@ -196,7 +249,7 @@ def registry(client: redis.Redis, settings: Settings) -> CollectorRegistry:
     else:
         for metric in OWN:
             reg.register(metric)
-    reg.register(RedisFigures(client, settings))  # type: ignore[arg-type]
+    reg.register(RedisFigures(client, settings))
     return reg
 
 

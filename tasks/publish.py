@@ -24,6 +24,7 @@ from typing import Any
 
 import redis
 
+from worker import tracing
 from worker.connections import lua_script, replicated
 from worker.keys import ERRORS
 from worker.schema import SCHEMA_VERSION
@@ -76,9 +77,29 @@ class Publisher:
     ) -> Published:
         """Append `fields` to `stream` once per `work_id`; the delivery is done.
 
-        Every entry carries `schema_version` and `work_id`, the id agents dedupe by."""
+        Every entry carries `schema_version` and `work_id`, the id agents dedupe by; with
+        tracing on, `traceparent` too: this publish's span, for an agent to continue from."""
+        attributes = {
+            "messaging.operation.type": "send",
+            "messaging.destination.name": self.settings.keys.stream(stream),
+            "stripe_worker.work_id": work_id,
+        }
+        with tracing.span(f"publish {stream}", "producer", attributes=attributes) as span:
+            published = self._publish(stream, work_id, fields, delivery_id)
+            tracing.annotate(
+                span,
+                **{"messaging.message.id": published.entry_id, "stripe_worker.new": published.new},
+            )
+            return published
+
+    def _publish(
+        self, stream: str, work_id: str, fields: Mapping[str, Any], delivery_id: str
+    ) -> Published:
         keys = self.settings.keys
         pairs = ["schema_version", SCHEMA_VERSION, "work_id", work_id]
+        traceparent = tracing.traceparent()
+        if traceparent:
+            pairs += [tracing.TRACEPARENT, traceparent]
         for name, value in fields.items():
             pairs += [name, as_field(value)]
         maxlen = 0 if stream == ERRORS else self.settings.stream_maxlen

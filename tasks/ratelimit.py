@@ -100,8 +100,10 @@ class StripeRateLimiter:
         ceiling: float,
         max_wait: float = 20.0,
         endpoint: str = GLOBAL,
+        account: str = "",
     ) -> None:
-        suffix = "" if endpoint == GLOBAL else f":{endpoint}"
+        # A connected account (Stripe-Account) has paces of its own under the key's.
+        suffix = (f":{account}" if account else "") + ("" if endpoint == GLOBAL else f":{endpoint}")
         self.key = keys.ratelimit(key_id(api_key) + suffix)
         self.slots = self.key + ":slots"  # the times reserved (tasks/ratelimit.lua)
         self.name = endpoint
@@ -110,7 +112,7 @@ class StripeRateLimiter:
         self._script = lua_script(client, "tasks", "ratelimit.lua")
 
     def _run(self, op: str, held: int, *extra: float) -> tuple[float, int]:
-        args = [op, self.ceiling, held, self.ceiling * INCREASE, *extra]
+        args: list[str | float] = [op, self.ceiling, held, self.ceiling * INCREASE, *extra]
         value, epoch = self._script(keys=[self.key, self.slots], args=args)
         return float(value), int(epoch)
 

@@ -73,7 +73,7 @@ class Recovery:
         self._beat = lua_script(client, "tasks", "heartbeat.lua")
         self._release = lua_script(client, "tasks", "release_worker.lua")
         self._give_back = lua_script(client, "tasks", "give_back.lua")
-        self._stranded: dict[bytes, float] = {}  # fetched, not delivered: since when
+        self._stranded: dict[bytes | str, float] = {}  # fetched, not delivered: since when
 
     def beat(self, tasks_done: int = 0, **activity: Any) -> float:
         """Refresh this worker's heartbeat (with `activity`: running, waiting, for
@@ -110,7 +110,8 @@ class Recovery:
             start=0,
             num=RESTORE_BATCH,
         )
-        restored = sum(self._restore(tag) for tag in tags)
+        # (redis-py's type for the reply includes WITHSCORES pairs, not asked for here)
+        restored = sum(self._restore(tag) for tag in tags if isinstance(tag, (bytes, str)))
         if restored:
             log.warning("gave back %d message(s) whose worker stopped renewing them", restored)
         return restored
@@ -143,7 +144,7 @@ class Recovery:
         )
         moved = 0
         for raw_id in dead:
-            worker_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
+            worker_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
             moved += int(
                 self._release(
                     keys=[
@@ -178,7 +179,7 @@ class Recovery:
         A message is stranded when it is in the fetched list, not being delivered, for a
         whole heartbeat interval (one in transit is delivered within milliseconds), and is
         not what a pending fetch may have moved (Channel.maybe_unread)."""
-        first_seen: dict[bytes, float] = {}
+        first_seen: dict[bytes | str, float] = {}
         moved = 0
         now = time.monotonic()
         for channel in channels:
@@ -204,7 +205,7 @@ class Recovery:
         pipe = self.client.pipeline(transaction=False)
         pipe.zrange(self.keys.unacked_index, 0, 0, withscores=True)
         pipe.zrange(self.keys.workers, 0, 0, withscores=True)
-        oldest = [score for found in pipe.execute() for _member, score in found]
+        oldest: list[float] = [score for found in pipe.execute() for _member, score in found]
         interval = self.settings.heartbeat_interval
         if not oldest:
             return interval
@@ -230,7 +231,8 @@ def _activity() -> dict[str, int]:
     return {
         "tasks_done": sum(state.total_count.values()),
         "running": len(state.active_requests),
-        "waiting": len(state.scheduled_requests),
+        # Celery's worker/state.py has it (a WeakSet); celery-types leaves it out.
+        "waiting": len(state.scheduled_requests),  # type: ignore[attr-defined]
     }
 
 
@@ -278,8 +280,10 @@ def install_recovery(
     The heartbeat starts before Celery boots, not when it is ready: in a crash loop a
     worker may die before it is ready, and the next one must already be recovering.
     """
+    from tasks.runtime import runtime_of
+
     worker_id = new_worker_id()
-    state: WorkerState = app.runtime.state  # type: ignore[attr-defined]
+    state = runtime_of(app).state
     app.conf.broker_transport_options = dict(
         app.conf.broker_transport_options, worker_id=worker_id, worker_state=state
     )

@@ -30,7 +30,7 @@ Action = Literal["retry", "hold", "fail"]
 
 def backoff(attempt: int, base: float, cap: float, rng: random.Random | None = None) -> float:
     """Exponential backoff with equal jitter: half fixed, half random, capped."""
-    delay = min(cap, base * 2 ** (attempt - 1))
+    delay = min(cap, base * 2.0 ** (attempt - 1))  # 2.0: typeshed types int ** int as Any
     return delay / 2 + (rng or random).uniform(0, delay / 2)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
 import redis
 
@@ -15,11 +16,14 @@ from worker.settings import Settings
 from worker.trail import Trail
 from worker.vault import Vault
 
+if TYPE_CHECKING:
+    from celery import Celery
+
 
 class Runtime:
     """Settings, vault, Redis, the publisher, the Stripe gateway and the worker's state.
 
-    Tasks reach it through `app.runtime`, never through globals, so a test or
+    Tasks reach it through `runtime_of(app)`, never through globals, so a test or
     `stripe-worker dev` can run several apps with their own settings.
     """
 
@@ -63,3 +67,10 @@ class Runtime:
             if self._gateway is None:
                 self._gateway = StripeGateway(self.settings, self.vault, redis_client=client)
             return self._gateway
+
+
+def runtime_of(app: Celery) -> Runtime:
+    """The Runtime that worker_app (tasks/__init__.py) put on `app`: Celery has no typed
+    place for it, so this is the one place that reads it."""
+    runtime: Runtime = app.runtime  # type: ignore[attr-defined]
+    return runtime

@@ -72,9 +72,10 @@ class StripeGateway:
         self.max_network_retries = max_network_retries
         self.redis = redis_client
         self._clients: dict[str, stripe.StripeClient] = {}
-        self._limiters: dict[tuple[str, str], StripeRateLimiter | None] = {}
+        # (key, connected account or "", endpoint): Stripe keeps its limits per account.
+        self._limiters: dict[tuple[str, str, str], StripeRateLimiter | None] = {}
+        self._last_429: dict[tuple[str, str, str], float] = {}  # same -> monotonic
         self._caps: dict[str, ConcurrencyCap | None] = {}
-        self._last_429: dict[tuple[str, str], float] = {}  # (key, endpoint) -> monotonic
         self.last_limiter: dict[str, str] = {}  # key mode -> the limiter that last said 429
         self._lock = threading.Lock()
 
@@ -86,11 +87,11 @@ class StripeGateway:
         unpaced when it does not (a single call, and the command says what is wrong)."""
         from worker.connections import redis_client
 
-        client: redis.Redis | None = redis_client(settings, socket_timeout=2)
+        client = redis_client(settings, socket_timeout=2)
         try:
-            client.ping()  # type: ignore[union-attr]
+            client.ping()
         except (redis.RedisError, ValueError):
-            client = None
+            return cls(settings, vault, max_network_retries=max_network_retries, redis_client=None)
         return cls(settings, vault, max_network_retries=max_network_retries, redis_client=client)
 
     def client(self, api_secret: str) -> stripe.StripeClient:
@@ -107,27 +108,34 @@ class StripeGateway:
                 self._clients[key] = client
             return client
 
-    def limiter(self, api_secret: str, endpoint: str = GLOBAL) -> StripeRateLimiter | None:
+    def limiter(
+        self, api_secret: str, endpoint: str = GLOBAL, account: str = ""
+    ) -> StripeRateLimiter | None:
         """The global pace of the key `api_secret` names, or that of one of its endpoints;
-        None when that limiter is off (0) or there is no Redis."""
+        with `account`, that connected account's: Stripe's limits are "per Stripe account"
+        (docs.stripe.com/rate-limits), and a call with Stripe-Account counts against the
+        connected account's. None when that limiter is off (0) or there is no Redis."""
         key = self.vault.stripe_key(api_secret)
         s = self.settings
         with self._lock:
-            if (key, endpoint) not in self._limiters:
+            if (key, account, endpoint) not in self._limiters:
                 ceiling = (
                     default_ceiling(key_mode(key), s.stripe_rate_limit)
                     if endpoint == GLOBAL
                     else endpoint_ceiling(endpoint, s.stripe_endpoint_rate, s.stripe_endpoint_rates)
                 )
-                self._limiters[key, endpoint] = (
-                    StripeRateLimiter(self.redis, s.keys, key, ceiling, endpoint=endpoint)
+                self._limiters[key, account, endpoint] = (
+                    StripeRateLimiter(
+                        self.redis, s.keys, key, ceiling, endpoint=endpoint, account=account
+                    )
                     if ceiling and self.redis is not None
                     else None
                 )
-            return self._limiters[key, endpoint]
+            return self._limiters[key, account, endpoint]
 
     def concurrency(self, api_secret: str) -> ConcurrencyCap | None:
-        """The cap on calls in flight of the key `api_secret` names; None when it is off
+        """The cap on calls in flight of the key `api_secret` names (those it makes as a
+        connected account among them); None when it is off
         (STRIPE_CONCURRENCY=0) or there is no Redis."""
         key = self.vault.stripe_key(api_secret)
         s = self.settings
@@ -146,17 +154,19 @@ class StripeGateway:
         api_secret: str,
         request: Callable[[stripe.StripeClient], T],
         endpoint: str | None = None,
+        account: str = "",
     ) -> T:
         """Make one Stripe call at the key's global pace and the pace of `endpoint` (the
-        operation, `customers.create`); Stripe's errors come back as ours.
+        operation, `customers.create`), those of the connected `account` when the call is
+        made as one (Stripe-Account); Stripe's errors come back as ours.
 
         A 429 slows the limiter that answered for everyone on the key, and the call waits
         its turn at the slower pace and goes again, for up to HOLD_SECONDS; then
         RateLimited goes up. A `lock_timeout` 429 (one object busy) only waits.
         """
         client = self.client(api_secret)
-        paces = [self.limiter(api_secret)] + (
-            [self.limiter(api_secret, endpoint)] if endpoint else []
+        paces = [self.limiter(api_secret, GLOBAL, account)] + (
+            [self.limiter(api_secret, endpoint, account)] if endpoint else []
         )
         limiters = [limiter for limiter in paces if limiter is not None]
         cap = self.concurrency(api_secret)
@@ -179,7 +189,7 @@ class StripeGateway:
                 raise error
             pause = error.retry_after or 0.0
             if error.code != "lock_timeout":  # one busy object says nothing of the pace
-                name = self._answered(api_secret, endpoint, error.reason, capped=bool(cap))
+                name = self._answered(api_secret, endpoint, error.reason, account, capped=bool(cap))
                 rate_limited_by(endpoint or "", name)
                 if cap and place and name == CONCURRENCY:
                     cap.slow_down(place)
@@ -191,7 +201,12 @@ class StripeGateway:
             time.sleep(pause)
 
     def _answered(
-        self, api_secret: str, endpoint: str | None, reason: str | None, capped: bool = True
+        self,
+        api_secret: str,
+        endpoint: str | None,
+        reason: str | None,
+        account: str = "",
+        capped: bool = True,
     ) -> str:
         """The limiter a 429 on `endpoint` came from: Stripe's reason when it gives one
         (its concurrency limiter, when `capped`: else the global pace takes the cut), else
@@ -200,10 +215,10 @@ class StripeGateway:
         now = time.monotonic()
         with self._lock:
             shared = any(
-                k == key and e != endpoint and now - at < SHARED_WINDOW
-                for (k, e), at in self._last_429.items()
+                k == key and a == account and e != endpoint and now - at < SHARED_WINDOW
+                for (k, a, e), at in self._last_429.items()
             )
-            self._last_429[key, endpoint or GLOBAL] = now
+            self._last_429[key, account, endpoint or GLOBAL] = now
             if reason in CONCURRENCY_REASONS and capped:
                 name = CONCURRENCY
             elif reason:
@@ -217,11 +232,11 @@ class StripeGateway:
     def rates(self, now: bool = True) -> list[tuple[str, float]]:
         """(key mode, calls/s) of each paced key this worker has used: the rate its pace
         allows now (from Redis), or else the ceiling the pace starts from."""
-        with self._lock:
+        with self._lock:  # the platform's own paces (a connected account's are its own)
             limiters = [
                 (key, limiter)
-                for (key, name), limiter in self._limiters.items()
-                if limiter and name == GLOBAL
+                for (key, account, name), limiter in self._limiters.items()
+                if limiter and name == GLOBAL and not account
             ]
         return [
             (key_mode(key), limiter.rate() if now else limiter.ceiling) for key, limiter in limiters
@@ -232,8 +247,8 @@ class StripeGateway:
         with self._lock:
             limiters = [
                 (key, name, limiter)
-                for (key, name), limiter in self._limiters.items()
-                if limiter and name != GLOBAL
+                for (key, account, name), limiter in self._limiters.items()
+                if limiter and name != GLOBAL and not account
             ]
         paces: dict[str, dict[str, float]] = {}
         for key, name, limiter in limiters:

@@ -25,12 +25,17 @@ and the worker goes on.
 With a sentinel:// REDIS_URL, SentinelTransport does the same through kombu's Sentinel
 connection handling; a master demoted under a blocked BLMOVE counts as a lost connection,
 so Celery reconnects to the master the sentinels name.
+
+kombu has no API for this: every private kombu name used here is listed, with why, in
+tasks/kombu_contract.py, and checked against the installed kombu by its test.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections import OrderedDict
+from collections.abc import Callable
 from time import monotonic
 from typing import Any
 
@@ -50,8 +55,14 @@ log = logging.getLogger("stripe_worker.transport")
 class QoS(kombu_redis.QoS):
     """Records a delivered message as unacked and takes it off the fetched list, at once."""
 
+    # Narrower than kombu-stubs say: the channel is ours (Channel.QoS below), and kombu's
+    # QoS.__init__ sets both collections (None only as class defaults).
+    channel: Channel
+    _delivered: OrderedDict[str, Any]
+    _dirty: set[str]
+
     def append(self, message: Any, delivery_tag: str) -> None:
-        channel: Channel = self.channel
+        channel = self.channel
         raw = channel.fetched_raw.pop(delivery_tag, None)
         delivery = message.delivery_info
         with self.pipe_or_acquire() as pipe:
@@ -132,14 +143,28 @@ def _task_of(message: Any) -> object:
     return headers.get("task") if isinstance(headers, dict) else None
 
 
+_OwnQoS = QoS  # for Channel's annotation, where `QoS` names its class attribute
+
+
 class Channel(kombu_redis.Channel):
     """Fetches with BLMOVE into this worker's own list instead of BRPOP."""
 
     QoS = QoS
 
+    # kombu's own members this channel uses (kombu/transport/redis.py), which kombu-stubs
+    # leave out; kombu's Channel.__init__ sets connection_errors from the transport's.
+    connection_errors: tuple[type[BaseException], ...]
+    qos: _OwnQoS  # kombu's property makes it of the QoS class above
+    _queue_cycle: Any  # kombu.utils.scheduling.cycle_by_name over the active queues
+    _q_for_pri: Callable[[str, int], str]
+    _flush_brpop_reauth: Callable[[], None]
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        options = self.connection.client.transport_options
+        # kombu-stubs type both Optional; a channel is made on a connection, whose options
+        # kombu defaults to {}.
+        client = self.connection.client
+        options = (client.transport_options if client is not None else None) or {}
         self.worker_id: str = options.get("worker_id") or uuid.uuid4().hex
         # The worker's state (tasks/worker_state.py), put in the options at start by
         # tasks/recovery.py; a channel made outside a worker gets one of its own.
@@ -170,6 +195,7 @@ class Channel(kombu_redis.Channel):
         connection.send_command("LINDEX", self.fetched_key, 0)
         given_back = int(connection.read_response())
         self.fetched_before = connection.read_response()
+        command: list[str | float]
         if given_back:
             command = ["LMOVE", self.given_back_key, self.fetched_key, "RIGHT", "LEFT"]
         else:

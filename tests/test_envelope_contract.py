@@ -2,6 +2,8 @@
 
 If an upgrade of celery or kombu changes what these tests pin, they fail here, loudly,
 before a worker silently drops or loses messages (pyproject.toml pins the tested range).
+The private kombu and Celery names the transport uses are checked by
+tests/test_kombu_contract.py, against their list in tasks/kombu_contract.py.
 """
 
 import base64
@@ -50,6 +52,19 @@ def test_headers_and_properties_are_celerys_protocol_2():
         assert ours["properties"][name] == value
 
 
+def test_a_traceparent_is_a_custom_header_celery_keeps_on_retries():
+    """The task reads it from `request.headers`, and a retry is sent with
+    `as_execution_options()`'s headers (Task.signature_from_request)."""
+    from celery.app.task import Context
+
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    headers = json.loads(task_message(WORK, "id-1", "summary", traceparent))["headers"]
+    context = Context(headers)
+    assert context.headers == {"traceparent": traceparent}
+    assert context.as_execution_options()["headers"] == {"traceparent": traceparent}
+    assert "traceparent" not in json.loads(task_message(WORK, "id-1"))["headers"]
+
+
 def test_body_is_celerys_three_items():
     ours = json.loads(task_message(WORK, "id-1"))
     theirs = celery_message("id-1")
@@ -72,19 +87,3 @@ def test_kombu_key_names_are_the_ones_keys_documents():
     assert keys.kombu_prefix + channel.unacked_key == keys.unacked
     assert keys.kombu_prefix + channel.unacked_index_key == keys.unacked_index
     assert keys.queue == keys.kombu_prefix + QUEUE
-
-
-def test_the_transport_hooks_kombu_still_has():
-    """tasks/transport.py overrides and calls these private parts of kombu's Channel."""
-    for name in (
-        "_brpop_start",
-        "_brpop_read",
-        "_q_for_pri",
-        "_flush_brpop_reauth",
-        "conn_or_acquire",
-        "global_keyprefix",
-    ):
-        assert hasattr(kombu_redis.Channel, name), name
-    for name in ("append", "pipe_or_acquire", "restore_by_tag"):
-        assert hasattr(kombu_redis.QoS, name), name
-    assert "priority_steps" in kombu_redis.Channel.from_transport_options

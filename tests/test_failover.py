@@ -50,7 +50,12 @@ needs_redis_server = pytest.mark.skipif(
         ("sentinel://h1:26379/0", "", "set REDIS_SENTINEL_MASTER"),
         ("http://:pw@h1", "", "must start with redis://"),
         ("redis://:pw@h1:port/0", "", "is not a Redis URL"),
-        ("sentinel://:pw@h1:26379/0?ssl_cert_reqs=required", "m", "TLS through sentinels"),
+        ("sentinel://:pw@h1:26379/0?ssl_cert_reqs=required", "m", "add ssl=true"),
+        ("sentinel://:pw@h1?ssl=true;sentinel://h2/0", "m", "once, at the end of the URL"),
+        ("sentinel://:pw@h1:26379/0?ssl=yes", "m", "ssl must be true or false"),
+        ("sentinel://:pw@h1:26379/0?ssl=true&ssl_ca_cert=/x", "m", "not ssl_ca_cert"),
+        ("sentinel://:pw@h1/0?ssl=true&ssl_cert_reqs=maybe", "m", "ssl_cert_reqs must be"),
+        ("sentinel://:pw@h1;sentinel://:pw2@h2/0", "m", "different passwords"),
         ("rediss://:pw@h1:6380/0?ssl_cert_reqs=maybe", "", "ssl_cert_reqs must be one of"),
     ],
 )

@@ -320,7 +320,9 @@ def test_stripes_reason_names_the_limiter_and_none_is_inferred(settings, vault, 
     gateway = StripeGateway(settings, vault, redis_client=redis_client)
     key = "stripe_secret_key"
     assert gateway._answered(key, "customers.create", "global-concurrency") == "concurrency"
-    assert gateway._answered(key, "customers.create", "global-concurrency", False) == "global"
+    assert (
+        gateway._answered(key, "customers.create", "global-concurrency", capped=False) == "global"
+    )
     assert gateway._answered(key, "customers.create", "global-rate") == "global"
     assert gateway._answered(key, "customers.create", "endpoint-rate") == "customers.create"
     assert gateway._answered(key, "customers.create", None) == "customers.create"

@@ -15,7 +15,7 @@ import requests
 from worker.devtools.doctor import broker_check
 from worker.redis_problems import parse_version
 
-from .support import WebProcess, WorkerProcess, cli, sign_standard, wait_for, worker_env
+from .support import WebProcess, WorkerProcess, cli, signup_over_http, wait_for, worker_env
 from .support.tls_redis import FirstBytes, OldRedis, TestCA, TlsRedis
 
 PASSWORD = "s3cret-Pa55word"
@@ -34,15 +34,6 @@ def ca():
 
 def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cli(*args), env=env, capture_output=True, text=True, timeout=60)
-
-
-def signup_through(web: WebProcess, user: str) -> None:
-    body = json.dumps({"type": "user.created", "data": {"user_id": user, "email": f"{user}@x.io"}})
-    answer = requests.post(
-        web.url + "/webhooks/signup", data=body, headers=sign_standard(body, f"msg_{user}"),
-        timeout=10,
-    )  # fmt: skip
-    assert answer.status_code == 200, answer.text
 
 
 def test_no_process_opens_a_plaintext_connection_for_a_rediss_url(settings, webhook_env, tmp_path):
@@ -98,7 +89,7 @@ def test_signups_are_processed_on_a_tls_only_redis(ca, how, settings, webhook_en
     try:
         client = redis.Redis.from_url(url, ssl_ca_certs=str(ca.ca))
         for n in range(3):
-            signup_through(web, f"u_tls{n}")
+            signup_over_http(web.url, f"u_tls{n}")
         wait_for(lambda: client.xlen(tls.keys.stream("customers")) == 3, timeout=60)
         # The heartbeat says the consumer is connected from its next beat on.
         wait_for(lambda: "1 alive" in run_cli(env, "status").stdout, timeout=30)

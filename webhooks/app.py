@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
 from flask import Flask, Response, request
 from prometheus_client import CONTENT_TYPE_LATEST
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from webhooks.console import register_console
 from webhooks.limits import BufferedBody
@@ -26,6 +27,7 @@ from webhooks.readiness import readiness
 from webhooks.signup import signup_component
 from webhooks.strict_json import parse, refuse_surrogates
 from webhooks.verify import verify_standard_signature, verify_stripe_signature
+from worker import tracing
 from worker.connections import redis_client
 from worker.errors import QueueUnavailable, SecretMissing, StripeWorkerError, WebhookRejected
 from worker.queue import Enqueuer
@@ -49,8 +51,8 @@ def _http_error(exc: HTTPException) -> Response:
     """404, 405, 413 ... in the same JSON shape as every other error."""
     name = (exc.name or "error").lower().replace(" ", "_")
     response = _error(name, exc.description or name, exc.code or 400)
-    if exc.code == 405 and getattr(exc, "valid_methods", None):
-        response.headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
+    if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+        response.headers["Allow"] = ", ".join(exc.valid_methods)
     return response
 
 
@@ -62,6 +64,9 @@ def create_app(
 ) -> Flask:
     """The receiver for `settings` (default: from the environment)."""
     settings = settings or Settings.from_env()
+    # Here, in each gunicorn worker after its fork and gevent's patching (the app is loaded
+    # by the worker: no preload), never in gunicorn's master (worker/tracing.py).
+    tracing.setup(settings, "stripe-worker-web")
     vault = vault or Vault.from_settings(settings)
     client = client or redis_client(settings, socket_timeout=2)
     enqueuer = Enqueuer(client, settings)
@@ -75,7 +80,33 @@ def create_app(
         "metrics": metrics,
     }
 
-    def answer(route: str, handle) -> Response:  # type: ignore[no-untyped-def]
+    def answer(route: str, handle: Callable[[], tuple[str, bool]]) -> Response:
+        # The delivery's trace starts here, or continues a sender's traceparent (a signup
+        # source that traces; Stripe sends none). A malformed one starts a new trace.
+        with tracing.span(
+            f"POST /webhooks/{route}",
+            "server",
+            parent=request.headers.get(tracing.TRACEPARENT),
+            attributes={"http.request.method": "POST", "http.route": f"/webhooks/{route}"},
+        ) as span:
+            response, outcome, event_id = respond(route, handle)
+            tracing.annotate(
+                span,
+                **{
+                    "http.response.status_code": response.status_code,
+                    "stripe_worker.outcome": outcome,
+                    "stripe_worker.source_id": event_id,
+                    # The HTTP conventions: a server's 5xx is its error, a 4xx the sender's.
+                    "error.type": str(response.status_code)
+                    if response.status_code >= 500
+                    else None,
+                },
+            )
+            return response
+
+    def respond(
+        route: str, handle: Callable[[], tuple[str, bool]]
+    ) -> tuple[Response, str, str | None]:
         started = time.perf_counter()
         event_id = None
         try:
@@ -108,7 +139,7 @@ def create_app(
                 }
             )
         )
-        return response
+        return response, outcome, event_id
 
     @app.post("/webhooks/stripe")
     def stripe_webhook() -> Response:
@@ -172,6 +203,7 @@ def create_app(
     register_console(app, settings, vault, client)  # only when CONSOLE_TOKEN is set
     app.register_error_handler(HTTPException, _http_error)
     # Bodies are read whole, within MAX_BODY_BYTES and READ_TIMEOUT, before a view runs.
+    # Flask's documented way to wrap its app in WSGI middleware; mypy sees a method.
     app.wsgi_app = BufferedBody(  # type: ignore[method-assign]
         app.wsgi_app, settings.max_body_bytes, settings.read_timeout
     )

@@ -37,7 +37,7 @@ from worker.queue import Enqueuer
 from worker.redact import redact
 from worker.settings import Settings
 from worker.status import snapshot
-from worker.streams import decode_entry
+from worker.streams import decode_entries
 from worker.trail import Trail, throughput
 from worker.vault import CONSOLE_TOKEN, Vault
 
@@ -160,7 +160,7 @@ def console_blueprint(settings: Settings, token: str, client: redis.Redis) -> Bl
         streams = {}
         for name in (CUSTOMERS, EVENTS):
             raw = client.xrevrange(keys.stream(name), count=LATEST)
-            streams[name] = [_shown(i.decode(), decode_entry(f)) for i, f in raw]
+            streams[name] = [_shown(i, f) for i, f in decode_entries(raw)]
         failures = list_failures(client, settings, count=LATEST * 2)
         return _json(
             {

@@ -14,7 +14,7 @@ The errors gunicorn itself answers (a malformed request line 400, a line over it
 from __future__ import annotations
 
 import socket
-from typing import Any
+from typing import Any, Protocol, cast
 
 import gevent
 from gunicorn.http import errors as http_errors
@@ -39,12 +39,21 @@ _REFUSALS: tuple[tuple[type[Exception], int, str, str], ...] = (
 )
 
 
+# gunicorn 27's: types-gunicorn 26.2 predates them (gunicorn/http/errors.py has both).
+_RESPONSE_HEADER_ERRORS = (
+    http_errors.InvalidResponseHeader,  # type: ignore[attr-defined]
+    http_errors.InvalidResponseHeaderName,  # type: ignore[attr-defined]
+)
+
+
+class _ReceiverApp(Protocol):
+    read_timeout: float  # webhooks/server.py's Server sets it
+
+
 def refusal(exc: BaseException) -> tuple[int, str, str, str]:
     """(status, reason, error type, message) of the answer to an error gunicorn caught."""
     for cls, status, reason, error_type in _REFUSALS:
-        if isinstance(exc, cls) and not isinstance(
-            exc, (http_errors.InvalidResponseHeader, http_errors.InvalidResponseHeaderName)
-        ):
+        if isinstance(exc, cls) and not isinstance(exc, _RESPONSE_HEADER_ERRORS):
             return status, reason, error_type, str(exc)[:200] or reason
     return 500, "Internal Server Error", "internal_error", "the receiver failed; retry later"
 
@@ -52,9 +61,13 @@ def refusal(exc: BaseException) -> tuple[int, str, str, str]:
 class ReceiverWorker(GeventWorker):
     """gunicorn's gevent worker with the receiver's read timeout and error shape."""
 
-    def timeout_ctx(self) -> gevent.Timeout:
-        # Silent: at the deadline gunicorn stops reading and closes the connection.
-        return gevent.Timeout(self.app.read_timeout, False)
+    # types-gunicorn says None; gunicorn's own GeventWorker.timeout_ctx returns a Timeout too,
+    # which gunicorn enters around the read of a request's head.
+    def timeout_ctx(self) -> gevent.Timeout:  # type: ignore[override]
+        # Silent: at the deadline gunicorn stops reading and closes the connection. (False
+        # is gevent's documented "suppress it" value, which types-gevent does not list.)
+        read_timeout = cast(_ReceiverApp, self.app).read_timeout
+        return gevent.Timeout(read_timeout, False)  # type: ignore[arg-type]
 
     def handle_error(self, req: Any, client: socket.socket, addr: Any, exc: BaseException) -> None:
         status, reason, error_type, message = refusal(exc)

@@ -14,9 +14,12 @@ import contextlib
 import io
 import json
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from wsgiref.types import StartResponse, WSGIApplication
 
 CHUNK = 64 * 1024
 _SOCKET_KEYS = ("gunicorn.socket", "werkzeug.socket")
@@ -27,7 +30,7 @@ def error_body(error_type: str, message: str) -> bytes:
     return json.dumps({"error": {"type": error_type, "message": message}}).encode()
 
 
-def _deadline(seconds: float) -> AbstractContextManager:
+def _deadline(seconds: float) -> AbstractContextManager[object]:
     """TimeoutError when the block runs past `seconds`: a server's read returns only when
     its chunk is full, so a trickling client is cut by a timer, not between reads. Under
     gevent (`stripe-worker web`) that timer is gevent's; other servers (`dev`'s) go
@@ -44,12 +47,12 @@ def _deadline(seconds: float) -> AbstractContextManager:
 class BufferedBody:
     """WSGI middleware: the body is read whole, within MAX_BODY_BYTES and READ_TIMEOUT."""
 
-    def __init__(self, app: Callable, max_body_bytes: int, read_timeout: float) -> None:
+    def __init__(self, app: WSGIApplication, max_body_bytes: int, read_timeout: float) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.read_timeout = read_timeout
 
-    def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
         try:
             declared = int(environ.get("CONTENT_LENGTH") or 0)
@@ -95,7 +98,7 @@ class BufferedBody:
         return b"".join(parts)
 
     def _refuse(
-        self, environ: dict[str, Any], start_response: Callable, status: int
+        self, environ: dict[str, Any], start_response: StartResponse, status: int
     ) -> Iterable[bytes]:
         if status == 413:
             error = ("request_entity_too_large", f"the body is over {self.max_body_bytes} bytes")

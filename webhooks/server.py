@@ -11,7 +11,10 @@ import os
 import resource
 import shutil
 import tempfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 
 def serve(host: str, port: int, workers: int, connections: int = 1000) -> int:
@@ -33,10 +36,14 @@ def serve(host: str, port: int, workers: int, connections: int = 1000) -> int:
 def _run(host: str, port: int, workers: int, connections: int) -> int:
     from gunicorn.app.base import BaseApplication
 
+    from worker import tracing
     from worker.logs import configure_logging
     from worker.settings import Settings
 
     settings = Settings.from_env()
+    # A missing `otel` extra refused here in one line; the tracer itself is made in each
+    # worker process (create_app), after the fork.
+    tracing.check(settings)
     configure_logging()
     _raise_open_files_limit(workers * connections + 64)
 
@@ -57,7 +64,9 @@ def _run(host: str, port: int, workers: int, connections: int) -> int:
             # the user: a second `web` takes it over, and stopping either removes it.
             self.cfg.set("control_socket_disable", True)
 
-        def load(self):  # type: ignore[no-untyped-def]
+        # types-gunicorn's start_response takes no exc_info, which Flask's WSGI type asks
+        # for (gunicorn's own start_response has it: gunicorn/http/wsgi.py).
+        def load(self) -> Flask:  # type: ignore[override]
             from webhooks.app import create_app
 
             return create_app(settings)

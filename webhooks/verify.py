@@ -22,7 +22,8 @@ SIGNATURE_ERROR = "signature_verification_error"
 MAX_SIGNATURES = 32  # more than any rotation needs; bounds the work an attacker can ask for
 
 
-def _timestamp(raw: str | None, tolerance: int, now: float | None) -> int:
+def _timestamp(raw: str | None, tolerance: int, now: float | None) -> str:
+    """`raw` as sent (the text that was signed), once it is a time within `tolerance`."""
     if not raw or not raw.isdigit() or len(raw) > 12:
         raise WebhookRejected(SIGNATURE_ERROR, "the signature timestamp is missing or malformed")
     stamp = int(raw)
@@ -31,7 +32,7 @@ def _timestamp(raw: str | None, tolerance: int, now: float | None) -> int:
         raise WebhookRejected(SIGNATURE_ERROR, "the signature timestamp is too old (replayed?)")
     if stamp > now + tolerance:
         raise WebhookRejected(SIGNATURE_ERROR, "the signature timestamp is in the future")
-    return stamp
+    return raw
 
 
 def _matches(expected: list[bytes], offered: list[bytes]) -> bool:
@@ -65,10 +66,10 @@ def verify_stripe_signature(
                 offered.append(bytes.fromhex(value))
             except ValueError:
                 continue
-    _timestamp(stamp, tolerance, now)
+    stamp = _timestamp(stamp, tolerance, now)
     if not offered:
         raise WebhookRejected(SIGNATURE_ERROR, "the Stripe-Signature header has no v1 signature")
-    signed = stamp.encode() + b"." + payload  # type: ignore[union-attr]
+    signed = stamp.encode() + b"." + payload
     expected = [hmac.new(s.encode(), signed, hashlib.sha256).digest() for s in secrets]
     if not _matches(expected, offered):
         raise WebhookRejected(

@@ -186,6 +186,23 @@ def build_parser() -> Parser:
 
     add_ops_commands(command)  # status, trace
 
+    rec = command(
+        "reconcile",
+        "queue the Stripe events the receiver never got, oldest first",
+        "Lists Stripe's events (GET /v1/events; Stripe keeps 30 days) and queues each one "
+        "through the same dedupe step as a delivery: a later delivery of it is a duplicate, "
+        "and one queued or processed before is skipped. Prints how many it listed, queued and "
+        "skipped; running it twice queues nothing. Without --since or --from: all 30 days.",
+    )
+    rec.add_argument("--since", metavar="DURATION", help="this far back: 90s, 30m, 2h, 3d")
+    rec.add_argument(
+        "--from", dest="from_id", metavar="EVENT_ID", help="the events after this event"
+    )
+    rec.add_argument(
+        "--account", default="", metavar="ACCT", help="a connected account's events (Connect)"
+    )
+    rec.set_defaults(func=cmd.cmd_reconcile)
+
     tail = command(
         "tail",
         "show a stream's last entries, then follow it",

@@ -6,9 +6,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from worker.errors import ReceiverUnreachable, UsageError
+
+if TYPE_CHECKING:
+    import redis
+
+    from worker.settings import Settings
 
 
 def print_json(data: Any, stream: Any = None) -> None:
@@ -72,6 +77,61 @@ def _queue_component(settings: Any, spec: Any, source_id: str) -> int:
     return 0
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+RETENTION_DAYS = 30  # Stripe lists the events of the last 30 days
+
+
+def parse_duration(text: str) -> float:
+    """`90s`, `30m`, `2h`, `3d` (or plain seconds) in seconds; UsageError otherwise."""
+    raw = text.strip().lower()
+    unit = _UNITS.get(raw[-1:], 0)
+    number = raw[:-1] if unit else raw
+    try:
+        seconds = float(number) * (unit or 1)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0 or seconds != seconds:
+        raise UsageError(f"--since takes a duration such as 90s, 30m, 2h or 3d, got {text!r}")
+    return seconds
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    """Queue the events Stripe lists that the receiver never queued, in created order."""
+    import time
+
+    from tasks.catchup import reconcile
+    from tasks.stripe_gateway import StripeGateway
+    from worker.connections import redis_client
+
+    if args.since and args.from_id:
+        raise UsageError("reconcile takes --since or --from, not both")
+    if args.account and not args.account.startswith("acct_"):
+        raise UsageError(f"--account takes a connected account id, acct_..., got {args.account!r}")
+    since = None
+    if args.since:
+        seconds = parse_duration(args.since)
+        if seconds > RETENTION_DAYS * 86400:
+            print(
+                f"reconcile: Stripe keeps events {RETENTION_DAYS} days: older ones are out of "
+                "reach; walking those it has",
+                file=sys.stderr,
+            )
+        since = time.time() - min(seconds, RETENTION_DAYS * 86400)
+    found = target(args)
+    client = redis_client(found.settings)
+    client.ping()  # Redis first: nothing is listed that could not be queued
+    gateway = StripeGateway(found.settings, found.vault, redis_client=client)
+    where = f"after {args.from_id}" if args.from_id else f"since {args.since or '30d'}"
+    types = ", ".join(found.settings.event_types) or "every type"
+    account = f" of {args.account}" if args.account else ""
+    print(f"reconcile: Stripe's events{account} {where} ({types}), oldest first", file=sys.stderr)
+    walked = reconcile(
+        client, found.settings, gateway, since=since, after=args.from_id, account=args.account
+    )
+    print(walked.line())
+    return 0
+
+
 def cmd_emulator(args: argparse.Namespace) -> int:
     """Serve the local Stripe API until interrupted."""
     from worker.devtools.emulator import EmulatorServer, EmulatorState
@@ -113,7 +173,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     )
 
 
-def _runtime(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _runtime(args: argparse.Namespace) -> tuple[Settings, redis.Redis]:
     from worker.connections import redis_client
 
     settings = target(args).settings

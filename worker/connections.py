@@ -4,17 +4,20 @@ With a `sentinel://` REDIS_URL every client is redis-py's Sentinel-managed one: 
 connection asks the sentinels for the current master, connections to a master that was
 replaced are dropped, and a demoted master's ReadOnlyError is turned into a
 ConnectionError, which the client's retry (reconnect, ask again) handles. So a failover
-costs callers a few failed calls while the sentinels agree, never a restart.
+costs callers a few failed calls while the sentinels agree, never a restart. With
+`?ssl=true` both the sentinels and the master are spoken to in TLS, with the URL's options
+(worker/redis_url.py tls_options), as kombu does for the worker's broker connection.
 """
 
 from __future__ import annotations
 
 from importlib.resources import files
-from typing import Any
+from typing import Any, cast
 
 import redis
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.commands.core import Script
+from redis.connection import SSLConnection
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelManagedConnection
 
@@ -35,9 +38,16 @@ class MasterConnection(SentinelManagedConnection):
     retry, to the address it had: the demoted master again, until the retries run out."""
 
     def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        # The sentinel-aware connect, not the base class's reconnect. (redis-py leaves both
+        # calls unannotated.)
         if not self._sock:
-            self.connect()  # the sentinel-aware connect, not the base class's reconnect
-        super().send_packed_command(command, check_health)
+            self.connect()  # type: ignore[no-untyped-call]
+        super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
+
+
+class MasterSSLConnection(MasterConnection, SSLConnection):
+    """MasterConnection in TLS: composed as redis-py composes SentinelManagedSSLConnection
+    (redis/sentinel.py), so connect_to's connect() is SSLConnection's."""
 
 
 def redis_client(
@@ -46,10 +56,11 @@ def redis_client(
     options.setdefault("socket_connect_timeout", 2)
     options.setdefault("socket_timeout", 5)
     options.setdefault("health_check_interval", 30)
+    # The URL's own TLS options, as the worker's kombu transport gets them
+    # (tasks/celery_app.py): the same for every client.
+    tls = tls_options(settings.redis_url)
+    options.update(tls or {})
     if not is_sentinel_url(settings.redis_url):
-        # The URL's own TLS options, as the worker's kombu transport gets them
-        # (tasks/celery_app.py): the same for every client.
-        options.update(tls_options(settings.redis_url) or {})
         return client_class.from_url(settings.redis_url, **options)
     target = sentinel_target(settings.redis_url)
     # redis.Redis() gives its pool this retry; master_for's pool would have none, and a
@@ -60,22 +71,36 @@ def redis_client(
         list(target.sentinels),
         sentinel_kwargs=sentinel_options(settings),
     )
-    return sentinel.master_for(
+    client: redis.Redis = sentinel.master_for(
         settings.redis_sentinel_master,
         redis_class=client_class,
-        connection_class=MasterConnection,
+        connection_class=MasterSSLConnection if tls else MasterConnection,
         db=target.db,
         username=target.username,
         password=target.password,
         **options,
     )
+    return client
 
 
 def sentinel_options(settings: Settings) -> dict[str, Any]:
-    """How to talk to the sentinels themselves (not to the master they name)."""
-    options: dict[str, Any] = {"socket_connect_timeout": 1, "socket_timeout": 1}
+    """How to talk to the sentinels themselves (not to the master they name): redis-py's
+    Sentinel makes a Redis(host, port, **these) per sentinel (redis/sentinel.py), and kombu
+    passes its `sentinel_kwargs` transport option there (kombu/transport/redis.py,
+    SentinelChannel._sentinel_managed_pool). With ?ssl=true, TLS with the URL's options."""
+    options: dict[str, Any] = {
+        "socket_connect_timeout": 1,
+        "socket_timeout": 1,
+        # Sentinel asks the next sentinel itself, and the master client's retry asks them
+        # all again; redis-py's default retry (10, per sentinel) would make a sentinel that
+        # does not answer (down, or TLS spoken to a plaintext port) cost some 15 s a question.
+        "retry": Retry(NoBackoff(), 0),
+    }
     if settings.redis_sentinel_password:
         options["password"] = settings.redis_sentinel_password
+    tls = tls_options(settings.redis_url)
+    if tls:
+        options.update(ssl=True, **tls)
     return options
 
 
@@ -92,7 +117,8 @@ def replicated(script: Script, replicas: int, fence: int, fence_ttl: int) -> Any
         return script
 
     def call(keys: list[str], args: list[Any]) -> Any:
-        client = script.registered_client
+        # redis-py types it Redis | RedisCluster; lua_script registers on a Redis only.
+        client = cast(redis.Redis, script.registered_client)
         return run_replicated(client, script, keys, args, keys[fence], fence_ttl, replicas)
 
     return call

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,9 @@ from worker.queue import Enqueuer
 from worker.settings import Settings
 from worker.streams import decode_entry
 from worker.work import Work
+
+# An XRANGE entry as redis-py types it: the id and fields may be None (RESP3 nulls).
+_Raw = tuple[bytes | str | None, Mapping[Any, Any] | None]
 
 BATCH = 500  # error entries read per round trip by `replay --all`
 
@@ -42,23 +45,23 @@ class Failure:
         )
 
 
-def _ids(raw: list) -> list[str]:
-    return [i.decode() if isinstance(i, bytes) else i for i, _ in raw]
+def _ids(raw: Sequence[_Raw]) -> list[str]:
+    return [i.decode() if isinstance(i, bytes) else str(i) for i, _ in raw]
 
 
-def _failures(client: redis.Redis, settings: Settings, raw: list) -> list[Failure]:
+def _failures(client: redis.Redis, settings: Settings, raw: Sequence[_Raw]) -> list[Failure]:
     """Failures of XRANGE-shaped `raw`, with their replay marks, in the order given."""
     ids = _ids(raw)
     marks = client.mget([settings.keys.replayed(i) for i in ids]) if ids else []
     return [
-        Failure(entry_id, decode_entry(fields), json.loads(mark) if mark else None)
+        Failure(entry_id, decode_entry(fields or {}), json.loads(mark) if mark else None)
         for entry_id, (_, fields), mark in zip(ids, raw, marks, strict=True)
     ]
 
 
 def list_failures(client: redis.Redis, settings: Settings, count: int = 100) -> list[Failure]:
     """The newest `count` error entries, oldest first, with their replay marks."""
-    raw = client.xrevrange(settings.keys.stream(ERRORS), count=count)
+    raw = client.xrevrange(settings.keys.stream(ERRORS), count=count) or []
     return list(reversed(_failures(client, settings, raw)))
 
 
@@ -98,7 +101,7 @@ def replay(client: redis.Redis, settings: Settings, enqueuer: Enqueuer, entry_id
     found = client.xrange(settings.keys.stream(ERRORS), entry_id, entry_id)
     if not found:
         raise UsageError(f"no entry {entry_id} in {settings.keys.stream(ERRORS)}")
-    fields = decode_entry(found[0][1])
+    fields = decode_entry(found[0][1] or {})
     if fields.get("error_type") == InvalidMessage.error_type:
         raise UsageError(
             f"entry {entry_id} is a quarantined queue message, not work: nothing to replay "

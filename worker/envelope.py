@@ -26,9 +26,18 @@ def new_message_id() -> str:
     return str(uuid.uuid4())
 
 
-def task_message(work: Work, message_id: str, summary: str = "") -> bytes:
-    """The bytes kombu's Redis transport LPUSHes for `apply_async` of `work`'s task."""
-    headers = {
+def task_message(
+    work: Work, message_id: str, summary: str = "", traceparent: str | None = None
+) -> bytes:
+    """The bytes kombu's Redis transport LPUSHes for `apply_async` of `work`'s task.
+
+    `traceparent` (worker/tracing.py) rides as a custom header, as `apply_async(headers=...)`
+    would put it: Celery hands custom headers to the task as `request.headers` and copies
+    them onto its retries (`Context.as_execution_options`). OpenTelemetry's Celery
+    instrumentation injects it only when a message is sent through `apply_async`, which
+    this message never is, so the header is ours and the task reads it (tasks/customers.py).
+    """
+    headers: dict[str, Any] = {
         "lang": "py",
         "task": work.task,
         "id": message_id,
@@ -50,6 +59,8 @@ def task_message(work: Work, message_id: str, summary: str = "") -> bytes:
         "stamped_headers": None,
         "stamps": {},
     }
+    if traceparent:
+        headers["traceparent"] = traceparent
     embed = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
     body = json.dumps([[], {"work": work.to_json()}, embed], separators=(",", ":")).encode()
     envelope = {

@@ -122,7 +122,9 @@ class NotReplicated(StripeWorkerError, RedisError):
     """Raised when a write reached the Redis master but not REDIS_MIN_REPLICAS replicas in
     time; a RedisError, so whatever retries on Redis trouble retries this."""
 
-    error_type = "unavailable"
+    # redis-py types error_type as its ExceptionType enum; ours is a str, and __init__ below
+    # drops the instance value redis-py sets, so this one is what is read.
+    error_type = "unavailable"  # type: ignore[assignment]
     answer_status = 503
     retryable = True
 

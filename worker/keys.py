@@ -20,6 +20,9 @@
     PREFIX:find:<digest of a term>          term -> work ids it names (sorted set, TRAIL_TTL):
                                             webhook/event id, user id, customer id, email
     PREFIX:throughput:<unix minute>         '<what>:<unix second>' -> count (hash, 15 min)
+    PREFIX:catchup                          catch-up's cursor per account, when it last ran,
+                                            events it recovered (hash; tasks/catchup.py)
+    PREFIX:catchup:lease                    the worker running catch-up (string, PX lease)
     PREFIX:probe                            write probe: `/readyz`, and a worker waiting out
                                             a full Redis (string, 60 s)
     PREFIX:q:celery                         the Celery queue (a list, kombu's Redis transport)
@@ -119,6 +122,14 @@ class Keys:
 
     def throughput(self, minute: int) -> str:
         return self._key("throughput", str(minute))
+
+    @property
+    def catchup(self) -> str:
+        return self._key("catchup")
+
+    @property
+    def catchup_lease(self) -> str:
+        return self._key("catchup", "lease")
 
     @property
     def probe(self) -> str:

@@ -24,9 +24,11 @@ import time
 import redis
 from redis.exceptions import NoScriptError
 
+from worker import tracing
 from worker.connections import add_replica_wait, check_replicas, lua_script, replicated
 from worker.envelope import new_message_id, task_message
 from worker.errors import NotReplicated, QueueUnavailable
+from worker.keys import QUEUE
 from worker.settings import Settings
 from worker.trail import Trail
 from worker.work import CREATE_CUSTOMER_TASK, Work
@@ -34,9 +36,13 @@ from worker.work import CREATE_CUSTOMER_TASK, Work
 log = logging.getLogger("stripe_worker.queue")
 
 
-def ledger_record(work: Work, message_id: str) -> str:
-    """What the ledger keeps of a delivery: its work, and the message that carries it."""
-    return json.dumps({"work": work.to_json(), "message_id": message_id})
+def ledger_record(work: Work, message_id: str, traceparent: str | None = None) -> str:
+    """What the ledger keeps of a delivery: its work, the message that carries it, and its
+    trace (so work queued again after a lost message stays in the delivery's trace)."""
+    record = {"work": work.to_json(), "message_id": message_id}
+    if traceparent:
+        record["traceparent"] = traceparent
+    return json.dumps(record)
 
 
 class Enqueuer:
@@ -53,23 +59,39 @@ class Enqueuer:
         self._run_alone = replicated(self._script, self._replicas, 0, settings.dedupe_ttl)
         self.trail = Trail(client, settings)
 
-    def enqueue_once(self, work: Work, summary: str = "") -> bool:
+    def enqueue_once(self, work: Work, summary: str = "", origin: str = "") -> bool:
         """Queue `work` unless its delivery was queued before; True when queued now.
 
+        `origin` names the trail's first step when the work did not arrive as a delivery
+        (`reconciled`: listed from Stripe's events by tasks/catchup.py).
         QueueUnavailable when Redis does not answer: nothing was queued or marked.
         """
+        attributes = {
+            "messaging.operation.type": "send",
+            "messaging.destination.name": QUEUE,
+            "stripe_worker.delivery_id": work.delivery_id,
+            "stripe_worker.work_id": work.work_id,
+        }
+        with tracing.span(f"enqueue {work.task}", "producer", attributes=attributes) as span:
+            queued = self._enqueue_once(work, summary, origin, span)
+            tracing.annotate(span, **{"stripe_worker.duplicate": not queued})
+            return queued
+
+    def _enqueue_once(self, work: Work, summary: str, origin: str, span: object) -> bool:
         message_id = new_message_id()
+        tracing.annotate(span, **{"messaging.message.id": message_id})
+        traceparent = tracing.traceparent()  # the task's span is a child of this one
         keys = self.keys
         script_keys = [keys.seen(work.delivery_id), keys.queue, keys.ledger, keys.ledger_work]
-        args = [
-            task_message(work, message_id, summary),
+        args: list[bytes | str | int] = [
+            task_message(work, message_id, summary, traceparent),
             int(time.time()),
             self.settings.dedupe_ttl,
             work.delivery_id,
-            ledger_record(work, message_id),
+            ledger_record(work, message_id, traceparent),
             "next" if work.task == CREATE_CUSTOMER_TASK else "last",
         ]
-        step = "replayed" if work.delivery_id.startswith("replay:") else "received"
+        step = origin or ("replayed" if work.delivery_id.startswith("replay:") else "received")
         try:
             # The trail's line rides in the same round trip (never at the cost of the work:
             # its error is logged, not raised).

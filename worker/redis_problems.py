@@ -8,11 +8,19 @@ redis-py builds from host and port only) through redact.
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from redis.sentinel import MasterNotFoundError
 
 from worker.errors import SettingsError
 from worker.redact import redact_url
-from worker.redis_url import is_tls_url
+from worker.redis_url import is_sentinel_url, is_tls_url, sentinel_target, tls_options
 
 # BLMOVE (tasks/transport.py) and LMOVE came in Redis 6.2; Valkey 7.2+ has them too.
 MIN_REDIS_VERSION = (6, 2)
@@ -20,6 +28,7 @@ MIN_REDIS_VERSION = (6, 2)
 
 def tls_problem(exc: BaseException, url: str) -> str | None:
     """One line naming what went wrong with TLS, and its fix; None when it was not TLS."""
+    exc = _sentinel_cause(exc, url)
     # redis-py keeps the ssl module's own words in the exception it wraps.
     text = f"{exc} {exc.__context__ or ''}"
     where = redact_url(url)
@@ -30,29 +39,76 @@ def tls_problem(exc: BaseException, url: str) -> str | None:
                 "(hostname mismatch); connect by the name on the certificate, as the "
                 "provider's URL gives it"
             )
+        option = "&ssl_ca_certs" if is_sentinel_url(url) else "?ssl_ca_certs"
         return (
             f"Redis at {where}: its TLS certificate is not signed by a CA this machine trusts; "
-            "add ?ssl_ca_certs=/path/ca.pem (the provider's CA) to REDIS_URL"
+            f"add {option}=/path/ca.pem (the provider's CA) to REDIS_URL"
         )
-    if is_tls_url(url) and any(
-        mark in text
-        for mark in ("WRONG_VERSION_NUMBER", "record layer", "SSL", "EOF occurred", "handshake")
+    if is_tls_url(url) and (
+        any(
+            mark in text
+            for mark in ("WRONG_VERSION_NUMBER", "record layer", "SSL", "EOF occurred", "handshake")
+        )
+        # A plaintext Redis waits for the end of a line that a ClientHello may not have: the
+        # handshake times out. Asked in plaintext, the port answers as Redis does.
+        or (isinstance(exc, redis.TimeoutError) and _answers_plaintext(_first_address(url)))
     ):
+        plaintext = "drop ssl=true" if is_sentinel_url(url) else "use redis://"
         return (
-            f"Redis at {where} does not speak TLS on this port; use redis:// for a plaintext "
+            f"Redis at {where} does not speak TLS on this port; {plaintext} for a plaintext "
             "port, or the port the provider gives for TLS"
         )
     if not is_tls_url(url) and any(
         mark in text for mark in ("reset by peer", "Connection closed by server", "Broken pipe")
     ):
+        tls = "add ?ssl=true at the end of" if is_sentinel_url(url) else "use rediss:// in"
         return (
             f"Redis at {where} closed the connection: if it requires TLS (managed Redis "
-            "does), use rediss:// in REDIS_URL"
+            f"does), {tls} REDIS_URL"
         )
     return None
 
 
-def parse_version(info: dict) -> tuple[int, ...]:
+def _sentinel_cause(exc: BaseException, url: str) -> BaseException:
+    """What the first sentinel meets when asked alone, in place of redis-py's
+    MasterNotFoundError, which names no cause ("network:ConnectionError" for each sentinel,
+    redis/sentinel.py discover_master); `exc` itself when that sentinel answers."""
+    if not (is_sentinel_url(url) and isinstance(exc, MasterNotFoundError)):
+        return exc
+    host, port = _first_address(url)
+    tls = tls_options(url)
+    probe = redis.Redis(
+        host, port, socket_connect_timeout=1, socket_timeout=1, retry=Retry(NoBackoff(), 0),
+        **({"ssl": True, **tls} if tls else {}),
+    )  # fmt: skip
+    try:
+        probe.ping()
+    except (redis.ConnectionError, redis.TimeoutError) as found:
+        return found
+    except redis.RedisError:  # it answered (NOAUTH without the sentinels' password)
+        return exc
+    finally:
+        probe.close()
+    return exc
+
+
+def _first_address(url: str) -> tuple[str, int]:
+    if is_sentinel_url(url):
+        return sentinel_target(url).sentinels[0]
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or 6379
+
+
+def _answers_plaintext(address: tuple[str, int]) -> bool:
+    try:
+        with socket.create_connection(address, timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(1)[:1] in (b"+", b"-")  # +PONG, or -NOAUTH with a password
+    except OSError:
+        return False
+
+
+def parse_version(info: Mapping[str, Any]) -> tuple[int, ...]:
     """The server's version from INFO server (Valkey reports redis_version as 7.2.4 too)."""
     raw = str(info.get("redis_version", "0"))
     return tuple(int(part) for part in raw.split(".")[:3] if part.isdigit())

@@ -1,21 +1,24 @@
 """REDIS_URL, read once: one Redis (`redis://`, `rediss://`, `unix://`) or Celery's Sentinel form.
 
-    sentinel://[:PASSWORD@]HOST[:PORT];sentinel://[:PASSWORD@]HOST[:PORT]/DB
+    sentinel://[[USER]:PASSWORD@]HOST[:PORT];sentinel://HOST[:PORT]/DB[?ssl=true&ssl_...]
 
 Each `sentinel://` part names one sentinel (port 26379 when left out); the master set's name
 is REDIS_SENTINEL_MASTER. A password in the URL is the Redis password (of the master and
 replicas), as Celery reads it; the sentinels' own password is REDIS_SENTINEL_PASSWORD.
+`?ssl=true`, once at the end, is TLS to the sentinels and to the master they name, with the
+same `ssl_*` options as a `rediss://` URL.
 
-A `rediss://` URL is TLS for every client of every process: `tls_options` is the one place
-its query options become connection options, given to redis-py and to kombu alike (kombu
-adds a TLS default only for a transport named `rediss`, and ours is not).
+A TLS URL is TLS for every client of every process: `tls_options` is the one place its
+query options become connection options, given to redis-py and to kombu alike (kombu adds a
+TLS default only for a transport named `rediss`, and ours is not); `kombu_url` is the URL
+as kombu must be given it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from redis.connection import parse_url
 
@@ -26,6 +29,8 @@ TLS_SCHEME = "rediss://"
 # SSLConnection): how the server is verified, and the client's own certificate.
 TLS_QUERY_OPTIONS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
 CERT_REQS = ("required", "optional", "none")
+# What a sentinel:// URL's query may say: TLS on (to the sentinels and to the master), and how.
+SENTINEL_QUERY_OPTIONS = ("ssl", *TLS_QUERY_OPTIONS)
 
 
 @dataclass(frozen=True)
@@ -46,11 +51,15 @@ def sentinel_target(url: str) -> SentinelTarget:
     """The sentinels of a `sentinel://` URL; ValueError (without the password) when malformed."""
     sentinels: list[tuple[str, int]] = []
     dbs: set[int] = set()
+    credentials: set[tuple[str | None, str]] = set()
     username = password = None
-    for part in url.split(";"):
+    every = url.split(";")
+    for n, part in enumerate(every, 1):
         if not is_sentinel_url(part):
             raise ValueError("every ';'-separated part must start with sentinel://")
         parts = urlsplit(part)
+        if parts.query and n < len(every):
+            raise ValueError("options (?ssl=true...) go once, at the end of the URL")
         try:
             port = parts.port or SENTINEL_PORT
         except ValueError:
@@ -66,8 +75,11 @@ def sentinel_target(url: str) -> SentinelTarget:
         if parts.password:
             username = unquote(parts.username) if parts.username else None
             password = unquote(parts.password)
+            credentials.add((username, password))
     if len(dbs) > 1:
         raise ValueError("the sentinel:// parts name different databases")
+    if len(credentials) > 1:
+        raise ValueError("the sentinel:// parts give different passwords for Redis")
     return SentinelTarget(tuple(sentinels), dbs.pop() if dbs else 0, username, password)
 
 
@@ -75,13 +87,21 @@ def check_redis_url(url: str) -> None:
     """ValueError, saying what is wrong (never the password), unless `url` can be used."""
     if is_sentinel_url(url):
         sentinel_target(url)
-        if "ssl_" in url:
-            # kombu and redis-py could (SentinelManagedSSLConnection, `ssl` in the sentinels'
-            # options), but it is not built nor tested here: refused rather than half-done.
+        query = url_query(url)
+        unknown = sorted(set(query) - set(SENTINEL_QUERY_OPTIONS))
+        if unknown:
             raise ValueError(
-                "TLS through sentinels (ssl_* options on sentinel://) is not supported; "
-                "give the master's rediss:// URL instead"
+                f"a sentinel:// URL takes only {', '.join(SENTINEL_QUERY_OPTIONS)} as options, "
+                f"not {unknown[0]}"
             )
+        if query.get("ssl", "false").lower() not in ("true", "false"):
+            raise ValueError("ssl must be true or false (TLS to the sentinels and the master)")
+        if not is_tls_url(url) and query:
+            raise ValueError(
+                f"{sorted(query)[0]} is a TLS option: add ssl=true (TLS to the sentinels and "
+                "to the master they name)"
+            )
+        tls_options(url)
         return
     try:
         parse_url(url)
@@ -90,8 +110,37 @@ def check_redis_url(url: str) -> None:
     tls_options(url)
 
 
+def url_query(url: str) -> dict[str, str]:
+    """The options of `url` (of a sentinel:// URL: of its last part), the last of each."""
+    return {k: v[-1] for k, v in parse_qs(urlsplit(url.split(";")[-1]).query).items()}
+
+
 def is_tls_url(url: str) -> bool:
+    """TLS for every connection: rediss://, or sentinel://...?ssl=true (sentinels and master)."""
+    if is_sentinel_url(url):
+        return url_query(url).get("ssl", "").lower() == "true"
     return url.startswith(TLS_SCHEME)
+
+
+def kombu_url(url: str) -> str:
+    """REDIS_URL as kombu must be given it.
+
+    kombu reads a sentinel:// list by its first part alone and, when a connection fails,
+    switches to the next part and reads that one alone (kombu.connection.Connection.switch):
+    the master's password and the database must be in every part, or the broker would use
+    db 0 and lose the password after a switch. The options go as broker_use_ssl
+    (tls_options), not in the URL: kombu would read them from the query in place of ours.
+    """
+    if not is_sentinel_url(url):
+        return url
+    target = sentinel_target(url)
+    auth = ""
+    if target.password:
+        auth = f"{quote(target.username or '', safe='')}:{quote(target.password, safe='')}@"
+    return ";".join(
+        f"sentinel://{auth}{f'[{host}]' if ':' in host else host}:{port}/{target.db}"
+        for host, port in target.sentinels
+    )
 
 
 def tls_options(url: str) -> dict[str, Any] | None:
@@ -99,10 +148,11 @@ def tls_options(url: str) -> dict[str, Any] | None:
 
     Verification is on by default, against the system's CA store (ssl.create_default_context,
     so SSL_CERT_FILE counts): a managed Redis's bare rediss:// URL just works.
-    `?ssl_cert_reqs=none` turns it off, and with it the host name check."""
+    `?ssl_cert_reqs=none` turns it off, and with it the host name check. For a sentinel://
+    URL they are the options of every connection, to the sentinels and to the master."""
     if not is_tls_url(url):
         return None
-    query = {k: v[-1] for k, v in parse_qs(urlsplit(url).query).items()}
+    query = url_query(url)
     reqs = query.get("ssl_cert_reqs", "required").lower()
     if reqs not in CERT_REQS:
         raise ValueError(f"ssl_cert_reqs must be one of {', '.join(CERT_REQS)}, got {reqs!r}")

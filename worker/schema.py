@@ -25,4 +25,5 @@ def schema_text(stream: str) -> str:
 
 
 def schema_of(stream: str) -> dict[str, Any]:
-    return json.loads(schema_text(stream))
+    schema: dict[str, Any] = json.loads(schema_text(stream))
+    return schema

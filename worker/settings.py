@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from worker.errors import SettingsError
@@ -90,22 +91,41 @@ class Settings:
     # as long as a delivery's dedupe mark, so "did it arrive?" is answered while the sender
     # may still be retrying it.
     trail_ttl: int = 3 * 24 * 3600
+    # Catch-up (tasks/catchup.py): with a Stripe key and a webhook secret, one worker at a
+    # time lists Stripe's new events every interval and queues those the receiver never
+    # got, as a delivery would. "off" turns it off. CATCHUP_TYPES narrows it to the types
+    # the endpoint subscribes to (comma separated, up to 20: Stripe's `types[]`); empty:
+    # every type, as the receiver queues. CATCHUP_ACCOUNTS: connected accounts whose
+    # events it lists too (a Connect endpoint's).
+    catchup: str = "on"
+    catchup_interval: float = 60.0
+    catchup_types: str = ""
+    catchup_accounts: str = ""
     # The worker's Prometheus endpoint (tasks/metrics.py); port 0 serves none.
     worker_metrics_host: str = "127.0.0.1"
     worker_metrics_port: int = 9191
+    # Traces (worker/tracing.py), by OpenTelemetry's standard variables: with an endpoint set
+    # both processes export spans over OTLP/HTTP (the `otel` extra); unset, nothing of
+    # OpenTelemetry is imported. The SDK reads the others (OTEL_SERVICE_NAME, ..._SAMPLER).
+    otel_exporter_otlp_endpoint: str = ""
+    otel_exporter_otlp_traces_endpoint: str = ""
+    otel_exporter_otlp_protocol: str = ""
+    otel_exporter_otlp_traces_protocol: str = ""
+    otel_traces_exporter: str = ""
+    otel_sdk_disabled: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Read the variables of the configuration table; unknown ones are ignored."""
         env = os.environ if environ is None else environ
-        values: dict[str, object] = {}
+        values: dict[str, Any] = {}  # each as its field's type says (_convert)
         for f in fields(cls):
             raw = env.get(f.name.upper())
             if raw is None or raw == "":
                 continue
             values[f.name] = _convert(f.name, raw, f.type)
         values.update(overrides)
-        settings = cls(**values)  # type: ignore[arg-type]
+        settings = cls(**values)
         settings.check()
         return settings
 
@@ -142,10 +162,52 @@ class Settings:
             raise SettingsError("WORKER_POOL must be threads, prefork or solo")
         if self.stripe_concurrency < 0:
             raise SettingsError("STRIPE_CONCURRENCY must be 0 (no cap) or more")
+        if self.catchup not in ("on", "off"):
+            raise SettingsError("CATCHUP must be on or off")
+        if self.catchup_interval < 1:
+            raise SettingsError("CATCHUP_INTERVAL must be at least 1 second (CATCHUP=off stops it)")
+        types = self.event_types
+        if len(types) > 20 or any("*" in t or not t.strip() for t in types):
+            raise SettingsError(
+                "CATCHUP_TYPES: up to 20 event types, comma separated, without wildcards "
+                "(Stripe's types[] filter)"
+            )
+        if any(not a.startswith("acct_") for a in self.connected_accounts):
+            raise SettingsError(
+                "CATCHUP_ACCOUNTS: connected account ids, acct_..., comma separated"
+            )
         try:
             parse_endpoint_rates(self.stripe_endpoint_rates)
         except ValueError as exc:
             raise SettingsError(f"STRIPE_ENDPOINT_RATES: {exc}") from None
+        self._check_tracing()
+
+    def _check_tracing(self) -> None:
+        # The spec's values (opentelemetry.io/docs/specs/otel/protocol/exporter and
+        # .../configuration/sdk-environment-variables); we ship the HTTP/protobuf exporter.
+        # Only checked when tracing is on: another program's variables are not ours to refuse.
+        if not self.tracing:
+            return
+        exporters = {e.strip() for e in self.otel_traces_exporter.lower().split(",")} - {""}
+        if not exporters <= {"otlp", "none"}:
+            raise SettingsError(
+                f"OTEL_TRACES_EXPORTER must be otlp or none, got {self.otel_traces_exporter!r}"
+            )
+        for name in ("otel_exporter_otlp_traces_protocol", "otel_exporter_otlp_protocol"):
+            value = getattr(self, name)
+            if value and value != "http/protobuf":
+                raise SettingsError(
+                    f"{name.upper()} must be http/protobuf (the only OTLP transport "
+                    f"stripe-worker ships), got {value!r}"
+                )
+            if value:
+                break
+        for name in ("otel_exporter_otlp_traces_endpoint", "otel_exporter_otlp_endpoint"):
+            value = getattr(self, name)
+            if value and urlsplit(value).scheme not in ("http", "https"):
+                raise SettingsError(
+                    f"{name.upper()} must be an http:// or https:// URL, got {_shown(value)!r}"
+                )
 
     @property
     def pool_size(self) -> int:
@@ -154,8 +216,35 @@ class Settings:
             return self.worker_concurrency
         return 64 if self.worker_pool == "threads" else (os.cpu_count() or 1)
 
-    def with_(self, **changes: object) -> Settings:
-        return replace(self, **changes)  # type: ignore[arg-type]
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    @property
+    def event_types(self) -> list[str]:
+        """CATCHUP_TYPES as a list; empty: every type."""
+        return [t.strip() for t in self.catchup_types.split(",") if t.strip()]
+
+    @property
+    def connected_accounts(self) -> list[str]:
+        """CATCHUP_ACCOUNTS as a list."""
+        return [a.strip() for a in self.catchup_accounts.split(",") if a.strip()]
+
+    @property
+    def tracing(self) -> bool:
+        """Spans are exported: an OTLP endpoint is set, OTEL_TRACES_EXPORTER is not `none`
+        and OTEL_SDK_DISABLED is not `true` (the spec's booleans: only "true", any case)."""
+        return (
+            bool(self.otel_exporter_otlp_traces_endpoint or self.otel_exporter_otlp_endpoint)
+            and "none" not in self.otel_traces_exporter.lower()
+            and self.otel_sdk_disabled.strip().lower() != "true"
+        )
+
+    @property
+    def otlp_traces_url(self) -> str:
+        """Where spans go: the traces endpoint as given, else `<endpoint>/v1/traces`."""
+        if self.otel_exporter_otlp_traces_endpoint:
+            return self.otel_exporter_otlp_traces_endpoint
+        return self.otel_exporter_otlp_endpoint.rstrip("/") + "/v1/traces"
 
     @cached_property
     def keys(self) -> Keys:
@@ -188,10 +277,10 @@ def _convert(name: str, raw: str, type_name: object) -> object:
     kind = str(type_name)
     try:
         if kind == "int":
-            value: object = int(raw)
-            if value < 0:  # type: ignore[operator]
+            whole = int(raw)
+            if whole < 0:
                 raise ValueError("must not be negative")
-            return value
+            return whole
         if kind in ("float", "float | None"):
             number = float(raw)
             if number < 0:

@@ -61,6 +61,34 @@ class StreamInfo:
 
 
 @dataclass(frozen=True)
+class CatchupInfo:
+    """Catch-up (tasks/catchup.py): how far behind each cursor is, what it recovered."""
+
+    cursor_ages: dict[str, float]  # account ("" for the key's own) -> seconds behind now
+    recovered: int  # events found in Stripe's list that the receiver never got
+    ran_seconds_ago: float | None
+    holder: str | None  # the worker holding the lease now
+
+    @classmethod
+    def of(cls, fields: dict[Any, Any], holder: Any, now: float) -> CatchupInfo | None:
+        found = {_text(k): _text(v) for k, v in fields.items()}
+        if not found:
+            return None
+        ages = {
+            name.partition(":")[2]: round(max(0.0, now - float(value)), 1)
+            for name, value in found.items()
+            if name == "cursor" or name.startswith("cursor:")
+        }
+        ran = found.get("ran_at")
+        return cls(
+            ages,
+            int(found.get("recovered", 0)),
+            round(max(0.0, now - float(ran)), 1) if ran else None,
+            _text(holder) if holder else None,
+        )
+
+
+@dataclass(frozen=True)
 class Status:
     """The figures of `stripe-worker status --json` (the README lists them)."""
 
@@ -80,6 +108,7 @@ class Status:
     endpoint_pace: dict[str, dict[str, float]] = field(default_factory=dict)
     limited_by: dict[str, str] = field(default_factory=dict)
     in_flight_cap: dict[str, float] = field(default_factory=dict)  # key mode -> calls at once
+    catchup: CatchupInfo | None = None  # None: catch-up has never run on this Redis
 
     grace: float = 5.0  # HEARTBEAT_LAPSE: how long a consumer may be down before it counts
 
@@ -136,7 +165,11 @@ def snapshot(client: redis.Redis, settings: Settings) -> Status:
     pipe.hgetall(keys.dropped)
     pipe.llen(keys.poison)
     pipe.llen(keys.given_back)
+    pipe.hgetall(keys.catchup)
+    pipe.get(keys.catchup_lease)
     (now_pair, depth, held, pending, oldest, roll, *rest) = pipe.execute()
+    catchup_holder = rest.pop()
+    catchup_fields = rest.pop()
     depth += rest.pop()  # a dead worker's messages wait to be taken too
     poison = rest.pop()
     lengths, (replayed, dropped) = rest[: len(STREAMS)], rest[len(STREAMS) :]
@@ -211,6 +244,7 @@ def snapshot(client: redis.Redis, settings: Settings) -> Status:
         endpoint_pace=endpoint_pace,
         limited_by=limited_by,
         in_flight_cap=in_flight_cap,
+        catchup=CatchupInfo.of(catchup_fields, catchup_holder, now),
     )
 
 
@@ -264,6 +298,20 @@ def render(status: Status, max_age: float = DEFAULT_MAX_AGE) -> str:
             + (f"; at most {cap:g} calls in flight" if cap else "")
             + (f"; last 429 from {last}" if last else "")
         )
+    lines.append("catch-up  " + _catchup_line(status.catchup))
     problems = status.problems(max_age)
     lines.append("PROBLEM   " + "; ".join(problems) if problems else "OK")
     return "\n".join(lines)
+
+
+def _catchup_line(info: CatchupInfo | None) -> str:
+    if info is None:
+        return "never ran here (it needs a Stripe key and a webhook secret on the workers)"
+    ages = ", ".join(
+        f"{account or 'cursor'} {age:.0f} s behind" for account, age in info.cursor_ages.items()
+    )
+    ran = f"last ran {info.ran_seconds_ago:.0f} s ago" if info.ran_seconds_ago is not None else ""
+    who = f"by {info.holder}" if info.holder else "no worker holds its lease"
+    return "; ".join(
+        p for p in (ages, f"{info.recovered} recovered (never delivered)", ran, who) if p
+    )

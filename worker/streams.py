@@ -35,6 +35,22 @@ def decode_entry(fields: Mapping[Any, Any]) -> dict[str, str]:
     return {_text(k): _text(v) for k, v in fields.items()}
 
 
+def decode_entries(
+    raw: Iterable[tuple[object, Mapping[Any, Any] | None]] | None,
+) -> list[tuple[str, dict[str, str]]]:
+    """An XRANGE / XREVRANGE answer as (id, fields) decoded. redis-py types the answer, an
+    id and its fields as possibly None (RESP3 nulls); Redis sends none of them for a range,
+    and an entry without fields would be one trimmed mid-reply: skipped, not an error."""
+    return [(_text(i), decode_entry(f)) for i, f in raw or () if f is not None]
+
+
+def decode_read(answer: Iterable[Any] | None) -> list[tuple[str, dict[str, str]]]:
+    """An XREAD / XREADGROUP answer as (id, fields) decoded, the streams' entries in order.
+    The clients speak RESP2, where it is a list of [stream, entries] (redis-py's type allows
+    RESP3's dict too)."""
+    return [(_text(i), decode_entry(f)) for _s, items in answer or () for i, f in items]
+
+
 @dataclass(frozen=True)
 class Entry:
     """One stream entry as a consumer got it; `deliveries` counts this one."""
@@ -47,6 +63,12 @@ class Entry:
     def work_id(self) -> str:
         """The piece of work's stable id: the same in every entry about it; dedupe by it."""
         return self.fields.get("work_id", "")
+
+    @property
+    def traceparent(self) -> str:
+        """The W3C traceparent of the span that published it ('' when tracing was off): a
+        span of yours made its child continues the delivery's trace."""
+        return self.fields.get("traceparent", "")
 
     def json(self, name: str) -> Any:
         """A JSON field (`Response`, `Headers`, `event`, ...) decoded; None when empty."""
@@ -120,7 +142,9 @@ class StreamConsumer:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    def read(self, count: int = 10, block_ms: int | None = None) -> list[tuple[str, dict]]:
+    def read(
+        self, count: int = 10, block_ms: int | None = None
+    ) -> list[tuple[str, dict[str, str]]]:
         """Up to `count` (id, fields): claimed from dead consumers first, then new ones."""
         return [(e.id, e.fields) for e in self.fetch(count, block_ms)]
 
@@ -135,9 +159,9 @@ class StreamConsumer:
         answer = self.client.xreadgroup(
             self.group, self.consumer, {self.stream: ">"}, count=count, block=block_ms
         )
-        return [Entry(_text(i), decode_entry(f)) for _s, items in answer or [] for i, f in items]
+        return [Entry(i, f) for i, f in decode_read(answer)]
 
-    def _deliveries(self, entries: list[tuple[str, dict]]) -> list[int]:
+    def _deliveries(self, entries: list[tuple[str, dict[str, str]]]) -> list[int]:
         pipe = self.client.pipeline(transaction=False)
         for entry_id, _fields in entries:
             pipe.xpending_range(self.stream, self.group, min=entry_id, max=entry_id, count=1)

@@ -11,7 +11,7 @@ import json
 
 import redis
 
-from worker.streams import StreamConsumer, decode_entry
+from worker.streams import StreamConsumer, decode_entries, decode_read
 
 
 def entry_line(entry_id: str, fields: dict[str, str]) -> str:
@@ -29,17 +29,19 @@ def entry_line(entry_id: str, fields: dict[str, str]) -> str:
     return line
 
 
-def _backlog(client: redis.Redis, key: str, start: str | int) -> tuple[list, str]:
+def _backlog(
+    client: redis.Redis, key: str, start: str | int
+) -> tuple[list[tuple[str, dict[str, str]]], str]:
     """The entries to show before following, and the id to follow from."""
     if start == "start":
-        items = client.xrange(key)
+        items = decode_entries(client.xrange(key))
     elif start == "new" or not start:
         items = []
     else:
-        items = list(reversed(client.xrevrange(key, count=int(start))))
-    newest = items[-1:] or client.xrevrange(key, count=1)
-    last = _text(newest[0][0]) if newest else "0-0"  # a fixed id: nothing slips between reads
-    return [(_text(i), decode_entry(f)) for i, f in items], last
+        items = decode_entries(client.xrevrange(key, count=int(start)))[::-1]
+    newest = items[-1:] or decode_entries(client.xrevrange(key, count=1))
+    last = newest[0][0] if newest else "0-0"  # a fixed id: nothing slips between reads
+    return items, last
 
 
 def follow(
@@ -71,7 +73,7 @@ def follow(
             )
         elif not items:
             answer = client.xread({key: last}, count=10, block=1000) or []
-            items = [(_text(i), decode_entry(f)) for _s, batch in answer for i, f in batch]
+            items = decode_read(answer)
         for entry_id, fields in items:
             last = entry_id
             as_text = json.dumps({"id": entry_id, **fields}) if as_json else None
@@ -82,7 +84,3 @@ def follow(
             if count is not None and shown >= count:
                 return
         items = []
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -40,6 +40,7 @@ THROUGHPUT_TTL = 15 * 60
 # Steps counted per second for the chart, and under which name.
 COUNTED = {
     "received": "accepted",
+    "reconciled": "accepted",
     "replayed": "accepted",
     "published": "published",
     "failed": "failed",
@@ -57,10 +58,10 @@ def term_digest(term: str) -> str:
 
 def terms_of(work: Work) -> set[str]:
     """What a person may search this work by."""
-    found = {work.source_id}
+    found: set[object] = {work.source_id}
     spec = work.spec or {}
-    body = spec.get("Body") if isinstance(spec.get("Body"), dict) else {}
-    meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+    body = _mapping(spec.get("Body"))
+    meta = _mapping(body.get("metadata"))
     found |= {body.get("email"), meta.get("user_id"), spec.get("customer_id")}
     obj = ((work.event or {}).get("data") or {}).get("object")
     if isinstance(obj, dict):
@@ -71,6 +72,10 @@ def terms_of(work: Work) -> set[str]:
         if obj.get("object") == "customer":
             found.add(obj.get("id"))
     return {t for t in found if isinstance(t, str) and t.strip()}
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 @dataclass(frozen=True)
@@ -103,7 +108,7 @@ class Trail:
             }
         )
         index = {t for t in terms if t}
-        if step in ("received", "replayed", "published", "failed"):
+        if step in ("received", "reconciled", "replayed", "published", "failed"):
             index |= terms_of(work)
         keys = [self.keys.trail(work.work_id), self.keys.throughput(int(now) // 60)]
         keys += [self.keys.ledger_work, *(self.keys.find(term_digest(t)) for t in index)]
@@ -177,7 +182,7 @@ class Trail:
         or email), newest first."""
         term = term.strip()
         work_ids = [
-            w.decode() if isinstance(w, bytes) else w
+            w.decode() if isinstance(w, bytes) else str(w)
             for w in self.client.zrevrange(self.keys.find(term_digest(term)), 0, -1)
         ]
         if term not in work_ids and self.client.exists(self.keys.trail(term)):

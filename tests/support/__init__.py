@@ -23,6 +23,7 @@ from .deliveries import (
     event_work,
     post_signup,
     post_stripe,
+    signup_over_http,
     signup_work,
     stripe_event,
 )
@@ -81,6 +82,7 @@ __all__ = [
     "shared_redis",
     "sign_standard",
     "sign_stripe",
+    "signup_over_http",
     "signup_work",
     "start_dev",
     "stripe_event",

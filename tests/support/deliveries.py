@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import redis
+import requests
 
 from webhooks.signup import signup_component
 from worker.queue import Enqueuer
@@ -73,6 +74,16 @@ def post_signup(
         headers=headers if headers is not None else sign_standard(body, msg_id),
         content_type="application/json",
     )
+
+
+def signup_over_http(base_url: str, user: str) -> None:
+    """POST a signed signup for `user` to a real receiver at `base_url`; it must answer 200."""
+    body = json.dumps({"type": "user.created", "data": {"user_id": user, "email": f"{user}@x.io"}})
+    answer = requests.post(
+        base_url + "/webhooks/signup", data=body, headers=sign_standard(body, f"msg_{user}"),
+        timeout=30,
+    )  # fmt: skip
+    assert answer.status_code == 200, answer.text
 
 
 def event_work(i: int) -> Work:

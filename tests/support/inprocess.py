@@ -1,5 +1,5 @@
 """The worker on a thread of the test process, for tests where a separate process adds
-nothing: the same Celery app, tasks and crash recovery as `stripe-worker worker`, on the
+nothing: the same Celery app, tasks, crash recovery and catch-up as `stripe-worker worker`, on the
 threads pool (its default), without the start-up of a new interpreter.
 
 Tests that kill a worker or run the CLI keep real processes (processes.WorkerProcess).
@@ -39,15 +39,17 @@ class InProcessWorker:
 
     def start(self, timeout: float = 30.0) -> InProcessWorker:
         from tasks import worker_app
+        from tasks.catchup import install_catchup
         from tasks.recovery import install_recovery
 
         assert InProcessWorker._running is None, "one in-process worker at a time"
         app = worker_app(self.settings, self.vault)
-        install_recovery(
+        recovery = install_recovery(
             app,
             self.settings,
             {"pool": self.settings.worker_pool, "concurrency": self.settings.worker_concurrency},
         )
+        install_catchup(app, self.settings, recovery.worker_id)
         app.set_default()  # what the pool's threads run tasks on
         # BRPOP for 0.1 s instead of 1 s: the loop sees the stop flag between two.
         app.conf.broker_transport_options = {

@@ -16,13 +16,15 @@ from worker.settings import Settings
 
 from .waiting import http_answers, wait_for
 
-# Variables the project reads: every setting, the secrets (STRIPE_*, SIGNUP_*) and
-# gunicorn's (WEB_*). A child starts without the caller's, so only what a test gives it counts.
+# Variables the project reads: every setting, the secrets (STRIPE_*, SIGNUP_*), gunicorn's
+# (WEB_*) and OpenTelemetry's (OTEL_*, read by its SDK too). A child starts without the
+# caller's, so only what a test gives it counts.
 PROJECT_VARIABLES = (
     *(f.name.upper() for f in fields(Settings)),
     "STRIPE",
     "SIGNUP",
     "WEB_",
+    "OTEL_",
 )
 
 # Settings that keep a worker quick under test: short retries, a short visibility timeout.

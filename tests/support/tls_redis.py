@@ -6,6 +6,7 @@ redis-server's TLS options: https://redis.io/docs/latest/operate/oss_and_stack/m
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -143,6 +144,41 @@ class FirstBytes(StandIn):
     def plaintext(self) -> list[bytes]:
         with self._lock:
             return [b for b in self.seen if not b.startswith(CLIENT_HELLO)]
+
+
+class Recorder(FirstBytes):
+    """Stands in front of the server on `target` (a port on 127.0.0.1): records the first
+    bytes of every connection, as FirstBytes does, and forwards it both ways."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        super().__init__()
+
+    def handle(self, conn: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.target), timeout=5)
+        except OSError:  # the server is down (killed for a failover): as if refused
+            conn.close()
+            return
+        upstream.settimeout(None)
+        threading.Thread(target=self._pump, args=(upstream, conn, False), daemon=True).start()
+        self._pump(conn, upstream, True)
+
+    def _pump(self, source: socket.socket, sink: socket.socket, first: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if first:
+                    with self._lock:
+                        self.seen.append(data[:2])
+                    first = False
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+                end.close()
 
 
 class OldRedis(StandIn):

@@ -159,7 +159,10 @@ class DevStack:
 def run_dev(host: str = "127.0.0.1", port: int = 8000, concurrency: int = 4) -> int:
     """Start everything, print what to do next, run the worker until Ctrl-C or SIGTERM."""
     from tasks import worker_app
+    from tasks.catchup import install_catchup
     from tasks.recovery import install_recovery
+    from tasks.runtime import runtime_of
+    from worker import tracing
     from worker.logs import configure_logging
 
     configure_logging("INFO", "%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -169,6 +172,8 @@ def run_dev(host: str = "127.0.0.1", port: int = 8000, concurrency: int = 4) -> 
     stack = DevStack(host=host, port=port)
     try:
         settings, vault = stack.prepare()
+        # One process runs both: its spans are one service's (unless OTEL_SERVICE_NAME).
+        tracing.setup(settings, "stripe-worker-dev")
         stack.serve_receiver(settings, vault)
         stack.write_state()
         receiver = stack.state["receiver"]
@@ -189,12 +194,14 @@ def run_dev(host: str = "127.0.0.1", port: int = 8000, concurrency: int = 4) -> 
             flush=True,
         )
         app = worker_app(settings, vault)
-        install_recovery(
+        rt = runtime_of(app)
+        recovery = install_recovery(
             app,
             settings,
             {"pool": "threads", "concurrency": concurrency},
-            report=app.runtime.gateway.hold_to_pace(concurrency, app.runtime.state.hold_fewer),
+            report=rt.gateway.hold_to_pace(concurrency, rt.state.hold_fewer),
         )
+        install_catchup(app, settings, recovery.worker_id)
         worker = _quiet_worker_class(app)(
             pool="threads",
             concurrency=concurrency,
@@ -222,14 +229,17 @@ def _quiet_worker_class(app: Any) -> Any:
     shutdown); a second one stops them too. `run_dev` then says it stopped, in one line.
     """
 
-    class DevWorker(app.Worker):  # type: ignore[name-defined,misc]
+    # app.Worker is made per app at run time: Any to mypy.
+    class DevWorker(app.Worker):  # type: ignore[misc]
         def install_platform_tweaks(self, worker: Any) -> None:
             from celery import platforms
             from celery.worker import state
 
             def stop(*_args: Any) -> None:
+                # celery-types declares both None; Celery's worker/state.py sets them to the
+                # exit status (an int) to stop.
                 if state.should_stop is None:
-                    state.should_stop = 0
+                    state.should_stop = 0  # type: ignore[assignment]
                 else:
                     state.should_terminate = 0
 

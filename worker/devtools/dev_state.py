@@ -30,7 +30,8 @@ def state_path() -> Path:
 
 def read_state() -> dict[str, Any]:
     try:
-        return json.loads(state_path().read_text())
+        state: dict[str, Any] = json.loads(state_path().read_text())
+        return state
     except (OSError, ValueError):
         return {}
 

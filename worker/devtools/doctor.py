@@ -65,6 +65,8 @@ def checks(settings: Settings, vault: Vault) -> Iterator[tuple[bool, str, str]]:
             yield False, "webhook", f"{name}: value(s) {bad} are not whsec_ secrets"
         else:
             yield True, "webhook", f"{name}: {len(values)} secret(s) of the right format"
+    if settings.tracing:
+        yield traces_check(settings)
     if key is not None:
         from tasks.stripe_gateway import StripeGateway
 
@@ -86,7 +88,9 @@ def broker_check(settings: Settings) -> tuple[bool, str, str]:
     try:
         with app.connection_for_read() as connection:
             connection.ensure_connection(max_retries=1, timeout=5)
-            connection.default_channel.client.ping()
+            # kombu types default_channel as the generic StdChannel; the Redis transport's
+            # has the redis-py client (kombu/transport/redis.py, Channel.client).
+            connection.default_channel.client.ping()  # type: ignore[attr-defined]
             tls = "TLS" if connection.ssl else "plaintext"
         return True, "broker", f"the worker's transport connects ({tls})"
     except Exception as exc:  # kombu wraps what redis-py raised: name it, never a traceback
@@ -97,6 +101,49 @@ def broker_check(settings: Settings) -> tuple[bool, str, str]:
             tls_problem(cause, settings.redis_url)
             or f"the worker's transport cannot connect ({cause.__class__.__name__})",
         )
+
+
+def traces_check(settings: Settings) -> tuple[bool, str, str]:
+    """The OTLP endpoint takes an empty export, which the OTLP spec says a server SHOULD
+    answer with success (opentelemetry.io/docs/specs/otlp/, OTLP/HTTP), with the headers
+    and certificate the SDK's exporter would send (OTEL_EXPORTER_OTLP_[TRACES_]HEADERS,
+    ..._CERTIFICATE)."""
+    import os
+
+    import requests
+
+    from worker import tracing
+
+    url = settings.otlp_traces_url
+    try:
+        tracing.check(settings)
+    except SettingsError as exc:
+        return False, "traces", exc.message
+    from opentelemetry.util.re import parse_env_headers
+
+    env = os.environ
+    raw_headers = env.get("OTEL_EXPORTER_OTLP_TRACES_HEADERS") or env.get(
+        "OTEL_EXPORTER_OTLP_HEADERS", ""
+    )
+    headers = {**parse_env_headers(raw_headers, liberal=True)}
+    headers["Content-Type"] = "application/x-protobuf"
+    verify = (
+        env.get("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE")
+        or env.get("OTEL_EXPORTER_OTLP_CERTIFICATE")
+        or True
+    )
+    shown = redact_url(url)
+    try:
+        answer = requests.post(url, data=b"", headers=headers, timeout=5, verify=verify)
+    except requests.RequestException as exc:
+        return (
+            False,
+            "traces",
+            f"{shown} does not answer ({exc.__class__.__name__}): spans are lost",
+        )
+    if not answer.ok:
+        return False, "traces", f"{shown} answered {answer.status_code}: spans are lost"
+    return True, "traces", f"{shown} accepts OTLP/HTTP spans"
 
 
 def _looks_like_whsec(name: str, value: str) -> bool:

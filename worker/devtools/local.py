@@ -43,6 +43,7 @@ def embedded_redis(port: int, host: str = "127.0.0.1") -> Any:
 
     server = TcpFakeServer((host, port), server_type="redis")
 
+    # fakeredis's handler class, reached through the server made above: Any to mypy.
     class KeepConnectionOnErrors(server.RequestHandlerClass):  # type: ignore[name-defined,misc]
         def setup(self) -> None:
             super().setup()

@@ -1,10 +1,12 @@
-"""A local Stripe API for customers, faithful where the worker's correctness depends on it.
+"""A local Stripe API for customers and events, faithful where correctness depends on it.
 
 Speaks Stripe's v1 wire format (form-encoded bodies with `metadata[...]`, Stripe's
 error JSON, `Request-Id`/`Stripe-Version`/`Idempotency-Key` headers), keeps state
 per key mode, honours `Idempotency-Key` as Stripe does (replay with
 `Idempotent-Replayed: true`, 400 `idempotency_error` on other parameters, 409 while
-the first request is in flight, keys kept 24 h), and injects faults on request.
+the first request is in flight, keys kept 24 h), lists the events its calls make
+(`GET /v1/events`, events.py), acts as a connected account under `Stripe-Account`, and
+injects faults on request.
 
 Admin routes (JSON), for tests and benchmarks:
   GET  /_emulator/stats    counters: customers created per mode, requests, faults,
@@ -21,6 +23,9 @@ Admin routes (JSON), for tests and benchmarks:
                            (fields omitted are left as they are)
   DELETE /_emulator/faults  clear every fault
   POST /_emulator/keys     {"revoke": [key, ...]} or {"allow": [key, ...]}
+  POST /_emulator/events   {"type", "object", "mode"?, "account"?, "created"?}: an event of
+                           something it does not model (events.py: its own calls make theirs)
+  POST /_emulator/events/delivered  {"ids": [...]}: count their webhooks as delivered
   POST /_emulator/reset    forget every customer, key, fault and counter
 """
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +27,7 @@ def _statuses(value: Any) -> int | list[int]:
     return [int(v) for v in value] if isinstance(value, list) else int(value)
 
 
-FAULT_TYPES = {
+FAULT_TYPES: dict[str, Callable[[Any], object]] = {
     "status": _statuses,
     "count": int,
     "rate": float,

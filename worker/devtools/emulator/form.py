@@ -84,7 +84,9 @@ def decode_form(pairs: list[tuple[str, str]]) -> dict[str, Any]:
             node = child
         last = parts[-1] if parts[-1] != "" else str(len(node))  # `expand[]=x` appends
         node[last] = value
-    return _listify(root)
+    # The top level stays an object even when its names are all digits (`0=x`): Stripe
+    # answers that with an unknown parameter, not as a list of parameters.
+    return {k: _listify(v) for k, v in root.items()}
 
 
 def _listify(node: Any) -> Any:

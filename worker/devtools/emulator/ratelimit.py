@@ -74,22 +74,24 @@ class ModeBuckets:
     def __init__(self, limits: dict[str, float], endpoint_limit: float = 0.0) -> None:
         self.limits = limits
         self.endpoint_limit = endpoint_limit
-        self._tokens: dict[tuple[str, str], float] = {}
-        self._at: dict[tuple[str, str], float] = {}
+        self._tokens: dict[tuple[str, str, str], float] = {}
+        self._at: dict[tuple[str, str, str], float] = {}
 
-    def _level(self, bucket: tuple[str, str], limit: float, now: float) -> float:
+    def _level(self, bucket: tuple[str, str, str], limit: float, now: float) -> float:
         tokens = self._tokens.get(bucket, limit)  # full: one second's worth
         tokens = min(limit, tokens + (now - self._at.get(bucket, now)) * limit)
         self._tokens[bucket], self._at[bucket] = tokens, now
         return tokens
 
-    def take(self, mode: str, endpoint: str = "") -> str | None:
+    def take(self, mode: str, endpoint: str = "", account: str = "") -> str | None:
         """None when a request of `mode` to `endpoint` may pass now (and counts it in
-        every bucket), else the limiter that refuses it: "global" or "endpoint"."""
+        every bucket), else the limiter that refuses it: "global" or "endpoint". Each
+        connected account (`Stripe-Account`) has buckets of its own: Stripe's limits are
+        "per Stripe account" (docs.stripe.com/rate-limits)."""
         now = time.monotonic()
-        limits = [((mode, ""), self.limits.get(mode), "global")]
+        limits = [((mode, account, ""), self.limits.get(mode), "global")]
         if endpoint and self.endpoint_limit and mode in self.limits:
-            limits.append(((mode, endpoint), self.endpoint_limit, "endpoint"))
+            limits.append(((mode, account, endpoint), self.endpoint_limit, "endpoint"))
         for bucket, limit, name in limits:
             if limit and self._level(bucket, limit, now) < 1.0:
                 return name

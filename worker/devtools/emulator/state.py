@@ -9,8 +9,9 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
+from worker.devtools.emulator.events import EventLog
 from worker.devtools.emulator.faults import FAULT_TYPES, Faults
 from worker.devtools.emulator.form import (
     ApiError,
@@ -51,6 +52,18 @@ def rate_limited(limiter: str) -> ApiError:
     return ApiError(429, "invalid_request_error", RATE_LIMIT_MESSAGE, "rate_limit", headers=headers)
 
 
+class Stats(TypedDict):
+    """What /_emulator/stats reports (beside the customers' count), by mode where keyed."""
+
+    requests: int
+    faults: int
+    replays: int
+    created: dict[str, int]
+    rate_limited: dict[str, int]
+    rate_limited_by: dict[str, int]  # which limiter refused: global, endpoint, concurrency
+    most_active: dict[str, int]  # the most requests in flight at once
+
+
 class EmulatorState:
     """Customers, idempotency records, keys, faults and counters; thread-safe."""
 
@@ -67,12 +80,15 @@ class EmulatorState:
             "test": OrderedDict(),
             "live": OrderedDict(),
         }
+        # Connected accounts' customers, by (mode, account): Stripe-Account scopes them.
+        self.connected: dict[tuple[str, str], OrderedDict[str, dict[str, Any]]] = {}
+        self.events = EventLog()
         self.idempotency: dict[tuple[str, str, str], Stored] = {}
         self.in_flight: set[tuple[str, str, str]] = set()
         self.revoked: set[str] = set()
         self.faults = Faults()
         self.active = {"test": 0, "live": 0}  # requests being answered now, per key mode
-        self.stats = {
+        self.stats: Stats = {
             "requests": 0,
             "faults": 0,
             "replays": 0,
@@ -120,12 +136,14 @@ class EmulatorState:
         self.stats["rate_limited"][mode] += 1
         self.stats["rate_limited_by"][limiter] += 1
 
-    def fault_for_request(self, mode: str, endpoint: str = "") -> tuple[ApiError | None, float]:
+    def fault_for_request(
+        self, mode: str, endpoint: str = "", account: str = ""
+    ) -> tuple[ApiError | None, float]:
         """(an error to answer instead, seconds to wait before answering)."""
         with self.lock:
             f = self.faults
             delay = f.latency_ms / 1000.0
-            refused = f._buckets.take(mode, endpoint)
+            refused = f._buckets.take(mode, endpoint, account)
             if refused:
                 self.stats["faults"] += 1
                 self._refused(mode, refused)
@@ -232,9 +250,21 @@ class EmulatorState:
 
     # -- customers ------------------------------------------------------------------------
 
-    def create_customer(self, mode: str, params: dict[str, Any]) -> dict[str, Any]:
+    def book(self, mode: str, account: str = "") -> OrderedDict[str, dict[str, Any]]:
+        """The customers of the platform (account "") or of a connected account; locked."""
+        if not account:
+            return self.customers[mode]
+        return self.connected.setdefault((mode, account), OrderedDict())
+
+    def _event(self, mode: str, account: str, event_type: str, obj: dict[str, Any]) -> None:
+        """What Stripe does after a change: an event about the object (locked)."""
+        self.events.record(mode, account, event_type, obj, request_id=new_id("req_"))
+
+    def create_customer(
+        self, mode: str, params: dict[str, Any], account: str = ""
+    ) -> dict[str, Any]:
         fields = validate_customer_params(params)
-        customer = {
+        customer: dict[str, Any] = {
             "id": new_id("cus_"),
             "object": "customer",
             "address": None,
@@ -265,37 +295,50 @@ class EmulatorState:
         }
         apply_fields(customer, fields)
         with self.lock:
-            self.customers[mode][customer["id"]] = customer
+            self.book(mode, account)[customer["id"]] = customer
             self.stats["created"][mode] += 1
+            self._event(mode, account, "customer.created", customer)
         return customer
 
-    def get_customer(self, mode: str, customer_id: str) -> dict[str, Any]:
+    def get_customer(self, mode: str, customer_id: str, account: str = "") -> dict[str, Any]:
         with self.lock:
-            customer = self.customers[mode].get(customer_id)
+            customer = self.book(mode, account).get(customer_id)
         if customer is None:
             raise no_such_customer(customer_id)
         if customer.get("deleted"):
             return {"id": customer_id, "object": "customer", "deleted": True}
         return customer
 
-    def update_customer(self, mode: str, customer_id: str, params: dict[str, Any]) -> dict:
+    def update_customer(
+        self, mode: str, customer_id: str, params: dict[str, Any], account: str = ""
+    ) -> dict[str, Any]:
         fields = validate_customer_params(params)
         with self.lock:
-            customer = self.customers[mode].get(customer_id)
+            customer = self.book(mode, account).get(customer_id)
             if customer is None or customer.get("deleted"):
                 raise no_such_customer(customer_id)
             apply_fields(customer, fields)
+            self._event(mode, account, "customer.updated", customer)
             return customer
 
-    def delete_customer(self, mode: str, customer_id: str) -> dict[str, Any]:
+    def delete_customer(self, mode: str, customer_id: str, account: str = "") -> dict[str, Any]:
         with self.lock:
-            customer = self.customers[mode].get(customer_id)
+            customer = self.book(mode, account).get(customer_id)
             if customer is None or customer.get("deleted"):
                 raise no_such_customer(customer_id)
+            self._event(mode, account, "customer.deleted", customer)
             customer["deleted"] = True
         return {"id": customer_id, "object": "customer", "deleted": True}
 
-    def list_customers(self, mode: str, query: dict[str, Any]) -> dict[str, Any]:
+    def list_events(self, mode: str, query: dict[str, Any], account: str = "") -> dict[str, Any]:
+        with self.lock:
+            return self.events.list(mode, account, query)
+
+    def get_event(self, mode: str, event_id: str, account: str = "") -> dict[str, Any]:
+        with self.lock:
+            return self.events.retrieve(mode, account, event_id)
+
+    def list_customers(self, mode: str, query: dict[str, Any], account: str = "") -> dict[str, Any]:
         unknown = set(query) - {
             "limit",
             "starting_after",
@@ -317,7 +360,7 @@ class EmulatorState:
                 "limit",
             )
         with self.lock:
-            items = [c for c in reversed(self.customers[mode].values()) if not c.get("deleted")]
+            items = [c for c in reversed(self.book(mode, account).values()) if not c.get("deleted")]
         if "email" in query:
             items = [c for c in items if c.get("email") == query["email"]]
         for cursor, after in (("starting_after", True), ("ending_before", False)):
