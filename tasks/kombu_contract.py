@@ -130,10 +130,11 @@ KOMBU_CONTRACT: tuple[Hook, ...] = (
          "the in-memory bookkeeping only, skipping kombu's Redis QoS.append, whose writes "
          "ours replaces", "(self, message, delivery_tag)"),
     Hook("kombu.transport.virtual.base:QoS", "_delivered", "instance",
-         "tasks/transport.py QoS.can_consume/restore_unacked/held_tags",
-         "the messages a channel holds, for the prefetch limit and the lease renewal"),
+         "tasks/transport.py QoS.can_consume/restore_unacked/held_tags/front_full",
+         "the messages a channel holds, for the prefetch limit, the lease renewal and the "
+         "signups cap (their task header)"),
     Hook("kombu.transport.virtual.base:QoS", "_dirty", "instance",
-         "tasks/transport.py QoS.can_consume/held_tags",
+         "tasks/transport.py QoS.can_consume/held_tags/front_full",
          "the held messages already acked but not yet flushed from _delivered"),
     Hook("kombu.transport.redis:QoS", "can_consume", "callable",
          "tasks/transport.py QoS.can_consume (overridden)",
