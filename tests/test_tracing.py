@@ -118,7 +118,7 @@ def test_the_standard_variables_as_the_spec_reads_them():
     )
 
 
-@pytest.mark.parametrize("args", [["worker"], ["web", "--port", "0"]])
+@pytest.mark.parametrize("args", [["worker"], ["web", "--port", "8000"]])
 def test_a_transport_we_do_not_ship_is_refused_at_start_in_one_line(tmp_path, args):
     env = fresh_env(
         tmp_path,
