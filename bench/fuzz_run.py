@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -35,7 +36,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+if not __package__:  # run as a file: the project folder first, as `python -m bench.x` has it
+    sys.path[0] = str(ROOT)
 
 from tests.support import WebProcess, clean_env, sign_standard, sign_stripe  # noqa: E402
 from tests.support.hostile import encode as hostile_body  # noqa: E402
@@ -189,7 +191,8 @@ def run_fuzz(
     )
     if read_timeout is not None:
         env["READ_TIMEOUT"] = str(read_timeout)
-    web = WebProcess(env, Path(tempfile.mkdtemp(prefix="fuzz-")) / "web.log", workers=2)
+    logdir = Path(tempfile.mkdtemp(prefix="fuzz-"))
+    web = WebProcess(env, logdir / "web.log", workers=2)
     url = web.url
     session = requests.Session()
     client = redis.Redis.from_url(redis_url)
@@ -293,6 +296,7 @@ def run_fuzz(
         keys = list(client.scan_iter(f"{ours.stream_prefix}:*"))
         if keys:
             client.delete(*keys)
+        shutil.rmtree(logdir, ignore_errors=True)
     report.seconds = round(time.monotonic() - started, 1)
     return report
 

@@ -20,6 +20,7 @@ def one_error_line(done, status):
     return lines[0]
 
 
+@pytest.mark.slow
 def test_version_and_every_command_and_option_described(tmp_path):
     from worker.cli import build_parser
 
@@ -50,11 +51,13 @@ def test_version_and_every_command_and_option_described(tmp_path):
         (["frobnicate"], "invalid choice"),
     ],
 )
+@pytest.mark.slow
 def test_usage_mistakes_are_one_line_exit_2(tmp_path, args, says):
     line = one_error_line(run_command(*args, env=fresh_env(tmp_path)), 2)
     assert says in line
 
 
+@pytest.mark.slow
 def test_unknown_dlq_entry_is_one_line_exit_2(tmp_path, redis_url, prefix):
     env = fresh_env(tmp_path, REDIS_URL=redis_url, STREAM_PREFIX=prefix)
     line = one_error_line(run_command("dlq", "replay", "999-0", env=env), 2)
@@ -74,6 +77,7 @@ def test_unknown_dlq_entry_is_one_line_exit_2(tmp_path, redis_url, prefix):
         ["send", "signup", "--email", "a@example.com"],
     ],
 )
+@pytest.mark.slow
 def test_redis_url_without_a_scheme_is_refused_by_every_process(tmp_path, args):
     env = fresh_env(tmp_path, REDIS_URL="127.0.0.1:6390", STRIPE_SECRET_KEY=TEST_KEY)
     spec = json.dumps({"component": "stripe.getStripeCustomer", "customer_id": "cus_1"})
@@ -88,6 +92,7 @@ def test_a_password_in_a_url_without_scheme_is_not_shown(tmp_path):
     assert "s3cretpass" not in line and "***@127.0.0.1:6390" in line
 
 
+@pytest.mark.slow
 def test_absent_redis_is_one_line_exit_1_naming_it(tmp_path):
     url = f"redis://127.0.0.1:{free_port()}/0"
     env = fresh_env(tmp_path, REDIS_URL=url)
@@ -113,8 +118,21 @@ def test_example_agent_without_redis_is_one_line_not_a_traceback(tmp_path):
     assert done.stderr.startswith("error: Redis at") and len(done.stderr.splitlines()) == 1
 
 
-def test_run_errors_one_line_or_json_with_json(tmp_path, emulator):
-    env = fresh_env(tmp_path, STRIPE_SECRET_KEY=TEST_KEY, STRIPE_API_BASE=emulator.url)
+def run_env(tmp_path, settings, key):
+    """A shell for `run`, told the test's Redis and prefix: `run` paces Stripe calls in
+    Redis, so without them it would write under the default prefix of the shared Redis."""
+    return fresh_env(
+        tmp_path,
+        STRIPE_SECRET_KEY=key,
+        STRIPE_API_BASE=settings.stripe_api_base,
+        REDIS_URL=settings.redis_url,
+        STREAM_PREFIX=settings.stream_prefix,
+    )
+
+
+@pytest.mark.slow
+def test_run_errors_one_line_or_json_with_json(tmp_path, settings):
+    env = run_env(tmp_path, settings, TEST_KEY)
     get = json.dumps({"component": "stripe.getStripeCustomer", "customer_id": "cus_nope"})
     line = one_error_line(run_command("run", "-", env=env, stdin=get), 1)
     assert "No such customer" in line
@@ -125,10 +143,11 @@ def test_run_errors_one_line_or_json_with_json(tmp_path, emulator):
     assert done.returncode == 2 and json.loads(done.stderr)["error"]["type"] == "invalid_spec"
 
 
-def test_short_live_key_masked_by_stripe_is_never_shown(tmp_path, emulator):
+@pytest.mark.slow
+def test_short_live_key_masked_by_stripe_is_never_shown(tmp_path, emulator, settings):
     short = "sk_live_short"  # Stripe's message masks it as sk_live_*hort
     requests.post(f"{emulator.url}/_emulator/keys", json={"revoke": [short]}, timeout=5)
-    env = fresh_env(tmp_path, STRIPE_SECRET_KEY=short, STRIPE_API_BASE=emulator.url)
+    env = run_env(tmp_path, settings, short)
     get = json.dumps({"component": "stripe.getStripeCustomer", "customer_id": "cus_1"})
     for args in (["run", "-"], ["run", "--json", "-"]):
         done = run_command(*args, env=env, stdin=get)
@@ -136,6 +155,7 @@ def test_short_live_key_masked_by_stripe_is_never_shown(tmp_path, emulator):
         assert "hort" not in done.stderr and "sk_live_[redacted]" in done.stderr
 
 
+@pytest.mark.slow
 def test_send_honours_port_without_a_dev(tmp_path, start_web, settings):
     web = start_web()
     env = fresh_env(
@@ -169,6 +189,7 @@ def test_stripes_own_mask_of_a_short_key_is_redacted():
     assert "hort" not in redact("Invalid API Key provided: rk_live_****************hort")
 
 
+@pytest.mark.slow
 def test_example_agent_stops_on_ctrl_c_without_a_traceback(tmp_path, redis_url, prefix):
     import signal
 

@@ -81,6 +81,7 @@ def test_dev_on_embedded_defaults_end_to_end(tmp_path):
     assert not state_path(tmp_path).exists()
 
 
+@pytest.mark.slow
 def test_dev_uses_the_real_redis_when_redis_url_answers(tmp_path, redis_url, prefix, redis_client):
     env = fresh_env(tmp_path, REDIS_URL=redis_url, STREAM_PREFIX=prefix)
     proc, text = start_dev(env, tmp_path, free_port())
@@ -137,8 +138,16 @@ def test_send_without_a_receiver_or_secret_is_a_clear_error(tmp_path):
         ),
     ],
 )
-def test_check_says_ok_or_fail_per_line(tmp_path, emulator, redis_url, extra, expect_ok):
-    env = fresh_env(tmp_path, REDIS_URL=redis_url, STRIPE_API_BASE=emulator.url, **extra)
+@pytest.mark.slow
+def test_check_says_ok_or_fail_per_line(tmp_path, settings, extra, expect_ok):
+    # `check` calls Stripe through the pace it keeps in Redis: under the test's prefix.
+    env = fresh_env(
+        tmp_path,
+        REDIS_URL=settings.redis_url,
+        STREAM_PREFIX=settings.stream_prefix,
+        STRIPE_API_BASE=settings.stripe_api_base,
+        **extra,
+    )
     done = subprocess.run([*CLI, "check"], env=env, capture_output=True, text=True, timeout=60)
     assert (done.returncode == 0) is expect_ok, done.stdout
     assert "OK    redis" in done.stdout

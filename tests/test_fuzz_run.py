@@ -1,11 +1,6 @@
 """Hostile input, small: generated and set-piece requests at a real gunicorn."""
 
-import sys
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.fuzz_run import run_fuzz
 

@@ -58,6 +58,7 @@ function figures(s) {
     ["errors", `${s.streams.errors.entries} (${s.errors_replayed} replayed)`], ["Stripe pace", pace],
     ["endpoint paces", Object.entries(s.endpoint_pace || {}).map(([mode, eps]) =>
       Object.entries(eps).map(([ep, rate]) => `${ep} ${rate}/s (${mode})`).join(", ") +
+      (s.in_flight_cap && s.in_flight_cap[mode] ? `; at most ${s.in_flight_cap[mode]} in flight` : "") +
       (s.limited_by && s.limited_by[mode] ? `; last 429 from ${s.limited_by[mode]}` : "")).join("; ") || "none yet"],
     ["catch-up cursor", s.catchup ? Object.entries(s.catchup.cursor_ages).map(([acct, age]) =>
       `${Math.round(age)} s behind` + (acct ? ` (${acct})` : "")).join(", ") || "not yet" : "never ran"],

@@ -47,16 +47,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Agents name dead-letter streams too, from the helper the wheel installs for them.
+from stripe_worker_agent.consumer import dead_letter
+
 QUEUE = "celery"
 CUSTOMERS = "customers"
 EVENTS = "events"
 ERRORS = "errors"
 STREAMS = (CUSTOMERS, EVENTS, ERRORS)
-
-
-def dead_letter(stream_key: str, group: str) -> str:
-    """`stripe:customers` + `agents` -> `stripe:customers:dead:agents`."""
-    return f"{stream_key}:dead:{group}"
 
 
 @dataclass(frozen=True)

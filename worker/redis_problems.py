@@ -20,9 +20,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import MasterNotFoundError
 
+from stripe_worker_agent.redis_url import is_sentinel_url, is_tls_url, sentinel_target, tls_options
 from worker.errors import SettingsError
 from worker.redact import redact, redact_url
-from worker.redis_url import is_sentinel_url, is_tls_url, sentinel_target, tls_options
 
 # BLMOVE (tasks/transport.py) and LMOVE came in Redis 6.2; Valkey 7.2+ has them too.
 MIN_REDIS_VERSION = (6, 2)

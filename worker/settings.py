@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from stripe_worker_agent.redis_url import check_redis_url, is_sentinel_url
 from worker.errors import SettingsError
 from worker.keys import Keys
 from worker.redact import redact_url
-from worker.redis_url import check_redis_url, is_sentinel_url
 
 REDIS_SCHEMES = ("redis", "rediss", "unix", "sentinel")
 
@@ -83,6 +83,10 @@ class Settings:
     stripe_endpoint_rate: float | None = None
     # Endpoints whose limit Stripe raised for the account: "customers.create=50,...".
     stripe_endpoint_rates: str = ""
+    # Stripe calls in flight at once per API key, across all workers: Stripe's concurrency
+    # limiter, which its page names without a figure; 20 is the example of Stripe's post
+    # on its limiters (stripe.com/blog/rate-limiters). 0: no cap.
+    stripe_concurrency: int = 20
     # How long a piece of work's trail (worker/trail.py) and its search terms are kept:
     # as long as a delivery's dedupe mark, so "did it arrive?" is answered while the sender
     # may still be retrying it.
@@ -163,6 +167,8 @@ class Settings:
             raise SettingsError("STREAM_HARD_MAXLEN must be 0 (no limit) or at least STREAM_MAXLEN")
         if self.worker_pool not in ("prefork", "threads", "solo"):
             raise SettingsError("WORKER_POOL must be threads, prefork or solo")
+        if self.stripe_concurrency < 0:
+            raise SettingsError("STRIPE_CONCURRENCY must be 0 (no cap) or more")
         if self.catchup not in ("on", "off"):
             raise SettingsError("CATCHUP must be on or off")
         if self.catchup_interval < 1:
