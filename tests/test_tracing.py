@@ -119,7 +119,7 @@ def test_the_standard_variables_as_the_spec_reads_them():
     )
 
 
-@pytest.mark.parametrize("args", [["worker"], ["web", "--port", "0"]])
+@pytest.mark.parametrize("args", [["worker"], ["web", "--port", "8000"]])
 def test_a_transport_we_do_not_ship_is_refused_at_start_in_one_line(tmp_path, args):
     env = fresh_env(
         tmp_path,
@@ -154,7 +154,7 @@ sys.exit(main(sys.argv[1:]))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("args", [["worker"], ["web", "--port", "0"]])
+@pytest.mark.parametrize("args", [["worker"], ["web", "--port", "8000"]])
 def test_without_the_extra_an_endpoint_is_refused_in_one_line(tmp_path, redis_url, args):
     env = fresh_env(tmp_path, REDIS_URL=redis_url, OTEL_EXPORTER_OTLP_ENDPOINT="http://c:4318")
     done = subprocess.run(
