@@ -223,8 +223,8 @@ class StripeGateway:
             if reason in CONCURRENCY_REASONS and capped:
                 name = CONCURRENCY
             elif reason:
-                name = GLOBAL if reason in GLOBAL_REASONS + CONCURRENCY_REASONS else endpoint
-                name = name if endpoint else GLOBAL
+                shared_limit = reason in GLOBAL_REASONS + CONCURRENCY_REASONS
+                name = GLOBAL if shared_limit or not endpoint else endpoint
             else:
                 name = GLOBAL if shared or not endpoint else endpoint
             self.last_limiter[key_mode(key)] = name
@@ -288,11 +288,11 @@ class StripeGateway:
             self.limiter(STRIPE_SECRET_KEY)  # the usual key's paces, before the first call
             self.concurrency(STRIPE_SECRET_KEY)
             signups = self.limiter(STRIPE_SECRET_KEY, SIGNUP_ENDPOINT)
-        hold([rate for _mode, rate in self.rates(now=False)], signups and signups.ceiling)
+        hold([rate for _mode, rate in self.rates(now=False)], signups.ceiling if signups else None)
 
         def each_beat() -> dict[str, Any]:
             paces = self.paces()
-            hold(list(paces.values()), signups and signups.rate())
+            hold(list(paces.values()), signups.rate() if signups else None)
             with self._lock:
                 last = dict(self.last_limiter)
             return {
