@@ -22,9 +22,10 @@ from pathlib import Path
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+if not __package__:  # run as a file: the project folder first, as `python -m bench.x` has it
+    sys.path[0] = str(ROOT)
 
-from bench.run_all import REDIS_URL, Stack, drain, machine  # noqa: E402
+from bench.harness import REDIS_URL, Stack, drain, machine  # noqa: E402
 from tasks.ratelimit import key_id  # noqa: E402
 from webhooks.signup import signup_component  # noqa: E402
 from worker.queue import Enqueuer  # noqa: E402

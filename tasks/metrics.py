@@ -23,10 +23,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import redis
-import stripe
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from tasks.stripe_http import StripeHttpClient
 from worker import tracing
 from worker.settings import Settings
 
@@ -94,8 +94,9 @@ def operation_of(method: str, url: str) -> str:
     return f"{parts[0]}.{verb}"
 
 
-class MeasuredHttpClient(stripe.RequestsClient):
-    """The SDK's HTTP client, counting and timing each call (network retries included)."""
+class MeasuredHttpClient(StripeHttpClient):
+    """The HTTP client under the SDK (tasks/stripe_http.py), counting and timing each call
+    (network retries included)."""
 
     # RequestsClient's own signature (stripe/_http_client.py), which already differs from
     # its base HTTPClient's (no `_usage`, bytes for str): the SDK calls it this way.

@@ -103,7 +103,9 @@ class StripeGateway:
                     key,
                     base_addresses={"api": self.settings.stripe_api_base},
                     max_network_retries=self.max_network_retries,
-                    http_client=MeasuredHttpClient(timeout=self.settings.stripe_timeout),
+                    http_client=MeasuredHttpClient(
+                        timeout=self.settings.stripe_timeout, pool_size=self.settings.pool_size
+                    ),
                 )
                 self._clients[key] = client
             return client
@@ -222,9 +224,10 @@ class StripeGateway:
             self._last_429[key, account, endpoint or GLOBAL] = now
             if reason in CONCURRENCY_REASONS and capped:
                 name = CONCURRENCY
+            elif reason and endpoint:
+                name = GLOBAL if reason in GLOBAL_REASONS + CONCURRENCY_REASONS else endpoint
             elif reason:
-                shared_limit = reason in GLOBAL_REASONS + CONCURRENCY_REASONS
-                name = GLOBAL if shared_limit or not endpoint else endpoint
+                name = GLOBAL
             else:
                 name = GLOBAL if shared or not endpoint else endpoint
             self.last_limiter[key_mode(key)] = name
@@ -288,11 +291,14 @@ class StripeGateway:
             self.limiter(STRIPE_SECRET_KEY)  # the usual key's paces, before the first call
             self.concurrency(STRIPE_SECRET_KEY)
             signups = self.limiter(STRIPE_SECRET_KEY, SIGNUP_ENDPOINT)
-        hold([rate for _mode, rate in self.rates(now=False)], signups.ceiling if signups else None)
+        hold(
+            [rate for _mode, rate in self.rates(now=False)],
+            signups.ceiling if signups is not None else None,
+        )
 
         def each_beat() -> dict[str, Any]:
             paces = self.paces()
-            hold(list(paces.values()), signups.rate() if signups else None)
+            hold(list(paces.values()), signups.rate() if signups is not None else None)
             with self._lock:
                 last = dict(self.last_limiter)
             return {

@@ -222,6 +222,7 @@ def test_the_emulator_keeps_stripes_limit_per_endpoint(own_emulator):
     assert stats["rate_limited_by"] == {"global": 0, "endpoint": one.count(429), "concurrency": 0}
 
 
+@pytest.mark.slow
 def test_the_gateway_absorbs_429s_and_finds_a_lower_limit(settings, vault, redis_client, emulator):
     """Paced at 40/s against a real limit of 8/s: every call succeeds, the pace comes down."""
     faults(emulator, rate_limit={"test": 8})
@@ -283,6 +284,7 @@ def test_a_call_waiting_for_its_endpoint_leaves_earlier_global_slots_to_others(
     assert times(g) == [0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 1.0]  # 0.5 and 1.0 are creates'
 
 
+@pytest.mark.slow
 def test_a_429_from_one_endpoint_slows_only_that_endpoints_pace(
     settings, env, redis_client, own_emulator
 ):
@@ -403,6 +405,7 @@ def test_stripes_own_429_bodies_say_which_429_it_is(emulator):
     assert codes == ["lock_timeout", "rate_limit"]
 
 
+@pytest.mark.slow
 def test_a_worker_holds_only_what_its_pace_can_start_soon(start_worker, redis_client, settings):
     """At 2 calls/s a worker of 64 threads holds MIN_HELD messages, not 64: the rest wait
     on the queue for any worker, and a crash strands only those few."""

@@ -18,6 +18,7 @@ import redis
 
 from worker.keys import ERRORS, STREAMS
 from worker.settings import Settings
+from worker.terminal import printable
 
 # `status` exits 1 when accepted work waits longer than this (the whole retry schedule is
 # about 2 minutes at the defaults, so older work is stuck, or the workers are behind).
@@ -301,7 +302,8 @@ def render(status: Status, max_age: float = DEFAULT_MAX_AGE) -> str:
     lines.append("catch-up  " + _catchup_line(status.catchup))
     problems = status.problems(max_age)
     lines.append("PROBLEM   " + "; ".join(problems) if problems else "OK")
-    return "\n".join(lines)
+    # host names, stream groups and 429 reasons come from workers, agents and Stripe
+    return "\n".join(printable(line) for line in lines)
 
 
 def _catchup_line(info: CatchupInfo | None) -> str:

@@ -16,8 +16,8 @@ from worker.devtools.emulator.faults import FAULT_TYPES, Faults
 from worker.devtools.emulator.form import (
     ApiError,
     apply_fields,
-    integer_param,
     key_from_header,
+    list_limit,
     new_id,
     no_such_customer,
     unknown_parameter,
@@ -69,7 +69,7 @@ class EmulatorState:
 
     def __init__(self, allowed_keys: set[str] | None = None, rng: random.Random | None = None):
         self.lock = threading.Lock()
-        self.allowed_keys = set(allowed_keys or ())
+        self._started_with = frozenset(allowed_keys or ())
         self.rng = rng or random.Random()
         self.reset()
 
@@ -86,6 +86,9 @@ class EmulatorState:
         self.idempotency: dict[tuple[str, str, str], Stored] = {}
         self.in_flight: set[tuple[str, str, str]] = set()
         self.revoked: set[str] = set()
+        # Keys allowed since start (`/_emulator/keys` allow) are forgotten too: else every
+        # key but those is refused after a reset.
+        self.allowed_keys = set(self._started_with)
         self.faults = Faults()
         self.active = {"test": 0, "live": 0}  # requests being answered now, per key mode
         self.stats: Stats = {
@@ -350,15 +353,7 @@ class EmulatorState:
         if unknown:
             name = sorted(unknown)[0]
             raise unknown_parameter(name)
-        limit = integer_param(query.get("limit", "10"), "limit")
-        if not 1 <= limit <= 100:
-            raise ApiError(
-                400,
-                "invalid_request_error",
-                "This value must be greater than or equal to 1 and less than or equal to 100.",
-                "parameter_invalid_integer",
-                "limit",
-            )
+        limit = list_limit(query)
         with self.lock:
             items = [c for c in reversed(self.book(mode, account).values()) if not c.get("deleted")]
         if "email" in query:
