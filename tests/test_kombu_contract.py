@@ -23,15 +23,15 @@ from tasks.kombu_contract import KOMBU_CONTRACT, Hook, resolve, signature_of
 ROOT = Path(__file__).resolve().parent.parent
 LIBRARIES = ("kombu", "celery", "redis")
 # The modules that reach into kombu, Celery or redis-py: every one importing kombu or Celery,
-# and worker/connections.py, which subclasses redis-py's Sentinel connection.
+# and stripe_worker_agent/connection.py, which subclasses redis-py's Sentinel connection.
 USERS = sorted(
     {
         str(path.relative_to(ROOT))
-        for package in ("worker", "tasks", "webhooks")
+        for package in ("worker", "tasks", "webhooks", "stripe_worker_agent")
         for path in (ROOT / package).rglob("*.py")
         if re.search(r"^\s*(from|import) (kombu|celery)\b", path.read_text("utf-8"), re.M)
     }
-    | {"worker/connections.py"}
+    | {"stripe_worker_agent/connection.py"}
 )
 SENTINEL = object()
 
@@ -81,7 +81,7 @@ def _own_private_names() -> set[str]:
     """Private names this project defines itself: functions, methods, module globals, and
     attributes its classes' __init__ assign."""
     names: set[str] = set()
-    for package in ("worker", "tasks", "webhooks"):
+    for package in ("worker", "tasks", "webhooks", "stripe_worker_agent"):
         for path in (ROOT / package).rglob("*.py"):
             for node in ast.walk(ast.parse(path.read_text("utf-8"))):
                 if isinstance(node, ast.FunctionDef | ast.ClassDef):
