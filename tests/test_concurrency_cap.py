@@ -40,6 +40,7 @@ def _get(emulator: EmulatorServer, key: str, path: str) -> tuple[int, str | None
     return r.status_code, r.headers.get("Stripe-Rate-Limited-Reason")
 
 
+@pytest.mark.slow
 def test_the_emulator_keeps_a_concurrency_limit_and_names_each_limiter(own_emulator):
     """3 in flight at once, each held 2 s: of 6 sent together, the 3 past the limit get
     Stripe's 429 naming the concurrency limiter; a rate 429 names its own."""
@@ -93,6 +94,7 @@ def test_a_concurrency_429_cuts_the_cap_once_per_epoch(redis_client, settings):
     assert cap.cap() < 20
 
 
+@pytest.mark.slow
 def test_the_gateway_keeps_under_stripes_limit_and_finds_a_lower_one(
     settings: Settings, env, redis_client, own_emulator
 ):
