@@ -1,20 +1,23 @@
 """Ours next to the plain way (bench/peer_app.py), measured in one run on this machine.
 
     apt-get install wrk                  # Debian's package: the load generator
-    python bench/side_by_side.py         # about a minute; updates its section of docs/benchmarks.md
-    python bench/side_by_side.py --quick
+    python bench/side_by_side.py         # 3 runs, ~6 minutes; rewrites its section of
+                                         # docs/benchmarks.md (medians, and each run's ratios)
+    python bench/side_by_side.py --quick --runs 1 --no-write
 
 Receiver: wrk (2 threads) at 16 and 64 connections against each app's trivial JSON route and
 its webhook route (unique, correctly signed Stripe events), 2 gunicorn workers each: ours
-`stripe-worker web` (gevent), the peer gunicorn sync workers. Worker: N queued signups
-drained by one worker, 16 threads, emulator at 0 ms, pace off; CPU is the worker process
-tree's user+system time from its first result to its last, divided by the signups.
+`stripe-worker web` (gevent), the peer gunicorn sync workers; with the CPU the workers
+spent per answer, and their RSS before and after. Worker: N queued signups drained by one
+worker, 16 then 64 threads, emulator at 0 ms, pace off; CPU is the worker process tree's
+user+system time from its first result to its last, divided by the signups; RSS at the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -22,9 +25,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
+if not __package__:  # run as a file: the project folder first, as `python -m bench.x` has it
+    sys.path[0] = str(BENCH.parent)
 
-from run_all import (  # noqa: E402
+from bench.harness import (  # noqa: E402
     WRK_SCRIPT,
     Stack,
     drain,
@@ -33,11 +37,11 @@ from run_all import (  # noqa: E402
     stripe_request,
     wrk,
 )
-
 from tests.support import Process, wait_http  # noqa: E402
 from worker.devtools.local import free_port  # noqa: E402
 
 HEADING = "## Side by side with the plain way (bench/side_by_side.py)"
+EVENTS_PER_S = 6000  # signed events made per second of wrk: more than either receiver answers
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -104,15 +108,22 @@ def receiver(which: str, seconds: float) -> dict:
             url = f"http://127.0.0.1:{port}"
             wait_http(url + "/healthz")
             pid = proc.pid
-        folder = requests_file(int(seconds * 2 * 3000), tag)
-        env = dict(os.environ, REQUESTS_FILE=str(folder / "requests.txt"), WRK_THREADS="2")
-        row = {}
+        row: dict = {"rss_start": rss_mb(pid)[1:]}  # the workers, not the arbiter
         for c in (16, 64):
-            row[f"trivial{c}"] = wrk(url + "/healthz", seconds, None, env, c)
-            row[f"hook{c}"] = wrk(
-                url + "/webhooks/stripe", seconds, str(folder / "replay.lua"), env, c
-            )
-        row["rss"] = rss_mb(pid)[1:]  # the workers, not the arbiter
+            # Events of their own for each run: one sent again would be a (cheaper) duplicate.
+            folder = requests_file(int(seconds * EVENTS_PER_S), f"{tag}c{c}")
+            env = dict(os.environ, REQUESTS_FILE=str(folder / "requests.txt"), WRK_THREADS="2")
+            for route, path, script in (
+                ("trivial", "/healthz", None),
+                ("hook", "/webhooks/stripe", str(folder / "replay.lua")),
+            ):
+                cpu0 = cpu_s(pid)
+                result = wrk(url + path, seconds, script, env, c)
+                # The workers' CPU per answer: what bounds req/s once the cores are busy,
+                # and far steadier than req/s on a machine shared with other work.
+                result["cpu_us"] = (cpu_s(pid) - cpu0) * 1e6 / max(1.0, result["rps"] * seconds)
+                row[f"{route}{c}"] = result
+        row["rss"] = rss_mb(pid)[1:]
         return row
     finally:
         stack.stop()
@@ -120,6 +131,9 @@ def receiver(which: str, seconds: float) -> dict:
 
 def worker(which: str, n: int, threads: int) -> dict:
     stack = Stack(f"sbsw{which}{os.getpid()}", web=False, concurrency=threads)
+    # Pace off is both paces off: Stack turns off the global one (STRIPE_RATE_LIMIT=0);
+    # each endpoint's (25/s by default) would cap ours at Stripe's, the plain task at none.
+    stack.env["STRIPE_ENDPOINT_RATE"] = "0"
     try:
         if which == "ours":
             queue_signups(stack.prefix, n)
@@ -141,8 +155,10 @@ def worker(which: str, n: int, threads: int) -> dict:
                 str(threads),
                 "-Q",
                 f"{stack.prefix}:q",
+                # As ours logs by default (INFO: each task received and succeeded), and as
+                # Celery's first-steps guide starts a worker (--loglevel=INFO).
                 "-l",
-                "WARNING",
+                "INFO",
             ]
             proc = Process(argv, peer_env(stack), stack.logdir / "peer.log").start()
             stack.procs.append(proc)
@@ -161,11 +177,42 @@ def worker(which: str, n: int, threads: int) -> dict:
         stack.stop()
 
 
-def table(rx: dict, wk: dict, wk64: dict) -> list[str]:
+def median_of(runs: list) -> object:
+    """Each figure's median over the runs (lists element by element; other values the
+    first run's)."""
+    first = runs[0]
+    if isinstance(first, dict):
+        return {k: median_of([r[k] for r in runs]) for k in first}
+    if isinstance(first, list):
+        return [median_of([r[i] for r in runs]) for i in range(len(first))]
+    if isinstance(first, (int, float)) and not isinstance(first, bool):
+        return statistics.median(runs)
+    return first
+
+
+def ratios(run: dict) -> dict[str, float]:
+    """The figures the issue sets targets on, of one run."""
+    rx, out = run["rx"], {}
+    for c in (16, 64):
+        t, h = rx["ours"][f"trivial{c}"], rx["ours"][f"hook{c}"]
+        out[f"of trivial c{c}"] = h["rps"] / t["rps"]
+        out[f"p99 vs trivial c{c}"] = h["p99_ms"] / t["p99_ms"]
+        out[f"trivial/webhook CPU c{c}"] = t["cpu_us"] / h["cpu_us"]
+        out[f"webhook req/s ours/plain c{c}"] = h["rps"] / rx["peer"][f"hook{c}"]["rps"]
+    for threads in (16, 64):
+        o, p = run[f"wk{threads}"]["ours"], run[f"wk{threads}"]["peer"]
+        out[f"worker tasks/s ours/plain x{threads}"] = o["tasks_per_s"] / p["tasks_per_s"]
+        out[f"worker CPU ours/plain x{threads}"] = o["cpu_ms"] / p["cpu_ms"]
+    return out
+
+
+def table(run: dict) -> list[str]:
+    rx = run["rx"]
     lines = [
         "| receiver (2 gunicorn workers, wrk -t2) | c | trivial req/s | webhook req/s | "
-        "of trivial | trivial p50/p99 ms | webhook p50/p99 ms | p99 vs trivial | non-2xx |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "of trivial | trivial p50/p99 ms | webhook p50/p99 ms | p99 vs trivial | "
+        "CPU µs per answer, trivial / webhook | non-2xx |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for which, label in (
         ("ours", "ours (`stripe-worker web`, gevent)"),
@@ -176,23 +223,28 @@ def table(rx: dict, wk: dict, wk64: dict) -> list[str]:
             lines.append(
                 f"| {label} | {c} | {t['rps']:.0f} | {h['rps']:.0f} | {h['rps'] / t['rps']:.2f} | "
                 f"{t['p50_ms']:.1f} / {t['p99_ms']:.1f} | {h['p50_ms']:.1f} / {h['p99_ms']:.1f} | "
-                f"{h['p99_ms'] / t['p99_ms']:.1f}x | {h['non2xx']} |"
+                f"{h['p99_ms'] / t['p99_ms']:.1f}x | {t['cpu_us']:.0f} / {h['cpu_us']:.0f} | "
+                f"{h['non2xx']} |"
             )
     ours, peer = rx["ours"], rx["peer"]
-    rss_ours = ", ".join(f"{r:.0f}" for r in ours["rss"])
-    rss_peer = ", ".join(f"{r:.0f}" for r in peer["rss"])
+
+    def mb(values: list[float]) -> str:
+        return ", ".join(f"{v:.0f}" for v in values)
+
     lines.append(
         f"\nwebhook req/s, ours / plain: c=16 "
         f"**{ours['hook16']['rps'] / peer['hook16']['rps']:.2f}**, "
         f"c=64 **{ours['hook64']['rps'] / peer['hook64']['rps']:.2f}**. "
-        f"RSS per gunicorn worker after the runs: ours {rss_ours} MB, plain {rss_peer} MB.\n"
+        f"RSS per gunicorn worker at start / after the runs: ours {mb(ours['rss_start'])} / "
+        f"{mb(ours['rss'])} MB, plain {mb(peer['rss_start'])} / {mb(peer['rss'])} MB.\n"
     )
     lines += [
         "| worker (one, emulator at 0 ms, pace off) | threads | tasks/s | CPU ms per signup "
         "| RSS MB | created |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    for results, threads in ((wk, 16), (wk64, 64)):
+    for threads in (16, 64):
+        results = run[f"wk{threads}"]
         for which, label in (
             ("ours", "ours (exactly once)"),
             ("peer", "plain Celery task, acks_late"),
@@ -210,24 +262,50 @@ def table(rx: dict, wk: dict, wk64: dict) -> list[str]:
     return lines
 
 
+def spread(runs: list[dict]) -> list[str]:
+    """Each target figure's value in every run: how far one run is from another here."""
+    each = [ratios(run) for run in runs]
+    lines = ["| figure | " + " | ".join(f"run {i + 1}" for i in range(len(runs))) + " |"]
+    lines.append("| --- |" + " --- |" * len(runs))
+    for name in each[0]:
+        lines.append(f"| {name} | " + " | ".join(f"{r[name]:.2f}" for r in each) + " |")
+    return lines
+
+
+def one_run(seconds: float, n: int) -> dict:
+    run: dict = {"rx": {w: receiver(w, seconds) for w in ("ours", "peer")}}
+    run["wk16"] = {w: worker(w, n, 16) for w in ("ours", "peer")}
+    run["wk64"] = {w: worker(w, n // 2, 64) for w in ("ours", "peer")}
+    return run
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--runs", type=int, default=3, help="whole runs; the table has medians")
+    parser.add_argument("--no-write", action="store_true", help="print, leave the doc alone")
     args = parser.parse_args()
     seconds, n = (3, 600) if args.quick else (5, 2000)
     load = os.getloadavg()
-    rx = {w: receiver(w, seconds) for w in ("ours", "peer")}
-    wk = {w: worker(w, n, 16) for w in ("ours", "peer")}
-    wk64 = {w: worker(w, n // 2, 64) for w in ("ours", "peer")}
+    runs = []
+    for i in range(args.runs):
+        runs.append(one_run(seconds, n))
+        print(f"run {i + 1} of {args.runs}: " + ", ".join(
+            f"{k} {v:.2f}" for k, v in ratios(runs[-1]).items()
+        ), flush=True)  # fmt: skip
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    flags = (" --quick" if args.quick else "") + f" --runs {args.runs}"
     out = [
         HEADING + "\n",
-        f"Measured {stamp} by `python bench/side_by_side.py{' --quick' if args.quick else ''}` on "
-        f"{machine()}; load average at start {load[0]:.2f} (other work on the machine: figures "
-        f"under load, compare the ratios). wrk {seconds} s per row; {n} signups at 16 threads, "
-        f"{n // 2} at 64.\n",
-        *table(rx, wk, wk64),
+        f"Measured {stamp} by `python bench/side_by_side.py{flags}` on "
+        f"{machine()}; load average at start {load[0]:.2f}, at the end "
+        f"{os.getloadavg()[0]:.2f} (other work on the machine: compare the ratios, and "
+        f"the CPU per answer). Each figure is the median of {args.runs} runs; wrk "
+        f"{seconds} s per row; {n} signups at 16 threads, {n // 2} at 64. Both workers "
+        "log at INFO.\n",
+        *table(median_of(runs)),  # type: ignore[arg-type]
+        "\nThe targets' figures in each run:\n",
+        *spread(runs),
         "",
     ]
     text = "\n".join(out)

@@ -29,9 +29,14 @@ ALREADY_EXISTS = "already_exists"
 log = logging.getLogger("stripe_worker.tasks")
 
 
-def create_once(rt: Runtime, spec: ComponentSpec, key: str, livemode: bool) -> dict[str, Any]:
+def create_once(
+    rt: Runtime, spec: ComponentSpec, key: str, livemode: bool
+) -> tuple[dict[str, Any], tuple[str, str] | None]:
     """The create's outputs: a new customer, or the one this key made before (with
-    `already_exists` when this spec asked for another email or name)."""
+    `already_exists` when this spec asked for another email or name); and for a new one
+    the memory to write, (key, customer id), which the entry's publishing step writes
+    (one round trip: tasks/publish_with_trail.lua). Until then a retry creates again
+    with the same idempotency key, and Stripe answers with the same customer."""
     memory = rt.settings.keys.customer(livemode, key)
     raw = rt.redis.get(memory)
     if raw:
@@ -49,7 +54,7 @@ def create_once(rt: Runtime, spec: ComponentSpec, key: str, livemode: bool) -> d
             if any(outputs["Response"].get(k) != v for k, v in asked.items()):
                 log.info("%s: customer %s already exists, kept as is", key, known)
                 outputs[ALREADY_EXISTS] = asked
-            return outputs
+            return outputs, None
     try:
         outputs = run_component(spec, rt.gateway, idempotency_key=key)
     except IdempotencyMismatch as exc:
@@ -60,8 +65,7 @@ def create_once(rt: Runtime, spec: ComponentSpec, key: str, livemode: bool) -> d
             http_status=exc.http_status,
             request_id=exc.request_id,
         ) from None
-    rt.redis.set(memory, outputs["customerId"], ex=rt.settings.customer_memory_ttl)
-    return outputs
+    return outputs, (memory, outputs["customerId"])
 
 
 def already_exists_id(work: Work) -> str:

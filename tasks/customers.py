@@ -97,8 +97,10 @@ class WorkTask(_Task):
     def perform(self, work: Work, held: int = 0) -> dict[str, Any]:
         rt = runtime_of(self.app)
         attempts = self.request.retries + 1 - held  # held: retries that were back-pressure
+        remember: tuple[str, str] | None = None
         try:
-            entry: Entry = self.do(rt, work, attempts)
+            done = self.do(rt, work, attempts)
+            entry, remember = done if isinstance(done, tuple) else (done, None)
         except SoftTimeLimitExceeded:
             failure: BaseException = ConnectionFailed("the task ran past its time limit")
         except (StripeWorkerError, redis.RedisError) as exc:
@@ -107,7 +109,7 @@ class WorkTask(_Task):
             log.exception("unexpected error in %s %s", self.name, work.source_id)
             failure = InternalError(f"{exc.__class__.__name__}: {exc}")
         else:
-            return self._publish(rt, work, entry, attempts, held)
+            return self._publish(rt, work, entry, attempts, held, remember)
         decision = decide(failure, attempts, held, RetryPolicy.from_settings(rt.settings))
         if decision.action == "fail":
             log.warning(
@@ -145,8 +147,11 @@ class WorkTask(_Task):
         rt.trail.record_error(work, step, attempts, decision.error)
         return retry
 
-    def do(self, rt: Runtime, work: Work, attempts: int) -> Entry:
-        """The work itself: its entry, or a StripeWorkerError."""
+    def do(
+        self, rt: Runtime, work: Work, attempts: int
+    ) -> Entry | tuple[Entry, tuple[str, str] | None]:
+        """The work itself: its entry (and a create's user -> customer memory, written
+        with it), or a StripeWorkerError."""
         raise NotImplementedError
 
     def component_of(self, work: Work) -> str:
@@ -157,19 +162,30 @@ class WorkTask(_Task):
         return work.failure_id if isinstance(entry, FailureEntry) else work.work_id
 
     def _publish(
-        self, rt: Runtime, work: Work, entry: Entry, attempts: int, held: int
+        self,
+        rt: Runtime,
+        work: Work,
+        entry: Entry,
+        attempts: int,
+        held: int,
+        remember: tuple[str, str] | None = None,
     ) -> dict[str, Any]:
         wire = entry_fields(entry)
+        outcome = "failed" if entry.stream == ERRORS else "published"
         try:
+            # The memory, the entry and the trail's line in one round trip.
             published = rt.publisher.publish(
-                entry.stream, self.publish_id(work, entry), wire, work.delivery_id
+                entry.stream,
+                self.publish_id(work, entry),
+                wire,
+                work.delivery_id,
+                remember=remember,
+                trail=rt.trail.end_line(work, outcome, entry.stream, wire),
             )
         except redis.RedisError as exc:
             decision = decide(exc, attempts, held, RetryPolicy.from_settings(rt.settings))
             raise self._carry_out(rt, work, decision, attempts) from None
-        outcome = "failed" if entry.stream == ERRORS else "published"
         metrics.task_done(self.name, outcome)
-        rt.trail.record_end(work, outcome, entry.stream, published.entry_id, published.new, wire)
         return {
             "stream": entry.stream,
             "entry_id": published.entry_id,
@@ -195,11 +211,12 @@ def _component(rt: Runtime, work: Work) -> tuple[ComponentSpec, bool]:
 class CreateCustomer(WorkTask):
     name = CREATE_CUSTOMER_TASK
 
-    def do(self, rt: Runtime, work: Work, attempts: int) -> Entry:
+    def do(self, rt: Runtime, work: Work, attempts: int) -> tuple[Entry, tuple[str, str] | None]:
         spec, livemode = _component(rt, work)
-        outputs = create_once(rt, spec, work.idempotency_key, livemode)
+        outputs, remember = create_once(rt, spec, work.idempotency_key, livemode)
         asked = outputs.pop(ALREADY_EXISTS, None)
-        return CustomerEntry.of(CREATE_CUSTOMER, outputs, work, livemode, attempts, asked)
+        entry = CustomerEntry.of(CREATE_CUSTOMER, outputs, work, livemode, attempts, asked)
+        return entry, remember
 
     def publish_id(self, work: Work, entry: Entry) -> str:
         if isinstance(entry, CustomerEntry) and entry.already_exists:

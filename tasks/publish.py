@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib.resources import files
 from typing import Any
 
 import redis
@@ -30,6 +31,7 @@ from worker.keys import ERRORS
 from worker.schema import SCHEMA_VERSION
 from worker.settings import Settings
 from worker.streams import group_lags
+from worker.trail import TrailLine
 
 log = logging.getLogger("stripe_worker.publish")
 
@@ -56,6 +58,21 @@ def as_field(value: Any) -> str:
     return str(value)
 
 
+def _publish_with_trail_source() -> str:
+    """publish_with_trail.lua after publish_once.lua and worker/trail.lua, each wrapped as
+    a function of its own KEYS and ARGV (Lua's `return` then ends the function)."""
+
+    def function(name: str, source: str) -> str:
+        return f"local function {name}(KEYS, ARGV)\n{source}\nend\n"
+
+    here, worker = files("tasks"), files("worker")
+    return (
+        function("publish_once", here.joinpath("publish_once.lua").read_text("utf-8"))
+        + function("trail", worker.joinpath("trail.lua").read_text("utf-8"))
+        + here.joinpath("publish_with_trail.lua").read_text("utf-8")
+    )
+
+
 class Publisher:
     """Appends entries to the streams under one STREAM_PREFIX, once per work id."""
 
@@ -70,22 +87,38 @@ class Publisher:
             fence=1,  # the publish-once mark
             fence_ttl=settings.customer_memory_ttl,
         )
+        self._with_trail = replicated(
+            client.register_script(_publish_with_trail_source()),
+            settings.redis_min_replicas,
+            fence=1,
+            fence_ttl=settings.customer_memory_ttl,
+        )
         self._warned: dict[str, float] = {}
 
     def publish(
-        self, stream: str, work_id: str, fields: Mapping[str, Any], delivery_id: str = ""
+        self,
+        stream: str,
+        work_id: str,
+        fields: Mapping[str, Any],
+        delivery_id: str = "",
+        *,
+        remember: tuple[str, str] | None = None,
+        trail: TrailLine | None = None,
     ) -> Published:
         """Append `fields` to `stream` once per `work_id`; the delivery is done.
 
         Every entry carries `schema_version` and `work_id`, the id agents dedupe by; with
-        tracing on, `traceparent` too: this publish's span, for an agent to continue from."""
+        tracing on, `traceparent` too: this publish's span, for an agent to continue from.
+        In the same step (one round trip, publish_with_trail.lua), `remember` writes
+        (key, value) for CUSTOMER_MEMORY_TTL and `trail` appends its line, the entry's id
+        in place of its placeholder."""
         attributes = {
             "messaging.operation.type": "send",
             "messaging.destination.name": self.settings.keys.stream(stream),
             "stripe_worker.work_id": work_id,
         }
         with tracing.span(f"publish {stream}", "producer", attributes=attributes) as span:
-            published = self._publish(stream, work_id, fields, delivery_id)
+            published = self._publish(stream, work_id, fields, delivery_id, remember, trail)
             tracing.annotate(
                 span,
                 **{"messaging.message.id": published.entry_id, "stripe_worker.new": published.new},
@@ -93,7 +126,13 @@ class Publisher:
             return published
 
     def _publish(
-        self, stream: str, work_id: str, fields: Mapping[str, Any], delivery_id: str
+        self,
+        stream: str,
+        work_id: str,
+        fields: Mapping[str, Any],
+        delivery_id: str,
+        remember: tuple[str, str] | None,
+        trail: TrailLine | None,
     ) -> Published:
         keys = self.settings.keys
         pairs = ["schema_version", SCHEMA_VERSION, "work_id", work_id]
@@ -103,25 +142,39 @@ class Publisher:
         for name, value in fields.items():
             pairs += [name, as_field(value)]
         maxlen = 0 if stream == ERRORS else self.settings.stream_maxlen
-        new, entry_id, length, dropped = self._script(
-            keys=[
-                keys.stream(stream),
-                keys.published(stream, work_id),
-                keys.ledger,
-                keys.ledger_work,
-                keys.trim_floor(stream),
-                keys.dropped,
-            ],
-            args=[
-                maxlen,
-                self.settings.stream_hard_maxlen,
-                self.settings.customer_memory_ttl,
-                FLOOR_CACHE_MS,
-                stream,
-                delivery_id,
-                *pairs,
-            ],
-        )
+        script_keys = [
+            keys.stream(stream),
+            keys.published(stream, work_id),
+            keys.ledger,
+            keys.ledger_work,
+            keys.trim_floor(stream),
+            keys.dropped,
+        ]
+        args = [
+            maxlen,
+            self.settings.stream_hard_maxlen,
+            self.settings.customer_memory_ttl,
+            FLOOR_CACHE_MS,
+            stream,
+            delivery_id,
+            *pairs,
+        ]
+        if remember is None and trail is None:
+            new, entry_id, length, dropped = self._script(keys=script_keys, args=args)
+        else:
+            memory_key, memory = remember or (script_keys[1], "")
+            trail_keys, trail_args = (trail.keys, trail.args) if trail else ([], [])
+            new, entry_id, length, dropped = self._with_trail(
+                keys=[*script_keys, memory_key, *trail_keys],
+                args=[
+                    len(args),
+                    memory,
+                    self.settings.customer_memory_ttl,
+                    trail.placeholder if trail else "",
+                    *args,
+                    *trail_args,
+                ],
+            )
         if maxlen and (dropped or length > 2 * maxlen):
             self._warn_lagging(stream, int(length), int(dropped))
         text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)

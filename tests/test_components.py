@@ -282,3 +282,35 @@ def test_bad_secret_name_makes_no_call(gateway, emulator):
 def test_spec_round_trips_as_plain_json():
     spec = ComponentSpec.parse(dict(CREATE, idempotency_key="k", outputs=["Response.email"]))
     assert ComponentSpec.parse(json.loads(json.dumps(spec.to_json()))) == spec
+
+
+def test_network_failures_are_the_sdks_connection_error_retryable_as_requests_had_it(emulator):
+    """tasks/stripe_http.py stands in for the SDK's RequestsClient: a refused connection
+    may be tried again, a certificate that does not verify (here: TLS spoken to a plain
+    HTTP server) may not (stripe/_http_client.py, RequestsClient._handle_request_error)."""
+    import stripe
+
+    from tasks.stripe_http import StripeHttpClient
+
+    client = StripeHttpClient(timeout=2)
+    with pytest.raises(stripe.APIConnectionError) as refused:
+        client.request("get", f"http://127.0.0.1:{free_port()}/v1/customers", {})
+    assert refused.value.should_retry
+    with pytest.raises(stripe.APIConnectionError) as tls:
+        client.request("get", emulator.url.replace("http://", "https://") + "/v1/customers", {})
+    assert not tls.value.should_retry and "SSL" in str(tls.value)
+    body, status, headers = client.request(
+        "get", f"{emulator.url}/v1/customers/cus_missing", {"Authorization": f"Bearer {TEST_KEY}"}
+    )
+    assert status == 404 and json.loads(body)["error"]["type"] == "invalid_request_error"
+    assert headers["request-id"] == headers["Request-Id"]  # looked up as the SDK does
+
+
+def test_a_body_never_holds_a_name_the_sdk_takes_as_a_request_option():
+    from worker.errors import SpecError
+
+    for name in ("idempotency_key", "headers", "api_key", "stripe_account"):
+        with pytest.raises(SpecError, match=f"Body.{name} is not a Stripe customer parameter"):
+            ComponentSpec.parse(
+                {"component": "stripe.createCustomer", "trigger": "t", "Body": {name: "x"}}
+            )

@@ -140,3 +140,37 @@ def test_tail_prints_entries_for_people_and_machines(redis_client, settings, web
     row = json.loads(machine.stdout)
     assert row["customerId"] == "cus_1" and row["id"]
     assert redis_client.xpending(settings.keys.stream("customers"), "ops")["pending"] == 0
+
+
+def _publish_with_trail(client, settings, work_id: str):
+    from worker.trail import Trail
+    from worker.work import Work
+
+    work = Work("stripe_worker.create_customer", f"signup:{work_id}", work_id, "signup", "m1")
+    trail = Trail(client, settings)
+    fields = {"customerId": "cus_1", "attempts": 1}
+    line = trail.end_line(work, "published", "customers", fields)
+    memory = (settings.keys.customer(False, work_id), "cus_1")
+    published = Publisher(client, settings).publish(
+        "customers", work_id, fields, work.delivery_id, remember=memory, trail=line
+    )
+    return published, trail.find(work_id)[0].lines[-1]
+
+
+def test_the_end_of_work_is_one_step_memory_entry_and_trail_line(redis_client, settings):
+    """tasks/publish_with_trail.lua: the line names the entry, and says `again` when an
+    earlier run had published it; the memory is written with CUSTOMER_MEMORY_TTL."""
+    for client in (redis_client, fakeredis.FakeRedis()):  # `stripe-worker dev`'s Redis too
+        first, line = _publish_with_trail(client, settings, "w_end")
+        assert first.new and line["entry"] == first.entry_id and "again" not in line
+        assert (line["step"], line["stream"], line["customer"]) == (
+            "published",
+            "customers",
+            "cus_1",
+        )
+        again, line = _publish_with_trail(client, settings, "w_end")
+        assert not again.new and line["entry"] == first.entry_id and line["again"] is True
+        memory = settings.keys.customer(False, "w_end")
+        assert client.get(memory) in (b"cus_1", "cus_1")  # decode_responses or not
+        assert 0 < client.ttl(memory) <= settings.customer_memory_ttl
+        assert client.xlen(settings.keys.stream("customers")) == 1

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import time
-from collections.abc import Mapping
+from typing import Protocol
 
 from worker.errors import WebhookRejected
 
@@ -70,7 +69,7 @@ def verify_stripe_signature(
     if not offered:
         raise WebhookRejected(SIGNATURE_ERROR, "the Stripe-Signature header has no v1 signature")
     signed = stamp.encode() + b"." + payload
-    expected = [hmac.new(s.encode(), signed, hashlib.sha256).digest() for s in secrets]
+    expected = [hmac.digest(s.encode(), signed, "sha256") for s in secrets]
     if not _matches(expected, offered):
         raise WebhookRejected(
             SIGNATURE_ERROR, "no signature matches a configured stripe_webhook_secret"
@@ -85,7 +84,14 @@ def _standard_key(secret: str) -> bytes:
         return secret.encode()  # not base64: some senders use the raw string as the key
 
 
-def standard_headers(headers: Mapping[str, str]) -> tuple[str | None, str | None, str | None]:
+class Headers(Protocol):
+    """What the verifier reads headers through: a dict of lower-case names, or the
+    receiver's view of the WSGI environ (webhooks/app.py EnvironHeaders)."""
+
+    def get(self, name: str, /) -> str | None: ...
+
+
+def standard_headers(headers: Headers) -> tuple[str | None, str | None, str | None]:
     """(id, timestamp, signature) from `webhook-*` headers, or Svix's `svix-*` names."""
 
     def get(name: str) -> str | None:
@@ -96,7 +102,7 @@ def standard_headers(headers: Mapping[str, str]) -> tuple[str | None, str | None
 
 def verify_standard_signature(
     payload: bytes,
-    headers: Mapping[str, str],
+    headers: Headers,
     secrets: list[str],
     *,
     tolerance: int = 300,
@@ -123,7 +129,7 @@ def verify_standard_signature(
     if not offered:
         raise WebhookRejected(SIGNATURE_ERROR, "the webhook-signature header has no v1 signature")
     signed = f"{msg_id}.{stamp}.".encode() + payload
-    expected = [hmac.new(_standard_key(s), signed, hashlib.sha256).digest() for s in secrets]
+    expected = [hmac.digest(_standard_key(s), signed, "sha256") for s in secrets]
     if not _matches(expected, offered):
         raise WebhookRejected(
             SIGNATURE_ERROR, "no signature matches a configured signup_webhook_secret"

@@ -20,10 +20,64 @@ from worker.keys import QUEUE
 from worker.work import Work
 
 _ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
+_EMBED = json.dumps(
+    {"callbacks": None, "errbacks": None, "chain": None, "chord": None}, separators=(",", ":")
+)
 
 
 def new_message_id() -> str:
     return str(uuid.uuid4())
+
+
+def _envelope_template(traced: bool) -> str:
+    """The envelope's JSON with a %-placeholder for each value that changes per message:
+    made once, so a message costs a few escaped strings, not a json.dumps of the whole."""
+    headers: dict[str, Any] = {
+        "lang": "py",
+        "task": "\x00task",
+        "id": "\x00id",
+        "shadow": None,
+        "eta": None,
+        "expires": None,
+        "group": None,
+        "group_index": None,
+        "retries": 0,
+        "timelimit": [None, None],
+        "root_id": "\x00id",
+        "parent_id": None,
+        # Celery logs these on receipt: ids only, never a payload.
+        "argsrepr": "()",
+        "kwargsrepr": "\x00summary",
+        "origin": _ORIGIN,
+        "ignore_result": False,
+        "replaced_task_nesting": 0,
+        "stamped_headers": None,
+        "stamps": {},
+    }
+    if traced:
+        headers["traceparent"] = "\x00trace"
+    envelope = {
+        "body": "\x00body",
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": headers,
+        "properties": {
+            "correlation_id": "\x00id",
+            "reply_to": "",
+            "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": QUEUE},
+            "priority": 0,
+            "body_encoding": "base64",
+            "delivery_tag": "\x00tag",
+        },
+    }
+    text = json.dumps(envelope, separators=(",", ":")).replace("%", "%%")
+    for name in ("task", "id", "summary", "body", "tag", "trace"):
+        text = text.replace(json.dumps("\x00" + name), f"%({name})s")
+    return text
+
+
+_ENVELOPES = {traced: _envelope_template(traced) for traced in (False, True)}
 
 
 def task_message(
@@ -37,48 +91,17 @@ def task_message(
     instrumentation injects it only when a message is sent through `apply_async`, which
     this message never is, so the header is ours and the task reads it (tasks/customers.py).
     """
-    headers: dict[str, Any] = {
-        "lang": "py",
-        "task": work.task,
-        "id": message_id,
-        "shadow": None,
-        "eta": None,
-        "expires": None,
-        "group": None,
-        "group_index": None,
-        "retries": 0,
-        "timelimit": [None, None],
-        "root_id": message_id,
-        "parent_id": None,
-        # Celery logs these on receipt: ids only, never a payload.
-        "argsrepr": "()",
-        "kwargsrepr": summary or work.delivery_id,
-        "origin": _ORIGIN,
-        "ignore_result": False,
-        "replaced_task_nesting": 0,
-        "stamped_headers": None,
-        "stamps": {},
+    # [args, kwargs, embed], the work's JSON made once (worker/work.py) spliced in.
+    body = f'[[],{{"work":{work.json_text}}},{_EMBED}]'.encode()
+    values = {
+        "task": json.dumps(work.task),
+        "id": json.dumps(message_id),
+        "summary": json.dumps(summary or work.delivery_id),
+        "body": f'"{base64.b64encode(body).decode()}"',
+        "tag": f'"{uuid.uuid4()}"',
+        "trace": json.dumps(traceparent),
     }
-    if traceparent:
-        headers["traceparent"] = traceparent
-    embed = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
-    body = json.dumps([[], {"work": work.to_json()}, embed], separators=(",", ":")).encode()
-    envelope = {
-        "body": base64.b64encode(body).decode(),
-        "content-encoding": "utf-8",
-        "content-type": "application/json",
-        "headers": headers,
-        "properties": {
-            "correlation_id": message_id,
-            "reply_to": "",
-            "delivery_mode": 2,
-            "delivery_info": {"exchange": "", "routing_key": QUEUE},
-            "priority": 0,
-            "body_encoding": "base64",
-            "delivery_tag": str(uuid.uuid4()),
-        },
-    }
-    return json.dumps(envelope, separators=(",", ":")).encode()
+    return (_ENVELOPES[bool(traceparent)] % values).encode()
 
 
 def open_envelope(raw: bytes | str) -> tuple[str, str, Any]:

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 _SECRET_SHAPES = re.compile(r"\b((?:sk|rk|pk)_(?:test|live)_|whsec_)[A-Za-z0-9+/=_\-*]+")
 # Values resolved by any vault in this process, masked even when they have no known shape.
 _known_values: set[str] = set()
+_longest_first: list[tuple[str, ...]] = [()]  # the same, sorted once per new value
 
 
 def remember_secret(value: str) -> None:
@@ -19,11 +20,14 @@ def remember_secret(value: str) -> None:
     for part in value.split(","):
         if len(part.strip()) >= 8:
             _known_values.add(part.strip())
+    # A longer value first, so one that holds a shorter is masked whole. Sorted here, not
+    # on every line: redact runs on each log line and trail fact.
+    _longest_first[0] = tuple(sorted(_known_values, key=len, reverse=True))
 
 
 def redact(text: str) -> str:
     """Mask every secret in `text`: known values, and anything shaped like a key or whsec_."""
-    for value in sorted(_known_values, key=len, reverse=True):
+    for value in _longest_first[0]:
         if value in text:
             text = text.replace(value, "[redacted]")
     return _SECRET_SHAPES.sub(lambda m: m.group(1) + "[redacted]", text)

@@ -62,7 +62,11 @@ class ComponentSpec:
         outputs = _parse_outputs(data.get("outputs"))
         if name == CREATE_CUSTOMER:
             if "trigger" not in data:
-                raise SpecError(f"{name} needs a trigger (any value)")
+                raise SpecError(
+                    f'{name} needs a "trigger" (any value, such as "true"): on the agent '
+                    "platform it is the input that starts a create, so a spec without it "
+                    'would never run there; add "trigger": "true"'
+                )
             body = data.get("Body", {})
             _check_body(body)
             key = data.get("idempotency_key")
@@ -113,9 +117,20 @@ def _parse_outputs(raw: object) -> dict[str, str]:
     return outputs
 
 
+# The names the SDK's raw_request takes as request options, not parameters
+# (stripe/_request_options.py, _stripe_client.py); no customer parameter has one.
+SDK_OPTION_NAMES = frozenset(
+    {"api_key", "stripe_version", "stripe_account", "stripe_context", "max_network_retries",
+     "idempotency_key", "content_type", "headers", "base", "usage"}
+)  # fmt: skip
+
+
 def _check_body(body: object) -> None:
     if not isinstance(body, dict):
         raise SpecError("Body must be a JSON object of Stripe customer parameters")
+    options = sorted(SDK_OPTION_NAMES & set(body))
+    if options:
+        raise SpecError(f"Body.{options[0]} is not a Stripe customer parameter")
     _check_value("Body", body, 0)
     email = body.get("email")
     if email is not None and (not isinstance(email, str) or not _EMAIL.match(email)):

@@ -26,10 +26,12 @@ from typing import Any
 
 import redis
 
+from worker import tracing
 from worker.connections import lua_script
 from worker.errors import StripeWorkerError
 from worker.redact import redact
 from worker.settings import Settings
+from worker.terminal import printable
 from worker.work import Work
 
 log = logging.getLogger("stripe_worker.trail")
@@ -79,6 +81,19 @@ def _mapping(value: object) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class TrailLine:
+    """trail.lua's keys and arguments for one line, written by another script's step
+    (tasks/publish_with_trail.lua); `placeholder` stands in the line for the entry id."""
+
+    keys: list[str]
+    args: list[Any]
+    placeholder: str
+
+
+ENTRY_PLACEHOLDER = "\x00entry"
+
+
+@dataclass(frozen=True)
 class Found:
     """One piece of work's trail, oldest line first."""
 
@@ -100,6 +115,9 @@ class Trail:
     ) -> tuple[list[str], list[Any]]:
         now = time.time()
         line = {"at": round(now, 3), "step": step, "delivery": work.delivery_id}
+        trace = tracing.trace_id()  # with traces on: the id to open the trace by
+        if trace:
+            line["trace"] = trace
         line.update(
             {
                 k: redact(v) if isinstance(v, str) else v
@@ -154,28 +172,18 @@ class Trail:
             message=error.message,
         )
 
-    def record_end(
-        self, work: Work, step: str, stream: str, entry_id: str, new: bool, entry: dict[str, Any]
-    ) -> None:
-        """The work's entry `entry_id` on `stream` (published, or failed on the errors);
-        `new` False: an earlier run had published it."""
-        headers = entry.get("Headers") or {}
-        request_id = entry.get("request_id") or next(
-            (str(v) for k, v in headers.items() if k.lower() == "request-id"), None
-        )
-        customer = entry.get("customerId")
-        self.record(
-            work,
-            step,
-            customer,
-            attempt=entry.get("attempts"),
-            stream=stream,
-            entry=entry_id,
-            again=None if new else True,
-            customer=customer,
-            request_id=request_id,
-            error_type=entry.get("error_type"),
-        )
+    def end_line(
+        self, work: Work, step: str, stream: str, entry: dict[str, Any]
+    ) -> TrailLine | None:
+        """The line of the work's entry on `stream` (published, or failed on the errors),
+        for the step that publishes `entry` to write (None: no trails kept): the entry's
+        id, and `again` when an earlier run had published it, are that step's to fill in
+        (tasks/publish_with_trail.lua)."""
+        if not self.ttl:
+            return None
+        customer, facts = _end_facts(stream, entry)
+        keys, args = self._call(work, step, (customer,), {**facts, "entry": ENTRY_PLACEHOLDER})
+        return TrailLine(keys, args, json.dumps(ENTRY_PLACEHOLDER))
 
     def find(self, term: str) -> list[Found]:
         """Every trail `term` names (a work id, webhook or event id, user or customer id,
@@ -195,6 +203,23 @@ class Trail:
             for w, lines in zip(work_ids, pipe.execute(), strict=True)
         ]
         return [f for f in found if f.lines]
+
+
+def _end_facts(stream: str, entry: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """The customer an entry names, and the facts its trail line keeps."""
+    headers = entry.get("Headers") or {}
+    request_id = entry.get("request_id") or next(
+        (str(v) for k, v in headers.items() if k.lower() == "request-id"), None
+    )
+    customer = entry.get("customerId")
+    facts = {
+        "attempt": entry.get("attempts"),
+        "stream": stream,
+        "customer": customer,
+        "request_id": request_id,
+        "error_type": entry.get("error_type"),
+    }
+    return customer, facts
 
 
 def _line(line: dict[str, Any]) -> str:
@@ -224,4 +249,4 @@ def describe(line: dict[str, Any]) -> str:
     """One trail line for a terminal: `16:02:11.204  published  customers 1700-0 ...`."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(line["at"]))
     rest = " ".join(f"{k}={v}" for k, v in line.items() if k not in ("at", "step"))
-    return f"{stamp}.{int(line['at'] * 1000) % 1000:03d}  {line['step']:10} {rest}"
+    return printable(f"{stamp}.{int(line['at'] * 1000) % 1000:03d}  {line['step']:10} {rest}")

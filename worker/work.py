@@ -16,8 +16,10 @@ Three ids, each with one job:
 from __future__ import annotations
 
 import hashlib
+import json
 import re
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
+from functools import cached_property
 from typing import Any
 
 from worker.errors import InvalidMessage
@@ -103,7 +105,15 @@ class Work:
         return f"{self.work_id}:failed:{self.replay}"
 
     def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        """The fields that are set. Shallow: `spec` and `event` are the Work's own dicts
+        (serialize them, never change them); a deep copy cost a tenth of a webhook."""
+        return {name: value for name in _FIELD_NAMES if (value := getattr(self, name)) is not None}
+
+    @cached_property
+    def json_text(self) -> str:
+        """`to_json` as compact JSON text, made once: the task message and the ledger
+        record both carry it."""
+        return json.dumps(self.to_json(), separators=(",", ":"))
 
     @classmethod
     def from_json(cls, data: object) -> Work:
@@ -132,3 +142,6 @@ class Work:
         ):
             raise InvalidMessage("the work's idempotency_key or replay has the wrong type")
         return cls(**data)
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(Work))
