@@ -1,9 +1,9 @@
 """Ours next to the plain way (bench/peer_app.py), measured in one run on this machine.
 
     apt-get install wrk                  # Debian's package: the load generator
-    python bench/side_by_side.py         # 3 runs, ~6 minutes; rewrites its section of
+    python bench/side_by_side.py --write # 3 runs, ~15 minutes; rewrites its section of
                                          # docs/benchmarks.md (medians, and each run's ratios)
-    python bench/side_by_side.py --quick --runs 1 --no-write
+    python bench/side_by_side.py --quick --runs 1   # prints only
 
 Receiver: wrk (2 threads) at 16 and 64 connections against each app's trivial JSON route and
 its webhook route (unique, correctly signed Stripe events), 2 gunicorn workers each: ours
@@ -224,7 +224,7 @@ def table(run: dict) -> list[str]:
                 f"| {label} | {c} | {t['rps']:.0f} | {h['rps']:.0f} | {h['rps'] / t['rps']:.2f} | "
                 f"{t['p50_ms']:.1f} / {t['p99_ms']:.1f} | {h['p50_ms']:.1f} / {h['p99_ms']:.1f} | "
                 f"{h['p99_ms'] / t['p99_ms']:.1f}x | {t['cpu_us']:.0f} / {h['cpu_us']:.0f} | "
-                f"{h['non2xx']} |"
+                f"{int(h['non2xx'])} |"
             )
     ours, peer = rx["ours"], rx["peer"]
 
@@ -252,7 +252,7 @@ def table(run: dict) -> list[str]:
             r = results[which]
             lines.append(
                 f"| {label} | {threads} | {r['tasks_per_s']:.0f} | {r['cpu_ms']:.2f} | "
-                f"{r['rss_mb']:.0f} | {r['created']} |"
+                f"{r['rss_mb']:.0f} | {int(r['created'])} |"
             )
         o, p = results["ours"], results["peer"]
         lines.append(
@@ -283,7 +283,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--runs", type=int, default=3, help="whole runs; the table has medians")
-    parser.add_argument("--no-write", action="store_true", help="print, leave the doc alone")
+    parser.add_argument("--write", action="store_true", help="rewrite its section of the docs")
     args = parser.parse_args()
     seconds, n = (3, 600) if args.quick else (5, 2000)
     load = os.getloadavg()
@@ -294,7 +294,7 @@ def main() -> int:
             f"{k} {v:.2f}" for k, v in ratios(runs[-1]).items()
         ), flush=True)  # fmt: skip
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    flags = (" --quick" if args.quick else "") + f" --runs {args.runs}"
+    flags = (" --quick" if args.quick else "") + f" --runs {args.runs}" + (" --write" * args.write)
     out = [
         HEADING + "\n",
         f"Measured {stamp} by `python bench/side_by_side.py{flags}` on "
@@ -304,13 +304,16 @@ def main() -> int:
         f"{seconds} s per row; {n} signups at 16 threads, {n // 2} at 64. Both workers "
         "log at INFO.\n",
         *table(median_of(runs)),  # type: ignore[arg-type]
-        "\nThe targets' figures in each run:\n",
+        "\nCPU per answer is the gunicorn workers' user and system time over a wrk run "
+        "divided by the answers: what bounds req/s once the cores are busy, and it moves "
+        "far less with other work on the machine than req/s or the p99 do. The targets' "
+        "figures in each run:\n",
         *spread(runs),
         "",
     ]
     text = "\n".join(out)
     print(text)
-    if not args.no_write:
+    if args.write:
         doc = BENCH.parent / "docs" / "benchmarks.md"
         old = doc.read_text()
         start = old.find(HEADING)
