@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import signal
 import sys
 import tempfile
@@ -46,7 +47,8 @@ import requests
 from standardwebhooks.webhooks import Webhook
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+if not __package__:  # run as a file: the project folder first, as `python -m bench.x` has it
+    sys.path[0] = str(ROOT)
 
 import stripe  # noqa: E402
 
@@ -284,7 +286,9 @@ def run_failover(
         cluster.stop()
         emulator.stop()
     report.seconds = round(time.monotonic() - started, 1)
-    if not report.ok:
+    if report.ok:  # the logs are kept only to read a failure
+        shutil.rmtree(logdir, ignore_errors=True)
+    else:
         report.notes.append(f"logs in {logdir}")
     return report
 

@@ -28,11 +28,13 @@ import json
 import os
 import platform
 import random
+import shutil
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,7 +43,8 @@ import redis
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+if not __package__:  # run as a file: the project folder first, as `python -m bench.x` has it
+    sys.path[0] = str(ROOT)
 
 from tests.support import (  # noqa: E402
     Process,
@@ -220,79 +223,90 @@ class Orphans:
                     del self.waiting[message_id]
 
 
-def run_fault(
-    signups: int = 1000,
-    kill_every: int = 100,
-    fail_rate: float = 0.3,
-    outage_s: float = 4.0,
-    crash_loop_s: float = 120.0,
-    seed: int = 7,
-    say=print,
-    **settings: str,
-) -> Report:
-    """Run the scenario at default settings (or `settings`, as environment variables);
-    returns the counts (check `report.ok`)."""
-    rng = random.Random(seed)
-    report = Report(signups)
-    started = time.monotonic()
-    logdir = Path(tempfile.mkdtemp(prefix="fault-run-"))
-    emulator = EmulatorServer("127.0.0.1", 0).start()
-    emulator.state.set_faults({"rate": fail_rate, "status": [500, 429]})
-    # The outage needs a process to pause; on fakeredis the run goes without it, and says so.
-    own_redis = RedisServer().start()
-    if not own_redis.pausable:
-        report.notes.append("no redis-server installed: ran on fakeredis, without the outage")
-    redis_url = own_redis.url
-    keys = Keys("stripe")  # the default STREAM_PREFIX: the processes run at defaults
-    env = clean_env(
-        REDIS_URL=redis_url,
-        STRIPE_API_BASE=emulator.url,
-        STRIPE_SECRET_KEY=KEY,
-        SIGNUP_WEBHOOK_SECRET=SECRET,
-        STRIPE_WEBHOOK_SECRET="whsec_unused_here",
-        PYTHONPATH=str(ROOT),
-        **settings,
-    )
-    count = 0
+class FaultRun:
+    """The scenario's parts: the processes it starts and kills, the senders, the two
+    phases of chaos, and the count at the end. `run_fault` runs it once."""
 
-    def start_worker() -> Process:
-        nonlocal count
-        count += 1
-        return Process(cli("worker"), env, logdir / f"worker-{count}.log").start()
+    def __init__(
+        self,
+        signups: int,
+        kill_every: int,
+        fail_rate: float,
+        outage_s: float,
+        crash_loop_s: float,
+        seed: int,
+        say: Callable[[str], object],
+        settings: dict[str, str],
+    ) -> None:
+        self.signups, self.kill_every = signups, kill_every
+        self.outage_s, self.crash_loop_s, self.say = outage_s, crash_loop_s, say
+        self.rng = random.Random(seed)
+        self.report = Report(signups)
+        self.started = time.monotonic()
+        self.logdir = Path(tempfile.mkdtemp(prefix="fault-run-"))
+        self.emulator = EmulatorServer("127.0.0.1", 0).start()
+        self.emulator.state.set_faults({"rate": fail_rate, "status": [500, 429]})
+        # The outage needs a process to pause; on fakeredis the run goes without it, and
+        # says so.
+        self.own_redis = RedisServer().start()
+        if not self.own_redis.pausable:
+            self.report.notes.append(
+                "no redis-server installed: ran on fakeredis, without the outage"
+            )
+        self.keys = Keys("stripe")  # the default STREAM_PREFIX: the processes run at defaults
+        self.env = clean_env(
+            REDIS_URL=self.own_redis.url,
+            STRIPE_API_BASE=self.emulator.url,
+            STRIPE_SECRET_KEY=KEY,
+            SIGNUP_WEBHOOK_SECRET=SECRET,
+            STRIPE_WEBHOOK_SECRET="whsec_unused_here",
+            PYTHONPATH=str(ROOT),
+            **settings,
+        )
+        self.started_processes = 0
+        self.web_port = free_port()
+        self.web = self.start_web()
+        self.receiver = self.web.url
+        self.client = redis.Redis.from_url(self.own_redis.url, decode_responses=True)
+        self.orphans = Orphans(
+            redis.Redis.from_url(self.own_redis.url, decode_responses=True), self.keys
+        )
+        self.worker: Process | None = None
+        self.lock = threading.Lock()
+        self.stop_chaos = threading.Event()
+        self.settled = threading.Event()
+        self.last_kill = 0.0
+        self.first_half = signups // 2
 
-    def start_web() -> WebProcess:
-        nonlocal count
-        count += 1
-        return WebProcess(env, logdir / f"web-{count}.log", workers=2, port=web_port)
+    # Processes.
 
-    web_port = free_port()
-    web = start_web()
-    receiver = web.url
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    orphans = Orphans(redis.Redis.from_url(redis_url, decode_responses=True), keys)
-    poison = poison_messages()  # ahead of every signup: the worker must get past them
-    client.lpush(keys.queue, *poison)
-    report.poison_pushed = len(poison)
-    worker = start_worker()
-    lock = threading.Lock()
-    stop_chaos = threading.Event()
-    settled_event = threading.Event()
-    last_kill = [0.0]
+    def start_worker(self) -> Process:
+        self.started_processes += 1
+        log = self.logdir / f"worker-{self.started_processes}.log"
+        return Process(cli("worker"), self.env, log).start()
 
-    def kill_worker() -> None:
-        nonlocal worker
-        worker.kill()
-        last_kill[0] = time.time()
+    def start_web(self) -> WebProcess:
+        self.started_processes += 1
+        log = self.logdir / f"web-{self.started_processes}.log"
+        return WebProcess(self.env, log, workers=2, port=self.web_port)
+
+    def kill_worker(self) -> None:
+        assert self.worker is not None
+        self.worker.kill()
+        self.last_kill = time.time()
         # Looked at once it is dead: what it held then, and not what it had handed on just
         # before (a retry it queued and then acked waits its turn on the queue, held by nobody).
         try:
-            held = orphans.held()
+            held = self.orphans.held()
         except redis.RedisError:
             held = []
-        orphans.killed(held, last_kill[0])
-        worker = start_worker()
+        self.orphans.killed(held, self.last_kill)
+        self.worker = self.start_worker()
+        self.report.worker_kills += 1
 
-    def deliver(body: bytes, msg_id: str) -> None:
+    # Senders.
+
+    def deliver(self, body: bytes, msg_id: str) -> None:
         """One delivery, retried on 503 or no answer like Stripe and Svix do (bounded)."""
         for attempt in range(60):
             headers = {
@@ -301,22 +315,23 @@ def run_fault(
             }
             try:
                 r = requests.post(
-                    receiver + "/webhooks/signup", data=body, headers=headers, timeout=5
+                    self.receiver + "/webhooks/signup", data=body, headers=headers, timeout=5
                 )
-                with lock:
-                    report.deliveries += 1
-                    report.answered_503 += r.status_code == 503
+                with self.lock:
+                    self.report.deliveries += 1
+                    self.report.answered_503 += r.status_code == 503
                 if r.status_code == 200:
                     return
                 if r.status_code != 503:
                     raise RuntimeError(f"{r.status_code} {r.text}")
             except requests.RequestException:
                 pass
-            time.sleep(min(2.0, 0.1 * 2 ** min(attempt, 5)) * (0.5 + rng.random() / 2))
-        with lock:
-            report.unanswered += 1
+            time.sleep(min(2.0, 0.1 * 2 ** min(attempt, 5)) * (0.5 + self.rng.random() / 2))
+        with self.lock:
+            self.report.unanswered += 1
 
-    def signup(i: int) -> None:
+    def signup(self, i: int) -> None:
+        """Signup `i`, delivered three times: twice at once, then once more."""
         body = json.dumps(
             {
                 "type": "user.created",
@@ -328,102 +343,136 @@ def run_fault(
             }
         ).encode()
         msg_id = f"msg_fault_{i:05d}"
-        twins = [threading.Thread(target=deliver, args=(body, msg_id)) for _ in range(2)]
+        twins = [threading.Thread(target=self.deliver, args=(body, msg_id)) for _ in range(2)]
         for t in twins:
             t.start()
         for t in twins:
             t.join()
-        deliver(body, msg_id)
+        self.deliver(body, msg_id)
 
-    first_half = signups // 2
+    # Chaos.
 
-    def chaos() -> None:
+    def chaos(self) -> None:
         """Phase 1: kills by Stripe calls, one receiver restart, one Redis outage."""
-        nonlocal web
-        next_kill = kill_every
+        next_kill = self.kill_every
         restarted_web = outage_done = False
-        while not stop_chaos.is_set():
-            if emulator.state.stats["requests"] >= next_kill:
-                kill_worker()
-                report.worker_kills += 1
-                next_kill += kill_every
-            delivered = report.deliveries
-            if not restarted_web and delivered > first_half:
-                web.stop(30)
-                web = start_web()
-                report.receiver_restarts += 1
+        while not self.stop_chaos.is_set():
+            if self.emulator.state.stats["requests"] >= next_kill:
+                self.kill_worker()
+                next_kill += self.kill_every
+            delivered = self.report.deliveries
+            if not restarted_web and delivered > self.first_half:
+                self.web.stop(30)
+                self.web = self.start_web()
+                self.report.receiver_restarts += 1
                 restarted_web = True
-            if not outage_done and own_redis.pausable and delivered > first_half * 1.5:
-                own_redis.pause()
+            if not outage_done and self.own_redis.pausable and delivered > self.first_half * 1.5:
+                self.own_redis.pause()
                 paused = time.monotonic()
-                time.sleep(outage_s)
-                own_redis.resume()
-                report.redis_outage_s = round(time.monotonic() - paused, 1)
+                time.sleep(self.outage_s)
+                self.own_redis.resume()
+                self.report.redis_outage_s = round(time.monotonic() - paused, 1)
                 outage_done = True
             time.sleep(0.05)
 
-    def crash_loop(until: float) -> None:
+    def crash_loop(self, until: float) -> None:
         """Phase 2: SIGKILL every 2-4 s while signups and retries flow."""
-        while time.monotonic() < until and not stop_chaos.is_set():
-            time.sleep(rng.uniform(2, 4))
-            kill_worker()
-            report.worker_kills += 1
-            report.crash_loop_kills += 1
+        while time.monotonic() < until and not self.stop_chaos.is_set():
+            time.sleep(self.rng.uniform(2, 4))
+            self.kill_worker()
+            self.report.crash_loop_kills += 1
 
-    def watch_orphans() -> None:
-        while not settled_event.is_set() or orphans.waiting:
+    def watch_orphans(self) -> None:
+        while not self.settled.is_set() or self.orphans.waiting:
             with contextlib.suppress(redis.RedisError):
-                orphans.poll()
+                self.orphans.poll()
             time.sleep(0.1)
 
-    chaos_thread = threading.Thread(target=chaos, daemon=True)
-    watcher = threading.Thread(target=watch_orphans, daemon=True)
-    chaos_thread.start()
-    watcher.start()
-    try:
-        with ThreadPoolExecutor(max_workers=12) as pool:
-            list(pool.map(signup, range(first_half)))
-            stop_chaos.set()
-            chaos_thread.join(60)
-            stop_chaos.clear()
-            say(
-                f"phase 1 done in {time.monotonic() - started:.1f}s; crash loop for "
-                f"{crash_loop_s:.0f}s"
+    # The run.
+
+    def run(self) -> Report:
+        poison = poison_messages()  # ahead of every signup: the worker must get past them
+        self.client.lpush(self.keys.queue, *poison)
+        self.report.poison_pushed = len(poison)
+        self.worker = self.start_worker()
+        watcher = threading.Thread(target=self.watch_orphans, daemon=True)
+        watcher.start()
+        try:
+            with ThreadPoolExecutor(max_workers=12) as pool:
+                self.phase_one(pool)
+                self.phase_two(pool)
+            self.say(
+                f"delivered {self.signups} signups x3 in {self.elapsed():.1f}s; "
+                "waiting for the worker"
             )
-            loop_started = time.monotonic()
-            looper = threading.Thread(
-                target=crash_loop, args=(loop_started + crash_loop_s,), daemon=True
-            )
-            looper.start()
-            # The second half arrives evenly over the loop's first 80%.
-            rest = range(first_half, signups)
-            pace = crash_loop_s * 0.8 / max(1, len(rest))
-            futures = []
-            for n, i in enumerate(rest):
-                time.sleep(max(0.0, loop_started + n * pace - time.monotonic()))
-                futures.append(pool.submit(signup, i))
-            for f in futures:
-                f.result()
-            looper.join(crash_loop_s + 10)
-        say(
-            f"delivered {signups} signups x3 in {time.monotonic() - started:.1f}s; "
-            "waiting for the worker"
+            self.wait_until_settled()
+            self.stop_chaos.set()
+            self.settled.set()
+            watcher.join(60)
+            self.count()
+        finally:
+            self.stop_chaos.set()
+            self.settled.set()
+            for proc in (self.worker, self.web):
+                if proc is not None:
+                    proc.stop(30)
+            self.own_redis.stop()
+            self.emulator.stop()
+        self.report.seconds = round(self.elapsed(), 1)
+        if self.report.ok:  # the logs are kept only to read a failure
+            shutil.rmtree(self.logdir, ignore_errors=True)
+        else:
+            self.report.notes.append(f"logs in {self.logdir}")
+        return self.report
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def phase_one(self, pool: ThreadPoolExecutor) -> None:
+        chaos = threading.Thread(target=self.chaos, daemon=True)
+        chaos.start()
+        list(pool.map(self.signup, range(self.first_half)))
+        self.stop_chaos.set()
+        chaos.join(60)
+        self.stop_chaos.clear()
+        self.say(f"phase 1 done in {self.elapsed():.1f}s; crash loop for {self.crash_loop_s:.0f}s")
+
+    def phase_two(self, pool: ThreadPoolExecutor) -> None:
+        started = time.monotonic()
+        looper = threading.Thread(
+            target=self.crash_loop, args=(started + self.crash_loop_s,), daemon=True
         )
-        deadline = time.monotonic() + 300
+        looper.start()
+        # The second half arrives evenly over the loop's first 80%.
+        rest = range(self.first_half, self.signups)
+        pace = self.crash_loop_s * 0.8 / max(1, len(rest))
+        futures = []
+        for n, i in enumerate(rest):
+            time.sleep(max(0.0, started + n * pace - time.monotonic()))
+            futures.append(pool.submit(self.signup, i))
+        for f in futures:
+            f.result()
+        looper.join(self.crash_loop_s + 10)
+
+    def wait_until_settled(self, timeout: float = 300) -> None:
+        """Until every signup and poison message has its entry (or the deadline)."""
+        wanted = self.signups + self.report.poison_pushed
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                settled = (
-                    client.xlen(keys.stream("customers")) + client.xlen(keys.stream("errors"))
-                    >= signups + report.poison_pushed
-                )
+                if (
+                    self.client.xlen(self.keys.stream("customers"))
+                    + self.client.xlen(self.keys.stream("errors"))
+                    >= wanted
+                ):
+                    return
             except redis.RedisError:
-                settled = False
-            if settled:
-                break
+                pass
             time.sleep(0.2)
-        stop_chaos.set()
-        settled_event.set()
-        watcher.join(60)
+
+    def count(self) -> None:
+        """The report's counts, from the emulator and from Redis."""
+        client, keys, report, orphans = self.client, self.keys, self.report, self.orphans
         # A task killed after publishing would show here as a second entry.
         for _ in range(40):
             if client.hlen(keys.unacked) == 0 and client.llen(keys.queue) == 0:
@@ -437,33 +486,39 @@ def run_fault(
         failures = [f for _i, f in client.xrange(keys.stream("errors"))]
         report.quarantined = sum(f["error_type"] == "invalid_message" for f in failures)
         report.errors = len(failures) - report.quarantined
-        report.worker_alive_at_end = worker.alive()
-        report.customers_created = emulator.state.stats["created"]["test"]
-        report.emulator_faults = emulator.state.stats["faults"]
+        report.worker_alive_at_end = self.worker is not None and self.worker.alive()
+        report.customers_created = self.emulator.state.stats["created"]["test"]
+        report.emulator_faults = self.emulator.state.stats["faults"]
         report.longest_wait_after_death_s = round(orphans.longest, 1)
         report.longest_give_back_after_death_s = round(orphans.longest_give_back, 1)
         if orphans.slowest:
             report.notes.append(f"longest wait: {orphans.slowest}")
         last = client.xrevrange(keys.stream("customers"), count=1)
-        if last and last_kill[0]:
+        if last and self.last_kill:
             last_ms = int(last[0][0].split("-")[0])
             # 0 when every entry was in before the last kill.
-            report.last_kill_to_last_entry_s = max(0.0, round(last_ms / 1000 - last_kill[0], 1))
+            report.last_kill_to_last_entry_s = max(0.0, round(last_ms / 1000 - self.last_kill, 1))
         if orphans.waiting:
             report.notes.append(f"{len(orphans.waiting)} orphaned messages never came back")
         if not report.ok:
-            report.notes += diagnose(client, keys, entries, signups)
-    finally:
-        stop_chaos.set()
-        settled_event.set()
-        for proc in (worker, web):
-            proc.stop(30)
-        own_redis.stop()
-        emulator.stop()
-    report.seconds = round(time.monotonic() - started, 1)
-    if not report.ok:
-        report.notes.append(f"logs in {logdir}")
-    return report
+            report.notes += diagnose(client, keys, entries, self.signups)
+
+
+def run_fault(
+    signups: int = 1000,
+    kill_every: int = 100,
+    fail_rate: float = 0.3,
+    outage_s: float = 4.0,
+    crash_loop_s: float = 120.0,
+    seed: int = 7,
+    say: Callable[[str], object] = print,
+    **settings: str,
+) -> Report:
+    """Run the scenario at default settings (or `settings`, as environment variables);
+    returns the counts (check `report.ok`)."""
+    return FaultRun(
+        signups, kill_every, fail_rate, outage_s, crash_loop_s, seed, say, settings
+    ).run()
 
 
 def main() -> int:

@@ -5,12 +5,15 @@
 
 The receiver is configured as a live endpoint (a live key and live webhook secrets).
 Hypothesis generates headers and bodies (random, half-valid, validly signed garbage);
-then come the set pieces: oversized and chunked bodies, deep JSON, invalid UTF-8, huge
-headers, replayed signatures, and events signed with a test secret or marked
-livemode=false, the valid ones sent while 1,000 connections trickle their headers or
-bodies. It checks: no 5xx at all, the queue holds exactly the events that were validly
-signed for this live endpoint, and the server cut every slow connection; and it prints
-the RSS of gunicorn's workers before and after.
+then hostile text validly signed at both routes (tests/support/hostile.py: lone
+surrogates, controls, deep nesting, numbers beyond a double or an int64, NaN, in events
+shaped like real ones; a tenth as many as the generated requests); then the set pieces:
+oversized and chunked bodies, deep JSON, invalid UTF-8, huge headers, replayed
+signatures, and events signed with a test secret or marked livemode=false, the valid
+ones sent while 1,000 connections trickle their headers or bodies. It checks: no 5xx at
+all, the queue holds exactly the events validly signed for this live endpoint and the
+hostile signups the receiver accepted, and the server cut every slow connection; and it
+prints the RSS of gunicorn's workers before and after.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -32,15 +36,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+if not __package__:  # run as a file: the project folder first, as `python -m bench.x` has it
+    sys.path[0] = str(ROOT)
 
-from tests.support import WebProcess, clean_env, sign_stripe  # noqa: E402
+from tests.support import WebProcess, clean_env, sign_standard, sign_stripe  # noqa: E402
+from tests.support.hostile import encode as hostile_body  # noqa: E402
+from tests.support.hostile import hostile_text, signup_events, stripe_events  # noqa: E402
 from tests.support.signing import HEADER_NAMES, signature_like_values  # noqa: E402
 from worker.settings import Settings  # noqa: E402
 
 LIVE_KEY = "sk_live_fuzz" + "0" * 20
 LIVE_WHSEC = "whsec_live_endpoint_fuzz_0001"
 TEST_WHSEC = "whsec_test_endpoint_fuzz_0001"
+SIGNUP_WHSEC = "whsec_" + "bGl2ZS1zaWdudXAtc2VjcmV0LWZ1enotMDAwMQ=="
 
 
 @dataclass
@@ -49,6 +57,8 @@ class Report:
     by_status: Counter = field(default_factory=Counter)
     server_errors: int = 0
     valid_events_sent: int = 0
+    hostile_sent: int = 0  # validly signed hostile text, both routes
+    hostile_signups_accepted: int = 0  # of those, signups the receiver queued
     tasks_queued: int = 0
     slow_connections: int = 0  # trickling headers or bodies while the valid events are sent
     slow_cut: int = 0  # of those, cut by the server at READ_TIMEOUT
@@ -60,7 +70,7 @@ class Report:
     def ok(self) -> bool:
         return (
             self.server_errors == 0
-            and self.tasks_queued == self.valid_events_sent
+            and self.tasks_queued == self.valid_events_sent + self.hostile_signups_accepted
             and self.slow_cut == self.slow_connections
         )
 
@@ -153,6 +163,17 @@ json_values = st.recursive(
 bodies = st.one_of(st.binary(max_size=4000), json_values.map(lambda v: json.dumps(v).encode()))
 
 
+def _runs(examples: int) -> settings:
+    """The same requests each run: derandomized, no example database."""
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
+
+
 def run_fuzz(
     examples: int = 10_000, say=print, slow: int = 1000, read_timeout: float | None = None
 ) -> Report:
@@ -165,12 +186,13 @@ def run_fuzz(
         STREAM_PREFIX=ours.stream_prefix,
         STRIPE_SECRET_KEY=LIVE_KEY,
         STRIPE_WEBHOOK_SECRET=LIVE_WHSEC,
-        SIGNUP_WEBHOOK_SECRET="whsec_" + "bGl2ZS1zaWdudXAtc2VjcmV0LWZ1enotMDAwMQ==",
+        SIGNUP_WEBHOOK_SECRET=SIGNUP_WHSEC,
         PYTHONPATH=str(ROOT),
     )
     if read_timeout is not None:
         env["READ_TIMEOUT"] = str(read_timeout)
-    web = WebProcess(env, Path(tempfile.mkdtemp(prefix="fuzz-")) / "web.log", workers=2)
+    logdir = Path(tempfile.mkdtemp(prefix="fuzz-"))
+    web = WebProcess(env, logdir / "web.log", workers=2)
     url = web.url
     session = requests.Session()
     client = redis.Redis.from_url(redis_url)
@@ -187,16 +209,20 @@ def run_fuzz(
         report.server_errors += status >= 500
         return status
 
+    def send_hostile(route: str, value: object, escaped: bool) -> None:
+        body = hostile_body(value, escaped)
+        if route == "stripe":  # livemode false on this live endpoint: refused, never queued
+            send(route, body, {"Stripe-Signature": sign_stripe(body, LIVE_WHSEC)})
+        else:
+            msg_id = f"msg_hostile_{report.hostile_sent}"
+            status = send(route, body, sign_standard(body, msg_id, SIGNUP_WHSEC))
+            report.hostile_signups_accepted += status == 200
+        report.hostile_sent += 1
+
     try:
         report.rss_kb_before = rss_kb(web.pid)
 
-        @settings(
-            max_examples=examples,
-            deadline=None,
-            database=None,
-            derandomize=True,
-            suppress_health_check=list(HealthCheck),
-        )
+        @_runs(examples)
         @given(
             route=st.sampled_from(["stripe", "signup"]),
             headers=st.dictionaries(st.sampled_from(HEADER_NAMES), header_values, max_size=5),
@@ -210,6 +236,23 @@ def run_fuzz(
 
         fuzz()
         say(f"{report.requests} generated requests, {dict(report.by_status)}")
+
+        @_runs(max(20, examples // 10))
+        @given(
+            route=st.sampled_from(["stripe", "signup"]),
+            stripe_value=stripe_events,
+            # a user id of the usual shape half the time, so some signups are accepted
+            signup_value=signup_events(st.from_regex(r"\Au_[a-z0-9]{1,20}\Z") | hostile_text),
+            escaped=st.booleans(),
+        )
+        def hostile(route, stripe_value, signup_value, escaped):
+            send_hostile(route, stripe_value if route == "stripe" else signup_value, escaped)
+
+        hostile()
+        say(
+            f"{report.hostile_sent} hostile bodies validly signed, "
+            f"{report.hostile_signups_accepted} signups among them accepted"
+        )
         # Set pieces.
         big = b"{" + b" " * (2 * 1024 * 1024) + b"}"
         send("stripe", big, {"Stripe-Signature": sign_stripe(big, LIVE_WHSEC)})
@@ -253,6 +296,7 @@ def run_fuzz(
         keys = list(client.scan_iter(f"{ours.stream_prefix}:*"))
         if keys:
             client.delete(*keys)
+        shutil.rmtree(logdir, ignore_errors=True)
     report.seconds = round(time.monotonic() - started, 1)
     return report
 

@@ -21,14 +21,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+if not __package__:  # run as a file: the project folder first, as `python -m bench.x` has it
+    sys.path[0] = str(ROOT)
 
+from bench.harness import Section, Stack, load, machine, render, stripe_request  # noqa: E402
 from worker.devtools.local import free_port, redis_answers  # noqa: E402
-
-PORT = free_port()
-os.environ["REDIS_URL"] = f"redis://127.0.0.1:{PORT}/0"  # read by bench.run_all at import
-
-from bench.run_all import Stack, load, machine, stripe_request  # noqa: E402
 
 
 def main() -> int:
@@ -38,12 +35,14 @@ def main() -> int:
     if not shutil.which("redis-server"):
         print("redis-server is not installed: nothing to measure")
         return 1
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
     folder = tempfile.mkdtemp(prefix="bench-aof-")
     redis_proc = subprocess.Popen(
         [
             "redis-server",
             "--port",
-            str(PORT),
+            str(port),
             "--bind",
             "127.0.0.1",
             "--save",
@@ -57,26 +56,34 @@ def main() -> int:
         stderr=subprocess.DEVNULL,
     )
     try:
-        while not redis_answers(os.environ["REDIS_URL"]):
+        while not redis_answers(url):
             time.sleep(0.05)
-        stack = Stack(f"benchaof{os.getpid()}")
-        print(f"Machine: {machine()}; AOF in {folder}\n")
+        stack = Stack(f"benchaof{os.getpid()}", redis_url=url)
+        print(f"Machine: {machine(url)}; AOF in {folder}\n")
         load(stack.port, stripe_request, 2)  # warm up: connections, scripts, AOF file
-        print("| appendfsync | round | req/s | p50 ms | p99 ms | answers |")
-        print("|---|---|---|---|---|---|")
+        rows = []
         try:
             # Interleaved rounds, so a neighbour's load on the machine hits both alike.
             for round_ in (1, 2):
                 for policy in ("everysec", "always"):
                     stack.redis.config_set("appendfsync", policy)
                     r = load(stack.port, stripe_request, args.seconds)
-                    print(
-                        f"| {policy} | {round_} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | "
-                        f"{r['p99_ms']:.2f} | {r['statuses']} |",
-                        flush=True,
+                    rows.append(
+                        (
+                            policy,
+                            round_,
+                            f"{r['rps']:,.0f}",
+                            f"{r['p50_ms']:.2f}",
+                            f"{r['p99_ms']:.2f}",
+                            r["statuses"],
+                        )
                     )
         finally:
             stack.stop()
+        section = Section("What durability costs the receiver", "bench/persistence.py")
+        section.say(f"4 keep-alive Python clients, {args.seconds:g} s a row, rounds interleaved.")
+        section.table(("appendfsync", "round", "req/s", "p50 ms", "p99 ms", "answers"), rows)
+        print(render([section]))
     finally:
         redis_proc.terminate()
         redis_proc.wait(10)

@@ -18,9 +18,10 @@ from pathlib import Path
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+if not __package__:  # run as a file: the project folder first, as `python -m bench.x` has it
+    sys.path[0] = str(ROOT)
 
-from bench.run_all import REDIS_URL, machine  # noqa: E402
+from bench.harness import REDIS_URL, machine  # noqa: E402
 from tasks.publish import Publisher, as_field  # noqa: E402
 from worker.settings import Settings  # noqa: E402
 from worker.streams import StreamConsumer  # noqa: E402

@@ -5,7 +5,7 @@
 
 A master, one replica and three sentinels on 127.0.0.1 (tests/support/sentinel.py); the
 receiver (`stripe-worker web`, 2 gunicorn workers) on the sentinel URL, loaded with
-distinct signed signups by 4 client processes (bench/run_all.py's closed loop), then the
+distinct signed signups by 4 client processes (bench/harness.py's closed loop), then the
 enqueue step alone (Enqueuer.enqueue_once in one thread, no HTTP). Each setting is measured
 twice, interleaved (0, 1, 0, 1), on the same cluster.
 """
@@ -13,6 +13,7 @@ twice, interleaved (0, 1, 0, 1), on the same cluster.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -20,9 +21,19 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+if not __package__:  # run as a file: the project folder first, as `python -m bench.x` has it
+    sys.path[0] = str(ROOT)
 
-from bench.run_all import KEY, SIGNUP_WHSEC, WHSEC, load, machine, signup_request  # noqa: E402
+from bench.harness import (  # noqa: E402
+    KEY,
+    SIGNUP_WHSEC,
+    WHSEC,
+    Section,
+    load,
+    machine,
+    render,
+    signup_request,
+)
 from tests.support import WebProcess, clean_env, wait_http  # noqa: E402
 from tests.support.sentinel import MASTER_NAME, SentinelCluster  # noqa: E402
 from worker.connections import redis_client  # noqa: E402
@@ -43,12 +54,14 @@ def receiver_rps(cluster: SentinelCluster, replicas: int, seconds: float) -> dic
         SIGNUP_WEBHOOK_SECRET=SIGNUP_WHSEC,
         PYTHONPATH=str(ROOT),
     )
-    web = WebProcess(env, Path(tempfile.mkdtemp(prefix="replica-wait-")) / "web.log")
+    logdir = Path(tempfile.mkdtemp(prefix="replica-wait-"))
+    web = WebProcess(env, logdir / "web.log")
     try:
         wait_http(f"{web.url}/readyz")
         return load(web.port, signup_request, seconds, per_client=20_000)
     finally:
         web.stop()
+        shutil.rmtree(logdir, ignore_errors=True)
 
 
 def enqueue_rate(cluster: SentinelCluster, replicas: int, seconds: float) -> dict:
@@ -76,21 +89,29 @@ def main() -> int:
     args = parser.parse_args()
     print(f"machine: {machine()}")
     cluster = SentinelCluster().start()
+    section = Section("What REDIS_MIN_REPLICAS=1 costs the receiver", "bench/replica_wait.py")
     try:
-        print("| REDIS_MIN_REPLICAS | receiver req/s | p50 ms | p99 ms | answers |")
-        print("|---|---|---|---|---|")
+        rows = []
         for replicas in (0, 1, 0, 1):
             r = receiver_rps(cluster, replicas, args.seconds)
-            print(
-                f"| {replicas} | {r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} "
-                f"| {r['statuses']} |"
+            rows.append(
+                (
+                    replicas,
+                    f"{r['rps']:.0f}",
+                    f"{r['p50_ms']:.1f}",
+                    f"{r['p99_ms']:.1f}",
+                    r["statuses"],
+                )
             )
-        print("\n| REDIS_MIN_REPLICAS | enqueue_once/s (one thread) | µs each |\n|---|---|---|")
+        section.table(("REDIS_MIN_REPLICAS", "receiver req/s", "p50 ms", "p99 ms", "answers"), rows)
+        rows = []
         for replicas in (0, 1, 0, 1):
             e = enqueue_rate(cluster, replicas, args.seconds / 2)
-            print(f"| {replicas} | {e['per_s']:.0f} | {e['us']:.0f} |")
+            rows.append((replicas, f"{e['per_s']:.0f}", f"{e['us']:.0f}"))
+        section.table(("REDIS_MIN_REPLICAS", "enqueue_once/s (one thread)", "µs each"), rows)
     finally:
         cluster.stop()
+    print(render([section]))
     return 0
 
 

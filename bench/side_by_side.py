@@ -25,9 +25,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
+if not __package__:  # run as a file: the project folder first, as `python -m bench.x` has it
+    sys.path[0] = str(BENCH.parent)
 
-from run_all import (  # noqa: E402
+from bench.harness import (  # noqa: E402
     WRK_SCRIPT,
     Stack,
     drain,
@@ -36,7 +37,6 @@ from run_all import (  # noqa: E402
     stripe_request,
     wrk,
 )
-
 from tests.support import Process, wait_http  # noqa: E402
 from worker.devtools.local import free_port  # noqa: E402
 

@@ -24,9 +24,10 @@ from http.client import HTTPConnection
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+if not __package__:  # run as a file: the project folder first, as `python -m bench.x` has it
+    sys.path[0] = str(ROOT)
 
-from bench.run_all import Stack, load, machine, pct, stripe_request  # noqa: E402
+from bench.harness import Section, Stack, load, machine, pct, render, stripe_request  # noqa: E402
 
 TRICKLE_FOR = 30.0  # seconds a slow connection keeps trickling at most
 
@@ -136,21 +137,37 @@ def main() -> int:
     finally:
         for stack in stacks.values():
             stack.stop()
-    print(
-        f"| set-up | req/s, nobody slow (3 rounds) | with {args.slow} slow connections: legit "
-        "answered | not answered in 3 s | p50 ms | p99 ms | slow ones cut by the server "
-        "| cut after (median s) |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
+    rows = []
     for setup, label in setups.items():
         f, cut = fired[setup]["fire"], fired[setup]["cut"]
         rounds = " / ".join(f"{r:,.0f}" for r in rps[setup])
-        print(
-            f"| {label} | {sorted(rps[setup])[1]:,.0f} ({rounds}) | {f['ok']} | {f['failed']} | "
-            f"{f['p50']:.2f} | {f['p99']:.2f} | {len(cut)} of {args.slow} | "
-            f"{pct(cut, 50) if cut else float('nan'):.1f} |",
-            flush=True,
+        rows.append(
+            (
+                label,
+                f"{sorted(rps[setup])[1]:,.0f} ({rounds})",
+                f["ok"],
+                f["failed"],
+                f"{f['p50']:.2f}",
+                f"{f['p99']:.2f}",
+                f"{len(cut)} of {args.slow}",
+                f"{pct(cut, 50) if cut else float('nan'):.1f}",
+            )
         )
+    section = Section("Legitimate senders beside slow ones", "bench/slow_clients.py")
+    section.table(
+        (
+            "set-up",
+            "req/s, nobody slow (3 rounds)",
+            f"with {args.slow} slow connections: legit answered",
+            "not answered in 3 s",
+            "p50 ms",
+            "p99 ms",
+            "slow ones cut by the server",
+            "cut after (median s)",
+        ),
+        rows,
+    )
+    print(render([section]))
     return 0
 
 

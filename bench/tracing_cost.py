@@ -20,8 +20,10 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+if not __package__:  # run as a file: the project folder first, as `python -m bench.x` has it
+    sys.path[0] = str(ROOT)
 
+from bench.harness import Section, machine, render  # noqa: E402
 from tests.support import clean_env  # noqa: E402
 from tests.support.otlp import OtlpCollector  # noqa: E402
 
@@ -87,13 +89,26 @@ def main() -> int:
     finally:
         collector.stop()
     spans = len(collector.spans())
-    print(f"tracing off: {statistics.median(off):.0f} us per signup  (rounds {off})")
-    print(f"tracing on:  {statistics.median(on):.0f} us per signup  (rounds {on})")
     ratios = sorted(b / a for a, b in zip(off, on, strict=True))
-    print(
-        f"on/off: {statistics.median(on) / statistics.median(off):.2f} (medians), "
-        f"{statistics.median(ratios):.2f} (median of the rounds' ratios); spans received {spans}"
+    section = Section("What traces cost the receiver", "bench/tracing_cost.py")
+    section.say(
+        f"{args.requests} signed signups a round through the app, {args.rounds} rounds each, "
+        "off and on alternating."
     )
+    section.table(
+        ("tracing", "µs per signup (median)", "rounds"),
+        [
+            ("off", f"{statistics.median(off):.0f}", " / ".join(f"{x:.0f}" for x in off)),
+            ("on", f"{statistics.median(on):.0f}", " / ".join(f"{x:.0f}" for x in on)),
+        ],
+    )
+    section.say(
+        f"On/off: {statistics.median(on) / statistics.median(off):.2f} (medians), "
+        f"{statistics.median(ratios):.2f} (median of the rounds' ratios); {spans} spans "
+        "received by the collector."
+    )
+    print(f"Machine: {machine()}.\n")
+    print(render([section]))
     return 0
 
 

@@ -12,6 +12,7 @@ first line) with trails on and off (TRAIL_TTL=0), alternating, in the same run.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -22,7 +23,8 @@ import uuid
 
 import redis
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if not __package__:  # run as a file: the project folder first, as `python -m bench.x` has it
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from tests.support import SIGNUP_WEBHOOK_SECRET, RedisServer, clean_env, sign_standard
 from webhooks import create_app
@@ -144,4 +146,6 @@ def main(n: int = 500) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(*(int(a) for a in sys.argv[1:2])))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("signups", type=int, nargs="?", default=500)
+    sys.exit(main(parser.parse_args().signups))

@@ -17,9 +17,9 @@ import logging
 import os
 import socket
 
+from stripe_worker_agent import Entry, StreamConsumer
 from worker.cli_process import tool_settings
 from worker.connections import redis_client
-from worker.streams import Entry, StreamConsumer
 
 
 def act_on(entry: Entry) -> None:

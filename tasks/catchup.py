@@ -325,7 +325,9 @@ def catch_up_forever(catchup: CatchUp, stop: threading.Event) -> None:
 
 def install_catchup(app: Celery, settings: Settings, holder: str) -> CatchUp | None:
     """Run catch-up on a thread of this worker when it is on; give up the lease at stop."""
-    runtime = app.runtime  # type: ignore[attr-defined]
+    from tasks.runtime import runtime_of
+
+    runtime = runtime_of(app)
     why = catchup_off(settings, runtime.vault)
     if why:
         log.info("catch-up off: %s", why)

@@ -10,9 +10,9 @@ from typing import Any
 
 from celery import Celery
 
+from stripe_worker_agent.redis_url import is_sentinel_url, kombu_url, tls_options
 from worker.connections import sentinel_options
 from worker.keys import QUEUE
-from worker.redis_url import is_sentinel_url, kombu_url, tls_options
 from worker.settings import Settings
 
 

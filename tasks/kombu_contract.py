@@ -2,8 +2,9 @@
 
 kombu's Redis transport has no extension API: tasks/transport.py fetches with BLMOVE by
 overriding the channel's BRPOP hooks and records a message as held through the QoS's
-bookkeeping, and a few other modules lean on Celery's worker internals. None of these names
-is promised by a release note, so each is listed here once, with where and why it is used,
+bookkeeping, and a few other modules lean on Celery's worker internals. Most of these names
+are private, promised by no release note; the rest are methods of theirs that ours override,
+whose signatures ours must keep matching. Each is listed here once, with where and why,
 and tests/test_kombu_contract.py checks each one against the installed libraries: that it is
 there and, for a callable, that its signature is the one written here. Moving the kombu or
 Celery pin (pyproject.toml) means running that test against the new version first; see the
@@ -129,14 +130,15 @@ KOMBU_CONTRACT: tuple[Hook, ...] = (
          "the in-memory bookkeeping only, skipping kombu's Redis QoS.append, whose writes "
          "ours replaces", "(self, message, delivery_tag)"),
     Hook("kombu.transport.virtual.base:QoS", "_delivered", "instance",
-         "tasks/transport.py QoS.can_consume/restore_unacked/held_tags",
-         "the messages a channel holds, for the prefetch limit and the lease renewal"),
+         "tasks/transport.py QoS.can_consume/restore_unacked/held_tags/front_full",
+         "the messages a channel holds, for the prefetch limit, the lease renewal and the "
+         "signups cap (their task header)"),
     Hook("kombu.transport.virtual.base:QoS", "_dirty", "instance",
-         "tasks/transport.py QoS.can_consume/held_tags",
+         "tasks/transport.py QoS.can_consume/held_tags/front_full",
          "the held messages already acked but not yet flushed from _delivered"),
     Hook("kombu.transport.redis:QoS", "can_consume", "callable",
          "tasks/transport.py QoS.can_consume (overridden)",
-         "holds fewer than the prefetch while Stripe is pacing (hold_fewer)", "(self)"),
+         "holds fewer than the prefetch while Stripe is pacing (WorkerState.hold_fewer)", "(self)"),
     Hook("kombu.transport.redis:QoS", "ack", "callable", "tasks/transport.py QoS.ack",
          "a no-op once the connection is gone", "(self, delivery_tag)"),
     Hook("kombu.transport.redis:QoS", "reject", "callable", "tasks/transport.py QoS.reject",
@@ -173,13 +175,13 @@ KOMBU_CONTRACT: tuple[Hook, ...] = (
          "tasks/transport.py Channel._brpop_read", "reads the BLMOVE reply kombu's way",
          "(self, connection, command_name, **options)"),
     Hook("redis.connection:AbstractConnection", "_sock", "instance",
-         "worker/connections.py MasterConnection.send_packed_command",
+         "stripe_worker_agent/connection.py MasterConnection.send_packed_command",
          "a dropped connection reconnects through the sentinels, not to its old address"),
     Hook("redis.connection:AbstractConnection", "send_packed_command", "callable",
-         "worker/connections.py MasterConnection (overridden)", "see _sock",
+         "stripe_worker_agent/connection.py MasterConnection (overridden)", "see _sock",
          "(self, command, check_health=True)"),
     Hook("redis.sentinel:SentinelManagedConnection", "connect", "callable",
-         "worker/connections.py MasterConnection.send_packed_command",
+         "stripe_worker_agent/connection.py MasterConnection.send_packed_command",
          "the sentinel-aware connect", "(self)"),
     # Celery's worker.
     Hook("celery.worker.consumer.consumer:Consumer", "connect", "callable",
@@ -198,6 +200,21 @@ KOMBU_CONTRACT: tuple[Hook, ...] = (
     Hook("celery.worker.consumer.consumer:Consumer", "connection_errors", "assigned",
          "tasks/consumer.py WorkConsumer.__init__",
          "OutOfMemoryError added: a full Redis is a lost connection, not a crash"),
+    Hook("celery.app.task:Task", "run", "callable", "tasks/customers.py WorkTask.run",
+         "the task's body (Celery's documented way to write a class-based task)",
+         "(self, *args, **kwargs)"),
+    Hook("celery.app.task:Task", "retry", "callable", "tasks/customers.py WorkTask.retry",
+         "a retry that cannot be queued puts the message back; it relies on Celery raising "
+         "Reject(requeue=False) then, with .reason and .requeue",
+         "(self, args=None, kwargs=None, exc=None, throw=True, eta=None, countdown=None, "
+         "max_retries=None, **options)"),
+    Hook("celery.exceptions:Reject", "__init__", "callable",
+         "tasks/customers.py WorkTask.retry", "Reject(reason, requeue=True) as Celery builds it",
+         "(self, reason=None, requeue=False)"),
+    Hook("celery.exceptions:Reject", "requeue", "assigned", "tasks/customers.py WorkTask.retry",
+         "a Reject that would drop the message is raised again with requeue=True"),
+    Hook("celery.exceptions:Reject", "reason", "assigned", "tasks/customers.py WorkTask.retry",
+         "kept when the Reject is raised again"),
     Hook("celery.worker.state", "total_count", "attribute", "tasks/recovery.py _activity",
          "tasks done, for the heartbeat"),
     Hook("celery.worker.state", "active_requests", "attribute", "tasks/recovery.py _activity",
@@ -239,11 +256,11 @@ def signature_of(function: Callable[..., Any]) -> str:
         if kind is parameter.KEYWORD_ONLY and not star:
             shown.append("*")
         star = star or kind in (parameter.KEYWORD_ONLY, parameter.VAR_POSITIONAL)
-        stars: dict[inspect._ParameterKind, str] = {
-            parameter.VAR_POSITIONAL: "*",
-            parameter.VAR_KEYWORD: "**",
-        }
-        text = stars.get(kind, "") + parameter.name
+        text = parameter.name
+        if kind is parameter.VAR_POSITIONAL:
+            text = "*" + text
+        elif kind is parameter.VAR_KEYWORD:
+            text = "**" + text
         if parameter.default is not parameter.empty:
             default = parameter.default
             literal = default is None or isinstance(default, bool | int | float | str)

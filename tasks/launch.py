@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-import tempfile
 
+from worker.metrics_folder import multiprocess_folder
 from worker.settings import Settings
 
 
@@ -14,10 +14,12 @@ def run_worker(
     """Run the worker until stopped; Celery's exit status is the process's."""
     pool = pool or settings.worker_pool
     concurrency = concurrency or settings.pool_size
-    if pool == "prefork" and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        # Tasks count in the pool's children: into files the main process sums. Read by
-        # prometheus-client when imported, so set before anything imports it.
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="stripe-worker-prom-")
+    # A prefork pool's tasks count in its children: into files the main process sums.
+    with multiprocess_folder(pool == "prefork"):
+        return _run(settings, pool, concurrency, loglevel)
+
+
+def _run(settings: Settings, pool: str, concurrency: int, loglevel: str) -> int:
     from celery.signals import worker_process_init, worker_process_shutdown
 
     from tasks import metrics, worker_app

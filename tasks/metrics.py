@@ -198,13 +198,9 @@ class RedisFigures:
             for group, figures in info.groups.items():
                 if figures["lag"] is not None:
                     lag.add_metric([stream, group], figures["lag"])
-        pace = GaugeMetricFamily(
-            "stripe_worker_stripe_pace",
-            "Calls/s the shared Stripe pace allows now, by key mode",
-            labels=["mode"],
+        pace = _by_mode(
+            "stripe_worker_stripe_pace", "Calls/s the shared Stripe pace allows now", s.pace
         )
-        for mode, rate in s.pace.items():
-            pace.add_metric([mode], rate)
         endpoint_pace = GaugeMetricFamily(
             "stripe_worker_stripe_endpoint_pace",
             "Calls/s the shared pace of each Stripe endpoint allows now, by key mode",
@@ -213,6 +209,11 @@ class RedisFigures:
         for mode, paces in s.endpoint_pace.items():
             for endpoint, rate in paces.items():
                 endpoint_pace.add_metric([mode, endpoint], rate)
+        in_flight_cap = _by_mode(
+            "stripe_worker_stripe_in_flight_cap",
+            "Stripe calls each key may have in flight at once now (its concurrency cap)",
+            s.in_flight_cap,
+        )
         cursor_age = GaugeMetricFamily(
             "stripe_worker_catchup_cursor_age_seconds",
             "Seconds since the newest moment catch-up has listed Stripe's events up to, by "
@@ -228,6 +229,15 @@ class RedisFigures:
         yield pace
         yield endpoint_pace
         yield cursor_age
+        yield in_flight_cap
+
+
+def _by_mode(name: str, doc: str, values: dict[str, float]) -> GaugeMetricFamily:
+    """A gauge of one value per key mode."""
+    gauge = GaugeMetricFamily(name, f"{doc}, by key mode", labels=["mode"])
+    for mode, value in values.items():
+        gauge.add_metric([mode], value)
+    return gauge
 
 
 def registry(client: redis.Redis, settings: Settings) -> CollectorRegistry:

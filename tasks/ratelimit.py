@@ -5,10 +5,11 @@ account, 100 requests/s in live mode and 25/s in a sandbox, and a limit per endp
 requests/s unless a page says otherwise, where every named operation is its own endpoint
 (`POST /v1/customers` and `GET /v1/customers/{id}` are two); both count every call, and
 it answers 429 beyond either. So a key has one global pace and one pace per endpoint, and
-each call takes a slot in both at once (tasks/ratelimit.lua, one script): the next free
-slot of each, 1/rate seconds after the previous one (GCRA, no burst), and sleeps until
-it: N workers together keep one pace. Each starts at its limit less MARGIN (or
-STRIPE_RATE_LIMIT, STRIPE_ENDPOINT_RATE, STRIPE_ENDPOINT_RATES).
+each call takes a slot in both at once (tasks/ratelimit.lua, one script): the first time
+that is 1/rate seconds or more from every slot already reserved in each (no burst), and
+sleeps until it: N workers together keep one pace. A call waiting for its endpoint's
+slot leaves the earlier global slots to the other endpoints' calls. Each starts at its
+limit less MARGIN (or STRIPE_RATE_LIMIT, STRIPE_ENDPOINT_RATE, STRIPE_ENDPOINT_RATES).
 
 Each pace adapts on its own (AIMD, as TCP does): a 429 multiplies the rate of the
 limiter that answered by DECREASE for everyone on the key, once per epoch, and voids
@@ -16,12 +17,16 @@ the slots already handed out at the old rate; the rate then climbs back by INCRE
 the ceiling each second. So a limit lower than the default (another service on the
 account, an endpoint Stripe keeps lower) is found without
 configuration, and costs one 429 now and then, not a stream of them.
+
+The page also names a concurrency limiter: ConcurrencyCap keeps a key's calls in flight
+under STRIPE_CONCURRENCY across every worker, adapting the same way.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
+import uuid
 from dataclasses import dataclass
 
 import redis
@@ -36,6 +41,7 @@ from worker.settings import parse_endpoint_rates
 STRIPE_LIMITS = {"test": 25.0, "live": 100.0}
 ENDPOINT_LIMIT = 25.0
 GLOBAL = "global"  # the limiter name of the global pace; an endpoint's is its operation
+CONCURRENCY = "concurrency"  # the limiter name of the cap on calls in flight
 # Paced a little under them: requests bunch up on the way (network, Stripe's edge), and
 # Stripe's own counters are not ours. 3%: 24.25/s test, 97/s live; a 429 slows it anyway.
 MARGIN = 0.03
@@ -99,6 +105,7 @@ class StripeRateLimiter:
         # A connected account (Stripe-Account) has paces of its own under the key's.
         suffix = (f":{account}" if account else "") + ("" if endpoint == GLOBAL else f":{endpoint}")
         self.key = keys.ratelimit(key_id(api_key) + suffix)
+        self.slots = self.key + ":slots"  # the times reserved (tasks/ratelimit.lua)
         self.name = endpoint
         self.ceiling = ceiling
         self.max_wait = max_wait
@@ -106,7 +113,7 @@ class StripeRateLimiter:
 
     def _run(self, op: str, held: int, *extra: float) -> tuple[float, int]:
         args: list[str | float] = [op, self.ceiling, held, self.ceiling * INCREASE, *extra]
-        value, epoch = self._script(keys=[self.key], args=args)
+        value, epoch = self._script(keys=[self.key, self.slots], args=args)
         return float(value), int(epoch)
 
     def acquire(self) -> Slot:
@@ -126,15 +133,21 @@ class StripeRateLimiter:
 
 
 def reserve(
-    limiters: list[StripeRateLimiter], held: list[int], max_wait: float
-) -> tuple[float, list[int]]:
+    limiters: list[StripeRateLimiter], held: list[int], max_wait: float, slot: str = ""
+) -> tuple[float, list[int], str]:
     """One step of the script: the seconds until the slot reserved in every pace (-1:
-    none within `max_wait`; 0 also when the slots `held` are still good), and the epochs."""
-    args: list[float | str] = ["acquire", max_wait]
+    none within `max_wait`; 0 also when the `slot` held in the epochs `held` is still
+    good), the epochs, and the slot's name (to give it back, once void, when asking again)."""
+    args: list[float | str] = ["acquire", max_wait, slot]
     for limiter, epoch in zip(limiters, held, strict=True):
         args += [limiter.ceiling, epoch, limiter.ceiling * INCREASE]
-    answer = limiters[0]._script(keys=[limiter.key for limiter in limiters], args=args)
-    return float(answer[0]), [int(e) for e in answer[1:]]
+    keys = [name for limiter in limiters for name in (limiter.key, limiter.slots)]
+    answer = limiters[0]._script(keys=keys, args=args)
+    return float(answer[0]), [int(e) for e in answer[2:]], _text(answer[1])
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def acquire_all(limiters: list[StripeRateLimiter]) -> list[Slot]:
@@ -142,14 +155,14 @@ def acquire_all(limiters: list[StripeRateLimiter]) -> list[Slot]:
     call never counts against one limiter while it waits for another. RateLimited when
     the wait would pass the shortest `max_wait` of them."""
     max_wait = min(limiter.max_wait for limiter in limiters)
-    held, waited = [-1] * len(limiters), 0.0
+    held, slot, waited = [-1] * len(limiters), "", 0.0
     while True:
         left = max_wait - waited
-        wait, epochs = reserve(limiters, held, min(HORIZON, left))
+        wait, epochs, slot = reserve(limiters, held, min(HORIZON, left), slot)
         if wait < 0 and left > 0:  # no slot within the horizon: ask again shortly
             pause = min(HORIZON / 2, left)
             time.sleep(pause)
-            held, waited = [-1] * len(limiters), waited + pause
+            held, slot, waited = [-1] * len(limiters), "", waited + pause
             continue
         if wait < 0:
             raise RateLimited(
@@ -162,3 +175,67 @@ def acquire_all(limiters: list[StripeRateLimiter]) -> list[Slot]:
             return [Slot(epoch, waited) for epoch in epochs]
         time.sleep(wait)
         held, waited = epochs, waited + wait
+
+
+class ConcurrencyCap:
+    """Stripe's concurrency limiter for one key: at most `ceiling` calls in flight at once,
+    counted in Redis across every worker (STRIPE_CONCURRENCY). Stripe's page names the
+    limiter, "the number of requests that are active at any given time", without a figure;
+    a 429 from it lowers the cap (AIMD, as the paces do).
+
+    A call holds its place under a lease (`lease` s, past any call's time-out), so a worker
+    that dies mid-call frees it without anyone's help."""
+
+    name = CONCURRENCY
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        api_key: str,
+        ceiling: int,
+        lease: float,
+        max_wait: float = 20.0,
+    ) -> None:
+        self.key = keys.ratelimit(key_id(api_key) + ":" + CONCURRENCY)
+        self.calls = self.key + ":calls"
+        self.ceiling = ceiling
+        self.lease = lease
+        self.max_wait = max_wait
+        self._script = lua_script(client, "tasks", "concurrency.lua")
+
+    def _run(self, op: str, held: int, *extra: float | str) -> tuple[float, int]:
+        args = [op, self.ceiling, held, self.ceiling * INCREASE, *extra]
+        value, epoch = self._script(keys=[self.key, self.calls], args=args)
+        return float(value), int(epoch)
+
+    def enter(self) -> tuple[str, Slot]:
+        """Wait for a place among the calls in flight: (the call's id, its Slot).
+        RateLimited when the wait would pass `max_wait`."""
+        call, waited, pause = uuid.uuid4().hex, 0.0, 0.005
+        while True:
+            inside, epoch = self._run("enter", -1, call, self.lease)
+            if inside:
+                return call, Slot(epoch, waited)
+            if waited + pause > self.max_wait:
+                raise RateLimited(
+                    f"{self.ceiling} Stripe calls in flight for {self.max_wait:.0f} s; "
+                    "waiting on the queue instead",
+                    http_status=None,
+                    retry_after=self.max_wait / 2,
+                )
+            time.sleep(pause)  # a place frees within one call's time: ask again soon
+            waited, pause = waited + pause, min(0.05, pause * 2)
+
+    def leave(self, call: str) -> None:
+        self._run("leave", -1, call)
+
+    def slow_down(self, slot: Slot) -> float:
+        """Stripe's concurrency limiter answered the call that entered in `slot`."""
+        cap, _epoch = self._run("slow", slot.epoch, DECREASE, 1.0)
+        return cap
+
+    def cap(self) -> float:
+        """Calls allowed in flight now, for stats and tests."""
+        cap, _epoch = self._run("peek", -1)
+        return cap

@@ -38,6 +38,7 @@ from celery.signals import worker_shutdown
 from tasks.ledger_sweep import requeue_lost
 from tasks.worker_state import WorkerState
 from worker.connections import lua_script, redis_client
+from worker.redis_problems import Outage
 from worker.settings import Settings
 
 log = logging.getLogger("stripe_worker.recovery")
@@ -249,6 +250,7 @@ def recover_forever(recovery: Recovery, stop: threading.Event) -> None:
     settings = recovery.settings
     sweep_every = max(1.0, settings.visibility_timeout / 4)
     next_sweep = time.monotonic() + sweep_every
+    outage = Outage(log, settings.redis_url)
     while True:
         wait = settings.heartbeat_interval
         try:
@@ -256,8 +258,9 @@ def recover_forever(recovery: Recovery, stop: threading.Event) -> None:
             if time.monotonic() >= next_sweep:
                 next_sweep = time.monotonic() + sweep_every
                 requeue_lost(recovery.client, settings)
-        except redis.RedisError as exc:  # Redis away: try again next beat
-            log.warning("recovery: %s", exc.__class__.__name__)
+            outage.answered()
+        except redis.RedisError as exc:  # Redis away: try again next beat, say so rarely
+            outage.failed(exc)
         except Exception:  # a bug of ours must not stop the heartbeat for good
             log.exception("recovery tick failed")
         # Until the next beat is due, the consumer connects or loses its connection (a

@@ -14,7 +14,9 @@ import stripe
 
 from tasks.metrics import MeasuredHttpClient, rate_limit_waited, rate_limited_by
 from tasks.ratelimit import (
+    CONCURRENCY,
     GLOBAL,
+    ConcurrencyCap,
     StripeRateLimiter,
     acquire_all,
     default_ceiling,
@@ -36,12 +38,21 @@ HOLD_SECONDS = 30.0
 # the pace is under the pool's size per second, so not at the live limit.
 AHEAD_SECONDS = 1.0
 MIN_HELD = 4
+# What a signup calls: of what it holds, a worker keeps this many signups (what that
+# endpoint's pace starts within AHEAD_SECONDS), and takes the rest from past them
+# (tasks/transport.py), so the other endpoints' budgets are used at the same time.
+SIGNUP_ENDPOINT = "customers.create"
 # Without Stripe-Rate-Limited-Reason, a 429 on one endpoint is that endpoint's limiter,
 # unless another endpoint met a 429 this recently too: then it is the limit they share.
 SHARED_WINDOW = 1.0
-# Stripe-Rate-Limited-Reason values that name the global limiter; the others
-# (endpoint-rate, endpoint-concurrency, resource-specific) name the endpoint's.
-GLOBAL_REASONS = ("global-rate", "global-concurrency")
+# Stripe-Rate-Limited-Reason values that name the global limiter, and the concurrency
+# limiter (the cap on calls in flight); the others (endpoint-rate, resource-specific)
+# name the endpoint's.
+GLOBAL_REASONS = ("global-rate",)
+CONCURRENCY_REASONS = ("global-concurrency", "endpoint-concurrency")
+# A call's place among the calls in flight outlasts the call by this much (seconds past
+# STRIPE_TIMEOUT for each try), so only a dead worker's places lapse.
+LEASE_MARGIN = 10.0
 
 
 class StripeGateway:
@@ -64,6 +75,7 @@ class StripeGateway:
         # (key, connected account or "", endpoint): Stripe keeps its limits per account.
         self._limiters: dict[tuple[str, str, str], StripeRateLimiter | None] = {}
         self._last_429: dict[tuple[str, str, str], float] = {}  # same -> monotonic
+        self._caps: dict[str, ConcurrencyCap | None] = {}
         self.last_limiter: dict[str, str] = {}  # key mode -> the limiter that last said 429
         self._lock = threading.Lock()
 
@@ -123,6 +135,22 @@ class StripeGateway:
                 )
             return self._limiters[key, account, endpoint]
 
+    def concurrency(self, api_secret: str) -> ConcurrencyCap | None:
+        """The cap on calls in flight of the key `api_secret` names (those it makes as a
+        connected account among them); None when it is off
+        (STRIPE_CONCURRENCY=0) or there is no Redis."""
+        key = self.vault.stripe_key(api_secret)
+        s = self.settings
+        with self._lock:
+            if key not in self._caps:
+                lease = s.stripe_timeout * (1 + self.max_network_retries) + LEASE_MARGIN
+                self._caps[key] = (
+                    ConcurrencyCap(self.redis, s.keys, key, s.stripe_concurrency, lease)
+                    if s.stripe_concurrency and self.redis is not None
+                    else None
+                )
+            return self._caps[key]
+
     def call(
         self,
         api_secret: str,
@@ -143,21 +171,30 @@ class StripeGateway:
             [self.limiter(api_secret, endpoint, account)] if endpoint else []
         )
         limiters = [limiter for limiter in paces if limiter is not None]
+        cap = self.concurrency(api_secret)
         deadline = time.monotonic() + HOLD_SECONDS
         while True:
             slots = acquire_all(limiters) if limiters else []
-            if slots:
-                rate_limit_waited(slots[0].waited)
+            # The place in flight after the slots: a call waiting for its slot holds none.
+            call, place = cap.enter() if cap else ("", None)
+            if slots or place:
+                waited = slots[0].waited if slots else 0.0
+                rate_limit_waited(waited + (place.waited if place else 0.0))
             try:
                 return request(client)
             except stripe.StripeError as exc:
                 error = from_stripe_error(exc)
-            if not isinstance(error, RateLimited) or not limiters:
+            finally:
+                if cap:
+                    cap.leave(call)
+            if not isinstance(error, RateLimited) or not (limiters or cap):
                 raise error
             pause = error.retry_after or 0.0
             if error.code != "lock_timeout":  # one busy object says nothing of the pace
-                name = self._answered(api_secret, endpoint, error.reason, account)
+                name = self._answered(api_secret, endpoint, error.reason, account, capped=bool(cap))
                 rate_limited_by(endpoint or "", name)
+                if cap and place and name == CONCURRENCY:
+                    cap.slow_down(place)
                 for limiter, slot in zip(limiters, slots, strict=True):
                     if limiter.name == name:
                         limiter.slow_down(slot, pause)
@@ -166,10 +203,16 @@ class StripeGateway:
             time.sleep(pause)
 
     def _answered(
-        self, api_secret: str, endpoint: str | None, reason: str | None, account: str = ""
+        self,
+        api_secret: str,
+        endpoint: str | None,
+        reason: str | None,
+        account: str = "",
+        capped: bool = True,
     ) -> str:
-        """The limiter a 429 on `endpoint` came from: Stripe's reason when it gives one,
-        else the endpoint's, unless another endpoint met one within SHARED_WINDOW."""
+        """The limiter a 429 on `endpoint` came from: Stripe's reason when it gives one
+        (its concurrency limiter, when `capped`: else the global pace takes the cut), else
+        the endpoint's, unless another endpoint met one within SHARED_WINDOW."""
         key = self.vault.stripe_key(api_secret)
         now = time.monotonic()
         with self._lock:
@@ -178,8 +221,12 @@ class StripeGateway:
                 for (k, a, e), at in self._last_429.items()
             )
             self._last_429[key, account, endpoint or GLOBAL] = now
-            if reason:
-                name = GLOBAL if reason in GLOBAL_REASONS or not endpoint else endpoint
+            if reason in CONCURRENCY_REASONS and capped:
+                name = CONCURRENCY
+            elif reason and endpoint:
+                name = GLOBAL if reason in GLOBAL_REASONS + CONCURRENCY_REASONS else endpoint
+            elif reason:
+                name = GLOBAL
             else:
                 name = GLOBAL if shared or not endpoint else endpoint
             self.last_limiter[key_mode(key)] = name
@@ -211,6 +258,12 @@ class StripeGateway:
             paces.setdefault(key_mode(key), {})[name] = round(limiter.rate(), 2)
         return paces
 
+    def caps(self) -> dict[str, float]:
+        """Calls each key may have in flight now (its concurrency cap), by key mode."""
+        with self._lock:
+            caps = [(key, cap) for key, cap in self._caps.items() if cap]
+        return {key_mode(key): round(cap.cap(), 1) for key, cap in caps}
+
     def paces(self) -> dict[str, float]:
         """Calls/s each key's pace allows now, by key mode: what this worker's heartbeat
         tells `stripe-worker status`. Only keys this worker has called with."""
@@ -220,25 +273,39 @@ class StripeGateway:
         return paces
 
     def hold_to_pace(
-        self, pool_size: int, hold_fewer: Callable[[int], None]
+        self, pool_size: int, hold_fewer: Callable[[int, int], None]
     ) -> Callable[[], dict[str, Any]]:
         """Make the worker hold what its pace can start within AHEAD_SECONDS, from now
         and on every heartbeat (the returned callable, which reports the paces), by
-        `hold_fewer` (the worker state's)."""
+        `hold_fewer` (the worker state's), with at most what Create Customer's pace starts
+        in that time being signups."""
 
-        def hold(rates: list[float]) -> None:
-            hold_fewer(pool_size - messages_to_hold(rates, pool_size))
+        signups: StripeRateLimiter | None = None
+
+        def hold(rates: list[float], signup_rate: float | None) -> None:
+            front = messages_to_hold([signup_rate], pool_size) if signup_rate else 0
+            hold_fewer(pool_size - messages_to_hold(rates, pool_size), front)
 
         with contextlib.suppress(SecretMissing, SpecError):
-            self.limiter(STRIPE_SECRET_KEY)  # the usual key's pace, before the first call
-        hold([rate for _mode, rate in self.rates(now=False)])
+            self.limiter(STRIPE_SECRET_KEY)  # the usual key's paces, before the first call
+            self.concurrency(STRIPE_SECRET_KEY)
+            signups = self.limiter(STRIPE_SECRET_KEY, SIGNUP_ENDPOINT)
+        hold(
+            [rate for _mode, rate in self.rates(now=False)],
+            signups.ceiling if signups is not None else None,
+        )
 
         def each_beat() -> dict[str, Any]:
             paces = self.paces()
-            hold(list(paces.values()))
+            hold(list(paces.values()), signups.rate() if signups is not None else None)
             with self._lock:
                 last = dict(self.last_limiter)
-            return {"pace": paces, "endpoint_pace": self.endpoint_paces(), "limited_by": last}
+            return {
+                "pace": paces,
+                "endpoint_pace": self.endpoint_paces(),
+                "in_flight_cap": self.caps(),
+                "limited_by": last,
+            }
 
         return each_beat
 

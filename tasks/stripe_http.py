@@ -61,7 +61,9 @@ class StripeHttpClient(stripe.HTTPClient):
             )
             return self._managers.setdefault((parts.scheme, parts.netloc), manager)
 
-    def request(
+    # RequestsClient's own signature (stripe/_http_client.py), which already differs from
+    # its base HTTPClient's (no `_usage`, bytes for str): the SDK calls it this way.
+    def request(  # type: ignore[override]
         self, method: str, url: str, headers: Mapping[str, str] | None, post_data: Any = None
     ) -> tuple[bytes, int, Mapping[str, str]]:
         try:
@@ -98,6 +100,6 @@ def _connection_error(exc: Exception) -> NoReturn:
         )
         retry = isinstance(exc, _RETRYABLE)
     detail = f"{type(exc).__name__}: {exc}"
-    raise stripe.APIConnectionError(
+    raise stripe.APIConnectionError(  # type: ignore[no-untyped-call]  # the SDK's, unannotated
         textwrap.fill(msg) + f"\n\n(Network error: {detail})", should_retry=retry
     ) from exc

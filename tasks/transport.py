@@ -12,6 +12,13 @@ into `PREFIX:q:given_back`, which every worker takes from before the queue.
 Lease scores in kombu's unacked index are on Redis's clock (the worker's clock plus an
 offset its heartbeat measures), so that one host's clock cannot expire another's leases.
 
+Signups are pushed to the end workers take from (worker/queue.py), the rest to the far
+end. A worker that holds as many signups as Create Customer's pace can start soon (see
+hold_fewer) takes from the far end instead: a signup waiting for its endpoint's slot
+would otherwise hold a thread that another endpoint's work, with budget to spare, could
+use, and every thread would wait on the one endpoint (docs.stripe.com/rate-limits: each
+endpoint its own 25/s, under the global 100/s in live mode).
+
 An envelope that is not JSON cannot be delivered: it is moved whole to `PREFIX:q:poison`
 and the worker goes on.
 
@@ -40,6 +47,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from tasks.worker_state import WorkerState
+from worker.work import CREATE_CUSTOMER_TASK
 
 log = logging.getLogger("stripe_worker.transport")
 
@@ -106,6 +114,20 @@ class QoS(kombu_redis.QoS):
         self._delivered.clear()
         return None
 
+    def front_full(self) -> bool:
+        """This channel holds its cap of signups (hold_fewer's `front`)."""
+        cap = self.channel.worker_state.front
+        if not cap:
+            return False
+        for _ in range(5):
+            try:
+                held = [m for tag, m in list(self._delivered.items()) if tag not in self._dirty]
+            except RuntimeError:  # changed while copied by the consumer thread: again
+                continue
+            signups = sum(1 for m in held if _task_of(m) == CREATE_CUSTOMER_TASK)
+            return signups >= cap
+        return False
+
     def held_tags(self) -> list[str]:
         """Delivery tags this channel holds (reserved, waiting an ETA, or running)."""
         for _ in range(5):
@@ -114,6 +136,11 @@ class QoS(kombu_redis.QoS):
             except RuntimeError:  # changed while copied by the consumer thread: again
                 continue
         return []
+
+
+def _task_of(message: Any) -> object:
+    headers = getattr(message, "headers", None)
+    return headers.get("task") if isinstance(headers, dict) else None
 
 
 _OwnQoS = QoS  # for Channel's annotation, where `QoS` names its class attribute
@@ -173,7 +200,8 @@ class Channel(kombu_redis.Channel):
             command = ["LMOVE", self.given_back_key, self.fetched_key, "RIGHT", "LEFT"]
         else:
             source = self.global_keyprefix + self._q_for_pri(queues[0], 0)
-            command = ["BLMOVE", source, self.fetched_key, "RIGHT", "LEFT", timeout or 0]
+            end = "LEFT" if self.qos.front_full() else "RIGHT"  # the far end: past signups
+            command = ["BLMOVE", source, self.fetched_key, end, "LEFT", timeout or 0]
         self._in_poll = connection
         self._brpop_sent_at = monotonic()
         connection.send_command(*command)

@@ -9,7 +9,8 @@ worker, so a test or `stripe-worker dev` can run several in one process.
 - the consuming channels, whose leases the heartbeat renews;
 - the offset of Redis's clock from this host's, as the heartbeat measured it (leases
   are scored on Redis's clock, so one host's clock cannot expire another's leases);
-- how many messages fewer than Celery's prefetch to hold, as the Stripe pace allows;
+- how many messages fewer than Celery's prefetch to hold, as the Stripe pace allows, and
+  how many of them may be signups before the fetch takes from past them;
 - whether the consumer holds a broker connection, and since when, for the heartbeat.
 """
 
@@ -29,6 +30,7 @@ class WorkerState:
         self._lock = threading.Lock()
         self.clock_offset = 0.0  # Redis time minus this host's time
         self.fewer = 0  # messages fewer than Celery's prefetch to hold
+        self.front = 0  # signups held at most before fetching past them (0: no cap)
         self.consumer_connected = False
         self.consumer_since = time.time()
         # Set when the consumer connects or loses its connection: the heartbeat beats at
@@ -51,10 +53,13 @@ class WorkerState:
         with self._lock:
             return list(self._channels)
 
-    def hold_fewer(self, count: int) -> None:
-        """Hold `count` fewer messages than Celery's prefetch allows (never fewer than one).
-        Retries waiting a countdown still come on top, as Celery counts them."""
+    def hold_fewer(self, count: int, front: int = 0) -> None:
+        """Hold `count` fewer messages than Celery's prefetch allows (never fewer than one),
+        and once `front` of them are signups (0: no such cap), fetch from the queue's far
+        end (tasks/transport.py). Retries waiting a countdown still come on top, as Celery
+        counts them."""
         self.fewer = max(0, count)
+        self.front = max(0, front)
 
     def set_consumer_connected(self, connected: bool) -> None:
         if connected != self.consumer_connected:

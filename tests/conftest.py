@@ -1,9 +1,14 @@
 """Fixtures: a real Redis, a real emulator over HTTP, settings and a vault per test, and
 the project's processes. Helpers live in tests/support/.
 
-Redis: the one at REDIS_URL (default 127.0.0.1:6379); where none answers, a
-`redis-server` started for the run if installed, else fakeredis's TCP server.
-The header of the run says which.
+Redis: the one at REDIS_URL (default 127.0.0.1:6379), in a database the run claims for
+itself; where none answers, a `redis-server` started for the run if installed, else
+fakeredis's TCP server. The header of the run says which.
+
+Leftovers fail the run (tests/support/leftovers.py): a key outside the tests' `t<hex>:`
+prefixes in the run's database, or a file in the run's TMPDIR. Checked by the process that
+controls the run, once every test is over: under xdist a session fixture ends in each
+worker while the others still run, so it could not tell a leftover from work in progress.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from .support import (
     RedisServer,
     WebProcess,
     WorkerProcess,
+    leftovers,
     shared_redis,
     worker_env,
 )
@@ -36,15 +42,58 @@ _redis: dict[str, object] = {}
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if hasattr(config, "workerinput"):  # an xdist worker: the controller chose for the run
+        _redis.update(url=os.environ["STRIPE_WORKER_TEST_REDIS_URL"], how="", server=None)
+        return
     url, how, server = shared_redis()
-    _redis.update(url=url, how=how, server=server)
+    token = None
+    if server is None:  # a shared server: a database of the run's own on it
+        url, token = leftovers.claim_database(url)
+        db = url.rsplit("/", 1)[1]
+        how += f", database {db} (claimed)" if token else f", database {db} (none free to claim)"
+    # Keys are checked only in a database that is the run's alone: in a shared one, another
+    # process's keys could not be told from ours (and must not be deleted).
+    own = server is not None or token is not None
+    _redis.update(
+        url=url,
+        how=how,
+        server=server,
+        token=token,
+        folders=leftovers.RunFolders(),
+        keys=leftovers.stray_keys(url) if own else None,
+    )
+    # Read by the xdist workers (started after this) and by entry_schemas.
     os.environ["STRIPE_WORKER_TEST_REDIS_URL"] = url
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    folders = _redis.get("folders")
+    if not isinstance(folders, leftovers.RunFolders):
+        return  # an xdist worker
+    url, before = str(_redis["url"]), _redis["keys"]
+    keys = leftovers.stray_keys(url) - before if isinstance(before, set) else set()
+    files = folders.left()
+    leftovers.delete_keys(url, keys)
+    folders.remove()
+    if keys or files:
+        report = session.config.pluginmanager.get_plugin("terminalreporter")
+        if report is not None:
+            report.write_line("")
+            report.write_sep("=", "left behind by the run", red=True)
+            if keys:
+                report.write_line(f"Redis keys outside a t<hex>: prefix: {sorted(keys)}")
+            if files:
+                report.write_line(f"in TMPDIR ({folders.path}): {files}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     server = _redis.get("server")
     if isinstance(server, RedisServer):
         server.stop()
+    if "token" in _redis:
+        leftovers.release_database(str(_redis["url"]), _redis["token"])  # type: ignore[arg-type]
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -55,6 +55,7 @@ def exposed(text: str) -> set[str]:
     return names
 
 
+@pytest.mark.slow
 def test_rules_name_only_metrics_the_processes_expose(client, start_worker):
     port = free_port()
     start_worker("--concurrency=2", WORKER_METRICS_PORT=port)

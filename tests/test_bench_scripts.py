@@ -1,15 +1,16 @@
-"""Every benchmark script imports (its helpers come from tests/support and each other) and
-has a main(); the fault and fuzz runs also run, small, in their own tests."""
+"""Every benchmark script imports as `bench.<script>` (its helpers come from bench/harness.py
+and tests/support) and has a main(), and its command line as the README gives it
+(`python bench/<script>.py`) answers --help; the fault and fuzz runs also run, small, in
+their own tests."""
 
 import importlib
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
 # A script runs as __main__; a module such as peer_app (the plain way's app and task, which
 # side_by_side starts) is only imported.
 SCRIPTS = sorted(
@@ -21,6 +22,7 @@ MODULES = sorted(
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
+@pytest.mark.slow
 def test_bench_script_imports_and_has_a_main(name):
     module = importlib.import_module(f"bench.{name}")
     assert callable(module.main)
@@ -29,3 +31,16 @@ def test_bench_script_imports_and_has_a_main(name):
 @pytest.mark.parametrize("name", MODULES)
 def test_bench_module_imports(name):
     importlib.import_module(f"bench.{name}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_bench_script_runs_as_a_file(name):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / f"{name}.py"), "--help"],
+        cwd="/",  # not the project folder: the script finds it itself
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and done.stdout.startswith("usage:"), done.stderr

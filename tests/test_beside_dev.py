@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from worker.devtools.dev_state import state_path
+
 from .support import free_port, fresh_env, group_alive, run_command, start_dev, wait_for
 
 FOUND = "dev       using the running `stripe-worker dev` (pid "
@@ -68,7 +70,7 @@ def test_every_command_finds_dev_then_one_ctrl_c_stops_it(tmp_path):
         assert done.returncode == 0, done
         done = run_command("tail", "errors", "--count", "1", env=env)
         assert "cus_gone" in done.stdout and "not_found 404: No such customer" in done.stdout
-        state = json.loads((tmp_path / f"stripe-worker-dev-{os.getuid()}.json").read_text())
+        state = json.loads(state_path(tmp_path).read_text())
         assert redis.Redis.from_url(state["redis_url"]).xlen("stripe:events") == 0
     finally:
         proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
@@ -78,7 +80,7 @@ def test_every_command_finds_dev_then_one_ctrl_c_stops_it(tmp_path):
     assert out.rstrip().splitlines()[-1] == "stopped; nothing left running"
     assert "Warm shutdown" not in out and "Ctrl+C" not in out and "Traceback" not in out
     wait_for(lambda: not group_alive(proc.pid), timeout=10)
-    assert not (tmp_path / f"stripe-worker-dev-{os.getuid()}.json").exists()
+    assert not state_path(tmp_path).exists()
 
 
 def cli_script(env, script, *args):

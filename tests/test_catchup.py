@@ -214,6 +214,19 @@ def test_reconcile_mistakes_are_one_line_and_exit_2(settings, webhook_env, args,
     assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr
 
 
+def test_stripe_unreachable_is_one_line_and_exit_1(settings, webhook_env):
+    done = subprocess.run(
+        cli("reconcile"),
+        env=worker_env(settings.with_(stripe_api_base="http://127.0.0.1:9"), webhook_env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done
+    [line] = [x for x in done.stderr.splitlines() if x.startswith("error: ")]
+    assert line.startswith("error: could not reach Stripe") and "Traceback" not in done.stderr
+
+
 def test_beyond_30_days_is_out_of_reach_and_said(settings, webhook_env, emulator):
     make_customers(emulator, 1)
     done = reconcile(settings, webhook_env, "--since", "45d")
@@ -289,3 +302,23 @@ def test_catch_up_lists_a_connected_accounts_events_with_a_cursor_of_its_own(
     [entry] = wait_for(lambda: entries(redis_client, settings, "events"))
     assert (entry["source_id"], entry["customerId"]) == (event["id"], customer)
     assert json.loads(entry["event"])["account"] == entry["account"] == ACCOUNT
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"CATCHUP": "sometimes"}, "CATCHUP must be on or off"),
+        ({"CATCHUP_INTERVAL": "0"}, "at least 1 second"),
+        ({"CATCHUP_TYPES": ",".join(f"invoice.e{i}" for i in range(21))}, "up to 20"),
+        ({"CATCHUP_TYPES": "invoice.*"}, "without wildcards"),
+        ({"CATCHUP_ACCOUNTS": "bob"}, "acct_"),
+    ],
+)
+def test_catch_up_settings_are_refused_at_start_when_wrong(env, says):
+    from worker.errors import SettingsError
+    from worker.settings import Settings
+
+    with pytest.raises(SettingsError, match=says):
+        Settings.from_env(env)
+    both = Settings.from_env({"CATCHUP_TYPES": "invoice.paid, customer.created"})
+    assert both.event_types == ["invoice.paid", "customer.created"]

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import requests
 
 from .support import TEST_KEY, clean_env, free_port
@@ -16,8 +17,8 @@ CREATE = {
 }
 
 
-def run(spec, emulator, key=TEST_KEY, extra_env=None):
-    env = clean_env(STRIPE_API_BASE=emulator.url, STRIPE_SECRET_KEY=key, **(extra_env or {}))
+def run(spec, settings, key=TEST_KEY, extra_env=None):
+    env = told(settings, STRIPE_SECRET_KEY=key, **(extra_env or {}))
     text = spec if isinstance(spec, str) else json.dumps(spec)
     return subprocess.run(
         [sys.executable, "-m", "worker.cli", "run", "--json", "-"],
@@ -29,22 +30,34 @@ def run(spec, emulator, key=TEST_KEY, extra_env=None):
     )
 
 
-def test_create_then_get_print_the_promised_outputs(emulator):
-    created = run(CREATE, emulator)
+def told(settings, **values):
+    """A shell told the test's Redis and prefix: `run` paces Stripe calls in Redis."""
+    return clean_env(
+        STRIPE_API_BASE=settings.stripe_api_base,
+        REDIS_URL=settings.redis_url,
+        STREAM_PREFIX=settings.stream_prefix,
+        **values,
+    )
+
+
+@pytest.mark.slow
+def test_create_then_get_print_the_promised_outputs(settings):
+    created = run(CREATE, settings)
     assert created.returncode == 0, created.stderr
     out = json.loads(created.stdout)
     assert set(out) == {"customerId", "Response", "Headers"}
-    got = run({"component": "stripe.getStripeCustomer", "customer_id": out["customerId"]}, emulator)
+    got = run({"component": "stripe.getStripeCustomer", "customer_id": out["customerId"]}, settings)
     assert got.returncode == 0, got.stderr
     got_out = json.loads(got.stdout)
     assert list(got_out) == ["customerId", "customerEmail", "Response", "Headers"]
     assert got_out["customerEmail"] == "jenny.rosen@example.com"
 
 
-def test_spec_from_a_file(emulator, tmp_path):
+@pytest.mark.slow
+def test_spec_from_a_file(settings, tmp_path):
     path = tmp_path / "spec.json"
     path.write_text(json.dumps(dict(CREATE, outputs={"email": "Response.email"})))
-    env = clean_env(STRIPE_API_BASE=emulator.url, STRIPE_SECRET_KEY=TEST_KEY)
+    env = told(settings, STRIPE_SECRET_KEY=TEST_KEY)
     done = subprocess.run(
         [sys.executable, "-m", "worker.cli", "run", str(path)],
         capture_output=True,
@@ -55,9 +68,10 @@ def test_spec_from_a_file(emulator, tmp_path):
     assert done.returncode == 0 and json.loads(done.stdout)["email"] == "jenny.rosen@example.com"
 
 
-def test_revoked_key_prints_a_clear_401_and_exits_1(emulator):
+@pytest.mark.slow
+def test_revoked_key_prints_a_clear_401_and_exits_1(emulator, settings):
     requests.post(f"{emulator.url}/_emulator/keys", json={"revoke": [TEST_KEY]}, timeout=5)
-    done = run(CREATE, emulator)
+    done = run(CREATE, settings)
     assert done.returncode == 1 and done.stdout == ""
     error = json.loads(done.stderr)["error"]
     assert error["type"] == "authentication_error" and error["http_status"] == 401
@@ -65,20 +79,22 @@ def test_revoked_key_prints_a_clear_401_and_exits_1(emulator):
     assert TEST_KEY[8:] not in done.stderr
 
 
-def test_unknown_customer_exits_1_not_found(emulator):
+@pytest.mark.slow
+def test_unknown_customer_exits_1_not_found(settings):
     done = run(
-        {"component": "stripe.getStripeCustomer", "customer_id": "cus_ABC123XYZ456"}, emulator
+        {"component": "stripe.getStripeCustomer", "customer_id": "cus_ABC123XYZ456"}, settings
     )
     assert done.returncode == 1 and json.loads(done.stderr)["error"]["type"] == "not_found"
 
 
-def test_bad_spec_exits_2_without_calling_stripe(emulator):
+@pytest.mark.slow
+def test_bad_spec_exits_2_without_calling_stripe(emulator, settings):
     for spec in (
         "{nope",
         {"component": "stripe.getStripeCustomer"},
         dict(CREATE, Body={"email": "not-an-email"}),
     ):
-        done = run(spec, emulator)
+        done = run(spec, settings)
         assert done.returncode == 2, done
         assert json.loads(done.stderr)["error"]["type"] == "invalid_spec"
     assert requests.get(f"{emulator.url}/_emulator/stats", timeout=5).json()["requests"] == 0

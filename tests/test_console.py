@@ -2,6 +2,7 @@
 
 import json
 import logging
+import re
 
 import pytest
 
@@ -162,3 +163,68 @@ def test_dev_prints_the_console_url_and_serves_it_on_embedded_redis(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
+
+
+def test_sign_out_ends_the_session_on_the_server(console, settings, webhook_env):
+    csrf = sign_in(console)
+    cookie = console.get_cookie("stripe_worker_console", path="/console/").value
+    signed_out = console.delete("/console/api/session", headers={"X-CSRF-Token": csrf})
+    assert signed_out.status_code == 200
+    # The cookie kept (a copy, another tab, a stolen one) is worth nothing now.
+    other = create_app(settings, vault=Vault(None, webhook_env)).test_client()
+    other.set_cookie("stripe_worker_console", cookie, path="/console/")
+    assert other.get("/console/api/overview").status_code == 401
+
+
+def test_a_new_token_file_takes_effect_live_and_ends_the_old_sessions(
+    settings, webhook_env, tmp_path
+):
+    (tmp_path / "console_token").write_text(TOKEN + "\n")
+    app = create_app(settings, vault=Vault(tmp_path, webhook_env))
+    console = app.test_client()
+    sign_in(console)
+    assert console.get("/console/api/overview").status_code == 200
+    new = "rotated-console-token-0123456789"
+    (tmp_path / "console_token").write_text(new + "\n")  # no restart
+    assert console.get("/console/api/overview").status_code == 401  # the old session
+    old_bearer = {"Authorization": f"Bearer {TOKEN}"}
+    assert app.test_client().get("/console/api/overview", headers=old_bearer).status_code == 401
+    fresh = app.test_client()
+    assert fresh.post("/console/api/session", json={"token": new}).status_code == 200
+    assert fresh.get("/console/api/overview").status_code == 200
+    (tmp_path / "console_token").unlink()  # and with no token at all, no console
+    assert fresh.get("/console/api/overview").status_code == 404
+
+
+def test_no_inline_code_a_policy_that_says_so_and_nothing_cached(console):
+    page = console.get("/console/")
+    policy = page.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert "unsafe-inline" not in policy
+    html = page.get_data(as_text=True)
+    assert "<script>" not in html and "<style>" not in html and " style=" not in html
+    assert re.search(r"<script src=\"/console/console.js\"></script>", html)
+    assert re.search(r"\son[a-z]+=", html) is None  # no inline event handlers
+    for asset, kind in (("console.js", "text/javascript"), ("console.css", "text/css")):
+        answer = console.get(f"/console/{asset}")
+        assert answer.status_code == 200 and answer.mimetype == kind
+    sign_in(console)
+    for path in ("overview", "trace?q=x", "session"):
+        assert console.get(f"/console/api/{path}").headers["Cache-Control"] == "no-store"
+    assert console.get("/console/api/nope").status_code == 404
+
+
+def test_wrong_tokens_are_throttled_per_client(console):
+    for _ in range(5):
+        answer = console.post("/console/api/session", json={"token": "guess-0123456789abcdef"})
+        assert answer.status_code == 401
+    throttled = console.post("/console/api/session", json={"token": TOKEN})  # even the right one
+    assert throttled.status_code == 429
+    assert throttled.get_json()["error"]["type"] == "rate_limited"
+    assert 1 <= int(throttled.headers["Retry-After"]) <= 60
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    assert console.get("/console/api/overview", headers=bearer).status_code == 429
+    # Another address is not held back by this one's guesses.
+    elsewhere = {"REMOTE_ADDR": "192.0.2.7"}
+    answer = console.post("/console/api/session", json={"token": TOKEN}, environ_base=elsewhere)
+    assert answer.status_code == 200

@@ -43,6 +43,8 @@ def browser(tmp_path):
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,1600"):  # fmt: skip
         options.add_argument(arg)
+    # The page's console messages, where Chromium reports Content-Security-Policy refusals.
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(DRIVER), options=options)
     yield driver
     driver.quit()
@@ -123,3 +125,21 @@ def test_without_the_token_401_and_a_sign_in_form(browser, start_web):
     browser.find_element(By.CSS_SELECTOR, "#signin-form button").click()
     wait.until(EC.visibility_of_element_located((By.ID, "console")))
     wait_for(lambda: "live workers" in browser.find_element(By.ID, "figures").text, timeout=15)
+
+
+def test_sign_out_ends_the_session_and_the_policy_refuses_nothing(browser, start_web):
+    web = start_web(CONSOLE_TOKEN=TOKEN)
+    wait = WebDriverWait(browser, 30)
+    browser.get(f"{web.url}/console/#token={urllib.parse.quote(TOKEN)}")
+    wait.until(text_in(browser, "#figures", "live workers"))  # the script ran under the CSP
+    cookie = browser.get_cookie("stripe_worker_console")["value"]
+    kept = {"stripe_worker_console": cookie}
+    overview = f"{web.url}/console/api/overview"
+    assert requests.get(overview, cookies=kept, timeout=5).status_code == 200
+
+    browser.find_element(By.ID, "signout").click()
+    wait.until(EC.visibility_of_element_located((By.ID, "signin")))
+    # The cookie as it was before sign-out, from elsewhere: the server has forgotten it.
+    assert requests.get(overview, cookies=kept, timeout=5).status_code == 401
+    refused = [m for m in browser.get_log("browser") if "Content Security Policy" in m["message"]]
+    assert refused == []

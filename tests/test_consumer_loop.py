@@ -105,6 +105,7 @@ def test_the_example_agent_reads_acks_and_stops_on_sigterm(
     assert redis_client.xpending(settings.keys.stream(CUSTOMERS), "agents")["pending"] == 0
 
 
+@pytest.mark.slow
 def test_the_schema_command_prints_each_published_schema(settings, webhook_env):
     env = worker_env(settings, webhook_env)
     for stream in STREAMS:

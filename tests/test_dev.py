@@ -1,13 +1,14 @@
 """`stripe-worker dev`, `send` and `check` as a newcomer runs them: real processes."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
 
 import pytest
 import redis
+
+from worker.devtools.dev_state import state_path
 
 from .support import TEST_KEY, free_port, wait_for
 from .support.shell import fresh_env, group_alive, start_dev
@@ -54,7 +55,7 @@ def test_dev_on_embedded_defaults_end_to_end(tmp_path):
             timeout=60,
         )
         assert event.returncode == 0, event
-        state = json.loads((tmp_path / f"stripe-worker-dev-{os.getuid()}.json").read_text())
+        state = json.loads(state_path(tmp_path).read_text())
         client = redis.Redis.from_url(state["redis_url"], decode_responses=True)
         [(_id, entry)] = wait_for(lambda: client.xrange("stripe:customers"))
         assert entry["customerEmail"] == "jenny.rosen@example.com"
@@ -77,9 +78,10 @@ def test_dev_on_embedded_defaults_end_to_end(tmp_path):
     assert proc.returncode == 0, text()[-2000:]
     # Nothing left behind (within the half second this always allowed).
     wait_for(lambda: not group_alive(proc.pid), timeout=0.5, interval=0.02)
-    assert not (tmp_path / f"stripe-worker-dev-{os.getuid()}.json").exists()
+    assert not state_path(tmp_path).exists()
 
 
+@pytest.mark.slow
 def test_dev_uses_the_real_redis_when_redis_url_answers(tmp_path, redis_url, prefix, redis_client):
     env = fresh_env(tmp_path, REDIS_URL=redis_url, STREAM_PREFIX=prefix)
     proc, text = start_dev(env, tmp_path, free_port())
@@ -136,8 +138,16 @@ def test_send_without_a_receiver_or_secret_is_a_clear_error(tmp_path):
         ),
     ],
 )
-def test_check_says_ok_or_fail_per_line(tmp_path, emulator, redis_url, extra, expect_ok):
-    env = fresh_env(tmp_path, REDIS_URL=redis_url, STRIPE_API_BASE=emulator.url, **extra)
+@pytest.mark.slow
+def test_check_says_ok_or_fail_per_line(tmp_path, settings, extra, expect_ok):
+    # `check` calls Stripe through the pace it keeps in Redis: under the test's prefix.
+    env = fresh_env(
+        tmp_path,
+        REDIS_URL=settings.redis_url,
+        STREAM_PREFIX=settings.stream_prefix,
+        STRIPE_API_BASE=settings.stripe_api_base,
+        **extra,
+    )
     done = subprocess.run([*CLI, "check"], env=env, capture_output=True, text=True, timeout=60)
     assert (done.returncode == 0) is expect_ok, done.stdout
     assert "OK    redis" in done.stdout

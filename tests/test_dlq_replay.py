@@ -41,6 +41,7 @@ def dlq(settings, env, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.handmade_entries
+@pytest.mark.slow
 def test_replay_all_replays_every_failure_in_batches(redis_client, settings, webhook_env):
     errors = settings.keys.stream("errors")
     pipe = redis_client.pipeline(transaction=False)

@@ -266,6 +266,7 @@ def test_unknown_route_is_404_and_unknown_fault_400(emulator):
     assert call(emulator, "POST", "/_emulator/faults", json={"explode": 1}).status_code == 400
 
 
+@pytest.mark.slow
 def test_it_serves_thousands_of_requests(emulator):
     """Not a timing assertion: many sequential keep-alive requests all answer."""
     session = requests.Session()

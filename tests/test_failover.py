@@ -5,22 +5,18 @@ sentinels; the tests that need them skip, saying why, where they are missing."""
 
 import json
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
 import redis
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from bench.failover_run import run_failover
+from stripe_worker_agent.redis_url import SentinelTarget, sentinel_target
 from tasks.publish import Publisher
 from webhooks import create_app
 from worker.connections import redis_client
 from worker.errors import NotReplicated, SettingsError
 from worker.queue import Enqueuer
 from worker.redact import redact_url
-from worker.redis_url import SentinelTarget, sentinel_target
 from worker.settings import Settings
 from worker.spec import ComponentSpec
 from worker.vault import Vault
@@ -49,7 +45,7 @@ needs_redis_server = pytest.mark.skipif(
         ("sentinel://h1/1;sentinel://h2/2", "m", "different databases"),
         ("sentinel://h1:26379/0", "", "set REDIS_SENTINEL_MASTER"),
         ("http://:pw@h1", "", "must start with redis://"),
-        ("redis://:pw@h1:port/0", "", "is not a Redis URL"),
+        ("redis://:pw@h1:port/0", "", "the port 'port' is not a number"),
         ("sentinel://:pw@h1:26379/0?ssl_cert_reqs=required", "m", "add ssl=true"),
         ("sentinel://:pw@h1?ssl=true;sentinel://h2/0", "m", "once, at the end of the URL"),
         ("sentinel://:pw@h1:26379/0?ssl=yes", "m", "ssl must be true or false"),
@@ -92,6 +88,7 @@ def signup(i: int) -> Work:
 
 
 @needs_sentinel
+@pytest.mark.slow
 def test_clients_and_workers_follow_a_demoted_master(cluster, settings, start_worker):
     on_sentinels = settings.with_(redis_url=cluster.url, redis_sentinel_master=MASTER_NAME)
     client = redis_client(on_sentinels, decode_responses=True)
@@ -136,6 +133,7 @@ def attach_replica(servers: SentinelCluster) -> None:
 
 
 @needs_redis_server
+@pytest.mark.slow
 def test_no_200_before_a_replica_has_it_and_the_retry_gets_through(
     lone_master, settings, webhook_env
 ):
@@ -164,6 +162,7 @@ def test_no_200_before_a_replica_has_it_and_the_retry_gets_through(
 
 
 @needs_redis_server
+@pytest.mark.slow
 def test_a_publish_counts_only_once_replicated(lone_master, settings):
     local = settings.with_(
         redis_url=f"redis://127.0.0.1:{lone_master.master_port}/0", redis_min_replicas=1

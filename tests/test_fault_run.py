@@ -1,12 +1,7 @@
 """The fault run, small: crashes, a crash loop, a receiver restart, a Redis outage, 30% Stripe
 faults; default settings but for a shorter retry backoff, so the suite stays fast."""
 
-import sys
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.fault_run import run_fault
 

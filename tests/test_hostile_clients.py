@@ -83,6 +83,7 @@ def test_slow_senders_do_not_starve_legit_webhooks_and_are_cut(start_web, redis_
         s.close()
 
 
+@pytest.mark.slow
 def test_chunked_body_over_the_limit_is_413(start_web, redis_client, settings):
     web = start_web(MAX_BODY_BYTES="2000")
     body = stripe_event("evt_chunked") + b" " * 3000
@@ -121,6 +122,7 @@ def test_chunked_body_over_the_limit_is_413(start_web, redis_client, settings):
         (b"NOT A REQUEST\r\n\r\n", 400, "bad_request"),
     ],
 )
+@pytest.mark.slow
 def test_the_servers_own_refusals_are_json(start_web, request_bytes, status, error_type):
     web = start_web()
     sock = connect(web)
@@ -130,6 +132,7 @@ def test_the_servers_own_refusals_are_json(start_web, request_bytes, status, err
     assert body["error"]["message"]
 
 
+@pytest.mark.slow
 def test_no_control_socket_and_no_folder_left(start_web, tmp_path):
     home, tmp = tmp_path / "home", tmp_path / "tmp"
     home.mkdir()

@@ -1,5 +1,8 @@
-"""The layout's promises. Three floors:
+"""The layout's promises. Three floors, on a ground floor:
 
+- the agent's helper, `stripe_worker_agent/`: the stream consumer and the Redis client an
+  agent uses, installed under a name of its own; it imports none of the project's packages,
+  so an agent's own `worker.py` or `tasks.py` cannot break it;
 - the base, `worker/`: settings, keys, errors, the typed work, the queue and the streams, what
   both processes share; it imports neither `tasks/` nor `webhooks/`, nor Celery;
 - the two processes on it, `webhooks/` (the receiver) and `tasks/` (the worker: its Celery app,
@@ -19,6 +22,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PROCESSES = ("tasks", "webhooks")
+AGENT = "stripe_worker_agent"
 # The wiring floor: the CLI and the dev tools. Only these modules of worker/ may import tasks/
 # or webhooks/ (and so start either process).
 WIRING = ("worker.cli", "worker.commands", "worker.cli_process", "worker.ops_commands")
@@ -46,7 +50,7 @@ def _imported(path: Path) -> set[str]:
 
 MODULES = {
     _module_name(path): path
-    for package in ("worker", *PROCESSES)
+    for package in (AGENT, "worker", *PROCESSES)
     for path in sorted((ROOT / package).rglob("*.py"))
 }
 IMPORTS = {name: _imported(path) for name, path in MODULES.items()}
@@ -86,6 +90,12 @@ def test_the_processes_never_import_each_other(process, other):
     assert not wrong
 
 
+@pytest.mark.parametrize("module", sorted(n for n in MODULES if _in(n, AGENT)))
+def test_the_agents_helper_imports_none_of_the_project(module):
+    wrong = {n for n in IMPORTS[module] if _in(n, "worker", *PROCESSES)}
+    assert not wrong, f"{module} imports {sorted(wrong)}: an agent's own module could shadow it"
+
+
 def test_only_the_wiring_imports_both_processes():
     both = {
         name for name in MODULES if all(any(_in(i, p) for i in IMPORTS[name]) for p in PROCESSES)
@@ -116,11 +126,13 @@ def modules_after_import(*names: str) -> set[str]:
 
 
 @pytest.mark.parametrize("forbidden", ["tasks", "stripe", "celery", "kombu", "worker.devtools"])
+@pytest.mark.slow
 def test_the_receiver_builds_messages_without(forbidden):
     loaded = modules_after_import("webhooks.app")
     assert not {m for m in loaded if m == forbidden or m.startswith(forbidden + ".")}
 
 
+@pytest.mark.slow
 def test_the_worker_never_imports_the_developer_tools_or_the_receiver():
     loaded = modules_after_import("tasks.launch", "tasks.customers", "tasks.recovery")
     assert not {m for m in loaded if m.startswith(("worker.devtools", "webhooks"))}

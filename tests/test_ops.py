@@ -39,6 +39,7 @@ def steps(found: list[dict]) -> list[str]:
     return [line["step"] for line in found[0]["trail"]]
 
 
+@pytest.mark.slow
 def test_status_and_the_trail_of_a_signup(
     client, start_inprocess_worker, redis_client, settings, cli
 ):
@@ -113,6 +114,7 @@ def scrape(port: int) -> dict[tuple[str, tuple], float]:
 
 
 @pytest.mark.parametrize("pool", ["threads", pytest.param("prefork", marks=pytest.mark.slow)])
+@pytest.mark.slow
 def test_worker_metrics(client, start_worker, redis_client, settings, emulator, pool):
     port = free_port()
     start_worker(
@@ -149,6 +151,7 @@ def test_worker_metrics(client, start_worker, redis_client, settings, emulator, 
     assert m[("stripe_worker_stream_lag", (("group", "agents"), ("stream", "customers")))] == 1
 
 
+@pytest.mark.slow
 def test_a_taken_metrics_port_does_not_stop_the_worker(start_worker, redis_client, settings):
     port = free_port()
     start_worker(WORKER_METRICS_PORT=port)

@@ -132,6 +132,7 @@ def test_temporary_errors_end_in_one_error_entry_when_retries_are_spent(
     assert entries(redis_client, settings, "customers") == []
 
 
+@pytest.mark.slow
 def test_401_is_one_error_entry_without_retry_then_replayed(
     client, start_inprocess_worker, redis_client, settings, emulator, webhook_env
 ):
@@ -259,6 +260,7 @@ def test_replay_a_week_later_returns_the_first_customer(
     ]
 
 
+@pytest.mark.slow
 def test_run_queue_hands_a_component_to_the_worker_once(
     start_inprocess_worker, redis_client, settings, emulator, webhook_env
 ):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 
+import pytest
 import redis
 
 from tests.support import SIGNUP, entries, wait_for
@@ -52,6 +53,7 @@ POISONS = {
 }
 
 
+@pytest.mark.slow
 def test_every_kind_of_poison_is_quarantined_and_the_work_behind_runs(
     start_worker, redis_client, settings, emulator
 ):
@@ -76,6 +78,7 @@ def test_every_kind_of_poison_is_quarantined_and_the_work_behind_runs(
     assert worker.proc.poll() is None, worker.log()[-3000:]
 
 
+@pytest.mark.slow
 def test_a_fatal_error_exits_non_zero(start_worker, own_redis, settings, emulator):
     local = settings.with_(redis_url=own_redis.url)
     client = redis.Redis.from_url(own_redis.url)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import requests
 
 from .support import free_port, wait_for, worker_env
@@ -22,6 +23,7 @@ def test_procfile_has_web_and_worker():
     assert set(procfile()) == {"web", "worker"}
 
 
+@pytest.mark.slow
 def test_procfile_lines_process_a_signup_end_to_end(
     settings, webhook_env, redis_client, tmp_path, emulator
 ):

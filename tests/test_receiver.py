@@ -140,13 +140,21 @@ def test_wrong_method_and_unknown_route_are_json(client):
     assert r.status_code == 404 and r.json["error"]["type"] == "not_found"
 
 
-def test_missing_webhook_secret_is_503_not_500(settings, redis_client):
+def test_missing_webhook_secret_is_503_not_500_and_says_where_only_in_the_log(
+    settings, redis_client, tmp_path, caplog
+):
     from webhooks import create_app
     from worker.vault import Vault
 
-    client = create_app(settings, vault=Vault(None, {})).test_client()
+    client = create_app(settings, vault=Vault(tmp_path, {})).test_client()
     r = post_stripe(client, stripe_event())
-    assert r.status_code == 503 and "STRIPE_WEBHOOK_SECRET" in r.json["error"]["message"]
+    assert r.status_code == 503 and r.json["error"]["type"] == "not_configured"
+    # A stranger learns neither the file nor the variable a secret is read from...
+    for told in ("STRIPE_WEBHOOK_SECRET", "stripe_webhook_secret", str(tmp_path)):
+        assert told not in r.get_data(as_text=True)
+    # ...the operator's log does.
+    assert f"{tmp_path}/stripe_webhook_secret" in caplog.text
+    assert "STRIPE_WEBHOOK_SECRET" in caplog.text
 
 
 # -- signup -----------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Property-based: whatever headers and bodies arrive, never a 5xx, never an unsigned task."""
 
+import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -21,6 +22,7 @@ bodies = st.one_of(
 )
 
 
+@pytest.mark.slow
 @hsettings(
     max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -39,6 +41,7 @@ def test_arbitrary_requests_never_5xx_never_queue(
     assert queued(redis_client, settings) == []
 
 
+@pytest.mark.slow
 @hsettings(
     max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

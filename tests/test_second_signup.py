@@ -46,6 +46,7 @@ def check_outcome(redis_client, settings, emulator):
     return again[0]
 
 
+@pytest.mark.slow
 def test_a_later_second_signup_is_an_already_exists_entry(
     app, start_worker, redis_client, settings, emulator
 ):
@@ -77,6 +78,7 @@ def test_second_signup_at_the_same_moment_agrees(
     check_outcome(redis_client, settings, emulator)
 
 
+@pytest.mark.slow
 def test_stripe_refusing_the_reused_key_waits_for_the_first_customer(
     app, start_worker, redis_client, settings, emulator, webhook_env
 ):

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import requests
 
 from .support import (
@@ -27,6 +28,7 @@ SECRETS = (
 )
 
 
+@pytest.mark.slow
 def test_no_secret_anywhere(start_web, start_worker, redis_client, settings, emulator):
     web = start_web()
     worker = start_worker()

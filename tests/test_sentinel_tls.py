@@ -13,10 +13,10 @@ from kombu import Connection
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from stripe_worker_agent.redis_url import kombu_url, tls_options
 from tasks.celery_app import broker_options
 from tasks.transport import SentinelTransport
 from worker.connections import sentinel_options
-from worker.redis_url import kombu_url, tls_options
 from worker.settings import Settings
 
 from .support import (
@@ -77,6 +77,8 @@ def test_kombu_keeps_the_password_and_database_after_switching_sentinel():
     encoded = Connection(kombu_url("sentinel://:p%40ss%2Fw@h1;sentinel://[::1]:26380/3"))
     encoded.maybe_switch_next()
     assert (encoded.hostname, encoded.password, encoded.virtual_host) == ("::1", "p@ss/w", "3")
+    acl_user = Connection(kombu_url("sentinel://h1;sentinel://app:pw@h2/1"))  # an ACL user
+    assert (acl_user.userid, acl_user.password, acl_user.virtual_host) == ("app", "pw", "1")
 
 
 @pytest.fixture

@@ -10,6 +10,8 @@ from webhooks.signup import signup_component
 from webhooks.strict_json import MAX_DEPTH, parse, refuse_surrogates
 from worker.errors import WebhookRejected
 
+from .support import entries, post_signup, wait_for
+
 
 def _strict(text: str) -> object:
     def refuse(name: str) -> object:
@@ -97,3 +99,20 @@ def test_metadata_over_stripes_limits_is_refused_naming_field_and_limit(
     with pytest.raises(WebhookRejected) as caught:
         _signup({"metadata": metadata})
     assert named in caught.value.message
+
+
+def test_stripes_refusal_names_its_param_in_the_error_entry(
+    client, start_inprocess_worker, redis_client, settings, emulator
+) -> None:
+    # Stripe refuses a name over 256 characters with `param: name` in its error body
+    # (https://docs.stripe.com/api/errors: "param: the parameter the error relates to");
+    # the emulator answers the same (worker/devtools/emulator/form.py).
+    body = json.dumps(
+        {"type": "user.created", "data": {"user_id": "u_long", "name": "n" * 257}}
+    ).encode()
+    assert post_signup(client, body).status_code == 200
+    start_inprocess_worker()
+    [error] = wait_for(lambda: entries(redis_client, settings, "errors"))
+    assert error["error_type"] == "invalid_request_error"
+    assert "must be at most 256 characters" in error["error_message"]
+    assert "(param: name)" in error["error_message"]

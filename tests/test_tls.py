@@ -36,6 +36,7 @@ def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cli(*args), env=env, capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.slow
 def test_no_process_opens_a_plaintext_connection_for_a_rediss_url(settings, webhook_env, tmp_path):
     listener = FirstBytes()
     tls = settings.with_(redis_url=f"rediss://:{PASSWORD}@127.0.0.1:{listener.port}/0")
@@ -110,6 +111,7 @@ def test_signups_are_processed_on_a_tls_only_redis(ca, how, settings, webhook_en
 
 
 @needs_tls_redis
+@pytest.mark.slow
 def test_tls_problems_are_named_with_their_fix(ca, settings, webhook_env, redis_url):
     server = TlsRedis(ca, password=PASSWORD)
     try:
@@ -133,6 +135,7 @@ def test_tls_problems_are_named_with_their_fix(ca, settings, webhook_env, redis_
 
 
 @needs_tls_redis
+@pytest.mark.slow
 def test_a_client_certificate_from_the_url(ca, settings):
     server = TlsRedis(ca, client_certs=True)
     try:
@@ -193,6 +196,7 @@ def test_status_exits_1_while_a_worker_beats_but_cannot_consume(settings, webhoo
         ca.remove()
 
 
+@pytest.mark.slow
 def test_a_redis_older_than_6_2_is_refused_at_start_in_one_line(settings, webhook_env, tmp_path):
     old = OldRedis()
     try:

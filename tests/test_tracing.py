@@ -13,6 +13,7 @@ import requests
 
 from worker.errors import SettingsError
 from worker.settings import Settings
+from worker.trail import Trail
 from worker.work import Work
 
 from .support import (
@@ -144,6 +145,29 @@ def test_check_says_whether_the_collector_takes_spans(tmp_path, collector, redis
     assert line.startswith("FAIL  traces") and "does not answer" in line, line
 
 
+WITHOUT_THE_EXTRA = """
+import sys
+sys.modules["opentelemetry"] = None  # as where the otel extra is not installed
+from worker.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args", [["worker"], ["web", "--port", "0"]])
+def test_without_the_extra_an_endpoint_is_refused_in_one_line(tmp_path, redis_url, args):
+    env = fresh_env(tmp_path, REDIS_URL=redis_url, OTEL_EXPORTER_OTLP_ENDPOINT="http://c:4318")
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_THE_EXTRA, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    line = one_error_line(done, 2)
+    assert "pip install 'stripe-worker[otel]'" in line
+
+
 def test_work_queued_again_from_the_ledger_stays_in_its_trace(app, redis_client, settings):
     """The ledger keeps the delivery's traceparent beside its work (tracing is off in this
     process, so the record is written as a traced receiver writes it)."""
@@ -247,6 +271,10 @@ def test_one_trace_from_the_webhook_to_the_stream_entry(
         (WORKER, "consumer", enqueue.span_id, True),
         (WORKER, "consumer", enqueue.span_id, False),
     ]
+    # The retry's reason, as an exception event: type and redacted message, no traceback.
+    [(event, recorded)] = runs[0].events
+    assert (event, recorded["exception.type"]) == ("exception", "Retry")
+    assert "exception.stacktrace" not in recorded
     by_parent = {c.parent_span_id: c for c in calls}
     assert sorted(by_parent) == sorted(r.span_id for r in runs)
     failed, succeeded = (by_parent[r.span_id] for r in runs)
@@ -261,6 +289,10 @@ def test_one_trace_from_the_webhook_to_the_stream_entry(
     # The publish is the last attempt's; the entry names it, so an agent continues from it.
     assert (publish.kind, publish.parent_span_id) == ("producer", runs[1].span_id)
     assert publish.attributes["messaging.destination.name"] == stream
+    # `stripe-worker trace msg_traced` names the trace at every step.
+    [found] = Trail(redis_client, settings).find("msg_traced")
+    assert {line["trace"] for line in found.lines} == {request.trace_id}
+    assert len(found.lines) >= 3  # received, retried, published
     assert_names(entry["traceparent"], publish)
     assert len(spans) == 7
 
@@ -320,3 +352,33 @@ def test_a_collector_that_does_not_answer_costs_no_delivery(
         assert answer.status_code == 200, answer.text
     wait_for(lambda: len(entries(redis_client, settings, "customers")) == 3)
     assert all(e["traceparent"] for e in entries(redis_client, settings, "customers"))
+
+
+RAISE_IN_A_SPAN = """
+import contextlib
+from worker import tracing
+from worker.settings import Settings
+tracing.setup(Settings.from_env(), "secret-test")
+with contextlib.suppress(ValueError), tracing.span("fails"):
+    try:
+        raise KeyError("sk_live_51HxYzChainedSecretValue00")
+    except KeyError:
+        raise ValueError("Invalid API Key provided: sk_live_51HxYzTestOnlyNotARealKey00")
+tracing.flush()
+"""
+
+
+def test_an_exception_in_a_span_is_exported_redacted_without_its_traceback(collector):
+    subprocess.run(
+        [sys.executable, "-c", RAISE_IN_A_SPAN],
+        env=clean_env(OTEL_EXPORTER_OTLP_ENDPOINT=collector.url),
+        check=True,
+        timeout=60,
+    )
+    [span] = collector.spans()
+    [(_event, recorded)] = span.events
+    assert recorded == {
+        "exception.type": "ValueError",
+        "exception.message": "Invalid API Key provided: sk_live_[redacted]",
+    }
+    assert span.error and span.attributes["error.type"] == "ValueError"

@@ -50,6 +50,7 @@ def test_a_dead_workers_messages_are_taken_before_the_queue_oldest_first(redis_c
     assert users(delivered) == ["given-back-first", "given-back-second", "newest-signup"]
 
 
+@pytest.mark.slow
 def test_a_fetched_message_whose_reply_waits_unread_is_not_stranded(redis_client, settings):
     """A worker whose room shrank under a pending fetch (its pace slowed) leaves that
     fetch's reply unread in the socket until room comes back: the message waits in its

@@ -1,5 +1,5 @@
 """The type hints hold: mypy, as pyproject.toml's [tool.mypy] sets it (strict, on worker/,
-webhooks/ and tasks/), reports no error."""
+webhooks/, tasks/ and stripe_worker_agent/), reports no error."""
 
 import importlib.util
 import subprocess

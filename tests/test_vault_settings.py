@@ -1,5 +1,3 @@
-from pathlib import Path
-
 import pytest
 
 from worker.errors import ModeMismatch, SecretMissing, SettingsError, SpecError
@@ -20,19 +18,19 @@ def test_settings_defaults_match_the_interface():
     assert s.keys.stream("customers") == "stripe:customers"
 
 
-def test_settings_from_environment():
+def test_settings_from_environment(tmp_path):
     s = Settings.from_env(
         {
             "REDIS_URL": "redis://r:1/2",
             "STREAM_PREFIX": "acme",
             "STREAM_MAXLEN": "50",
-            "SECRETS_DIR": "/run/secrets",
+            "SECRETS_DIR": str(tmp_path),
             "WEBHOOK_TOLERANCE": "60",
             "STRIPE_TIMEOUT": "2.5",
         }
     )
     assert (s.redis_url, s.stream_prefix, s.stream_maxlen) == ("redis://r:1/2", "acme", 50)
-    assert s.secrets_dir == Path("/run/secrets")
+    assert s.secrets_dir == tmp_path
     assert (s.webhook_tolerance, s.stripe_timeout) == (60, 2.5)
     assert s.keys.stream("errors") == "acme:errors"
 

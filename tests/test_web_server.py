@@ -3,6 +3,7 @@
 import json
 import time
 
+import pytest
 import requests
 
 from .support import (
@@ -26,6 +27,7 @@ def post(web, route, body, headers):
     )
 
 
+@pytest.mark.slow
 def test_signature_matrix_over_http(start_web, redis_client, settings):
     web = start_web()
     body = stripe_event("evt_http")
@@ -49,6 +51,7 @@ def test_signature_matrix_over_http(start_web, redis_client, settings):
     assert len(queued(redis_client, settings)) == 1
 
 
+@pytest.mark.slow
 def test_signup_both_header_families_over_http(start_web, redis_client, settings):
     web = start_web()
     assert post(web, "signup", SIGNUP, sign_standard(SIGNUP, "msg_a")).status_code == 200
@@ -59,6 +62,7 @@ def test_signup_both_header_families_over_http(start_web, redis_client, settings
     assert len(queued(redis_client, settings)) == 2
 
 
+@pytest.mark.slow
 def test_concurrent_duplicate_deliveries_over_http(start_web, redis_client, settings):
     web = start_web()
     body = stripe_event("evt_dup_http")
@@ -68,6 +72,7 @@ def test_concurrent_duplicate_deliveries_over_http(start_web, redis_client, sett
     assert len(queued(redis_client, settings)) == 1
 
 
+@pytest.mark.slow
 def test_body_over_the_limit_is_413_before_it_is_read(start_web):
     web = start_web()
     body = b"{" + b" " * (2 * 1024 * 1024) + b"}"
@@ -75,6 +80,7 @@ def test_body_over_the_limit_is_413_before_it_is_read(start_web):
     assert r.status_code == 413 and r.json()["error"]["type"] == "request_entity_too_large"
 
 
+@pytest.mark.slow
 def test_errors_are_json_never_500(start_web):
     web = start_web()
     assert requests.get(f"{web.url}/webhooks/stripe", timeout=5).status_code == 405
@@ -83,6 +89,7 @@ def test_errors_are_json_never_500(start_web):
     assert r.status_code == 400
 
 
+@pytest.mark.slow
 def test_redis_down_is_503_then_the_retry_goes_through(start_web, own_redis, settings):
     import redis as redis_lib
 
@@ -103,6 +110,7 @@ def test_redis_down_is_503_then_the_retry_goes_through(start_web, own_redis, set
     assert r.json()["duplicate"] is True
 
 
+@pytest.mark.slow
 def test_metrics_are_summed_across_gunicorn_workers(start_web):
     web = start_web()
     for i in range(6):
@@ -112,6 +120,7 @@ def test_metrics_are_summed_across_gunicorn_workers(start_web):
     assert 'stripe_worker_webhooks_total{outcome="accepted",route="stripe"} 6.0' in text
 
 
+@pytest.mark.slow
 def test_one_log_line_per_request_and_no_secret(start_web):
     web = start_web(STRIPE_SECRET_KEY=LIVE_KEY)
     body = stripe_event("evt_log")
@@ -124,3 +133,13 @@ def test_one_log_line_per_request_and_no_secret(start_web):
     log = web.log()
     for secret in (LIVE_KEY, SIGNUP_WEBHOOK_SECRET, "whsec_test_stripe"):
         assert secret not in log
+
+
+def test_a_route_without_its_secret_is_one_warning_at_start(start_web):
+    web = start_web(SIGNUP_WEBHOOK_SECRET="")  # two gunicorn workers, one master
+    answer = post(web, "signup", SIGNUP, sign_standard(SIGNUP, "msg_nosecret"))
+    assert answer.status_code == 503 and "SIGNUP_WEBHOOK_SECRET" not in answer.text
+    web.stop()
+    warnings = [line for line in web.log().splitlines() if "answers 503 until" in line]
+    assert len(warnings) == 1 and "/webhooks/signup" in warnings[0]
+    assert "SIGNUP_WEBHOOK_SECRET" in warnings[0]

@@ -78,6 +78,8 @@ _TRACEPARENT_KEY = "HTTP_" + tracing.TRACEPARENT.upper()  # its WSGI environ key
 
 # A handler takes the raw body and the headers, and returns (delivery id, queued now).
 Handler = Callable[[bytes, EnvironHeaders], tuple[str, bool]]
+# A WSGI application, as PEP 3333 has it (the app BufferedBody and this front wrap).
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 class WebhookRoutes:
@@ -90,14 +92,18 @@ class WebhookRoutes:
     methods on these paths (405, OPTIONS) go to Flask, whose routes name them.
     """
 
-    def __init__(self, app: Callable, routes: dict[str, tuple[str, Handler]], metrics: Metrics):
+    def __init__(
+        self, app: WsgiApp, routes: dict[str, tuple[str, Handler]], metrics: Metrics
+    ) -> None:
         self.app = app
         self.routes = routes
         self.metrics = metrics
         self._counted: dict[tuple[str, str], Any] = {}  # label children, looked up once
         self._timed = {route: metrics.latency.labels(route) for route, _h in routes.values()}
 
-    def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
         found = self.routes.get(environ.get("PATH_INFO", ""))
         if found is None or environ.get("REQUEST_METHOD") != "POST":
             return self.app(environ, start_response)
@@ -158,7 +164,9 @@ class WebhookRoutes:
             outcome, status, body = "unavailable", 503, error_body(exc.error_type, exc.message)
         except SecretMissing as exc:  # our configuration, not the sender's fault: retry later
             outcome, status = "unavailable", 503
-            body = error_body("not_configured", exc.message)
+            # The log says which file or variable to set; a stranger learns neither.
+            log.warning("%s: %s", environ.get("PATH_INFO", ""), exc.message)
+            body = error_body("not_configured", "this route is not configured yet")
         except StripeWorkerError as exc:
             outcome, status = f"rejected_{exc.error_type}", exc.answer_status
             body = error_body(exc.error_type, exc.message)
@@ -220,6 +228,7 @@ def create_app(
             or not isinstance(event.get("id"), str)
             or not 0 < len(event["id"]) <= 255
             or not isinstance(event.get("type"), str)
+            or not 0 < len(event["type"]) <= 255  # an entry's event_type is never empty
         ):
             raise WebhookRejected("invalid_payload", "a Stripe event needs an id and a type")
         refuse_surrogates(event)  # republished whole: every field must be UTF-8

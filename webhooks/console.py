@@ -1,14 +1,20 @@
 """The console at /console/: live figures, the streams, failures to replay, any webhook's trail.
 
-Enabled only when the vault has `console_token` (CONSOLE_TOKEN, at least 16 characters).
-One static page (console.html) on a small JSON API under /console/api/. Without a valid
-token every route answers 401 and no data.
+On while the vault has `console_token` (SECRETS_DIR/console_token or CONSOLE_TOKEN, at
+least 16 characters), read at each request as every other secret: a new token file takes
+effect without a restart. One static page (console.html, its script and styles as files,
+so the Content-Security-Policy allows no inline code) on a small JSON API under
+/console/api/. Without a valid token every route answers 401 and no data.
 
 - Signing in: the page posts the token (typed, or from the URL's #token= fragment, which
   no browser sends to a server or a log) to /console/api/session. It is compared in
   constant time and never logged; the answer is a session cookie (HttpOnly,
-  SameSite=Strict, signed with a key derived from the token, so changing the token ends
-  every session) that carries a random CSRF token.
+  SameSite=Strict) holding a random session id. The session lives in Redis with its CSRF
+  token and a fingerprint of the token it was made with: signing out deletes it, and a
+  changed token ends every session made with the old one.
+- Wrong tokens (sign-in or Bearer) are counted per client address: past FAILURES_ALLOWED
+  in FAILURE_WINDOW seconds every attempt from it is answered 429 with Retry-After, the
+  right token too, until the window ends.
 - Actions are POSTs with a JSON body and the CSRF token in the X-CSRF-Token header: a
   cross-site page can neither read that token nor send either without the browser's
   preflight, which this never grants. Scripts may send `Authorization: Bearer <token>`
@@ -27,8 +33,7 @@ from importlib.resources import files
 from typing import Any
 
 import redis
-from flask import Blueprint, Flask, Response, request
-from itsdangerous import BadSignature, URLSafeTimedSerializer
+from flask import Blueprint, Flask, Response, abort, request
 
 from worker.dlq import list_failures, replay
 from worker.errors import StripeWorkerError
@@ -46,6 +51,14 @@ log = logging.getLogger("stripe_worker.console")
 MIN_TOKEN = 16
 COOKIE = "stripe_worker_console"
 SESSION_SECONDS = 12 * 3600
+FAILURES_ALLOWED = 5  # wrong tokens from one address per window, then 429
+FAILURE_WINDOW = 60  # seconds
+# No inline script or style, nothing from elsewhere, never framed (the page is its own
+# clickjacking target otherwise); connect-src for the page's fetches of /console/api/.
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
 SHOWN = ("component", "customerId", "customerEmail", "source", "source_id", "event_type",
          "error_type", "http_status", "error_message", "attempts", "livemode")  # fmt: skip
 LATEST = 10
@@ -55,8 +68,10 @@ def _json(body: Any, status: int = 200) -> Response:
     return Response(json.dumps(body), status=status, mimetype="application/json")
 
 
-def _denied(message: str = "a valid console token is needed", status: int = 401) -> Response:
-    return _json({"error": {"type": "unauthorized", "message": message}}, status)
+def _denied(
+    message: str = "a valid console token is needed", status: int = 401, kind: str = "unauthorized"
+) -> Response:
+    return _json({"error": {"type": kind, "message": message}}, status)
 
 
 def _shown(entry_id: str, fields: dict[str, str]) -> dict[str, str]:
@@ -65,46 +80,107 @@ def _shown(entry_id: str, fields: dict[str, str]) -> dict[str, str]:
 
 
 def register_console(app: Flask, settings: Settings, vault: Vault, client: redis.Redis) -> None:
-    """Add the console to `app` when CONSOLE_TOKEN is set."""
+    """Add the console to `app`; it answers only while a console token is configured."""
     token = vault.find(CONSOLE_TOKEN)
-    if not token:
-        return
-    if len(token) < MIN_TOKEN:
+    if token and len(token) < MIN_TOKEN:
         log.warning("console disabled: CONSOLE_TOKEN must be at least %d characters", MIN_TOKEN)
-        return
-    app.register_blueprint(console_blueprint(settings, token, client))
+    app.register_blueprint(console_blueprint(settings, vault, client))
 
 
-def console_blueprint(settings: Settings, token: str, client: redis.Redis) -> Blueprint:
+def _session_digest(session_id: str) -> str:
+    """A session's Redis key holds a digest of its id: reading Redis gives no cookie."""
+    return hashlib.sha256(session_id.encode()).hexdigest()
+
+
+def _fingerprint(token: str, session_id: str) -> str:
+    """Which token a session was made with, keyed by the session (never the token itself)."""
+    return hmac.new(token.encode(), session_id.encode(), hashlib.sha256).hexdigest()
+
+
+def console_blueprint(settings: Settings, vault: Vault, client: redis.Redis) -> Blueprint:
     bp = Blueprint("console", __name__, url_prefix="/console")
-    key = hmac.new(token.encode(), b"stripe-worker console session", hashlib.sha256).digest()
-    signer = URLSafeTimedSerializer(key, salt="console-session")
-    html = files("webhooks").joinpath("console.html").read_bytes()
+    package = files("webhooks")
+    static = {
+        name: (package.joinpath(name).read_bytes(), mimetype)
+        for name, mimetype in (
+            ("console.html", "text/html"),
+            ("console.js", "text/javascript"),
+            ("console.css", "text/css"),
+        )
+    }
     enqueuer = Enqueuer(client, settings)
     trail = Trail(client, settings)
+    keys = settings.keys
+
+    def current_token() -> str:
+        """The token now (its file rotates live); the console is off (404) without one."""
+        token = vault.find(CONSOLE_TOKEN)
+        if not token or len(token) < MIN_TOKEN:
+            abort(404)
+        return token
 
     def token_ok(given: str) -> bool:
-        return hmac.compare_digest(given.encode(), token.encode())
+        return hmac.compare_digest(given.encode(), current_token().encode())
+
+    def session_key() -> str | None:
+        raw = request.cookies.get(COOKIE)
+        if not raw or len(raw) > 100:
+            return None
+        return keys.console_session(_session_digest(raw))
 
     def session() -> dict[str, Any] | None:
-        raw = request.cookies.get(COOKIE)
-        if not raw:
+        key = session_key()
+        raw = client.get(key) if key else None
+        value = json.loads(raw) if raw else None
+        if key is None or not isinstance(value, dict):
             return None
-        try:
-            value = signer.loads(raw, max_age=SESSION_SECONDS)
-        except BadSignature:
+        made_with = _fingerprint(current_token(), request.cookies[COOKIE])
+        if not hmac.compare_digest(str(value.get("token", "")), made_with):
+            client.delete(key)  # made with a token since replaced
             return None
-        return value if isinstance(value, dict) else None
+        return value
 
     def bearer() -> bool:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and token_ok(given.strip())
+        return scheme.lower() == "bearer" and checked(given.strip())
+
+    def throttled() -> Response | None:
+        """429 while this client has spent its wrong tokens for the window."""
+        failures_key = keys.console_failures(request.remote_addr or "-")
+        pipe = client.pipeline(transaction=False)
+        pipe.get(failures_key)
+        pipe.ttl(failures_key)
+        failures, ttl = pipe.execute()
+        if int(failures or 0) < FAILURES_ALLOWED:
+            return None
+        wait = max(1, int(ttl)) if ttl and int(ttl) > 0 else FAILURE_WINDOW
+        response = _denied(
+            f"too many wrong console tokens: try again in {wait} s", 429, "rate_limited"
+        )
+        response.headers["Retry-After"] = str(wait)
+        return response
+
+    def checked(given: str) -> bool:
+        """`given` is the token; a wrong one counts against this client."""
+        if token_ok(given):
+            return True
+        failures_key = keys.console_failures(request.remote_addr or "-")
+        pipe = client.pipeline(transaction=False)
+        pipe.incr(failures_key)
+        pipe.expire(failures_key, FAILURE_WINDOW, nx=True)
+        pipe.execute()
+        return False
 
     @bp.before_request
     def guard() -> Response | None:
-        if request.endpoint in ("console.page", "console.sign_in"):
+        current_token()
+        if request.endpoint in ("console.page", "console.script", "console.styles"):
             return None
-        if bearer():
+        if request.headers.get("Authorization") or request.endpoint == "console.sign_in":
+            refused = throttled()
+            if refused is not None:
+                return refused
+        if request.endpoint == "console.sign_in" or bearer():
             return None
         current = session()
         if current is None:
@@ -115,27 +191,49 @@ def console_blueprint(settings: Settings, token: str, client: redis.Redis) -> Bl
                 return _denied("the X-CSRF-Token header does not match this session", 403)
         return None
 
+    @bp.after_request
+    def headers(response: Response) -> Response:
+        # Nothing the console answers is kept by a browser or proxy (a shared machine's
+        # back button shows no figures after sign-out), nor framed, nor sniffed.
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Content-Security-Policy"] = CSP
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    def served(name: str, status: int = 200) -> Response:
+        body, mimetype = static[name]
+        return Response(body, status=status, mimetype=mimetype)
+
     @bp.get("/")
     def page() -> Response:
         # The page holds no data; signed out, it is the sign-in form, answered 401.
-        status = 200 if (session() is not None or bearer()) else 401
-        response = Response(html, status=status, mimetype="text/html")
-        response.headers["Cache-Control"] = "no-store"
-        response.headers["Referrer-Policy"] = "no-referrer"
-        response.headers["X-Frame-Options"] = "DENY"
-        return response
+        return served("console.html", 200 if session() is not None else 401)
+
+    @bp.get("/console.js")
+    def script() -> Response:
+        return served("console.js")
+
+    @bp.get("/console.css")
+    def styles() -> Response:
+        return served("console.css")
 
     @bp.post("/api/session")
     def sign_in() -> Response:
         body = request.get_json(silent=True) if request.is_json else None
         given = body.get("token") if isinstance(body, dict) else None
-        if not isinstance(given, str) or not token_ok(given):
+        if not isinstance(given, str) or not checked(given):
             return _denied("that is not the console token")
         csrf = secrets.token_urlsafe(24)
+        session_id = secrets.token_urlsafe(32)
+        made_with = _fingerprint(current_token(), session_id)
+        stored = json.dumps({"csrf": csrf, "token": made_with})
+        client.set(keys.console_session(_session_digest(session_id)), stored, ex=SESSION_SECONDS)
         response = _json({"csrf": csrf})
         response.set_cookie(
             COOKIE,
-            signer.dumps({"csrf": csrf}),
+            session_id,
             max_age=SESSION_SECONDS,
             path="/console/",
             httponly=True,
@@ -150,6 +248,9 @@ def console_blueprint(settings: Settings, token: str, client: redis.Redis) -> Bl
 
     @bp.delete("/api/session")
     def sign_out() -> Response:
+        key = session_key()
+        if key:
+            client.delete(key)  # the cookie is worth nothing from now on, wherever it is
         response = _json({"signed_out": True})
         response.delete_cookie(COOKIE, path="/console/")
         return response

@@ -8,6 +8,7 @@ noeviction, while every webhook would get 503).
 
 from __future__ import annotations
 
+import logging
 import time
 
 import redis
@@ -23,14 +24,30 @@ ROUTE_SECRETS = {
 }
 
 
-def readiness(client: redis.Redis, settings: Settings, vault: Vault) -> tuple[bool, str, list[str]]:
-    """(ready, the reason when not, secrets missing for some route)."""
-    missing_by_route = {
+def missing_by_route(vault: Vault) -> dict[str, list[str]]:
+    """route -> the names of the secrets it needs and does not have."""
+    return {
         route: [name for name in names if vault.find(name) is None]
         for route, names in ROUTE_SECRETS.items()
     }
-    missing = sorted({name for names in missing_by_route.values() for name in names})
-    if all(missing_by_route.values()):
+
+
+def warn_unconfigured(vault: Vault, log: logging.Logger) -> None:
+    """One warning per route that cannot verify a webhook, saying where its secrets go."""
+    for route, names in missing_by_route(vault).items():
+        if names:
+            where = "; ".join(
+                (f"{vault.secrets_dir / name} or " if vault.secrets_dir else "") + name.upper()
+                for name in names
+            )
+            log.warning("/webhooks/%s answers 503 until its secrets are set: %s", route, where)
+
+
+def readiness(client: redis.Redis, settings: Settings, vault: Vault) -> tuple[bool, str, list[str]]:
+    """(ready, the reason when not, secrets missing for some route)."""
+    by_route = missing_by_route(vault)
+    missing = sorted({name for names in by_route.values() for name in names})
+    if all(by_route.values()):
         return False, f"no route can verify a webhook: missing {', '.join(missing)}", missing
     try:
         client.set(settings.keys.probe, int(time.time()), ex=60)

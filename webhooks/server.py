@@ -7,44 +7,38 @@ against the former gthread set-up by bench/slow_clients.py.
 
 from __future__ import annotations
 
-import os
+import logging
 import resource
-import shutil
-import tempfile
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from flask import Flask
 
+from worker.metrics_folder import multiprocess_folder
+
 
 def serve(host: str, port: int, workers: int, connections: int = 1000) -> int:
     """Serve the receiver until stopped."""
-    made_dir, master = None, os.getpid()
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        # Read by prometheus_client when imported: set before anything imports it; removed
-        # when the server stops, so no start leaves a folder behind.
-        made_dir = tempfile.mkdtemp(prefix="stripe-worker-prom-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = made_dir
-    try:
+    with multiprocess_folder():  # gunicorn's workers' metrics, summed
         return _run(host, port, workers, connections)
-    finally:
-        if made_dir and os.getpid() == master:  # not in a gunicorn worker leaving
-            shutil.rmtree(made_dir, ignore_errors=True)
-            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
 
 
 def _run(host: str, port: int, workers: int, connections: int) -> int:
     from gunicorn.app.base import BaseApplication
 
+    from webhooks.readiness import warn_unconfigured
     from worker import tracing
     from worker.logs import configure_logging
     from worker.settings import Settings
+    from worker.vault import Vault
 
     settings = Settings.from_env()
     # A missing `otel` extra refused here in one line; the tracer itself is made in each
     # worker process (create_app), after the fork.
     tracing.check(settings)
     configure_logging()
+    # Once, in the master, before gunicorn forks: each worker's create_app would repeat it.
+    warn_unconfigured(Vault.from_settings(settings), logging.getLogger("stripe_worker.web"))
     _raise_open_files_limit(workers * connections + 64)
 
     class Server(BaseApplication):

@@ -13,7 +13,7 @@ import base64
 import binascii
 import hmac
 import time
-from collections.abc import Mapping
+from typing import Protocol
 
 from worker.errors import WebhookRejected
 
@@ -84,7 +84,14 @@ def _standard_key(secret: str) -> bytes:
         return secret.encode()  # not base64: some senders use the raw string as the key
 
 
-def standard_headers(headers: Mapping[str, str]) -> tuple[str | None, str | None, str | None]:
+class Headers(Protocol):
+    """What the verifier reads headers through: a dict of lower-case names, or the
+    receiver's view of the WSGI environ (webhooks/app.py EnvironHeaders)."""
+
+    def get(self, name: str, /) -> str | None: ...
+
+
+def standard_headers(headers: Headers) -> tuple[str | None, str | None, str | None]:
     """(id, timestamp, signature) from `webhook-*` headers, or Svix's `svix-*` names."""
 
     def get(name: str) -> str | None:
@@ -95,7 +102,7 @@ def standard_headers(headers: Mapping[str, str]) -> tuple[str | None, str | None
 
 def verify_standard_signature(
     payload: bytes,
-    headers: Mapping[str, str],
+    headers: Headers,
     secrets: list[str],
     *,
     tolerance: int = 300,

@@ -42,6 +42,16 @@ def _env_int(name: str, default: int) -> int:
     return int(raw) if raw and raw.isdigit() else default
 
 
+def _port(value: str) -> int:
+    from worker.errors import SettingsError
+    from worker.settings import port_number
+
+    try:
+        return port_number(value, "--port")
+    except SettingsError as exc:
+        raise argparse.ArgumentTypeError(exc.message.removeprefix("--port ")) from None
+
+
 def build_parser() -> Parser:
     parser = Parser(
         prog="stripe-worker",
@@ -87,14 +97,17 @@ def build_parser() -> Parser:
     )
     dev.add_argument("--host", default="127.0.0.1", help="the receiver's address")
     dev.add_argument(
-        "--port", type=int, default=_env_int("PORT", 8000), help="the receiver's port (PORT, 8000)"
+        "--port",
+        type=_port,
+        help="the receiver's port (PORT, else 8000, or a free one if 8000 is taken); "
+        "given, a taken port is refused",
     )
     dev.add_argument("--concurrency", type=int, default=4, help="worker threads (default 4)")
     dev.set_defaults(func=cmd.cmd_dev)
 
     web = command("web", "serve the webhook receiver under gunicorn", "For deployment.")
     web.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
-    web.add_argument("--port", type=int, default=_env_int("PORT", 8000), help="port (PORT, 8000)")
+    web.add_argument("--port", type=_port, help="port (PORT, 8000)")
     web.add_argument(
         "--workers",
         type=int,
@@ -212,7 +225,10 @@ def build_parser() -> Parser:
     tail.add_argument("stream", help="customers, events or errors")
     start = tail.add_mutually_exclusive_group()
     start.add_argument(
-        "--last", type=int, default=10, metavar="N", help="show the last N entries first (10)"
+        "--last",
+        type=int,
+        metavar="N",
+        help="show the last N entries first (10, or --count if fewer)",
     )
     start.add_argument("--from-start", action="store_true", help="show every entry first")
     start.add_argument("--new", action="store_true", help="show only entries that arrive")
@@ -224,6 +240,13 @@ def build_parser() -> Parser:
         help="with --group: acknowledge what is shown, so the group's other consumers never get it",
     )
     tail.add_argument("--count", type=int, help="stop after this many entries")
+    tail.add_argument(
+        "--wait",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="with --count: stop, exit 1, once no entry has come for this long (10)",
+    )
     tail.add_argument("--json", action="store_true", help="one JSON object a line; errors too")
     tail.set_defaults(func=cmd.cmd_tail)
 

@@ -30,7 +30,8 @@ def error_report(exc: BaseException, redis_url: str | None, as_json: bool) -> tu
         status = 1 if isinstance(exc, FAILED_OPERATION) else 2
         if as_json:
             return json.dumps({"error": exc.to_dict()}), status
-        return f"error: {exc.message}", status
+        # One line, whatever the message: the SDK's own span several.
+        return "error: " + " ".join(exc.message.split()), status
     assert isinstance(exc, redis.RedisError)
     from worker.redact import redact, redact_url
     from worker.redis_problems import tls_problem

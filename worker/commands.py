@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from worker.errors import ReceiverUnreachable, UsageError
+from worker.errors import ReceiverUnreachable, SettingsError, UsageError
 
 if TYPE_CHECKING:
     import redis
@@ -159,15 +161,60 @@ def cmd_emulator(args: argparse.Namespace) -> int:
 def cmd_web(args: argparse.Namespace) -> int:
     """The receiver under gunicorn."""
     from webhooks.server import serve
+    from worker.settings import env_port
 
-    return serve(args.host, args.port, args.workers, args.connections)
+    port = args.port or env_port() or 8000
+    _can_listen(args.host, port)
+    return serve(args.host, port, args.workers, args.connections)
+
+
+def _can_listen(host: str, port: int) -> None:
+    """A port `web` cannot have is one line now, not gunicorn's five tries over 5 s."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            taken = exc.errno == errno.EADDRINUSE
+            raise SettingsError(
+                f"cannot listen on {host}:{port}: "
+                + (
+                    "another process has that port; stop it or choose another --port or PORT"
+                    if taken
+                    else (exc.strerror or exc.__class__.__name__)
+                )
+            ) from None
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """The Celery worker; its exit status is the process's."""
     from tasks.launch import run_worker
+    from worker.logs import quiet_broker_reconnects
     from worker.settings import Settings
 
+    quiet_broker_reconnects()
+    if os.geteuid() == 0:
+        # Celery's nine-line SecurityWarning is about accepting pickle as root; this worker
+        # accepts JSON only (tasks/celery_app.py), so one line says what is still true.
+        import warnings
+
+        from celery.exceptions import SecurityWarning
+        from celery.signals import worker_init
+
+        warnings.filterwarnings("ignore", category=SecurityWarning)
+        # Said once the worker starts: an error before that (Redis away) stays one line.
+        worker_init.connect(
+            lambda **_: print(
+                "worker    running as root; it accepts JSON messages only, but a user of its "
+                "own is safer (USER in a container image)",
+                file=sys.stderr,
+                flush=True,
+            ),
+            weak=False,
+        )
     return run_worker(
         Settings.from_env(), pool=args.pool, concurrency=args.concurrency, loglevel=args.loglevel
     )
@@ -241,16 +288,25 @@ def cmd_tail(args: argparse.Namespace) -> int:
             flush=True,
         )
     _settings, client = _runtime(args)
-    follow(
+    last = args.last if args.last is not None else min(10, args.count or 10)
+    shown = follow(
         client,
         key,
-        start="start" if args.from_start else "new" if args.new else args.last,
+        start="start" if args.from_start else "new" if args.new else last,
         group=args.group,
         consumer=args.consumer,
         ack=args.ack,
         count=args.count,
         as_json=args.json,
+        quiet_limit=args.wait if args.count else None,
     )
+    if args.count and shown < args.count:
+        print(
+            f"tail      {shown} of {args.count} entries: none came in the last {args.wait:g} s "
+            "(--wait SECONDS waits longer)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -264,11 +320,10 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def cmd_send(args: argparse.Namespace) -> int:
     """Sign and post a test event; prints the receiver's answer. Exit 1 unless it is 2xx."""
-    import os
-
     import requests
 
     from worker.devtools.send import Sender
+    from worker.settings import env_port
 
     if args.kind == "signup" and not args.email:
         raise UsageError("send signup needs --email, e.g. --email jenny.rosen@example.com")
@@ -276,7 +331,7 @@ def cmd_send(args: argparse.Namespace) -> int:
         raise UsageError("send stripe needs an event TYPE, e.g. checkout.session.completed")
     metadata = dict(_key_value(item) for item in args.metadata or ())
     found = target(args)
-    port = os.environ.get("PORT") or "8000"
+    port = env_port() or 8000
     url = args.url or found.dev.get("receiver") or f"http://127.0.0.1:{port}"
     sender = Sender(found.settings, found.vault, found.dev, url)
     try:
@@ -316,5 +371,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_dev(args: argparse.Namespace) -> int:
     """Everything in one process, on embedded defaults where nothing is configured."""
     from worker.devtools.dev import run_dev
+    from worker.settings import env_port
 
-    return run_dev(args.host, args.port, args.concurrency)
+    asked = args.port or env_port()  # asked for: refused when taken; 8000 moves if taken
+    return run_dev(args.host, asked or 8000, args.concurrency, fixed_port=asked is not None)

@@ -20,6 +20,7 @@ from worker.keys import ERRORS
 from worker.queue import Enqueuer
 from worker.settings import Settings
 from worker.streams import decode_entry
+from worker.terminal import printable
 from worker.work import Work
 
 # An XRANGE entry as redis-py types it: the id and fields may be None (RESP3 nulls).
@@ -38,7 +39,7 @@ class Failure:
         """One line for a terminal."""
         f = self.fields
         state = "replayed" if self.replayed else "failed"
-        return (
+        return printable(
             f"{self.entry_id}  {state:8}  {f.get('component', ''):26} "
             f"{f.get('error_type', ''):22} {f.get('source', '')}:{f.get('source_id', '')}"
             f"  {f.get('error_message', '')[:80]}"

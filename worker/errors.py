@@ -252,6 +252,14 @@ def from_stripe_error(exc: Exception) -> StripeCallError:
         cls = StripeUnavailable
     else:
         cls = InvalidRequest
+        # Stripe's `param` names the field its message is about ("must be at most 256
+        # characters long" does not); stripe-python sets it on InvalidRequestError and
+        # CardError (StripeErrorWithParamCode), from the error body otherwise.
+        param = getattr(exc, "param", None) or (
+            error_body.get("param") if isinstance(error_body, dict) else None
+        )
+        if param and str(param) not in message:
+            message = f"{message} (param: {param})"
         if isinstance(exc, stripe.IdempotencyError) or code == "idempotency_key_in_use":
             cls = IdempotencyMismatch
             message = f"idempotency key reused with other parameters: {message}"

@@ -20,6 +20,10 @@
     PREFIX:find:<digest of a term>          term -> work ids it names (sorted set, TRAIL_TTL):
                                             webhook/event id, user id, customer id, email
     PREFIX:throughput:<unix minute>         '<what>:<unix second>' -> count (hash, 15 min)
+    PREFIX:console:session:<digest of id>   a console session: its CSRF token and token
+                                            fingerprint (string, 12 h; sign-out deletes it)
+    PREFIX:console:failures:<client>        wrong console tokens from one address (counter,
+                                            the throttle's window)
     PREFIX:catchup                          catch-up's cursor per account, when it last ran,
                                             events it recovered (hash; tasks/catchup.py)
     PREFIX:catchup:lease                    the worker running catch-up (string, PX lease)
@@ -43,16 +47,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Agents name dead-letter streams too, from the helper the wheel installs for them.
+from stripe_worker_agent.consumer import dead_letter
+
 QUEUE = "celery"
 CUSTOMERS = "customers"
 EVENTS = "events"
 ERRORS = "errors"
 STREAMS = (CUSTOMERS, EVENTS, ERRORS)
-
-
-def dead_letter(stream_key: str, group: str) -> str:
-    """`stripe:customers` + `agents` -> `stripe:customers:dead:agents`."""
-    return f"{stream_key}:dead:{group}"
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,12 @@ class Keys:
 
     def throughput(self, minute: int) -> str:
         return self._key("throughput", str(minute))
+
+    def console_session(self, session_digest: str) -> str:
+        return self._key("console", "session", session_digest)
+
+    def console_failures(self, client: str) -> str:
+        return self._key("console", "failures", client)
 
     @property
     def catchup(self) -> str:

@@ -15,6 +15,20 @@ class RedactingFormatter(logging.Formatter):
         return redact(super().format(record))
 
 
+class _NotCeleryReconnects(logging.Filter):
+    """Drops Celery's consumer "Cannot connect to ...: Trying again in N seconds" records
+    (three lines each): the worker's Outage report (worker/redis_problems.py) says the same
+    once, with the redacted URL, and then once a minute."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("consumer: Cannot connect to")
+
+
+def quiet_broker_reconnects() -> None:
+    """For `stripe-worker worker`: one voice for a Redis outage, not two."""
+    logging.getLogger("celery.worker.consumer.consumer").addFilter(_NotCeleryReconnects())
+
+
 def configure_logging(level: int | str = logging.INFO, fmt: str = "%(message)s") -> None:
     """One redacting handler on the root logger, to stderr."""
     handler = logging.StreamHandler(sys.stderr)

@@ -63,6 +63,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_trace(args: argparse.Namespace) -> int:
     """The trail of every piece of work ID names; exit 1 when none is found."""
     from worker.commands import print_json
+    from worker.terminal import printable
     from worker.trail import Trail, describe
 
     settings, client = _runtime(args)
@@ -70,7 +71,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     if args.json:
         print_json([{"work_id": f.work_id, "trail": f.lines} for f in found])
     for f in [] if args.json else found:
-        print(f.work_id)
+        print(printable(f.work_id))  # a work id holds the sender's user or event id
         for line in f.lines:
             print("  " + describe(line))
     if not found:

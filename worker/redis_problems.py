@@ -8,7 +8,9 @@ redis-py builds from host and port only) through redact.
 
 from __future__ import annotations
 
+import logging
 import socket
+import time
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,12 +20,14 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import MasterNotFoundError
 
+from stripe_worker_agent.redis_url import is_sentinel_url, is_tls_url, sentinel_target, tls_options
 from worker.errors import SettingsError
-from worker.redact import redact_url
-from worker.redis_url import is_sentinel_url, is_tls_url, sentinel_target, tls_options
+from worker.redact import redact, redact_url
 
 # BLMOVE (tasks/transport.py) and LMOVE came in Redis 6.2; Valkey 7.2+ has them too.
 MIN_REDIS_VERSION = (6, 2)
+# While Redis is away, how often a worker says so again (seconds).
+OUTAGE_REPEAT = 60.0
 
 
 def tls_problem(exc: BaseException, url: str) -> str | None:
@@ -129,3 +133,46 @@ def require_version(client: redis.Redis, url: str) -> None:
             f"Redis at {redact_url(url)} is version {found}; stripe-worker needs 6.2 or "
             "later (BLMOVE), or Valkey 7.2+"
         )
+
+
+class Outage:
+    """A Redis that stopped answering, said once with its (redacted) URL, then again every
+    `every` seconds while it lasts, and once when it answers again: a worker waiting out
+    an outage writes a line a minute, not one a beat."""
+
+    def __init__(self, log: logging.Logger, url: str, every: float = OUTAGE_REPEAT) -> None:
+        self.log = log
+        self.where = redact_url(url)
+        self.every = every
+        self.since: float | None = None
+        self.next_report = 0.0
+
+    def failed(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        away = isinstance(exc, redis.ConnectionError | redis.TimeoutError)
+        why = (
+            f"does not answer ({exc.__class__.__name__})"
+            if away
+            else f"refuses: {redact(str(exc)).split('.')[0][:120]}"
+        )
+        if self.since is None:
+            self.since, self.next_report = now, now + self.every
+            self.log.warning(
+                "Redis at %s %s: waiting for it, retrying each beat; said again every %g s "
+                "while it lasts",
+                self.where,
+                why,
+                self.every,
+            )
+        elif now >= self.next_report:
+            self.next_report = now + self.every
+            self.log.warning(
+                "Redis at %s still %s, for %.0f s now", self.where, why, now - self.since
+            )
+
+    def answered(self) -> None:
+        if self.since is not None:
+            self.log.warning(
+                "Redis at %s answers again, after %.0f s", self.where, time.monotonic() - self.since
+            )
+            self.since = None

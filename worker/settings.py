@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from stripe_worker_agent.redis_url import check_redis_url, is_sentinel_url
 from worker.errors import SettingsError
 from worker.keys import Keys
 from worker.redact import redact_url
-from worker.redis_url import check_redis_url, is_sentinel_url
 
 REDIS_SCHEMES = ("redis", "rediss", "unix", "sentinel")
 
@@ -83,6 +83,10 @@ class Settings:
     stripe_endpoint_rate: float | None = None
     # Endpoints whose limit Stripe raised for the account: "customers.create=50,...".
     stripe_endpoint_rates: str = ""
+    # Stripe calls in flight at once per API key, across all workers: Stripe's concurrency
+    # limiter, which its page names without a figure; 20 is the example of Stripe's post
+    # on its limiters (stripe.com/blog/rate-limiters). 0: no cap.
+    stripe_concurrency: int = 20
     # How long a piece of work's trail (worker/trail.py) and its search terms are kept:
     # as long as a delivery's dedupe mark, so "did it arrive?" is answered while the sender
     # may still be retrying it.
@@ -137,6 +141,13 @@ class Settings:
             check_redis_url(self.redis_url)
         except ValueError as exc:
             raise SettingsError(f"REDIS_URL: {exc}") from None
+        if self.secrets_dir is not None and not self.secrets_dir.is_dir():
+            # Else every secret would be "not configured: set SECRETS_DIR/name or NAME",
+            # pointing at a file in a folder that is not there.
+            raise SettingsError(
+                f"SECRETS_DIR {self.secrets_dir} is not a folder (it does not exist): mount "
+                "or create it, or unset SECRETS_DIR to read secrets from the environment"
+            )
         if is_sentinel_url(self.redis_url) and not self.redis_sentinel_master:
             raise SettingsError(
                 "REDIS_URL is a sentinel:// URL: set REDIS_SENTINEL_MASTER to the name of the "
@@ -156,6 +167,8 @@ class Settings:
             raise SettingsError("STREAM_HARD_MAXLEN must be 0 (no limit) or at least STREAM_MAXLEN")
         if self.worker_pool not in ("prefork", "threads", "solo"):
             raise SettingsError("WORKER_POOL must be threads, prefork or solo")
+        if self.stripe_concurrency < 0:
+            raise SettingsError("STRIPE_CONCURRENCY must be 0 (no cap) or more")
         if self.catchup not in ("on", "off"):
             raise SettingsError("CATCHUP must be on or off")
         if self.catchup_interval < 1:
@@ -244,6 +257,19 @@ class Settings:
     def keys(self) -> Keys:
         """Every Redis key under STREAM_PREFIX (worker/keys.py)."""
         return Keys(self.stream_prefix)
+
+
+def port_number(raw: str, name: str = "PORT") -> int:
+    """A TCP port to listen on; SettingsError names the variable or option and the value."""
+    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+        raise SettingsError(f"{name} must be a port number from 1 to 65535, got {raw!r}")
+    return int(raw)
+
+
+def env_port(environ: Mapping[str, str] | None = None) -> int | None:
+    """PORT (the platform's, for `web` and `dev`), or None when unset; never a silent 8000."""
+    raw = (os.environ if environ is None else environ).get("PORT", "").strip()
+    return port_number(raw) if raw else None
 
 
 def parse_endpoint_rates(value: str) -> dict[str, float]:

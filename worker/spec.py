@@ -62,7 +62,11 @@ class ComponentSpec:
         outputs = _parse_outputs(data.get("outputs"))
         if name == CREATE_CUSTOMER:
             if "trigger" not in data:
-                raise SpecError(f"{name} needs a trigger (any value)")
+                raise SpecError(
+                    f'{name} needs a "trigger" (any value, such as "true"): on the agent '
+                    "platform it is the input that starts a create, so a spec without it "
+                    'would never run there; add "trigger": "true"'
+                )
             body = data.get("Body", {})
             _check_body(body)
             key = data.get("idempotency_key")

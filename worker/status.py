@@ -18,6 +18,7 @@ import redis
 
 from worker.keys import ERRORS, STREAMS
 from worker.settings import Settings
+from worker.terminal import printable
 
 # `status` exits 1 when accepted work waits longer than this (the whole retry schedule is
 # about 2 minutes at the defaults, so older work is stuck, or the workers are behind).
@@ -107,6 +108,7 @@ class Status:
     # key mode -> endpoint -> calls/s; key mode -> the limiter that last answered 429
     endpoint_pace: dict[str, dict[str, float]] = field(default_factory=dict)
     limited_by: dict[str, str] = field(default_factory=dict)
+    in_flight_cap: dict[str, float] = field(default_factory=dict)  # key mode -> calls at once
     catchup: CatchupInfo | None = None  # None: catch-up has never run on this Redis
 
     grace: float = 5.0  # HEARTBEAT_LAPSE: how long a consumer may be down before it counts
@@ -189,6 +191,7 @@ def snapshot(client: redis.Redis, settings: Settings) -> Status:
     pace: dict[str, float] = {}
     endpoint_pace: dict[str, dict[str, float]] = {}
     limited_by: dict[str, str] = {}
+    in_flight_cap: dict[str, float] = {}
     for (worker_id, score), raw in zip(live, facts, strict=True):
         if not raw or isinstance(raw, Exception):  # its heartbeat expired just now
             continue
@@ -201,6 +204,7 @@ def snapshot(client: redis.Redis, settings: Settings) -> Status:
         for mode, paces in (f.get("endpoint_pace") or {}).items():
             endpoint_pace.setdefault(mode, {}).update(paces)
         limited_by.update(f.get("limited_by") or {})
+        in_flight_cap.update(f.get("in_flight_cap") or {})
         workers.append(
             WorkerInfo(
                 worker_id,
@@ -240,6 +244,7 @@ def snapshot(client: redis.Redis, settings: Settings) -> Status:
         grace=settings.heartbeat_lapse,
         endpoint_pace=endpoint_pace,
         limited_by=limited_by,
+        in_flight_cap=in_flight_cap,
         catchup=CatchupInfo.of(catchup_fields, catchup_holder, now),
     )
 
@@ -285,16 +290,20 @@ def render(status: Status, max_age: float = DEFAULT_MAX_AGE) -> str:
     lines.append(
         f"pace      {paces or 'none yet (no paced Stripe call since the workers started)'}"
     )
-    for mode, endpoints in status.endpoint_pace.items():
+    for mode in sorted({*status.endpoint_pace, *status.in_flight_cap}):
+        endpoints = status.endpoint_pace.get(mode, {})
         each = ", ".join(f"{name} {rate:g}/s" for name, rate in sorted(endpoints.items()))
-        last = status.limited_by.get(mode)
+        cap, last = status.in_flight_cap.get(mode), status.limited_by.get(mode)
         lines.append(
-            f"          {mode} endpoints: {each}" + (f"; last 429 from {last}" if last else "")
+            f"          {mode} endpoints: {each or 'none paced'}"
+            + (f"; at most {cap:g} calls in flight" if cap else "")
+            + (f"; last 429 from {last}" if last else "")
         )
     lines.append("catch-up  " + _catchup_line(status.catchup))
     problems = status.problems(max_age)
     lines.append("PROBLEM   " + "; ".join(problems) if problems else "OK")
-    return "\n".join(lines)
+    # host names, stream groups and 429 reasons come from workers, agents and Stripe
+    return "\n".join(printable(line) for line in lines)
 
 
 def _catchup_line(info: CatchupInfo | None) -> str:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import datetime
 import json
+import time
 
 import redis
 
 from worker.streams import StreamConsumer, decode_entries, decode_read
+from worker.terminal import printable
 
 
 def entry_line(entry_id: str, fields: dict[str, str]) -> str:
@@ -26,7 +28,7 @@ def entry_line(entry_id: str, fields: dict[str, str]) -> str:
         line += f"  {fields['error_type']} {status}: {fields.get('error_message', '')}"
     if fields.get("already_exists") == "true":
         line += f"  already exists; this signup's email: {fields.get('requested_email') or '-'}"
-    return line
+    return printable(line)
 
 
 def _backlog(
@@ -54,9 +56,11 @@ def follow(
     ack: bool = False,
     count: int | None = None,
     as_json: bool = False,
-) -> None:
+    quiet_limit: float | None = None,
+) -> int:
     """Print entries of `key`: `start` is how many of the last to show first, or "start"
-    (all) or "new" (none); then follow, until `count` entries were shown."""
+    (all) or "new" (none); then follow, until `count` entries were shown or none came for
+    `quiet_limit` seconds. Returns how many were shown."""
     reader = None
     items: list[tuple[str, dict[str, str]]] = []
     if group:
@@ -65,6 +69,7 @@ def follow(
     else:
         items, last = _backlog(client, key, start)
     shown = 0
+    quiet_since = time.monotonic()
     while count is None or shown < count:
         if reader is not None:
             # never take more from the group than this will show
@@ -81,6 +86,10 @@ def follow(
             if reader is not None and ack:
                 reader.ack([entry_id])
             shown += 1
+            quiet_since = time.monotonic()
             if count is not None and shown >= count:
-                return
+                return shown
+        if not items and quiet_limit is not None and time.monotonic() - quiet_since >= quiet_limit:
+            return shown
         items = []
+    return shown

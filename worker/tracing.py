@@ -25,10 +25,11 @@ import contextlib
 import importlib.util
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from worker.errors import SettingsError
+from worker.redact import redact, redact_url
 from worker.settings import Settings
 
 log = logging.getLogger("stripe_worker.tracing")
@@ -54,11 +55,18 @@ _process = _Process()
 def check(settings: Settings) -> None:
     """SettingsError, in one line, when tracing is asked for and the `otel` extra is not
     installed; imports nothing (a process checks this before it forks)."""
-    if settings.tracing and importlib.util.find_spec("opentelemetry.sdk") is None:
+    if settings.tracing and not _installed():
         raise SettingsError(
             "OTEL_EXPORTER_OTLP_ENDPOINT is set but OpenTelemetry is not installed: "
             "pip install 'stripe-worker[otel]', or unset it"
         )
+
+
+def _installed() -> bool:
+    try:
+        return importlib.util.find_spec("opentelemetry.sdk") is not None
+    except ModuleNotFoundError:  # no `opentelemetry` package at all
+        return False
 
 
 def setup(settings: Settings, service: str) -> bool:
@@ -93,7 +101,8 @@ def setup(settings: Settings, service: str) -> bool:
         trace.set_tracer_provider(provider)
         _process.provider = provider
         _process.tracer = provider.get_tracer("stripe_worker")
-    log.info("traces to %s as %s", settings.otlp_traces_url, resource.attributes[SERVICE_NAME])
+    shown = redact_url(settings.otlp_traces_url)  # a URL may carry credentials
+    log.info("traces to %s as %s", shown, resource.attributes[SERVICE_NAME])
     return True
 
 
@@ -111,7 +120,7 @@ def span(
     """A span around a block, current inside it (the SDK's Span, or None when tracing is
     off). `parent`: a W3C traceparent from outside this process (a message, a request);
     without one, the current span is the parent. An exception leaving the block is recorded
-    and sets the span's status to error (the SDK's default)."""
+    (redacted) and sets the span's status to error."""
     tracer = _process.tracer
     if tracer is None:
         return _NOOP
@@ -120,9 +129,34 @@ def span(
     assert kind in _KINDS, kind
     context = _extract(parent) if parent else None
     started: contextlib.AbstractContextManager[Any] = tracer.start_as_current_span(
-        name, context=context, kind=SpanKind[kind.upper()], attributes=attributes
+        name,
+        context=context,
+        kind=SpanKind[kind.upper()],
+        attributes=attributes,
+        # Recorded by `_recorded`: the SDK's own would export the traceback, and with it
+        # the chained errors' text (a Stripe error names part of its key).
+        record_exception=False,
+        set_status_on_exception=False,
     )
-    return started
+    return _recorded(started)
+
+
+@contextlib.contextmanager
+def _recorded(started: contextlib.AbstractContextManager[Any]) -> Iterator[Any]:
+    """The span, and an exception leaving it recorded as the semantic conventions' exception
+    event (its type and message, redacted as every log line is; no traceback)."""
+    with started as current:
+        try:
+            yield current
+        except Exception as exc:
+            from opentelemetry.trace import Status, StatusCode
+
+            message = redact(str(exc))[:500]
+            kind = type(exc).__qualname__
+            current.add_event("exception", {"exception.type": kind, "exception.message": message})
+            current.set_attribute("error.type", kind)
+            current.set_status(Status(StatusCode.ERROR, message))
+            raise
 
 
 def annotate(current: Any, **attributes: Any) -> None:
@@ -148,6 +182,16 @@ def traceparent() -> str | None:
     carrier: dict[str, str] = {}
     TraceContextTextMapPropagator().inject(carrier)
     return carrier.get(TRACEPARENT)
+
+
+def trace_id() -> str | None:
+    """The current trace's id in hex, as tracing backends search by; None when off."""
+    if _process.tracer is None:
+        return None
+    from opentelemetry import trace
+
+    context = trace.get_current_span().get_span_context()
+    return f"{context.trace_id:032x}" if context.is_valid else None
 
 
 def _extract(value: str) -> Any:

@@ -26,10 +26,12 @@ from typing import Any
 
 import redis
 
+from worker import tracing
 from worker.connections import lua_script
 from worker.errors import StripeWorkerError
 from worker.redact import redact
 from worker.settings import Settings
+from worker.terminal import printable
 from worker.work import Work
 
 log = logging.getLogger("stripe_worker.trail")
@@ -113,6 +115,9 @@ class Trail:
     ) -> tuple[list[str], list[Any]]:
         now = time.time()
         line = {"at": round(now, 3), "step": step, "delivery": work.delivery_id}
+        trace = tracing.trace_id()  # with traces on: the id to open the trace by
+        if trace:
+            line["trace"] = trace
         line.update(
             {
                 k: redact(v) if isinstance(v, str) else v
@@ -244,4 +249,4 @@ def describe(line: dict[str, Any]) -> str:
     """One trail line for a terminal: `16:02:11.204  published  customers 1700-0 ...`."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(line["at"]))
     rest = " ".join(f"{k}={v}" for k, v in line.items() if k not in ("at", "step"))
-    return f"{stamp}.{int(line['at'] * 1000) % 1000:03d}  {line['step']:10} {rest}"
+    return printable(f"{stamp}.{int(line['at'] * 1000) % 1000:03d}  {line['step']:10} {rest}")

@@ -11,6 +11,8 @@
     shell         fresh_env, run_command, start_dev, group_alive: the CLI as a user types it
     sentinel      SentinelCluster: a master, a replica and three sentinels (import it from
                   tests.support.sentinel)
+    leftovers     the run's own Redis database and TMPDIR, and what was left in them
+                  (tests/conftest.py fails the run on it)
 
 Nothing here imports pytest, so bench/ uses it as a plain package.
 """

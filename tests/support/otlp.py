@@ -36,6 +36,7 @@ class ReceivedSpan:
     parent_span_id: str
     attributes: dict[str, Any] = field(default_factory=dict)
     error: bool = False
+    events: tuple[tuple[str, dict[str, Any]], ...] = ()
 
 
 def _value(any_value: Any) -> Any:
@@ -105,6 +106,7 @@ class OtlpCollector:
                             parent_span_id=span.parent_span_id.hex(),
                             attributes=_attributes(span.attributes),
                             error=span.status.code == span.status.STATUS_CODE_ERROR,
+                            events=tuple((e.name, _attributes(e.attributes)) for e in span.events),
                         )
                     )
         with self._lock:

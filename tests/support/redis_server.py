@@ -23,6 +23,7 @@ class RedisServer:
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.pausable = shutil.which("redis-server") is not None
         self._handle: object = None
+        self._dir: str | None = None
 
     @property
     def how(self) -> str:
@@ -43,7 +44,7 @@ class RedisServer:
                     "--appendonly",
                     "no",
                     "--dir",
-                    tempfile.mkdtemp(prefix="sw-redis-"),
+                    self._folder(),
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -52,6 +53,13 @@ class RedisServer:
             self._handle = embedded_redis(self.port)
         wait_for(lambda: redis_answers(self.url), timeout=10)
         return self
+
+    def _folder(self) -> str:
+        """Where redis-server may write (nothing, with --save "" and no AOF); kept across
+        a stop and start on the same port, removed by `stop`."""
+        if self._dir is None:
+            self._dir = tempfile.mkdtemp(prefix="sw-redis-")
+        return self._dir
 
     def pause(self) -> None:
         """SIGSTOP: connections hang as in a network partition (redis-server only)."""
@@ -67,6 +75,8 @@ class RedisServer:
             self._handle.send_signal(signal.SIGCONT)  # a paused one cannot die otherwise
             self._handle.kill()
             self._handle.wait(5)
+            shutil.rmtree(self._dir or "", ignore_errors=True)
+            self._dir = None
         elif self._handle is not None:
             self._handle.shutdown()  # type: ignore[attr-defined]
             self._handle.server_close()  # type: ignore[attr-defined]

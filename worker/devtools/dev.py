@@ -17,6 +17,7 @@ import json
 import os
 import secrets
 import socket
+import sys
 import threading
 import warnings
 from collections.abc import Mapping
@@ -26,6 +27,7 @@ from celery.exceptions import SecurityWarning
 
 from worker.devtools.dev_state import read_state, state_path
 from worker.devtools.local import embedded_redis, free_port, port_free, redis_answers
+from worker.errors import SettingsError
 from worker.redact import redact_url
 from worker.settings import Settings
 from worker.vault import (
@@ -51,11 +53,13 @@ class DevStack:
         *,
         host: str = "127.0.0.1",
         port: int = 8000,
+        fixed_port: bool = False,
         say: Any = print,
     ) -> None:
         self.environ = dict(os.environ if environ is None else environ)
         self.host = host
         self.port = port
+        self.fixed_port = fixed_port  # asked for (--port, PORT): refused when taken
         self.say = say
         self._stops: list[Any] = []
         self.state: dict[str, Any] = {}
@@ -65,6 +69,11 @@ class DevStack:
         """Fill in what is missing with embedded defaults, saying each in one line."""
         env = self.environ
         Settings.from_env(env)  # a bad setting (REDIS_URL without a scheme) is refused first
+        if self.fixed_port and not port_free(self.host, self.port):  # before starting anything
+            raise SettingsError(
+                f"port {self.port} on {self.host} is taken by another process: stop it, "
+                "or choose another --port (without --port or PORT, dev takes a free one)"
+            )
         overrides: dict[str, Any] = {}
         url = env.get("REDIS_URL")
         if url and redis_answers(url):
@@ -131,7 +140,14 @@ class DevStack:
 
         from webhooks import create_app
 
-        server = make_server(self.host, self.port, create_app(settings, vault=vault), threaded=True)
+        handler = None if sys.stderr.isatty() else _plain_request_handler()
+        server = make_server(
+            self.host,
+            self.port,
+            create_app(settings, vault=vault),
+            threaded=True,
+            request_handler=handler,
+        )
         threading.Thread(target=server.serve_forever, name="receiver", daemon=True).start()
         self._stops.append(server.shutdown)
 
@@ -156,7 +172,26 @@ class DevStack:
         self._stops.clear()
 
 
-def run_dev(host: str = "127.0.0.1", port: int = 8000, concurrency: int = 4) -> int:
+def _plain_request_handler() -> type:
+    """Werkzeug's request handler, its request lines without colour: werkzeug/serving.py
+    styles them with ANSI codes whether or not stderr is a terminal, and behind a pipe or in
+    a log file they are noise. `log` is where every line of the handler passes."""
+    import re
+
+    from werkzeug.serving import WSGIRequestHandler
+
+    ansi = re.compile(r"\x1b\[[0-9;]*m")
+
+    class PlainRequestHandler(WSGIRequestHandler):
+        def log(self, type: str, message: str, *args: Any) -> None:
+            super().log(type, "%s", ansi.sub("", message % args if args else message))
+
+    return PlainRequestHandler
+
+
+def run_dev(
+    host: str = "127.0.0.1", port: int = 8000, concurrency: int = 4, *, fixed_port: bool = False
+) -> int:
     """Start everything, print what to do next, run the worker until Ctrl-C or SIGTERM."""
     from tasks import worker_app
     from tasks.catchup import install_catchup
@@ -169,7 +204,7 @@ def run_dev(host: str = "127.0.0.1", port: int = 8000, concurrency: int = 4) -> 
     # Celery's warning for root is about pickle; this app accepts JSON only (celery_app.py),
     # and a container's root user trying `dev` should not meet seven lines of alarm.
     warnings.filterwarnings("ignore", category=SecurityWarning)
-    stack = DevStack(host=host, port=port)
+    stack = DevStack(host=host, port=port, fixed_port=fixed_port)
     try:
         settings, vault = stack.prepare()
         # One process runs both: its spans are one service's (unless OTEL_SERVICE_NAME).

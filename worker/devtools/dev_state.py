@@ -9,6 +9,7 @@ key is the one it generated. The command says so in one line on stderr.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -23,9 +24,14 @@ from worker.settings import Settings
 from worker.vault import STRIPE_SECRET_KEY, Vault
 
 
-def state_path() -> Path:
-    """Where a running `dev` leaves what the other commands need."""
-    return Path(tempfile.gettempdir()) / f"stripe-worker-dev-{os.getuid()}.json"
+def state_path(folder: Path | None = None) -> Path:
+    """Where a running `dev` leaves what the other commands need: one file per user and
+    checkout (the folder this package runs from), so a second checkout's commands never
+    post to, or read the Redis of, the first one's `dev`."""
+    checkout = Path(__file__).resolve().parents[2]
+    digest = hashlib.sha256(str(checkout).encode()).hexdigest()[:12]
+    where = folder or Path(tempfile.gettempdir())
+    return where / f"stripe-worker-dev-{os.getuid()}-{digest}.json"
 
 
 def read_state() -> dict[str, Any]:

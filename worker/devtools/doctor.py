@@ -60,9 +60,13 @@ def checks(settings: Settings, vault: Vault) -> Iterator[tuple[bool, str, str]]:
         except StripeWorkerError as exc:
             yield False, "webhook", exc.message
             continue
-        bad = [i for i, v in enumerate(values, 1) if not _looks_like_whsec(name, v)]
-        if bad:
-            yield False, "webhook", f"{name}: value(s) {bad} are not whsec_ secrets"
+        problems = [
+            f"value {i} {problem}"
+            for i, v in enumerate(values, 1)
+            if (problem := _whsec_problem(name, v)) is not None
+        ]
+        if problems:
+            yield False, "webhook", f"{name}: " + "; ".join(problems)
         else:
             yield True, "webhook", f"{name}: {len(values)} secret(s) of the right format"
     if settings.tracing:
@@ -146,12 +150,18 @@ def traces_check(settings: Settings) -> tuple[bool, str, str]:
     return True, "traces", f"{shown} accepts OTLP/HTTP spans"
 
 
-def _looks_like_whsec(name: str, value: str) -> bool:
-    if not value.startswith("whsec_") or len(value) < 14:
-        return False
+def _whsec_problem(name: str, value: str) -> str | None:
+    """What is wrong with one webhook secret, or None."""
+    if not value.startswith("whsec_"):
+        return "does not start with whsec_ (copy the whole signing secret)"
+    if len(value) < 14:
+        return f"is too short ({len(value)} characters) for a signing secret"
     if name == SIGNUP_WEBHOOK_SECRET:  # Standard Webhooks: base64 after the prefix
-        try:
-            base64.b64decode(value[6:], validate=True)
+        raw = value[6:]
+        try:  # padded as webhooks/verify.py decodes it
+            base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True)
         except (binascii.Error, ValueError):
-            return False
-    return True
+            return (
+                "is not valid base64 after whsec_ (a Standard Webhooks secret is whsec_ + base64)"
+            )
+    return None

@@ -10,11 +10,16 @@ injects faults on request.
 
 Admin routes (JSON), for tests and benchmarks:
   GET  /_emulator/stats    counters: customers created per mode, requests, faults,
-                           rate_limited (429s of the rate limit, per mode)
+                           rate_limited (429s of the limits, per mode), rate_limited_by
+                           (global, endpoint, concurrency), most_active (the most
+                           requests in flight at once, per mode)
   POST /_emulator/faults   {"status": 500|429|[500, 429], "count": N, "rate": p,
                             "should_retry": "true", "hang_count": N, "hang_seconds": s,
                             "latency_ms": ms, "rate_limit": "stripe"|req/s|
-                            {"test": req/s, "live": req/s}}  ("stripe": 25 test, 100 live)
+                            {"test": req/s, "live": req/s}, "concurrency": N}
+                           ("stripe": 25 test, 100 live, 25/s per endpoint and 20 in
+                           flight per mode, as docs.stripe.com/rate-limits describes;
+                           each 429 says which in Stripe-Rate-Limited-Reason)
                            (fields omitted are left as they are)
   DELETE /_emulator/faults  clear every fault
   POST /_emulator/keys     {"revoke": [key, ...]} or {"allow": [key, ...]}

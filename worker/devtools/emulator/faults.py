@@ -19,6 +19,7 @@ class Faults:
     hang_seconds: float = 30.0
     latency_ms: float = 0.0
     rate_limit: Any = 0.0  # as set: "stripe", req/s for both modes, or per mode; 0 = none
+    concurrency: int = 0  # requests in flight at once per key mode; 0 = no limit
     _buckets: ModeBuckets = field(default_factory=lambda: ModeBuckets({}))
 
 
@@ -35,4 +36,5 @@ FAULT_TYPES: dict[str, Callable[[Any], object]] = {
     "hang_seconds": float,
     "latency_ms": float,
     "rate_limit": lambda value: value,
+    "concurrency": int,
 }

@@ -5,7 +5,13 @@ requests/s in live mode and 25/s in a sandbox, and a limit per endpoint of 25 re
 unless a page says otherwise (each named operation its own endpoint), every call counting
 against both. Kept as token buckets holding one second of requests each, one per mode and
 one per (mode, endpoint), so a burst up to the limit passes and a steady rate above it is
-refused. The page documents no header naming the limiter, so none is sent.
+refused.
+
+The page also names a concurrency limiter, "the number of requests that are active at any
+given time", without a figure: "stripe" keeps 20 in flight per key mode, the example of
+Stripe's post on its limiters (stripe.com/blog/rate-limiters). Each 429 names its limiter
+in `Stripe-Rate-Limited-Reason` (global-rate, endpoint-rate, global-concurrency), as
+Stripe's page lists the header's values.
 """
 
 from __future__ import annotations
@@ -15,6 +21,13 @@ from typing import Any
 
 STRIPE_LIMITS = {"test": 25.0, "live": 100.0}
 ENDPOINT_LIMIT = 25.0
+CONCURRENCY_LIMIT = 20
+# The limiter that refused -> Stripe-Rate-Limited-Reason.
+REASONS = {
+    "global": "global-rate",
+    "endpoint": "endpoint-rate",
+    "concurrency": "global-concurrency",
+}
 
 # Stripe's body for a request over the limit; no Stripe-Should-Retry, no Retry-After.
 MESSAGE = (

@@ -50,6 +50,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         url = urlsplit(self.path)
+        entered = ""  # the key mode counted in flight
         try:
             if url.path.startswith("/_emulator/"):
                 status, body = self._admin(method, url.path, raw)
@@ -60,6 +61,8 @@ class _Handler(BaseHTTPRequestHandler):
             with state.lock:
                 state.stats["requests"] += 1
             mode = state.authenticate(self.headers.get("Authorization"))
+            state.enter_call(mode)  # Stripe's concurrency limiter: in flight until answered
+            entered = mode
             account = connected_account(self.headers.get("Stripe-Account"))
             if account:
                 headers["Stripe-Account"] = account
@@ -108,6 +111,9 @@ class _Handler(BaseHTTPRequestHandler):
         except ApiError as exc:
             headers.update(exc.headers)
             self._send(exc.status, {"error": exc.body}, headers)
+        finally:
+            if entered:
+                state.leave_call(entered)
 
     def _sleep(self, delay: float) -> None:
         generation = self.server.state.generation

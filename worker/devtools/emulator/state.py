@@ -23,7 +23,13 @@ from worker.devtools.emulator.form import (
     unknown_parameter,
     validate_customer_params,
 )
-from worker.devtools.emulator.ratelimit import ENDPOINT_LIMIT, ModeBuckets, parse_limits
+from worker.devtools.emulator.ratelimit import (
+    CONCURRENCY_LIMIT,
+    ENDPOINT_LIMIT,
+    REASONS,
+    ModeBuckets,
+    parse_limits,
+)
 from worker.devtools.emulator.ratelimit import MESSAGE as RATE_LIMIT_MESSAGE
 
 IDEMPOTENCY_TTL = 24 * 3600
@@ -39,6 +45,13 @@ class Stored:
     at: float
 
 
+def rate_limited(limiter: str) -> ApiError:
+    """Stripe's 429 for a request over a limit: its body, no Retry-After, and the limiter
+    named in Stripe-Rate-Limited-Reason."""
+    headers = {"Stripe-Rate-Limited-Reason": REASONS[limiter]}
+    return ApiError(429, "invalid_request_error", RATE_LIMIT_MESSAGE, "rate_limit", headers=headers)
+
+
 class Stats(TypedDict):
     """What /_emulator/stats reports (beside the customers' count), by mode where keyed."""
 
@@ -47,7 +60,8 @@ class Stats(TypedDict):
     replays: int
     created: dict[str, int]
     rate_limited: dict[str, int]
-    rate_limited_by: dict[str, int]  # which limiter refused: "global" or "endpoint"
+    rate_limited_by: dict[str, int]  # which limiter refused: global, endpoint, concurrency
+    most_active: dict[str, int]  # the most requests in flight at once
 
 
 class EmulatorState:
@@ -76,13 +90,15 @@ class EmulatorState:
         # key but those is refused after a reset.
         self.allowed_keys = set(self._started_with)
         self.faults = Faults()
+        self.active = {"test": 0, "live": 0}  # requests being answered now, per key mode
         self.stats: Stats = {
             "requests": 0,
             "faults": 0,
             "replays": 0,
             "created": {"test": 0, "live": 0},
             "rate_limited": {"test": 0, "live": 0},
-            "rate_limited_by": {"global": 0, "endpoint": 0},  # which limiter refused
+            "rate_limited_by": {"global": 0, "endpoint": 0, "concurrency": 0},  # which refused
+            "most_active": {"test": 0, "live": 0},  # the most requests in flight at once
         }
 
     # -- faults ---------------------------------------------------------------------------
@@ -95,9 +111,33 @@ class EmulatorState:
                     raise ApiError(400, "invalid_request_error", f"unknown fault {name!r}")
                 setattr(self.faults, name, None if value is None else convert(value))
                 if name == "rate_limit":  # full buckets: one second's worth of requests
-                    # "stripe": the global limits and Stripe's 25/s per endpoint too
+                    # "stripe": the global limits, Stripe's 25/s per endpoint and its
+                    # concurrency limiter too (a "concurrency" of the same spec wins)
                     per_endpoint = ENDPOINT_LIMIT if value == "stripe" else 0.0
                     self.faults._buckets = ModeBuckets(parse_limits(value), per_endpoint)
+                    if "concurrency" not in spec:
+                        self.faults.concurrency = CONCURRENCY_LIMIT if value == "stripe" else 0
+
+    def enter_call(self, mode: str) -> None:
+        """A request of `mode` begins; a 429 from the concurrency limiter when `mode` has
+        its limit in flight. Every call that returns is paired with `leave_call`."""
+        with self.lock:
+            limit = self.faults.concurrency
+            if limit and self.active[mode] >= limit:
+                self.stats["faults"] += 1
+                self._refused(mode, "concurrency")
+                raise rate_limited("concurrency")
+            self.active[mode] += 1
+            most = self.stats["most_active"]
+            most[mode] = max(most[mode], self.active[mode])
+
+    def leave_call(self, mode: str) -> None:
+        with self.lock:  # never under 0: a reset may have come between
+            self.active[mode] = max(0, self.active[mode] - 1)
+
+    def _refused(self, mode: str, limiter: str) -> None:
+        self.stats["rate_limited"][mode] += 1
+        self.stats["rate_limited_by"][limiter] += 1
 
     def fault_for_request(
         self, mode: str, endpoint: str = "", account: str = ""
@@ -109,9 +149,8 @@ class EmulatorState:
             refused = f._buckets.take(mode, endpoint, account)
             if refused:
                 self.stats["faults"] += 1
-                self.stats["rate_limited"][mode] += 1
-                self.stats["rate_limited_by"][refused] += 1
-                return ApiError(429, "invalid_request_error", RATE_LIMIT_MESSAGE, "rate_limit"), 0.0
+                self._refused(mode, refused)
+                return rate_limited(refused), 0.0
             if f.hang_count > 0:
                 f.hang_count -= 1
                 self.stats["faults"] += 1

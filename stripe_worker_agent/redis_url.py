@@ -103,10 +103,23 @@ def check_redis_url(url: str) -> None:
             )
         tls_options(url)
         return
+    parts = urlsplit(url)
+    if parts.scheme in ("redis", "rediss"):
+        # redis-py's parse_url says the port "could not be cast" without which part of the
+        # URL that is, and ignores a path that is not a number (db 0 with no word).
+        port = parts.netloc.rpartition("@")[2].rpartition("]")[2].partition(":")[2]
+        try:
+            parts.port  # noqa: B018 - urllib checks the number and its range on access
+        except ValueError:
+            raise ValueError(f"the port {port!r} is not a number from 1 to 65535") from None
+        db = parts.path.strip("/")
+        if db and not db.isdigit():
+            raise ValueError(f"the database must be a number, such as /0; got /{db}")
     try:
         parse_url(url)
-    except ValueError:
-        raise ValueError("is not a Redis URL such as redis://127.0.0.1:6379/0") from None
+    except ValueError as exc:
+        why = f" ({exc})" if "db" in str(exc) else ""
+        raise ValueError(f"is not a Redis URL such as redis://127.0.0.1:6379/0{why}") from None
     tls_options(url)
 
 

@@ -1,0 +1,127 @@
+"""Stripe's concurrency limiter: the emulator keeps it, the worker keeps under it.
+
+Stripe's page names "a concurrency limiter that limits the number of requests that are
+active at any given time" (docs.stripe.com/rate-limits) without a figure; the emulator's
+"stripe" limits keep 20 in flight per key mode, the example of Stripe's post on its
+limiters (stripe.com/blog/rate-limiters), and each 429 names its limiter in
+`Stripe-Rate-Limited-Reason`.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from tasks.ratelimit import DECREASE, ConcurrencyCap
+from tasks.stripe_gateway import StripeGateway
+from worker.devtools.emulator import EmulatorServer
+from worker.errors import RateLimited
+from worker.settings import Settings
+from worker.vault import Vault
+
+from .support.observe import emulator_stats, faults
+from .support.signing import LIVE_KEY, TEST_KEY
+from .support.waiting import wait_for
+
+
+@pytest.fixture
+def own_emulator():
+    """An emulator of this test's own: its counters and limits are the test's alone."""
+    server = EmulatorServer("127.0.0.1", 0).start()
+    yield server
+    server.stop()
+
+
+def _get(emulator: EmulatorServer, key: str, path: str) -> tuple[int, str | None]:
+    r = requests.get(f"{emulator.url}{path}", auth=(key, ""), timeout=30)
+    return r.status_code, r.headers.get("Stripe-Rate-Limited-Reason")
+
+
+def test_the_emulator_keeps_a_concurrency_limit_and_names_each_limiter(own_emulator):
+    """3 in flight at once, each held 2 s: of 6 sent together, the 3 past the limit get
+    Stripe's 429 naming the concurrency limiter; a rate 429 names its own."""
+    faults(own_emulator, concurrency=3, latency_ms=2000)
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda _: _get(own_emulator, TEST_KEY, "/v1/customers"), range(6)))
+    refused = [reason for status, reason in answers if status == 429]
+    assert len(answers) - len(refused) <= 3 and refused  # never more than 3 inside
+    assert set(refused) == {"global-concurrency"}
+    stats = emulator_stats(own_emulator)
+    assert stats["most_active"]["test"] <= 3
+    assert stats["rate_limited_by"]["concurrency"] == len(refused)
+
+    faults(own_emulator, latency_ms=0, rate_limit="stripe")
+    assert emulator_stats(own_emulator)["rate_limited_by"]["concurrency"] == len(refused)
+    one = [_get(own_emulator, LIVE_KEY, "/v1/customers") for _ in range(40)]
+    assert {reason for status, reason in one if status == 429} == {"endpoint-rate"}
+
+
+def test_the_cap_is_shared_by_every_worker_on_the_key(redis_client, settings):
+    """Two workers' caps of 2 on one key: a third call waits until one leaves."""
+    a = ConcurrencyCap(redis_client, settings.keys, TEST_KEY, 2, lease=30)
+    b = ConcurrencyCap(redis_client, settings.keys, TEST_KEY, 2, lease=30)
+    first, _slot = a.enter()
+    b.enter()
+    third: dict = {}
+    waiter = threading.Thread(target=lambda: third.setdefault("place", a.enter()))
+    waiter.start()
+    with pytest.raises(RateLimited):  # full, and it may not wait: back-pressure
+        ConcurrencyCap(redis_client, settings.keys, TEST_KEY, 2, lease=30, max_wait=0.05).enter()
+    assert "place" not in third
+    a.leave(first)
+    waiter.join(10)
+    assert third["place"][1].waited > 0
+    assert redis_client.zcard(a.calls) == 2
+
+
+def test_a_dead_callers_place_lapses_with_its_lease(redis_client, settings):
+    dead = ConcurrencyCap(redis_client, settings.keys, TEST_KEY, 1, lease=0.3)
+    dead.enter()  # and never leaves: its worker died mid-call
+    alive = ConcurrencyCap(redis_client, settings.keys, TEST_KEY, 1, lease=30, max_wait=10)
+    _call, slot = alive.enter()
+    assert slot.waited > 0
+
+
+def test_a_concurrency_429_cuts_the_cap_once_per_epoch(redis_client, settings):
+    cap = ConcurrencyCap(redis_client, settings.keys, TEST_KEY, 20, lease=30)
+    (_a, one), (_b, two) = cap.enter(), cap.enter()
+    assert cap.slow_down(one) == pytest.approx(20 * DECREASE, abs=0.1)
+    assert cap.slow_down(two) == pytest.approx(20 * DECREASE, abs=0.1)  # the same news
+    assert cap.cap() < 20
+
+
+def test_the_gateway_keeps_under_stripes_limit_and_finds_a_lower_one(
+    settings: Settings, env, redis_client, own_emulator
+):
+    """Paces off, 12 threads: a cap of 4 against Stripe's 4 meets no 429; a cap of 8
+    against it meets the concurrency limiter, which cuts the cap and nothing else, and
+    every call still succeeds."""
+    faults(own_emulator, concurrency=4, latency_ms=150)
+    ours = settings.with_(
+        stripe_api_base=own_emulator.url, stripe_rate_limit=0, stripe_endpoint_rate=0
+    )
+    vault = Vault(None, env)
+
+    def run(gateway: StripeGateway) -> int:
+        def call(_: int) -> int:
+            for _ in range(3):
+                gateway.call("stripe_secret_key", lambda c: c.v1.customers.list({"limit": 1}))
+            return 3
+
+        with ThreadPoolExecutor(12) as pool:
+            return sum(pool.map(call, range(12)))
+
+    assert run(StripeGateway(ours.with_(stripe_concurrency=4), vault, redis_client=redis_client))
+    stats = emulator_stats(own_emulator)
+    assert stats["rate_limited_by"]["concurrency"] == 0 and stats["most_active"]["test"] <= 4
+
+    wide = StripeGateway(ours.with_(stripe_concurrency=8), vault, redis_client=redis_client)
+    assert run(wide) == 36
+    assert emulator_stats(own_emulator)["rate_limited_by"]["concurrency"] >= 1
+    cap = wide.concurrency("stripe_secret_key")
+    assert cap is not None
+    wait_for(lambda: cap.cap() < 8, timeout=5)
+    assert wide.last_limiter == {"test": "concurrency"}
