@@ -143,7 +143,7 @@ def worker(which: str, n: int, threads: int) -> dict:
             stream = "customers"
         else:
             os.environ["PEER_PREFIX"] = stack.prefix
-            import peer_app
+            from bench import peer_app
 
             peer_app.PREFIX = stack.prefix
             peer_app.celery.conf.task_default_queue = f"{stack.prefix}:q"
