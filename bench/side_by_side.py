@@ -1,9 +1,9 @@
 """Ours next to the plain way (bench/peer_app.py), measured in one run on this machine.
 
     apt-get install wrk                  # Debian's package: the load generator
-    python bench/side_by_side.py         # 3 runs, ~6 minutes; rewrites its section of
+    python bench/side_by_side.py --write # 3 runs, ~15 minutes; rewrites its section of
                                          # docs/benchmarks.md (medians, and each run's ratios)
-    python bench/side_by_side.py --quick --runs 1 --no-write
+    python bench/side_by_side.py --quick --runs 1   # prints only
 
 Receiver: wrk (2 threads) at 16 and 64 connections against each app's trivial JSON route and
 its webhook route (unique, correctly signed Stripe events), 2 gunicorn workers each: ours
@@ -29,18 +29,20 @@ if not __package__:  # run as a file: the project folder first, as `python -m be
     sys.path[0] = str(BENCH.parent)
 
 from bench.harness import (  # noqa: E402
+    DOC,
     WRK_SCRIPT,
+    Section,
     Stack,
     drain,
     machine,
     queue_signups,
+    render,
     stripe_request,
     wrk,
 )
 from tests.support import Process, wait_http  # noqa: E402
 from worker.devtools.local import free_port  # noqa: E402
 
-HEADING = "## Side by side with the plain way (bench/side_by_side.py)"
 EVENTS_PER_S = 6000  # signed events made per second of wrk: more than either receiver answers
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -141,7 +143,7 @@ def worker(which: str, n: int, threads: int) -> dict:
             stream = "customers"
         else:
             os.environ["PEER_PREFIX"] = stack.prefix
-            import peer_app
+            from bench import peer_app
 
             peer_app.PREFIX = stack.prefix
             peer_app.celery.conf.task_default_queue = f"{stack.prefix}:q"
@@ -206,43 +208,58 @@ def ratios(run: dict) -> dict[str, float]:
     return out
 
 
-def table(run: dict) -> list[str]:
+def add_tables(section: Section, run: dict) -> None:
+    """The receiver's and the worker's tables of `run` (medians), with the ratios between."""
     rx = run["rx"]
-    lines = [
-        "| receiver (2 gunicorn workers, wrk -t2) | c | trivial req/s | webhook req/s | "
-        "of trivial | trivial p50/p99 ms | webhook p50/p99 ms | p99 vs trivial | "
-        "CPU µs per answer, trivial / webhook | non-2xx |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
+    rows = []
     for which, label in (
         ("ours", "ours (`stripe-worker web`, gevent)"),
         ("peer", "plain (sync, construct_event + .delay())"),
     ):
         for c in (16, 64):
             t, h = rx[which][f"trivial{c}"], rx[which][f"hook{c}"]
-            lines.append(
-                f"| {label} | {c} | {t['rps']:.0f} | {h['rps']:.0f} | {h['rps'] / t['rps']:.2f} | "
-                f"{t['p50_ms']:.1f} / {t['p99_ms']:.1f} | {h['p50_ms']:.1f} / {h['p99_ms']:.1f} | "
-                f"{h['p99_ms'] / t['p99_ms']:.1f}x | {t['cpu_us']:.0f} / {h['cpu_us']:.0f} | "
-                f"{h['non2xx']} |"
+            rows.append(
+                (
+                    label,
+                    c,
+                    f"{t['rps']:.0f}",
+                    f"{h['rps']:.0f}",
+                    f"{h['rps'] / t['rps']:.2f}",
+                    f"{t['p50_ms']:.1f} / {t['p99_ms']:.1f}",
+                    f"{h['p50_ms']:.1f} / {h['p99_ms']:.1f}",
+                    f"{h['p99_ms'] / t['p99_ms']:.1f}x",
+                    f"{t['cpu_us']:.0f} / {h['cpu_us']:.0f}",
+                    int(h["non2xx"]),
+                )
             )
+    section.table(
+        (
+            "receiver (2 gunicorn workers, wrk -t2)",
+            "c",
+            "trivial req/s",
+            "webhook req/s",
+            "of trivial",
+            "trivial p50/p99 ms",
+            "webhook p50/p99 ms",
+            "p99 vs trivial",
+            "CPU µs per answer, trivial / webhook",
+            "non-2xx",
+        ),
+        rows,
+    )
     ours, peer = rx["ours"], rx["peer"]
 
     def mb(values: list[float]) -> str:
         return ", ".join(f"{v:.0f}" for v in values)
 
-    lines.append(
-        f"\nwebhook req/s, ours / plain: c=16 "
+    section.say(
+        f"webhook req/s, ours / plain: c=16 "
         f"**{ours['hook16']['rps'] / peer['hook16']['rps']:.2f}**, "
         f"c=64 **{ours['hook64']['rps'] / peer['hook64']['rps']:.2f}**. "
         f"RSS per gunicorn worker at start / after the runs: ours {mb(ours['rss_start'])} / "
-        f"{mb(ours['rss'])} MB, plain {mb(peer['rss_start'])} / {mb(peer['rss'])} MB.\n"
+        f"{mb(ours['rss'])} MB, plain {mb(peer['rss_start'])} / {mb(peer['rss'])} MB."
     )
-    lines += [
-        "| worker (one, emulator at 0 ms, pace off) | threads | tasks/s | CPU ms per signup "
-        "| RSS MB | created |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
+    rows = []
     for threads in (16, 64):
         results = run[f"wk{threads}"]
         for which, label in (
@@ -250,26 +267,47 @@ def table(run: dict) -> list[str]:
             ("peer", "plain Celery task, acks_late"),
         ):
             r = results[which]
-            lines.append(
-                f"| {label} | {threads} | {r['tasks_per_s']:.0f} | {r['cpu_ms']:.2f} | "
-                f"{r['rss_mb']:.0f} | {r['created']} |"
+            rows.append(
+                (
+                    label,
+                    threads,
+                    f"{r['tasks_per_s']:.0f}",
+                    f"{r['cpu_ms']:.2f}",
+                    f"{r['rss_mb']:.0f}",
+                    int(r["created"]),
+                )
             )
         o, p = results["ours"], results["peer"]
-        lines.append(
-            f"| ours / plain | {threads} | **{o['tasks_per_s'] / p['tasks_per_s']:.2f}** | "
-            f"**{o['cpu_ms'] / p['cpu_ms']:.2f}** | {o['rss_mb'] / p['rss_mb']:.2f} | |"
+        rows.append(
+            (
+                "ours / plain",
+                threads,
+                f"**{o['tasks_per_s'] / p['tasks_per_s']:.2f}**",
+                f"**{o['cpu_ms'] / p['cpu_ms']:.2f}**",
+                f"{o['rss_mb'] / p['rss_mb']:.2f}",
+                "",
+            )
         )
-    return lines
+    section.table(
+        (
+            "worker (one, emulator at 0 ms, pace off)",
+            "threads",
+            "tasks/s",
+            "CPU ms per signup",
+            "RSS MB",
+            "created",
+        ),
+        rows,
+    )
 
 
-def spread(runs: list[dict]) -> list[str]:
+def add_spread(section: Section, runs: list[dict]) -> None:
     """Each target figure's value in every run: how far one run is from another here."""
     each = [ratios(run) for run in runs]
-    lines = ["| figure | " + " | ".join(f"run {i + 1}" for i in range(len(runs))) + " |"]
-    lines.append("| --- |" + " --- |" * len(runs))
-    for name in each[0]:
-        lines.append(f"| {name} | " + " | ".join(f"{r[name]:.2f}" for r in each) + " |")
-    return lines
+    section.table(
+        ("figure", *(f"run {i + 1}" for i in range(len(runs)))),
+        [(name, *(f"{r[name]:.2f}" for r in each)) for name in each[0]],
+    )
 
 
 def one_run(seconds: float, n: int) -> dict:
@@ -283,10 +321,10 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--runs", type=int, default=3, help="whole runs; the table has medians")
-    parser.add_argument("--no-write", action="store_true", help="print, leave the doc alone")
+    parser.add_argument("--write", action="store_true", help="rewrite its section of the docs")
     args = parser.parse_args()
     seconds, n = (3, 600) if args.quick else (5, 2000)
-    load = os.getloadavg()
+    on = machine()  # its load average is the one at the start
     runs = []
     for i in range(args.runs):
         runs.append(one_run(seconds, n))
@@ -294,30 +332,34 @@ def main() -> int:
             f"{k} {v:.2f}" for k, v in ratios(runs[-1]).items()
         ), flush=True)  # fmt: skip
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    flags = (" --quick" if args.quick else "") + f" --runs {args.runs}"
-    out = [
-        HEADING + "\n",
+    flags = (" --quick" if args.quick else "") + f" --runs {args.runs}" + (" --write" * args.write)
+    section = Section("Side by side with the plain way", "bench/side_by_side.py")
+    section.say(
         f"Measured {stamp} by `python bench/side_by_side.py{flags}` on "
-        f"{machine()}; load average at start {load[0]:.2f}, at the end "
-        f"{os.getloadavg()[0]:.2f} (other work on the machine: compare the ratios, and "
-        f"the CPU per answer). Each figure is the median of {args.runs} runs; wrk "
-        f"{seconds} s per row; {n} signups at 16 threads, {n // 2} at 64. Both workers "
-        "log at INFO.\n",
-        *table(median_of(runs)),  # type: ignore[arg-type]
-        "\nThe targets' figures in each run:\n",
-        *spread(runs),
-        "",
-    ]
-    text = "\n".join(out)
+        f"{on}; load average at the end {os.getloadavg()[0]:.2f} (other work on the "
+        f"machine: compare the ratios, and the CPU per answer). Each figure is the median "
+        f"of {args.runs} runs; wrk {seconds} s per row; {n} signups at 16 threads, "
+        f"{n // 2} at 64. Both workers log at INFO."
+    )
+    add_tables(section, median_of(runs))  # type: ignore[arg-type]
+    section.say(
+        "CPU per answer is the gunicorn workers' user and system time over a wrk run "
+        "divided by the answers: what bounds req/s once the cores are busy, and it moves "
+        "far less with other work on the machine than req/s or the p99 do. The targets' "
+        "figures in each run:"
+    )
+    add_spread(section, runs)
+    text = render([section])
     print(text)
-    if not args.no_write:
-        doc = BENCH.parent / "docs" / "benchmarks.md"
-        old = doc.read_text()
-        start = old.find(HEADING)
+    if args.write:
+        # Only this section is replaced: harness.write_page rewrites the page around the
+        # sections of bench/run_all.py's scenarios, which this script is not one of.
+        old = DOC.read_text()
+        start = old.find(section.heading)
         if start >= 0:
-            end = old.find("\n## ", start + len(HEADING))
+            end = old.find("\n## ", start + len(section.heading))
             old = old[:start] + (old[end + 1 :] if end >= 0 else "")
-        doc.write_text(old.rstrip("\n") + "\n\n" + text)
+        DOC.write_text(old.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n")
     return 0
 
 
