@@ -51,8 +51,8 @@ def readiness(client: redis.Redis, settings: Settings, vault: Vault) -> tuple[bo
     by_route = missing_by_route(vault)
     missing = sorted(route for route, names in by_route.items() if names)
     if all(by_route.values()):
-        why = "no route can verify a webhook: its secrets are not set (the log says which)"
-        return False, why, missing
+        unset = "no route can verify a webhook: its secrets are not set (the log says which)"
+        return False, unset, missing
     try:
         client.set(settings.keys.probe, int(time.time()), ex=60)
     except redis.ResponseError as exc:  # answered but refused: full, read-only, ...
