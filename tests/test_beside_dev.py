@@ -96,6 +96,7 @@ def cli_script(env, script, *args):
     )
 
 
+@pytest.mark.slow
 def test_a_dead_dev_is_not_used(tmp_path, redis_url):
     state = tmp_path / f"stripe-worker-dev-{os.getuid()}.json"
     dead = 2**22 + 1  # above pid_max's default: no such process

@@ -64,6 +64,7 @@ def events_by_id(redis_client, settings) -> dict[str, int]:
     return found
 
 
+@pytest.mark.slow
 def test_reconcile_queues_each_undelivered_event_once_and_a_second_run_nothing(
     client, start_inprocess_worker, redis_client, settings, emulator, webhook_env
 ):
@@ -94,6 +95,7 @@ def test_reconcile_queues_each_undelivered_event_once_and_a_second_run_nothing(
     assert after.stdout.strip() == "listed 1, queued 0, skipped 1"  # only the third
 
 
+@pytest.mark.slow
 def test_catch_up_alone_recovers_events_made_while_everything_was_down(
     client, start_inprocess_worker, redis_client, settings, emulator, webhook_env
 ):
@@ -173,6 +175,7 @@ def test_the_walk_is_in_created_order_with_or_without_an_older_event_to_start_fr
     assert list(narrowed.walk(since=0)) == []
 
 
+@pytest.mark.slow
 def test_a_connect_event_is_enriched_from_its_account_and_paced_as_it(
     client, start_inprocess_worker, redis_client, settings, emulator, webhook_env
 ):
@@ -199,6 +202,7 @@ def test_a_connect_event_is_enriched_from_its_account_and_paced_as_it(
     assert done.stdout.strip() == "listed 1, queued 0, skipped 1", done.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "says"),
     [

@@ -299,6 +299,7 @@ def test_a_whsec_secret_that_is_not_base64_is_named_as_such(tmp_path, redis_url)
     assert "value 1 is not valid base64 after whsec_" in line
 
 
+@pytest.mark.slow
 def test_tail_count_on_a_shorter_stream_returns_saying_so(tmp_path, redis_url, prefix):
     import redis
 
@@ -331,6 +332,7 @@ def test_worker_as_root_is_one_line_of_ours_not_celerys_warning(start_worker):
     assert len(ours) == (1 if os.geteuid() == 0 else 0)
 
 
+@pytest.mark.slow
 def test_a_worker_says_once_that_redis_is_gone_and_once_that_it_is_back(
     start_worker, own_redis, settings
 ):
@@ -372,6 +374,7 @@ def test_dev_behind_a_pipe_logs_no_colour_codes(tmp_path):
     assert "\x1b[" not in text()
 
 
+@pytest.mark.slow
 def test_two_checkouts_do_not_find_each_others_dev(tmp_path):
     """A second checkout (a copy of the package elsewhere) runs `dev`; this checkout's
     commands do not take it for theirs, the copy's do."""

@@ -40,6 +40,7 @@ def _get(emulator: EmulatorServer, key: str, path: str) -> tuple[int, str | None
     return r.status_code, r.headers.get("Stripe-Rate-Limited-Reason")
 
 
+@pytest.mark.slow
 def test_the_emulator_keeps_a_concurrency_limit_and_names_each_limiter(own_emulator):
     """3 in flight at once, each held 2 s: of 6 sent together, the 3 past the limit get
     Stripe's 429 naming the concurrency limiter; a rate 429 names its own."""
@@ -93,15 +94,16 @@ def test_a_concurrency_429_cuts_the_cap_once_per_epoch(redis_client, settings):
     assert cap.cap() < 20
 
 
+@pytest.mark.slow
 def test_the_gateway_keeps_under_stripes_limit_and_finds_a_lower_one(
     settings: Settings, env, redis_client, own_emulator
 ):
-    """Paces off, 12 threads: a cap of 4 against Stripe's 4 meets no 429; a cap of 8
-    against it meets the concurrency limiter, which cuts the cap and nothing else, and
-    every call still succeeds."""
+    """Paces far above what the calls reach, 12 threads: a cap of 4 against Stripe's 4
+    meets no 429; a cap of 8 against it meets the concurrency limiter, which cuts the cap
+    and nothing else, and every call still succeeds (waiting its turn in place)."""
     faults(own_emulator, concurrency=4, latency_ms=150)
     ours = settings.with_(
-        stripe_api_base=own_emulator.url, stripe_rate_limit=0, stripe_endpoint_rate=0
+        stripe_api_base=own_emulator.url, stripe_rate_limit=500.0, stripe_endpoint_rate=500.0
     )
     vault = Vault(None, env)
 
@@ -125,3 +127,5 @@ def test_the_gateway_keeps_under_stripes_limit_and_finds_a_lower_one(
     assert cap is not None
     wait_for(lambda: cap.cap() < 8, timeout=5)
     assert wide.last_limiter == {"test": "concurrency"}
+    pace = wide.limiter("stripe_secret_key")
+    assert pace is not None and pace.rate() == pytest.approx(500)  # not the pace's news

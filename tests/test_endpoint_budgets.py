@@ -54,6 +54,7 @@ def customer_events(emulator: EmulatorServer, n: int) -> list[Work]:
     return works
 
 
+@pytest.mark.slow
 def test_creates_and_retrieves_use_their_endpoints_budgets_at_once(
     start_worker, redis_client, settings, own_emulator
 ):
@@ -77,6 +78,7 @@ def test_creates_and_retrieves_use_their_endpoints_budgets_at_once(
     assert stats["rate_limited"]["live"] <= 0.02 * stats["requests"]
 
 
+@pytest.mark.slow
 def test_a_429_slows_only_the_limiter_it_names_as_status_and_the_console_show(
     start_worker, redis_client, settings, own_emulator, webhook_env
 ):

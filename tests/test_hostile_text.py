@@ -9,6 +9,7 @@ of the same bodies then goes over real HTTP to gunicorn and a real worker proces
 import json
 from collections import Counter
 
+import pytest
 import requests
 from hypothesis import HealthCheck, given
 from hypothesis import event as note_event
@@ -32,6 +33,7 @@ def check_answer(status: int, body: bytes) -> dict:
     return answer
 
 
+@pytest.mark.slow
 @hsettings(
     max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -60,6 +62,7 @@ def collect(strategy: st.SearchStrategy, count: int) -> list:
     return found
 
 
+@pytest.mark.slow
 def test_hostile_signups_over_http_end_as_customers_or_errors_never_internal(
     start_web, start_worker, redis_client, settings, emulator
 ):

@@ -104,11 +104,11 @@ def test_429_with_should_retry_is_retried(
 def test_a_429_the_pace_cannot_absorb_holds_the_work_on_the_trail(
     client, start_inprocess_worker, redis_client, settings, emulator
 ):
-    # With both paces off, a 429 reaches the task at once: it is held (no attempt spent),
-    # counted and on the trail, then runs.
+    # With the paces and the concurrency cap off, a 429 reaches the task at once: it is
+    # held (no attempt spent), counted and on the trail, then runs.
     faults(emulator, status=429, count=2, should_retry="true")
     post_signup(client)
-    start_inprocess_worker(stripe_rate_limit=0, stripe_endpoint_rate=0)
+    start_inprocess_worker(stripe_rate_limit=0, stripe_endpoint_rate=0, stripe_concurrency=0)
     [entry] = wait_for(lambda: entries(redis_client, settings, "customers"))
     assert entry["attempts"] == "1"
     [found] = Trail(redis_client, settings).find("u_123")

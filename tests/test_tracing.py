@@ -119,8 +119,9 @@ def test_the_standard_variables_as_the_spec_reads_them():
     )
 
 
-@pytest.mark.parametrize("args", [["worker"], ["web", "--port", "0"]])
-def test_a_transport_we_do_not_ship_is_refused_at_start_in_one_line(tmp_path, args):
+@pytest.mark.parametrize("command", ["worker", "web"])
+def test_a_transport_we_do_not_ship_is_refused_at_start_in_one_line(tmp_path, command):
+    args = [command] if command == "worker" else [command, "--port", str(free_port())]
     env = fresh_env(
         tmp_path,
         OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:4317",
@@ -154,8 +155,9 @@ sys.exit(main(sys.argv[1:]))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("args", [["worker"], ["web", "--port", "0"]])
-def test_without_the_extra_an_endpoint_is_refused_in_one_line(tmp_path, redis_url, args):
+@pytest.mark.parametrize("command", ["worker", "web"])
+def test_without_the_extra_an_endpoint_is_refused_in_one_line(tmp_path, redis_url, command):
+    args = [command] if command == "worker" else [command, "--port", str(free_port())]
     env = fresh_env(tmp_path, REDIS_URL=redis_url, OTEL_EXPORTER_OTLP_ENDPOINT="http://c:4318")
     done = subprocess.run(
         [sys.executable, "-c", WITHOUT_THE_EXTRA, *args],

@@ -135,6 +135,7 @@ def test_one_log_line_per_request_and_no_secret(start_web):
         assert secret not in log
 
 
+@pytest.mark.slow
 def test_a_route_without_its_secret_is_one_warning_at_start(start_web):
     web = start_web(SIGNUP_WEBHOOK_SECRET="")  # two gunicorn workers, one master
     answer = post(web, "signup", SIGNUP, sign_standard(SIGNUP, "msg_nosecret"))

@@ -272,8 +272,8 @@ def create_app(
         ready, reason, missing = readiness(client, settings, vault)
         if not ready:
             return _error("unavailable", reason, 503)
-        # Ready with one route's secrets; the other route's missing ones are named.
-        return _ok({"ready": True, "missing": missing} if missing else {"ready": True})
+        # Ready with one route's secrets; the route that cannot verify yet is named.
+        return _ok({"ready": True, "unconfigured": missing} if missing else {"ready": True})
 
     @app.get("/metrics")
     def metrics_view() -> Response:

@@ -44,11 +44,15 @@ def warn_unconfigured(vault: Vault, log: logging.Logger) -> None:
 
 
 def readiness(client: redis.Redis, settings: Settings, vault: Vault) -> tuple[bool, str, list[str]]:
-    """(ready, the reason when not, secrets missing for some route)."""
+    """(ready, the reason when not, the routes whose secrets are missing).
+
+    The answer is for anyone who asks: it names routes, never a secret, its file or its
+    variable (the log at start and `stripe-worker check` do)."""
     by_route = missing_by_route(vault)
-    missing = sorted({name for names in by_route.values() for name in names})
+    missing = sorted(route for route, names in by_route.items() if names)
     if all(by_route.values()):
-        return False, f"no route can verify a webhook: missing {', '.join(missing)}", missing
+        unset = "no route can verify a webhook: its secrets are not set (the log says which)"
+        return False, unset, missing
     try:
         client.set(settings.keys.probe, int(time.time()), ex=60)
     except redis.ResponseError as exc:  # answered but refused: full, read-only, ...

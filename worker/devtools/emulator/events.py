@@ -24,7 +24,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from worker.devtools.emulator.form import ApiError, integer_param, new_id, unknown_parameter
+from worker.devtools.emulator.form import (
+    ApiError,
+    integer_param,
+    list_limit,
+    new_id,
+    unknown_parameter,
+)
 
 RETENTION = 30 * 24 * 3600  # Stripe lists and retrieves events of the last 30 days
 MAX_TYPES = 20
@@ -106,15 +112,7 @@ class EventLog:
         unknown = set(query) - LIST_PARAMS
         if unknown:
             raise unknown_parameter(sorted(unknown)[0])
-        limit = integer_param(query.get("limit", "10"), "limit")
-        if not 1 <= limit <= 100:
-            raise ApiError(
-                400,
-                "invalid_request_error",
-                "This value must be greater than or equal to 1 and less than or equal to 100.",
-                "parameter_invalid_integer",
-                "limit",
-            )
+        limit = list_limit(query)
         if "starting_after" in query and "ending_before" in query:
             raise ApiError(
                 400,

@@ -107,6 +107,20 @@ def no_such_customer(customer_id: str, param: str = "id") -> ApiError:
     )
 
 
+def list_limit(query: dict[str, Any]) -> int:
+    """A list call's `limit`: 10 unless given, 1 to 100 (Stripe's pagination)."""
+    limit = integer_param(query.get("limit", "10"), "limit")
+    if not 1 <= limit <= 100:
+        raise ApiError(
+            400,
+            "invalid_request_error",
+            "This value must be greater than or equal to 1 and less than or equal to 100.",
+            "parameter_invalid_integer",
+            "limit",
+        )
+    return limit
+
+
 def integer_param(value: Any, param: str) -> int:
     try:
         return int(value)

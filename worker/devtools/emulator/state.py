@@ -16,8 +16,8 @@ from worker.devtools.emulator.faults import FAULT_TYPES, Faults
 from worker.devtools.emulator.form import (
     ApiError,
     apply_fields,
-    integer_param,
     key_from_header,
+    list_limit,
     new_id,
     no_such_customer,
     unknown_parameter,
@@ -353,15 +353,7 @@ class EmulatorState:
         if unknown:
             name = sorted(unknown)[0]
             raise unknown_parameter(name)
-        limit = integer_param(query.get("limit", "10"), "limit")
-        if not 1 <= limit <= 100:
-            raise ApiError(
-                400,
-                "invalid_request_error",
-                "This value must be greater than or equal to 1 and less than or equal to 100.",
-                "parameter_invalid_integer",
-                "limit",
-            )
+        limit = list_limit(query)
         with self.lock:
             items = [c for c in reversed(self.book(mode, account).values()) if not c.get("deleted")]
         if "email" in query:
