@@ -9,8 +9,9 @@ Receiver: wrk (2 threads) at 16 and 64 connections against each app's trivial JS
 its webhook route (unique, correctly signed Stripe events), 2 gunicorn workers each: ours
 `stripe-worker web` (gevent), the peer gunicorn sync workers; with the CPU the workers
 spent per answer, and their RSS before and after. Worker: N queued signups drained by one
-worker, 16 then 64 threads, emulator at 0 ms, pace off; CPU is the worker process tree's
-user+system time from its first result to its last, divided by the signups; RSS at the end.
+worker, 16 then 64 threads, emulator at 0 ms, pace off (every Stripe limiter); CPU is the
+worker process tree's user+system time from its first result to its last, divided by the
+signups; RSS at the end.
 """
 
 from __future__ import annotations
@@ -133,9 +134,12 @@ def receiver(which: str, seconds: float) -> dict:
 
 def worker(which: str, n: int, threads: int) -> dict:
     stack = Stack(f"sbsw{which}{os.getpid()}", web=False, concurrency=threads)
-    # Pace off is both paces off: Stack turns off the global one (STRIPE_RATE_LIMIT=0);
-    # each endpoint's (25/s by default) would cap ours at Stripe's, the plain task at none.
+    # Pace off is every Stripe limiter off, as the plain task has none: Stack turns off the
+    # global pace (STRIPE_RATE_LIMIT=0); each endpoint's (25/s by default) would cap ours at
+    # Stripe's, and the concurrency cap (STRIPE_CONCURRENCY, 20) costs two round trips a
+    # call without binding at these thread counts' in-flight calls.
     stack.env["STRIPE_ENDPOINT_RATE"] = "0"
+    stack.env["STRIPE_CONCURRENCY"] = "0"
     try:
         if which == "ours":
             queue_signups(stack.prefix, n)

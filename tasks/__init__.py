@@ -24,6 +24,7 @@ def worker_app(settings: Settings, vault: Vault | None = None) -> Celery:
     # after-fork re-start of the export thread (and flushes on exit: tasks/launch.py).
     tracing.setup(settings, "stripe-worker-worker")
     app = create_celery(settings)
+    # Celery's app has no typed place for it: set here, read by runtime_of (tasks/runtime.py).
     app.runtime = Runtime(settings, vault)  # type: ignore[attr-defined]
     register(app)
     # Every message is checked before its task runs; one that is not valid work is

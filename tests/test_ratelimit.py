@@ -194,8 +194,11 @@ def test_the_emulator_keeps_stripes_global_limit_per_key_mode(own_emulator):
     """Spread over endpoints (8 each, under 25/s), test mode meets its global 25/s and
     live mode passes 80 of its 100/s; then live's global limit answers."""
     faults(own_emulator, rate_limit="stripe")
-    test = [_hit(own_emulator, TEST_KEY, ENDPOINTS[i % 5]) for i in range(40)]
-    assert 429 not in test[:20] and 429 in test
+    # 10 at a time, so the 40 land within the second the bucket's 25 last however loaded
+    # the machine; a second's burst passes whole.
+    with ThreadPoolExecutor(10) as pool:
+        test = list(pool.map(lambda i: _hit(own_emulator, TEST_KEY, ENDPOINTS[i % 5]), range(40)))
+    assert 429 in test and test.count(429) <= 15
     live = [_hit(own_emulator, LIVE_KEY, ENDPOINTS[i % 5]) for i in range(80)]
     assert 429 not in live  # 16 per endpoint, 80 in all: within both limits
     # Then 10 at a time (under the 20 in flight), each endpoint at 20: past the global
