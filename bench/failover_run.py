@@ -80,13 +80,14 @@ class FailoverReport:
     duplicates: int = 0
     lost: int = 0
     recovered: int = 0  # events catch-up found in Stripe's list and queued
+    given_back_left: int = 0  # messages still in q:given_back at the end: taken by no worker
     unanswered: int = 0
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.duplicates == 0 and self.unanswered == 0 and self.lost == 0
+        return (self.duplicates, self.unanswered, self.lost, self.given_back_left) == (0, 0, 0, 0)
 
 
 def run_failover(
@@ -278,6 +279,7 @@ def run_failover(
         lost = [i for i in answered if named(i) not in keys]
         report.lost = len(lost)
         report.recovered = int(client.hget(KEYS.catchup, "recovered") or 0)
+        report.given_back_left = client.llen(KEYS.given_back)
         delivery = (lambda i: f"stripe:{event_ids[i]}") if stripe_events else None
         report.notes += [where(client, i, delivery) for i in lost[:5]]
         if client.xlen(KEYS.stream("errors")):
