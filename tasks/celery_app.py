@@ -37,7 +37,14 @@ def broker_options(settings: Settings) -> dict[str, Any]:
 
 def create_celery(settings: Settings) -> Celery:
     """A Celery app on the Redis at REDIS_URL, without tasks."""
-    app = Celery("stripe_worker", broker=kombu_url(settings.redis_url), set_as_current=False)
+    app = Celery(
+        "stripe_worker",
+        broker=kombu_url(settings.redis_url),
+        set_as_current=False,
+        # Connections that stay on tasks/transport.py when kombu fails over to another
+        # sentinel of the URL's list.
+        amqp="tasks.transport:BrokerAMQP",
+    )
     app.conf.update(
         # kombu's Redis transport, fetching so that a dead worker's messages can be found
         # (through the sentinels to the current master, for a sentinel:// REDIS_URL).

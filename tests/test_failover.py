@@ -11,9 +11,12 @@ import redis
 
 from bench.failover_run import run_failover
 from stripe_worker_agent.redis_url import SentinelTarget, sentinel_target
+from tasks.celery_app import create_celery
 from tasks.publish import Publisher
+from tasks.transport import SentinelTransport
 from webhooks import create_app
 from worker.connections import redis_client
+from worker.envelope import new_message_id, task_message
 from worker.errors import NotReplicated, SettingsError
 from worker.queue import Enqueuer
 from worker.redact import redact_url
@@ -22,7 +25,7 @@ from worker.spec import ComponentSpec
 from worker.vault import Vault
 from worker.work import Work
 
-from .support import entries, sign_standard, wait_for
+from .support import entries, sign_standard, signup_work, wait_for
 from .support.sentinel import (
     MASTER_NAME,
     SentinelCluster,
@@ -73,6 +76,18 @@ def test_the_sentinel_form_with_passwords():
     assert "s3cret" not in redact_url(url) and "sentpw" not in repr(settings)
 
 
+def test_a_failover_to_the_next_sentinel_keeps_the_workers_transport(settings):
+    """kombu takes a sentinel:// list as alternates and, on a failed connect, switches to
+    the next one, setting the transport to its scheme: kombu's own `sentinel` transport,
+    which never takes from given_back (no connection is made here)."""
+    url = "sentinel://127.0.0.1:1;sentinel://127.0.0.1:2;sentinel://127.0.0.1:3/0"
+    app = create_celery(settings.with_(redis_url=url, redis_sentinel_master=MASTER_NAME))
+    connection = app.connection_for_read()
+    for port in (2, 3, 1):
+        connection.maybe_switch_next()
+        assert (connection.port, connection.get_transport_cls()) == (port, SentinelTransport)
+
+
 @pytest.fixture
 def cluster():
     c = SentinelCluster().start()
@@ -116,6 +131,27 @@ def test_clients_and_workers_follow_a_demoted_master(cluster, settings, start_wo
     master = redis.Redis(port=new, decode_responses=True)
     wait_for(lambda: len(entries(master, on_sentinels, "customers")) == 6)
     assert master.zcard(on_sentinels.keys.ledger) == 0
+
+
+@needs_sentinel
+@pytest.mark.slow
+def test_after_the_master_is_killed_a_worker_takes_given_back_work(cluster, settings, start_worker):
+    """The master SIGKILLed: the worker's reconnects fail until the sentinels promote the
+    replica, and kombu moves on to the URL's next sentinel. What is given back after that
+    (a dead worker's, a lapsed lease's) is still taken, by a worker still on our fetch."""
+    on_sentinels = settings.with_(redis_url=cluster.url, redis_sentinel_master=MASTER_NAME)
+    start_worker(REDIS_URL=cluster.url, REDIS_SENTINEL_MASTER=MASTER_NAME)
+    Enqueuer(redis_client(on_sentinels), on_sentinels).enqueue_once(signup(0))
+    wait_for(lambda: len(entries(cluster.master(), on_sentinels, "customers")) == 1)
+
+    old = cluster.current_master()
+    cluster.kill(old)
+    new = cluster.wait_promoted(old)
+    wait_for(lambda: cluster.masters() == {new})
+    master = redis.Redis(port=new, decode_responses=True)
+    master.lpush(on_sentinels.keys.given_back, task_message(signup_work("given"), new_message_id()))
+    wait_for(lambda: len(entries(master, on_sentinels, "customers")) == 2)
+    assert master.llen(on_sentinels.keys.given_back) == 0
 
 
 @pytest.fixture

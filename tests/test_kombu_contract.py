@@ -39,14 +39,14 @@ SENTINEL = object()
 @pytest.fixture
 def instances(settings) -> Iterator[list[Any]]:
     """Real objects of the classes whose instance attributes the contract names: the
-    worker's own transport channel (as Celery makes it), its QoS, a message, a redis-py
-    connection."""
+    worker's broker connection and its own transport channel (as Celery makes them), its
+    QoS, a message, a redis-py connection."""
     app = create_celery(settings)
     connection = app.connection_for_read()
     channel = connection.default_channel
     message = Message({"body": "", "properties": {"delivery_tag": "t"}}, channel=channel)
     client = redis.Redis.from_url(settings.redis_url)
-    made = [channel, channel.qos, message, connection.transport, channel._queue_cycle]
+    made = [connection, channel, channel.qos, message, connection.transport, channel._queue_cycle]
     made.append(client.connection_pool.make_connection())
     yield made
     client.close()
