@@ -297,6 +297,8 @@ class BrokerConnection(Connection):
     (so tasks/recovery.py gave back what it held, into a list it never took from).
     """
 
+    _initial_params: dict[str, Any]  # kombu's, set in Connection.__init__ (kombu_contract)
+
     def switch(self, conn_str: str) -> None:
         transport = self._initial_params.get("transport")
         super().switch(conn_str)
