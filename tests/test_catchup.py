@@ -13,7 +13,9 @@ import pytest
 import stripe
 
 import tasks.catchup as catchup
-from tasks.catchup import GRACE, EventList
+import tasks.reconcile as walking
+from tasks.catchup import GRACE
+from tasks.reconcile import EventList
 from tasks.stripe_gateway import StripeGateway
 from worker.trail import Trail
 
@@ -167,8 +169,8 @@ def test_the_walk_is_in_created_order_with_or_without_an_older_event_to_start_fr
     listing = EventList(gateway, [])
     assert [e["id"] for e in listing.walk(since=0)] == ids  # nothing older: held, reversed
     assert [e["id"] for e in listing.walk(after=ids[2])] == ids[3:]
-    monkeypatch.setattr(catchup, "PAGE", 2)
-    monkeypatch.setattr(catchup, "BUFFER_MAX", 3)  # too many to hold: from the oldest on
+    monkeypatch.setattr(walking, "PAGE", 2)
+    monkeypatch.setattr(walking, "BUFFER_MAX", 3)  # too many to hold: from the oldest on
     assert [e["id"] for e in listing.walk(since=0)] == ids
     assert [e["id"] for e in listing.walk(since=0, until=events[0]["created"])] == []
     narrowed = EventList(gateway, ["customer.updated"])

@@ -101,7 +101,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     """Queue the events Stripe lists that the receiver never queued, in created order."""
     import time
 
-    from tasks.catchup import reconcile
+    from tasks.reconcile import reconcile
     from tasks.stripe_gateway import StripeGateway
     from worker.connections import redis_client
 
