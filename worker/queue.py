@@ -62,7 +62,7 @@ class Enqueuer:
         """Queue `work` unless its delivery was queued before; True when queued now.
 
         `origin` names the trail's first step when the work did not arrive as a delivery
-        (`reconciled`: listed from Stripe's events by tasks/catchup.py).
+        (`reconciled`: listed from Stripe's events by tasks/reconcile.py).
         QueueUnavailable when Redis does not answer: nothing was queued or marked.
         """
         attributes = {
