@@ -9,6 +9,7 @@ permanent or its retries are spent. Each task takes one argument, `work`: a `Wor
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -97,10 +98,8 @@ class WorkTask(_Task):
     def perform(self, work: Work, held: int = 0) -> dict[str, Any]:
         rt = runtime_of(self.app)
         attempts = self.request.retries + 1 - held  # held: retries that were back-pressure
-        remember: tuple[str, str] | None = None
         try:
             done = self.do(rt, work, attempts)
-            entry, remember = done if isinstance(done, tuple) else (done, None)
         except SoftTimeLimitExceeded:
             failure: BaseException = ConnectionFailed("the task ran past its time limit")
         except (StripeWorkerError, redis.RedisError) as exc:
@@ -109,7 +108,7 @@ class WorkTask(_Task):
             log.exception("unexpected error in %s %s", self.name, work.source_id)
             failure = InternalError(f"{exc.__class__.__name__}: {exc}")
         else:
-            return self._publish(rt, work, entry, attempts, held, remember)
+            return self._publish(rt, work, done.entry, attempts, held, done.remember)
         decision = decide(failure, attempts, held, RetryPolicy.from_settings(rt.settings))
         if decision.action == "fail":
             log.warning(
@@ -147,11 +146,8 @@ class WorkTask(_Task):
         rt.trail.record_error(work, step, attempts, decision.error)
         return retry
 
-    def do(
-        self, rt: Runtime, work: Work, attempts: int
-    ) -> Entry | tuple[Entry, tuple[str, str] | None]:
-        """The work itself: its entry (and a create's user -> customer memory, written
-        with it), or a StripeWorkerError."""
+    def do(self, rt: Runtime, work: Work, attempts: int) -> Done:
+        """The work itself, or a StripeWorkerError."""
         raise NotImplementedError
 
     def component_of(self, work: Work) -> str:
@@ -194,6 +190,15 @@ class WorkTask(_Task):
         }
 
 
+@dataclass(frozen=True)
+class Done:
+    """What a piece of work came to: its entry, and for a new customer the user ->
+    customer memory (key, customer id) that the entry's publishing step writes with it."""
+
+    entry: Entry
+    remember: tuple[str, str] | None = None
+
+
 def _livemode(rt: Runtime, work: Work) -> bool | None:
     if work.event is not None:
         return work.event.get("livemode")
@@ -211,12 +216,12 @@ def _component(rt: Runtime, work: Work) -> tuple[ComponentSpec, bool]:
 class CreateCustomer(WorkTask):
     name = CREATE_CUSTOMER_TASK
 
-    def do(self, rt: Runtime, work: Work, attempts: int) -> tuple[Entry, tuple[str, str] | None]:
+    def do(self, rt: Runtime, work: Work, attempts: int) -> Done:
         spec, livemode = _component(rt, work)
         outputs, remember = create_once(rt, spec, work.idempotency_key, livemode)
         asked = outputs.pop(ALREADY_EXISTS, None)
         entry = CustomerEntry.of(CREATE_CUSTOMER, outputs, work, livemode, attempts, asked)
-        return entry, remember
+        return Done(entry, remember)
 
     def publish_id(self, work: Work, entry: Entry) -> str:
         if isinstance(entry, CustomerEntry) and entry.already_exists:
@@ -227,10 +232,10 @@ class CreateCustomer(WorkTask):
 class GetCustomer(WorkTask):
     name = GET_CUSTOMER_TASK
 
-    def do(self, rt: Runtime, work: Work, attempts: int) -> Entry:
+    def do(self, rt: Runtime, work: Work, attempts: int) -> Done:
         spec, livemode = _component(rt, work)
         outputs = run_component(spec, rt.gateway)
-        return CustomerEntry.of(GET_CUSTOMER, outputs, work, livemode, attempts)
+        return Done(CustomerEntry.of(GET_CUSTOMER, outputs, work, livemode, attempts))
 
 
 class HandleStripeEvent(WorkTask):
@@ -239,7 +244,7 @@ class HandleStripeEvent(WorkTask):
 
     name = HANDLE_STRIPE_EVENT_TASK
 
-    def do(self, rt: Runtime, work: Work, attempts: int) -> Entry:
+    def do(self, rt: Runtime, work: Work, attempts: int) -> Done:
         event = work.event or {}
         obj = (event.get("data") or {}).get("object") or {}
         customer_id = customer_id_named_by(event)
@@ -247,11 +252,11 @@ class HandleStripeEvent(WorkTask):
             spec = ComponentSpec.parse({"component": GET_CUSTOMER, "customer_id": customer_id})
             # A Connect event's customer lives in the connected account it came from.
             found = run_component(spec, rt.gateway, account=connected_account(event))
-            return EventEntry.of(GET_CUSTOMER, found, work, attempts)
+            return Done(EventEntry.of(GET_CUSTOMER, found, work, attempts))
         # nothing to look up: a deleted customer, or an event about no customer
         email = obj.get("email") if obj.get("object") == "customer" else None
         outputs = {"customerId": customer_id, "customerEmail": email}
-        return EventEntry.of("", outputs, work, attempts)
+        return Done(EventEntry.of("", outputs, work, attempts))
 
 
 def register(app: Celery) -> None:
