@@ -220,7 +220,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     )
 
 
-def _runtime(args: argparse.Namespace) -> tuple[Settings, redis.Redis]:
+def settings_and_client(args: argparse.Namespace) -> tuple[Settings, redis.Redis]:
+    """The settings the command runs with (a running dev's, when it finds one), and a
+    Redis client made from them."""
     from worker.connections import redis_client
 
     settings = target(args).settings
@@ -234,7 +236,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
     if args.action == "replay" and not args.ids and not args.all:
         raise UsageError("dlq replay needs entry ids (see `stripe-worker dlq list`), or --all")
-    settings, client = _runtime(args)
+    settings, client = settings_and_client(args)
     if args.action == "list":
         failures = list_failures(client, settings, count=args.count)
         for f in failures:
@@ -287,7 +289,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-    _settings, client = _runtime(args)
+    _settings, client = settings_and_client(args)
     last = args.last if args.last is not None else min(10, args.count or 10)
     shown = follow(
         client,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from typing import Any
 
 from worker.status import DEFAULT_MAX_AGE
 
@@ -38,20 +37,12 @@ def add_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
     trace.set_defaults(func=cmd_trace)
 
 
-def _runtime(args: argparse.Namespace) -> tuple[Any, Any]:
-    from worker.commands import target
-    from worker.connections import redis_client
-
-    settings = target(args).settings
-    return settings, redis_client(settings)
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     """One screen of figures; exit 1 when no worker is alive or work is too old."""
-    from worker.commands import print_json
+    from worker.commands import print_json, settings_and_client
     from worker.status import render, snapshot
 
-    settings, client = _runtime(args)
+    settings, client = settings_and_client(args)
     status = snapshot(client, settings)
     if args.json:
         print_json(status.to_json(args.max_age))
@@ -62,11 +53,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_trace(args: argparse.Namespace) -> int:
     """The trail of every piece of work ID names; exit 1 when none is found."""
-    from worker.commands import print_json
+    from worker.commands import print_json, settings_and_client
     from worker.terminal import printable
     from worker.trail import Trail, describe
 
-    settings, client = _runtime(args)
+    settings, client = settings_and_client(args)
     found = Trail(client, settings).find(args.term)
     if args.json:
         print_json([{"work_id": f.work_id, "trail": f.lines} for f in found])
