@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
+from celery.app.amqp import AMQP
+from kombu import Connection
 
 from stripe_worker_agent.redis_url import is_sentinel_url, kombu_url, tls_options
 from worker.connections import sentinel_options
@@ -43,7 +45,7 @@ def create_celery(settings: Settings) -> Celery:
         set_as_current=False,
         # Connections that stay on tasks/transport.py when kombu fails over to another
         # sentinel of the URL's list.
-        amqp="tasks.transport:BrokerAMQP",
+        amqp="tasks.celery_app:BrokerAMQP",
     )
     app.conf.update(
         # kombu's Redis transport, fetching so that a dead worker's messages can be found
@@ -79,3 +81,31 @@ def create_celery(settings: Settings) -> Celery:
         worker_cancel_long_running_tasks_on_connection_loss=True,
     )
     return app
+
+
+class BrokerConnection(Connection):
+    """kombu's Connection, keeping the transport it was made with when it fails over.
+
+    A sentinel:// REDIS_URL is a `;`-separated list, which kombu takes as failover
+    alternates: when a connection attempt fails (the master killed, not yet replaced) it
+    switches to the next, and `Connection.switch` sets the transport to the URL's scheme
+    (kombu/connection.py: "parse_url() sets transport to the raw URL scheme, overriding any
+    transport given at construction time"). The worker then reconnected through kombu's own
+    `sentinel` transport: BRPOP from the queue, never `given_back`, leases nobody renews
+    (so tasks/recovery.py gave back what it held, into a list it never took from).
+    """
+
+    _initial_params: dict[str, Any]  # kombu's, set in Connection.__init__ (kombu_contract)
+
+    def switch(self, conn_str: str) -> None:
+        transport = self._initial_params.get("transport")
+        super().switch(conn_str)
+        if transport:  # the one given at construction (Celery's broker_transport)
+            self.transport_cls = transport
+
+
+class BrokerAMQP(AMQP):
+    """Celery's AMQP helpers, making broker connections that keep their transport
+    (BrokerConnection); given to the app as `Celery(amqp=...)`, Celery's documented hook."""
+
+    Connection = BrokerConnection

@@ -172,18 +172,18 @@ KOMBU_CONTRACT: tuple[Hook, ...] = (
          holds=lambda port: port == 26379),
     # kombu's Connection: a failover to the next sentinel:// part keeps our transport.
     Hook("kombu.connection:Connection", "switch", "callable",
-         "tasks/transport.py BrokerConnection.switch (overridden)",
+         "tasks/celery_app.py BrokerConnection.switch (overridden)",
          "kombu switches to the next alternate URL on a failed connect, and sets the "
          "transport to its scheme; ours puts back the one it was made with",
          "(self, conn_str)"),
     Hook("kombu.connection:Connection", "_initial_params", "assigned",
-         "tasks/transport.py BrokerConnection.switch",
+         "tasks/celery_app.py BrokerConnection.switch",
          "the parameters the connection was made with: its transport (Celery's)"),
     Hook("kombu.connection:Connection", "transport_cls", "instance",
-         "tasks/transport.py BrokerConnection.switch",
+         "tasks/celery_app.py BrokerConnection.switch",
          "the transport (a name or class) the next connection is made with"),
     Hook("celery.app.amqp:AMQP", "Connection", "attribute",
-         "tasks/transport.py BrokerAMQP", "the class the app makes broker connections of"),
+         "tasks/celery_app.py BrokerAMQP", "the class the app makes broker connections of"),
     # redis-py, under kombu's channel and our Sentinel client.
     Hook("redis.client:Redis", "parse_response", "callable",
          "tasks/transport.py Channel._brpop_read", "reads the BLMOVE reply kombu's way",

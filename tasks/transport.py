@@ -39,8 +39,6 @@ from collections.abc import Callable
 from time import monotonic
 from typing import Any
 
-from celery.app.amqp import AMQP
-from kombu import Connection
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
@@ -283,31 +281,3 @@ class SentinelTransport(Transport):
 
     Channel = SentinelChannel
     default_port = kombu_redis.SentinelTransport.default_port
-
-
-class BrokerConnection(Connection):
-    """kombu's Connection, keeping the transport it was made with when it fails over.
-
-    A sentinel:// REDIS_URL is a `;`-separated list, which kombu takes as failover
-    alternates: when a connection attempt fails (the master killed, not yet replaced) it
-    switches to the next, and `Connection.switch` sets the transport to the URL's scheme
-    (kombu/connection.py: "parse_url() sets transport to the raw URL scheme, overriding any
-    transport given at construction time"). The worker then reconnected through kombu's own
-    `sentinel` transport: BRPOP from the queue, never `given_back`, leases nobody renews
-    (so tasks/recovery.py gave back what it held, into a list it never took from).
-    """
-
-    _initial_params: dict[str, Any]  # kombu's, set in Connection.__init__ (kombu_contract)
-
-    def switch(self, conn_str: str) -> None:
-        transport = self._initial_params.get("transport")
-        super().switch(conn_str)
-        if transport:  # the one given at construction (Celery's broker_transport)
-            self.transport_cls = transport
-
-
-class BrokerAMQP(AMQP):
-    """Celery's AMQP helpers, making broker connections that keep their transport
-    (BrokerConnection); given to the app as `Celery(amqp=...)`, Celery's documented hook."""
-
-    Connection = BrokerConnection
