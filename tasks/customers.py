@@ -27,6 +27,7 @@ from tasks.entries import (
     connected_account,
     customer_id_named_by,
     entry_fields,
+    event_object,
 )
 from tasks.retry_policy import Decision, RetryPolicy, decide
 from tasks.runtime import Runtime, runtime_of
@@ -246,7 +247,7 @@ class HandleStripeEvent(WorkTask):
 
     def do(self, rt: Runtime, work: Work, attempts: int) -> Done:
         event = work.event or {}
-        obj = (event.get("data") or {}).get("object") or {}
+        obj = event_object(event)
         customer_id = customer_id_named_by(event)
         if customer_id and not (obj.get("object") == "customer" and obj.get("deleted")):
             spec = ComponentSpec.parse({"component": GET_CUSTOMER, "customer_id": customer_id})

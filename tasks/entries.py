@@ -34,16 +34,22 @@ def _optional() -> Any:
     return field(default=None, metadata={"optional": "1"})
 
 
+def event_object(event: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The object an event is about (`data.object`); {} when a validly signed event carries
+    something else there (a list, a string: the receiver checks the envelope, not this)."""
+    data = event.get("data")
+    obj = data.get("object") if isinstance(data, Mapping) else None
+    return obj if isinstance(obj, Mapping) else {}
+
+
 def customer_id_named_by(event: Mapping[str, Any]) -> str | None:
     """The customer an event names: the object itself, or its `customer` field."""
-    obj = (event.get("data") or {}).get("object") or {}
-    if not isinstance(obj, dict):
-        return None
+    obj = event_object(event)
     if obj.get("object") == "customer":
         found: Any = obj.get("id")
     else:
         found = obj.get("customer")
-        if isinstance(found, dict):  # expanded
+        if isinstance(found, Mapping):  # expanded
             found = found.get("id")
     return found if isinstance(found, str) and found else None
 
