@@ -1,6 +1,8 @@
 """The receiver under a real gunicorn, over real HTTP on loopback."""
 
+import http.client
 import json
+import re
 import time
 
 import pytest
@@ -144,3 +146,23 @@ def test_a_route_without_its_secret_is_one_warning_at_start(start_web):
     warnings = [line for line in web.log().splitlines() if "answers 503 until" in line]
     assert len(warnings) == 1 and "/webhooks/signup" in warnings[0]
     assert "SIGNUP_WEBHOOK_SECRET" in warnings[0]
+
+
+@pytest.mark.slow
+def test_a_graceful_stop_closes_idle_keep_alive_connections_instead_of_waiting(start_web):
+    # A read deadline past gunicorn's graceful_timeout (10 s): a worker that waited for an
+    # idle connection would be killed by the master at that timeout, without "exiting".
+    web = start_web(READ_TIMEOUT=60)
+    idle = http.client.HTTPConnection("127.0.0.1", web.port, timeout=30)
+    idle.request("GET", "/healthz")
+    answer = idle.getresponse()
+    assert answer.status == 200 and answer.read() and not answer.will_close
+    web.stop()  # SIGTERM, as a platform's deploy sends it
+    assert idle.sock is not None and idle.sock.recv(1) == b""  # closed by the receiver
+    idle.close()
+    log = web.log()
+    booted = re.findall(r"Booting worker with pid: (\d+)", log)
+    assert len(booted) == 2 and set(re.findall(r"Worker exiting \(pid: (\d+)\)", log)) == set(
+        booted
+    )
+    assert "Error handling request" not in log

@@ -14,6 +14,8 @@ The errors gunicorn itself answers (a malformed request line 400, a line over it
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol, cast
 
 import gevent
@@ -59,15 +61,45 @@ def refusal(exc: BaseException) -> tuple[int, str, str, str]:
 
 
 class ReceiverWorker(GeventWorker):
-    """gunicorn's gevent worker with the receiver's read timeout and error shape."""
+    """gunicorn's gevent worker with the receiver's read timeout and error shape, that
+    stops without waiting on idle keep-alive connections."""
 
-    # types-gunicorn says None; gunicorn's own GeventWorker.timeout_ctx returns a Timeout too,
-    # which gunicorn enters around the read of a request's head.
-    def timeout_ctx(self) -> gevent.Timeout:  # type: ignore[override]
-        # Silent: at the deadline gunicorn stops reading and closes the connection. (False
-        # is gevent's documented "suppress it" value, which types-gevent does not list.)
-        read_timeout = cast(_ReceiverApp, self.app).read_timeout
-        return gevent.Timeout(read_timeout, False)  # type: ignore[arg-type]
+    def init_process(self) -> None:
+        # The greenlets of connections waiting for a request's head (the first, or the next
+        # on a keep-alive connection): what a graceful stop need not wait for.
+        self._waiting: set[gevent.Greenlet[Any, Any]] = set()
+        super().init_process()
+
+    # types-gunicorn says None; gunicorn enters it around the read of each request's head
+    # (gunicorn/workers/base_async.py), its own GeventWorker.timeout_ctx returns a Timeout.
+    @contextmanager
+    def timeout_ctx(self) -> Iterator[None]:  # type: ignore[override]
+        # gunicorn's graceful stop (SIGTERM) waits up to graceful_timeout for every
+        # connection, and an idle keep-alive one would hold it READ_TIMEOUT seconds: so
+        # after the stop begins no connection waits for another request, and those waiting
+        # are closed (handle_exit). NoMoreData is gunicorn's "the client went away": the
+        # connection closes without an answer or an error logged.
+        if not self.alive:
+            raise http_errors.NoMoreData()
+        me = cast("gevent.Greenlet[Any, Any]", gevent.getcurrent())
+        self._waiting.add(me)
+        try:
+            # Silent: at the deadline gunicorn stops reading and closes the connection.
+            # (False is gevent's documented "suppress it" value; types-gevent lacks it.)
+            read_timeout = cast(_ReceiverApp, self.app).read_timeout
+            with gevent.Timeout(read_timeout, False):  # type: ignore[arg-type]
+                yield
+        finally:
+            self._waiting.discard(me)
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        super().handle_exit(sig, frame)
+        # Out of the signal handler, as GeventWorker.handle_quit does (gunicorn #1126).
+        gevent.spawn(self._close_waiting)
+
+    def _close_waiting(self) -> None:
+        for greenlet in list(self._waiting):
+            greenlet.kill(http_errors.NoMoreData(), block=False)
 
     def handle_error(self, req: Any, client: socket.socket, addr: Any, exc: BaseException) -> None:
         status, reason, error_type, message = refusal(exc)
