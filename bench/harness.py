@@ -411,7 +411,33 @@ class Stack:
         keys = list(self.redis.scan_iter(f"{self.prefix}:*", count=1000))
         for i in range(0, len(keys), 1000):
             self.redis.delete(*keys[i : i + 1000])
+        forget_kombu_bindings(self.redis, self.prefix)
         shutil.rmtree(self.logdir, ignore_errors=True)
+
+
+def forget_kombu_bindings(client: redis.Redis, prefix: str) -> None:
+    """Remove what a plain Celery app (the peer) leaves outside `prefix`: kombu keeps each
+    exchange's bindings in `_kombu.binding.<exchange>` sets (kombu/transport/redis.py,
+    keyprefix_queue), one member per queue, and kombu 5.7 also `binding_permanent` and a
+    `binding_deadlines` sorted set. Only members naming the prefix's queues or its worker
+    (`-n PREFIX@host`) go; a set left empty is gone with them, as Redis has it."""
+    for key in client.scan_iter("_kombu.binding*", count=1000):
+        kind = client.type(key)
+        kind = kind.decode() if isinstance(kind, bytes) else kind
+        if kind == "set":
+            ours = [m for m in client.smembers(key) if prefix.encode() in _bytes(m)]
+            if ours:
+                client.srem(key, *ours)
+        elif kind == "zset":
+            ours = [m for m in client.zrange(key, 0, -1) if prefix.encode() in _bytes(m)]
+            if ours:
+                client.zrem(key, *ours)
+        elif prefix in (key.decode() if isinstance(key, bytes) else key):
+            client.delete(key)
+
+
+def _bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
 
 
 def drain(stack: Stack, n: int, stream: str = "customers", timeout: float = 600) -> float:

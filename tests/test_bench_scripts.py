@@ -44,3 +44,20 @@ def test_bench_script_runs_as_a_file(name):
         timeout=120,
     )
     assert done.returncode == 0 and done.stdout.startswith("usage:"), done.stderr
+
+
+def test_a_stack_forgets_the_kombu_bindings_its_peer_left_and_only_those(redis_client, prefix):
+    from bench.harness import forget_kombu_bindings
+
+    own, shared = f"_kombu.binding.{prefix}:q", f"_kombu.binding.{prefix}-shared"
+    deadlines = f"_kombu.binding_deadlines.{prefix}-test"
+    redis_client.sadd(own, f"{prefix}:q\x06\x16\x06\x16{prefix}:q")
+    redis_client.sadd(shared, f"\x06\x16\x06\x16{prefix}@host.celery.pidbox", "someone@else")
+    redis_client.zadd(deadlines, {f"{prefix}:q": 1, "someone:q": 2})
+    try:
+        forget_kombu_bindings(redis_client, prefix)
+        assert not redis_client.exists(own)
+        assert redis_client.smembers(shared) == {"someone@else"}
+        assert redis_client.zrange(deadlines, 0, -1) == ["someone:q"]
+    finally:
+        redis_client.delete(own, shared, deadlines)
