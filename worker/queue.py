@@ -73,6 +73,8 @@ class Enqueuer:
         (`reconciled`: listed from Stripe's events by tasks/reconcile.py).
         QueueUnavailable when Redis does not answer: nothing was queued or marked.
         """
+        if not tracing.enabled():  # the receiver's every delivery: no span's attributes made
+            return self._enqueue_once(work, summary, origin, None)
         attributes = {
             "messaging.operation.type": "send",
             "messaging.destination.name": QUEUE,
@@ -86,7 +88,8 @@ class Enqueuer:
 
     def _enqueue_once(self, work: Work, summary: str, origin: str, span: object) -> bool:
         message_id = new_message_id()
-        tracing.annotate(span, **{"messaging.message.id": message_id})
+        if span is not None:
+            tracing.annotate(span, **{"messaging.message.id": message_id})
         traceparent = tracing.traceparent()  # the task's span is a child of this one
         keys = self.keys
         script_keys = [keys.seen(work.delivery_id), keys.queue, keys.ledger, keys.ledger_work]
