@@ -88,7 +88,7 @@ class WebhookRoutes:
 
     The webhook routes are the receiver's hot path, and Flask's request and app contexts,
     URL matching and Response objects cost about as much as verifying and queueing the
-    event (profiled under gunicorn's gevent worker with wrk: bench/side_by_side.py). The
+    event (profiled under gunicorn's gevent worker with wrk: bench/receiver_profile.py). The
     body arrives buffered (BufferedBody is in front), the answer is built as bytes. Other
     methods on these paths (405, OPTIONS) go to Flask, whose routes name them.
     """
