@@ -26,7 +26,7 @@ from webhooks.limits import BufferedBody, error_body
 from webhooks.metrics import Metrics
 from webhooks.readiness import readiness
 from webhooks.signup import signup_component
-from webhooks.strict_json import parse, refuse_surrogates
+from webhooks.strict_json import may_hold_surrogates, parse, refuse_surrogates
 from webhooks.verify import verify_standard_signature, verify_stripe_signature
 from worker import tracing
 from worker.connections import redis_client
@@ -75,6 +75,7 @@ class EnvironHeaders:
 
 
 _TRACEPARENT_KEY = "HTTP_" + tracing.TRACEPARENT.upper()  # its WSGI environ key
+_STATUS_LINES = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}  # made once
 
 # A handler takes the raw body and the headers, and returns (delivery id, queued now).
 Handler = Callable[[bytes, EnvironHeaders], tuple[str, bool]]
@@ -87,7 +88,7 @@ class WebhookRoutes:
 
     The webhook routes are the receiver's hot path, and Flask's request and app contexts,
     URL matching and Response objects cost about as much as verifying and queueing the
-    event (profiled under gunicorn's gevent worker with wrk: bench/side_by_side.py). The
+    event (profiled under gunicorn's gevent worker with wrk: bench/receiver_profile.py). The
     body arrives buffered (BufferedBody is in front), the answer is built as bytes. Other
     methods on these paths (405, OPTIONS) go to Flask, whose routes name them.
     """
@@ -115,7 +116,7 @@ class WebhookRoutes:
             status = 500
             body = error_body("internal_error", "the receiver failed; the sender should retry")
         start_response(
-            f"{status} {HTTPStatus(status).phrase}",
+            _STATUS_LINES[status],
             [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
         )
         return [body]
@@ -150,14 +151,16 @@ class WebhookRoutes:
     ) -> tuple[int, bytes, str, str | None]:
         started = time.perf_counter()
         event_id = None
+        id_json = "null"
         status = 200
         try:
             length = _length(environ)
             payload = environ["wsgi.input"].read(length) if length else b""
             event_id, queued = handle(payload, EnvironHeaders(environ))
             outcome = "accepted" if queued else "duplicate"
+            id_json = json.dumps(event_id)
             body = b'{"received": true, "id": %s, "duplicate": %s}' % (
-                json.dumps(event_id).encode(),
+                id_json.encode(),
                 b"false" if queued else b"true",
             )
         except QueueUnavailable as exc:
@@ -184,7 +187,7 @@ class WebhookRoutes:
             route,
             outcome,
             status,
-            json.dumps(event_id),
+            id_json,
             elapsed * 1000,
         )
         return status, body, outcome, event_id
@@ -231,7 +234,8 @@ def create_app(
             or not 0 < len(event["type"]) <= 255  # an entry's event_type is never empty
         ):
             raise WebhookRejected("invalid_payload", "a Stripe event needs an id and a type")
-        refuse_surrogates(event)  # republished whole: every field must be UTF-8
+        if may_hold_surrogates(payload):  # republished whole: every field must be UTF-8
+            refuse_surrogates(event)
         check_livemode(vault.stripe_key(), event.get("livemode"))
         return event["id"], enqueuer.enqueue_once(Work.for_event(event))
 

@@ -11,6 +11,7 @@ body.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import socket
@@ -35,13 +36,20 @@ def _deadline(seconds: float) -> AbstractContextManager[object]:
     its chunk is full, so a trickling client is cut by a timer, not between reads. Under
     gevent (`stripe-worker web`) that timer is gevent's; other servers (`dev`'s) go
     without."""
-    from gevent import monkey
-
-    if monkey.is_module_patched("socket"):
+    if _gevent_patched():
         import gevent
 
         return gevent.Timeout(seconds, TimeoutError(f"no body within {seconds:g}s"))
     return contextlib.nullcontext()
+
+
+@functools.cache
+def _gevent_patched() -> bool:
+    """Whether gevent patched the socket module: asked once, at a process's first body (a
+    gunicorn gevent worker patches before it loads the app, and never unpatches)."""
+    from gevent import monkey
+
+    return bool(monkey.is_module_patched("socket"))
 
 
 class BufferedBody:

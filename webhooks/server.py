@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import resource
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -17,13 +18,23 @@ if TYPE_CHECKING:
 from worker.metrics_folder import multiprocess_folder
 
 
-def serve(host: str, port: int, workers: int, connections: int = 1000) -> int:
-    """Serve the receiver until stopped."""
+def serve(
+    host: str,
+    port: int,
+    workers: int,
+    connections: int = 1000,
+    hooks: Mapping[str, Callable[..., None]] | None = None,
+) -> int:
+    """Serve the receiver until stopped. `hooks` are gunicorn's server hooks by their
+    setting's name (`post_worker_init`, `worker_exit`): bench/receiver_profile.py samples
+    a worker's CPU through them."""
     with multiprocess_folder():  # gunicorn's workers' metrics, summed
-        return _run(host, port, workers, connections)
+        return _run(host, port, workers, connections, hooks or {})
 
 
-def _run(host: str, port: int, workers: int, connections: int) -> int:
+def _run(
+    host: str, port: int, workers: int, connections: int, hooks: Mapping[str, Callable[..., None]]
+) -> int:
     from gunicorn.app.base import BaseApplication
 
     from webhooks.readiness import warn_unconfigured
@@ -57,6 +68,8 @@ def _run(host: str, port: int, workers: int, connections: int) -> int:
             # gunicorn >= 25 opens ~/.gunicorn/gunicorn.ctl, one path for every server of
             # the user: a second `web` takes it over, and stopping either removes it.
             self.cfg.set("control_socket_disable", True)
+            for name, hook in hooks.items():
+                self.cfg.set(name, hook)
 
         # types-gunicorn's start_response takes no exc_info, which Flask's WSGI type asks
         # for (gunicorn's own start_response has it: gunicorn/http/wsgi.py).

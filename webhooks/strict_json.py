@@ -30,6 +30,9 @@ def _invalid(reason: str) -> WebhookRejected:
 
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 _BRACKET = re.compile(r"[\[\]{}]")
+# A \u escape of a UTF-16 surrogate (D800-DFFF). A body that decoded as strict UTF-8 holds
+# no surrogate itself, so a parsed string can hold one only through such an escape.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def _depth(text: str) -> int:
@@ -58,18 +61,30 @@ def _int(text: str) -> int:
     return value
 
 
+# Made once: json.loads with hooks builds a decoder (and its scanner) on every call.
+_DECODER = json.JSONDecoder(parse_constant=_constant, parse_float=_float, parse_int=_int)
+
+
 def parse(payload: bytes) -> Any:
     """The body as JSON, or WebhookRejected `invalid_json` saying why not."""
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError:
         raise _invalid("not UTF-8") from None
-    if _depth(text) > MAX_DEPTH:
+    # Fewer brackets than MAX_DEPTH, strings' included, cannot nest deeper: most bodies.
+    if text.count("[") + text.count("{") > MAX_DEPTH and _depth(text) > MAX_DEPTH:
         raise _invalid(f"it nests deeper than {MAX_DEPTH} levels")
     try:
-        return json.loads(text, parse_constant=_constant, parse_float=_float, parse_int=_int)
+        return _DECODER.decode(text)
     except ValueError:  # also int digits over Python's limit
         raise _invalid("not JSON") from None
+
+
+def may_hold_surrogates(payload: bytes) -> bool:
+    """False when no string parsed from `payload` can hold a lone surrogate (it escapes
+    none): `refuse_surrogates` of what `parse` made of it would find nothing. True may be
+    a pair, or an escaped backslash before `ud800`: then walk the value."""
+    return _SURROGATE_ESCAPE.search(payload) is not None
 
 
 def lone_surrogate(value: Any, path: str = "") -> str | None:

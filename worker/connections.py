@@ -7,6 +7,8 @@ sentinels and the master with `?ssl=true`).
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from importlib.resources import files
 from typing import Any, cast
 
@@ -95,10 +97,74 @@ def run_replicated(
     raise AssertionError("unreachable")
 
 
+def replica_wait_commands(fence: str, fence_ttl: int, replicas: int) -> list[tuple[Any, ...]]:
+    """The fence write and the WAIT that follow a script (see run_replicated)."""
+    return [("EXPIRE", fence, fence_ttl), ("WAIT", replicas, REPLICA_WAIT_MS)]
+
+
 def add_replica_wait(pipe: Any, fence: str, fence_ttl: int, replicas: int) -> None:
     """Queue, after a script in `pipe`, the fence write and the WAIT (see run_replicated)."""
-    pipe.expire(fence, fence_ttl)
-    pipe.wait(replicas, REPLICA_WAIT_MS)
+    for command in replica_wait_commands(fence, fence_ttl, replicas):
+        pipe.execute_command(*command)
+
+
+class RoundTrip:
+    """A few commands in one write and their replies read in order: a pipeline without
+    redis-py's Pipeline, for the receiver's one round trip per delivery.
+
+    redis-py's Pipeline.execute costs more CPU than the write and the reads it wraps
+    (profiled in the receiver under wrk, bench/receiver_profile.py: a fifth of a webhook's
+    CPU): the command stack, the pool's hand-out (whose readiness check is a recv syscall
+    per call), its observability hooks, the reset. Here each connection is taken from the
+    client's pool once and kept in a free list of its own, and the same Connection
+    methods a Pipeline uses send and read (redis/client.py `Pipeline._execute_pipeline`):
+    `pack_commands`, `send_packed_command` (which reconnects a dropped connection, through
+    the sentinels with MasterConnection, and sends the health check PING when it is due)
+    and `read_response`. The connection's own `retry` re-sends the whole write after a
+    ConnectionError or TimeoutError, disconnecting first, as Pipeline.execute does; a
+    connection whose replies were not all read (any exception on the way) is disconnected,
+    so a kept one never holds a stale reply.
+
+    Thread- and greenlet-safe: list.pop and append are atomic, and a connection is used by
+    one caller at a time. After a fork the parent's connections are dropped, not shared.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.pool = client.connection_pool
+        self._idle: list[Any] = []
+        self._pid = os.getpid()
+
+    def execute(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Each command's reply; a Redis error reply (ResponseError) is returned in its
+        place, not raised. ConnectionError or TimeoutError when Redis does not answer
+        within the client's retries."""
+        if self._pid != os.getpid():
+            self._idle, self._pid = [], os.getpid()
+        try:
+            conn = self._idle.pop()
+        except IndexError:
+            conn = self.pool.get_connection()  # kept: never given back to the pool
+        try:
+            replies: list[Any] = conn.retry.call_with_retry(
+                lambda: self._send(conn, commands), lambda _error: conn.disconnect()
+            )
+        except BaseException:
+            conn.disconnect()  # reconnects on its next use
+            raise
+        finally:
+            self._idle.append(conn)
+        return replies
+
+    @staticmethod
+    def _send(conn: Any, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        conn.send_packed_command(conn.pack_commands(commands))
+        replies: list[Any] = []
+        for _command in commands:
+            try:
+                replies.append(conn.read_response())
+            except redis.ResponseError as exc:
+                replies.append(exc)
+        return replies
 
 
 def check_replicas(acked: Any, replicas: int) -> None:

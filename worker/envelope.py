@@ -12,7 +12,6 @@ import base64
 import json
 import os
 import socket
-import uuid
 from typing import Any
 
 from worker.errors import InvalidMessage
@@ -26,7 +25,15 @@ _EMBED = json.dumps(
 
 
 def new_message_id() -> str:
-    return str(uuid.uuid4())
+    """A random (version 4) UUID's text, as `str(uuid.uuid4())` makes it: the same 16
+    random bytes with the version and variant bits set (RFC 9562 section 5.4), at a third
+    of its CPU (no UUID object; two a message)."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+
+
+# The first hex digit of the fourth group: its top two bits are the variant, 10.
+_VARIANT = {f"{n:x}": f"{0b1000 | (n & 0b0011):x}" for n in range(16)}
 
 
 def _envelope_template(traced: bool) -> str:
@@ -98,7 +105,7 @@ def task_message(
         "id": json.dumps(message_id),
         "summary": json.dumps(summary or work.delivery_id),
         "body": f'"{base64.b64encode(body).decode()}"',
-        "tag": f'"{uuid.uuid4()}"',
+        "tag": f'"{new_message_id()}"',
         "trace": json.dumps(traceparent),
     }
     return (_ENVELOPES[bool(traceparent)] % values).encode()

@@ -20,12 +20,19 @@ from __future__ import annotations
 import json
 import logging
 import time
+from typing import Any
 
 import redis
 from redis.exceptions import NoScriptError
 
 from worker import tracing
-from worker.connections import add_replica_wait, check_replicas, lua_script, replicated
+from worker.connections import (
+    RoundTrip,
+    check_replicas,
+    lua_script,
+    replica_wait_commands,
+    replicated,
+)
 from worker.envelope import new_message_id, task_message
 from worker.errors import NotReplicated, QueueUnavailable
 from worker.keys import QUEUE
@@ -57,6 +64,7 @@ class Enqueuer:
         self._replicas = settings.redis_min_replicas
         self._run_alone = replicated(self._script, self._replicas, 0, settings.dedupe_ttl)
         self.trail = Trail(client, settings)
+        self._round_trip = RoundTrip(client)
 
     def enqueue_once(self, work: Work, summary: str = "", origin: str = "") -> bool:
         """Queue `work` unless its delivery was queued before; True when queued now.
@@ -65,6 +73,8 @@ class Enqueuer:
         (`reconciled`: listed from Stripe's events by tasks/reconcile.py).
         QueueUnavailable when Redis does not answer: nothing was queued or marked.
         """
+        if not tracing.enabled():  # the receiver's every delivery: no span's attributes made
+            return self._enqueue_once(work, summary, origin, None)
         attributes = {
             "messaging.operation.type": "send",
             "messaging.destination.name": QUEUE,
@@ -78,7 +88,8 @@ class Enqueuer:
 
     def _enqueue_once(self, work: Work, summary: str, origin: str, span: object) -> bool:
         message_id = new_message_id()
-        tracing.annotate(span, **{"messaging.message.id": message_id})
+        if span is not None:
+            tracing.annotate(span, **{"messaging.message.id": message_id})
         traceparent = tracing.traceparent()  # the task's span is a child of this one
         keys = self.keys
         script_keys = [keys.seen(work.delivery_id), keys.queue, keys.ledger, keys.ledger_work]
@@ -94,12 +105,16 @@ class Enqueuer:
         try:
             # The trail's line rides in the same round trip (never at the cost of the work:
             # its error is logged, not raised).
-            pipe = self.client.pipeline(transaction=False)
-            pipe.evalsha(self._script.sha, len(script_keys), *script_keys, *args)
-            self.trail.record_queueing(pipe, work, step, message_id)
+            commands: list[tuple[Any, ...]] = [
+                ("EVALSHA", self._script.sha, len(script_keys), *script_keys, *args)
+            ]
+            trail = self.trail.queueing_command(work, step, message_id)
+            if trail is not None:
+                commands.append(trail)
             if self._replicas:
-                add_replica_wait(pipe, script_keys[0], self.settings.dedupe_ttl, self._replicas)
-            queued, *answers = pipe.execute(raise_on_error=False)
+                fence_ttl = self.settings.dedupe_ttl
+                commands += replica_wait_commands(script_keys[0], fence_ttl, self._replicas)
+            queued, *answers = self._round_trip.execute(commands)
             if self._replicas:
                 *answers, _fence, acked = answers
             if isinstance(queued, NoScriptError):  # a new or flushed Redis: load, run once

@@ -147,18 +147,19 @@ class Trail:
         except redis.RedisError as exc:
             log.warning("trail of %s not written: %s", work.work_id, exc.__class__.__name__)
 
-    def record_queueing(self, pipe: Any, work: Work, step: str, message_id: str) -> None:
-        """Add to `pipe`, after the enqueue_once.lua that queues `message_id`, the trail's
-        `step` line, or a `duplicate` line when the delivery was queued before: the
-        receiver's answer waits one round trip, not two. `pipe` answers NoScriptError
-        when Redis has not seen the script yet; then call `record` instead."""
+    def queueing_command(self, work: Work, step: str, message_id: str) -> tuple[Any, ...] | None:
+        """The EVALSHA that writes, after the enqueue_once.lua that queues `message_id`, the
+        trail's `step` line, or a `duplicate` line when the delivery was queued before: it
+        rides in the enqueue's write, so the receiver's answer waits one round trip, not
+        two. Its reply is NoScriptError when Redis has not seen the script yet; then call
+        `record` instead. None when no trails are kept."""
         if not self.ttl:
-            return
+            return None
         keys, args = self._call(work, step, (), {"message": message_id})
         duplicate = {"at": round(time.time(), 3), "step": "duplicate",
                      "delivery": work.delivery_id}  # fmt: skip
-        pipe.evalsha(self._write.sha, len(keys), *keys, *args, work.delivery_id, message_id,
-                     _line(duplicate))  # fmt: skip
+        return ("EVALSHA", self._write.sha, len(keys), *keys, *args, work.delivery_id,
+                message_id, _line(duplicate))  # fmt: skip
 
     def record_error(self, work: Work, step: str, attempt: int, error: StripeWorkerError) -> None:
         """An attempt that ended in `error`."""
@@ -222,8 +223,12 @@ def _end_facts(stream: str, entry: dict[str, Any]) -> tuple[str | None, dict[str
     return customer, facts
 
 
+# Made once: json.dumps with any option but the defaults builds an encoder on every call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
+
+
 def _line(line: dict[str, Any]) -> str:
-    return json.dumps(line, separators=(",", ":"), default=str)
+    return _ENCODER.encode(line)
 
 
 def throughput(client: redis.Redis, settings: Settings, seconds: int = 300) -> dict[str, Any]:
