@@ -140,7 +140,16 @@ KOMBU_CONTRACT: tuple[Hook, ...] = (
          "tasks/transport.py QoS.can_consume (overridden)",
          "holds fewer than the prefetch while Stripe is pacing (WorkerState.hold_fewer)", "(self)"),
     Hook("kombu.transport.redis:QoS", "ack", "callable", "tasks/transport.py QoS.ack",
-         "a no-op once the connection is gone", "(self, delivery_tag)"),
+         "a no-op once the connection is gone; only the bookkeeping once the task's "
+         "publish acked it", "(self, delivery_tag)"),
+    Hook("kombu.transport.virtual.base:QoS", "ack", "callable",
+         "tasks/transport.py QoS.ack (called directly)",
+         "the in-memory bookkeeping only, once the publish made kombu's Redis writes of "
+         "the ack (ZREM and HDEL of the unacked index and hash)", "(self, delivery_tag)"),
+    Hook("celery.app.task:Context", "properties", "attribute",
+         "tasks/customers.py WorkTask._done_with",
+         "the message's properties, kombu's delivery_tag among them (set from the message "
+         "by celery/worker/request.py): the publish acks the message by it"),
     Hook("kombu.transport.redis:QoS", "reject", "callable", "tasks/transport.py QoS.reject",
          "a no-op once the connection is gone", "(self, delivery_tag, requeue=False)"),
     Hook("kombu.transport.redis:QoS", "restore_unacked", "callable",

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import redis
@@ -27,6 +28,8 @@ from worker.settings import Settings
 from worker.vault import STRIPE_SECRET_KEY, Vault, key_mode, livemode_of
 
 T = TypeVar("T")
+
+log = logging.getLogger("stripe_worker.stripe")
 
 # How long one call waits out 429s in place before the work goes back to wait on the
 # queue instead (tasks/customers.py); well inside a task's time limit.
@@ -55,6 +58,14 @@ CONCURRENCY_REASONS = ("global-concurrency", "endpoint-concurrency")
 LEASE_MARGIN = 10.0
 
 
+class _Kept(threading.local):
+    """A thread's work in hand (`StripeGateway.keeping_places`): the place among the calls
+    in flight its last call kept, (cap, call id), to give back with the work's end."""
+
+    keeping = False
+    place: tuple[ConcurrencyCap, str] | None = None
+
+
 class StripeGateway:
     """Stripe clients for the keys named by components, made once and reused (keep-alive),
     and the pace of each key, shared in Redis with every other worker (None: no pace)."""
@@ -78,6 +89,7 @@ class StripeGateway:
         self._caps: dict[str, ConcurrencyCap | None] = {}
         self.last_limiter: dict[str, str] = {}  # key mode -> the limiter that last said 429
         self._lock = threading.Lock()
+        self._kept = _Kept()
 
     @classmethod
     def best_effort(
@@ -151,6 +163,42 @@ class StripeGateway:
                 )
             return self._caps[key]
 
+    @contextlib.contextmanager
+    def keeping_places(self) -> Iterator[None]:
+        """A piece of work's block (tasks/customers.py): in it, a call of this thread that
+        succeeds keeps its place among the key's calls in flight, and `place_to_free`
+        hands it to the round trip that ends the work (its publish, tasks/publish.py),
+        which lets go of it there: not a round trip of its own after every call. The
+        cap then counts the call a little longer than Stripe does (never shorter). What
+        is still kept when the block ends is given back then; if Redis cannot take that,
+        the place's lease frees it, as a dead worker's."""
+        kept = self._kept
+        kept.keeping = True
+        try:
+            yield
+        finally:
+            kept.keeping = False
+            self._give_back_kept()
+
+    def place_to_free(self) -> tuple[str, str] | None:
+        """(sorted set, member) of the place this thread's work keeps: for the round trip
+        that ends the work to remove, then `place_freed`."""
+        place = self._kept.place
+        return (place[0].calls, place[1]) if place else None
+
+    def place_freed(self) -> None:
+        """The round trip that ends the work removed the place `place_to_free` named."""
+        self._kept.place = None
+
+    def _give_back_kept(self) -> None:
+        place, self._kept.place = self._kept.place, None
+        if place:
+            cap, call = place
+            try:
+                cap.leave(call)
+            except redis.RedisError as exc:
+                log.warning("a place among the calls in flight is left to its lease: %s", exc)
+
     def call(
         self,
         api_secret: str,
@@ -172,6 +220,10 @@ class StripeGateway:
         )
         limiters = [limiter for limiter in paces if limiter is not None]
         cap = self.concurrency(api_secret)
+        # A second call of one piece of work (create_once's look-up, then its create):
+        # the first's place goes back before this one waits for its turn.
+        self._give_back_kept()
+        keep = self._kept.keeping
         deadline = time.monotonic() + HOLD_SECONDS
         while True:
             slots = acquire_all(limiters) if limiters else []
@@ -180,12 +232,17 @@ class StripeGateway:
             if slots or place:
                 waited = slots[0].waited if slots else 0.0
                 rate_limit_waited(waited + (place.waited if place else 0.0))
+            answered = False
             try:
-                return request(client)
+                answer = request(client)
+                answered = True
+                return answer
             except stripe.StripeError as exc:
                 error = from_stripe_error(exc)
             finally:
-                if cap:
+                if cap and keep and answered:
+                    self._kept.place = (cap, call)
+                elif cap:
                     cap.leave(call)
             if not isinstance(error, RateLimited) or not (limiters or cap):
                 raise error

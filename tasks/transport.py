@@ -85,10 +85,18 @@ class QoS(kombu_redis.QoS):
         return held < max(1, prefetch - self.channel.worker_state.fewer)
 
     def ack(self, delivery_tag: str) -> None:
-        if not self._gone():
-            super().ack(delivery_tag)
+        if self._gone():
+            return
+        if self.channel.worker_state.take_acked(delivery_tag):
+            # Its task's publish removed it from the unacked hash and index already, in
+            # the publish's round trip (tasks/customers.py WorkTask._done_with): what is
+            # left is kombu's bookkeeping in memory, as kombu's ack does after its own.
+            virtual.QoS.ack(self, delivery_tag)
+            return
+        super().ack(delivery_tag)
 
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        self.channel.worker_state.take_acked(delivery_tag)
         if not self._gone():
             super().reject(delivery_tag, requeue)
 
