@@ -19,7 +19,8 @@ from tasks.ratelimit import (
     GLOBAL,
     ConcurrencyCap,
     StripeRateLimiter,
-    acquire_all,
+    Turn,
+    TurnTaker,
     default_ceiling,
     endpoint_ceiling,
 )
@@ -90,6 +91,7 @@ class StripeGateway:
         self.last_limiter: dict[str, str] = {}  # key mode -> the limiter that last said 429
         self._lock = threading.Lock()
         self._kept = _Kept()
+        self._turns = TurnTaker(redis_client) if redis_client is not None else None
 
     @classmethod
     def best_effort(
@@ -205,33 +207,34 @@ class StripeGateway:
         request: Callable[[stripe.StripeClient], T],
         endpoint: str | None = None,
         account: str = "",
+        turn: Turn | None = None,
     ) -> T:
         """Make one Stripe call at the key's global pace and the pace of `endpoint` (the
         operation, `customers.create`), those of the connected `account` when the call is
-        made as one (Stripe-Account); Stripe's errors come back as ours.
+        made as one (Stripe-Account); Stripe's errors come back as ours. `turn`: its first
+        turn, taken already by `turn` (with the same key, endpoint and account).
 
         A 429 slows the limiter that answered for everyone on the key, and the call waits
         its turn at the slower pace and goes again, for up to HOLD_SECONDS; then
         RateLimited goes up. A `lock_timeout` 429 (one object busy) only waits.
         """
         client = self.client(api_secret)
-        paces = [self.limiter(api_secret, GLOBAL, account)] + (
-            [self.limiter(api_secret, endpoint, account)] if endpoint else []
-        )
-        limiters = [limiter for limiter in paces if limiter is not None]
-        cap = self.concurrency(api_secret)
+        limiters, cap = self._limits(api_secret, endpoint, account)
         # A second call of one piece of work (create_once's look-up, then its create):
         # the first's place goes back before this one waits for its turn.
-        self._give_back_kept()
+        if turn is None:
+            self._give_back_kept()
         keep = self._kept.keeping
         deadline = time.monotonic() + HOLD_SECONDS
         while True:
-            slots = acquire_all(limiters) if limiters else []
-            # The place in flight after the slots: a call waiting for its slot holds none.
-            call, place = cap.enter() if cap else ("", None)
+            # The slots, then the place in flight (a call waiting for its slot holds
+            # none), in one round trip when neither has to wait (tasks/turn.lua).
+            if turn is None:
+                turn = self._take(limiters, cap)
+            slots, call, place = turn.slots, turn.call, turn.place
             if slots or place:
-                waited = slots[0].waited if slots else 0.0
-                rate_limit_waited(waited + (place.waited if place else 0.0))
+                rate_limit_waited(turn.waited)
+            turn = None
             answered = False
             try:
                 answer = request(client)
@@ -259,6 +262,41 @@ class StripeGateway:
             if not limiters or time.monotonic() + pause > deadline:
                 raise error
             time.sleep(pause)
+
+    def _limits(
+        self, api_secret: str, endpoint: str | None, account: str
+    ) -> tuple[list[StripeRateLimiter], ConcurrencyCap | None]:
+        """The paces a call on `endpoint` keeps (global first), and its key's cap."""
+        paces = [self.limiter(api_secret, GLOBAL, account)] + (
+            [self.limiter(api_secret, endpoint, account)] if endpoint else []
+        )
+        limiters = [limiter for limiter in paces if limiter is not None]
+        return limiters, self.concurrency(api_secret)
+
+    def _take(
+        self, limiters: list[StripeRateLimiter], cap: ConcurrencyCap | None, read: str = ""
+    ) -> Turn:
+        if self._turns is None or not (limiters or cap or read):
+            return Turn([], "", None)
+        return self._turns.take(limiters, cap, read)
+
+    def turn(self, api_secret: str, endpoint: str, account: str = "", *, read: str) -> Turn:
+        """A call's first turn, taken before the caller knows it will make the call, with
+        the key `read` read in the same round trip (`Turn.read`): a create's memory of
+        its customer (tasks/create_once.py). When that finds a value the turn comes back
+        at once; a turn not used goes back with `forgo` (its slots in the paces are spent:
+        at most one each, on the rare work that finds its customer remembered)."""
+        if self._turns is None:
+            raise RuntimeError("a turn read from Redis needs the gateway's Redis client")
+        self._give_back_kept()
+        limiters, cap = self._limits(api_secret, endpoint, account)
+        return self._take(limiters, cap, read)
+
+    def forgo(self, api_secret: str, turn: Turn) -> None:
+        """`turn` will not be used: its place among the calls in flight goes back."""
+        cap = self.concurrency(api_secret)
+        if cap and turn.place:
+            cap.leave(turn.call)
 
     def _answered(
         self,

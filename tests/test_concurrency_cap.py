@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from tasks.ratelimit import DECREASE, ConcurrencyCap
+from tasks.ratelimit import DECREASE, ConcurrencyCap, StripeRateLimiter, TurnTaker
 from tasks.stripe_gateway import StripeGateway
 from worker.devtools.emulator import EmulatorServer
 from worker.errors import NotFound, RateLimited
@@ -174,3 +174,25 @@ def test_a_failed_call_gives_its_place_back_at_once(settings, vault, redis_clien
                 "stripe_secret_key", lambda c: c.raw_request("get", "/v1/customers/cus_missing")
             )
         assert redis_client.zcard(cap.calls) == 0 and gateway.place_to_free() is None
+
+
+def test_a_turn_takes_slot_and_place_in_one_step_and_reads_beside_them(redis_client, settings):
+    """tasks/turn.lua: the slot in each pace and the place under the cap together, with a
+    key read in the same step; a read that finds a value comes back at once; past a full
+    cap the turn waits for a place as ConcurrencyCap.enter does."""
+    pace = StripeRateLimiter(redis_client, settings.keys, TEST_KEY, 1000.0)
+    cap = ConcurrencyCap(redis_client, settings.keys, TEST_KEY, 2, lease=30, max_wait=0.05)
+    turns = TurnTaker(redis_client)
+    memory = settings.keys.customer(False, "signup-u_turn")
+    first = turns.take([pace], cap, read=memory)
+    assert first.read is None and len(first.slots) == 1 and first.place is not None
+    assert redis_client.zrange(cap.calls, 0, -1) == [first.call]
+    redis_client.set(memory, "cus_turn")
+    found = turns.take([pace], cap, read=memory)
+    assert found.read == "cus_turn"
+    if found.place is not None:  # its slot needed no wait: a place taken, to forgo
+        cap.leave(found.call)
+    assert turns.take([], cap).place is not None  # the cap alone, no pace
+    with pytest.raises(RateLimited):  # a third in a cap of 2
+        turns.take([pace], cap)
+    assert redis_client.zcard(cap.calls) == 2
