@@ -112,10 +112,12 @@ KOMBU_CONTRACT: tuple[Hook, ...] = (
                               "unacked_restore_interval", "unacked_restore_throttle",
                               "socket_connect_timeout"} <= set(names)),
     Hook("kombu.transport.redis:GlobalKeyPrefixMixin", "PREFIXED_SIMPLE_COMMANDS",
-         "attribute", "tasks/transport.py Channel._quarantine",
-         "kombu's client adds global_keyprefix to LPUSH but not to LREM, so the poison list "
-         "is named bare and the fetched list in full",
-         holds=lambda commands: "LPUSH" in commands and "LREM" not in commands),
+         "attribute", "tasks/transport.py Channel._quarantine, QoS.append",
+         "kombu's client adds global_keyprefix to LPUSH and LLEN but not to LREM or "
+         "LINDEX, so the poison and given-back lists are named bare and the fetched list "
+         "in full (QoS.append's look for the next fetch among them)",
+         holds=lambda commands: {"LPUSH", "LLEN"} <= set(commands)
+         and not {"LREM", "LINDEX"} & set(commands)),
     Hook("kombu.transport.virtual.base:Transport", "_deliver", "callable",
          "tasks/transport.py Channel._brpop_read (connection._deliver)",
          "hands a fetched message to the consumer's callback, as kombu's fetch does",
