@@ -17,7 +17,8 @@ from urllib.parse import quote_plus
 
 import stripe
 
-from tasks.stripe_gateway import StripeGateway
+from tasks.ratelimit import Turn
+from tasks.stripe_gateway import SIGNUP_ENDPOINT, StripeGateway
 from worker.errors import NotFound, from_stripe_error
 from worker.spec import CREATE_CUSTOMER, GET_CUSTOMER, ComponentSpec
 
@@ -28,6 +29,7 @@ def run_component(
     *,
     idempotency_key: str | None = None,
     account: str = "",
+    turn: Turn | None = None,
 ) -> dict[str, Any]:
     """Make the component's one Stripe call and return its outputs.
 
@@ -35,6 +37,7 @@ def run_component(
     from the work so every attempt, duplicate and replay sends the same one. `account`
     (a Connect event's) makes the call as that connected account (Stripe-Account), whose
     objects the platform's own key cannot see (docs.stripe.com/connect/authentication).
+    `turn`: the call's first turn, taken already (StripeGateway.turn).
     """
     as_account: dict[str, Any] = {"stripe_account": account} if account else {}
     if spec.component == CREATE_CUSTOMER:
@@ -48,8 +51,9 @@ def run_component(
         response = gateway.call(
             spec.api_secret,
             lambda client: client.raw_request("post", "/v1/customers", **params),
-            endpoint="customers.create",
+            endpoint=SIGNUP_ENDPOINT,
             account=account,
+            turn=turn,
         )
     else:
         url = f"/v1/customers/{quote_plus(spec.customer_id or '')}"  # as the SDK's retrieve

@@ -19,7 +19,9 @@ import logging
 from typing import Any
 
 from tasks.components import run_component
+from tasks.ratelimit import Turn
 from tasks.runtime import Runtime
+from tasks.stripe_gateway import SIGNUP_ENDPOINT
 from worker.errors import IdempotencyMismatch, NotFound, StripeUnavailable
 from worker.spec import GET_CUSTOMER, ComponentSpec
 from worker.work import Work
@@ -38,9 +40,14 @@ def create_once(
     (one round trip: tasks/publish_with_trail.lua). Until then a retry creates again
     with the same idempotency key, and Stripe answers with the same customer."""
     memory = rt.settings.keys.customer(livemode, key)
-    raw = rt.redis.get(memory)
-    if raw:
-        known = raw.decode() if isinstance(raw, bytes) else str(raw)
+    # Read in the create's first turn, one round trip with its slots and its place in
+    # flight (tasks/turn.lua): the create is what nearly every signup makes.
+    first = rt.gateway.turn(spec.api_secret, SIGNUP_ENDPOINT, read=memory)
+    turn: Turn | None = first
+    known = first.read
+    if known:
+        rt.gateway.forgo(spec.api_secret, first)
+        turn = None
         lookup = ComponentSpec(
             GET_CUSTOMER, spec.api_secret, customer_id=known, outputs=spec.outputs
         )
@@ -56,7 +63,7 @@ def create_once(
                 outputs[ALREADY_EXISTS] = asked
             return outputs, None
     try:
-        outputs = run_component(spec, rt.gateway, idempotency_key=key)
+        outputs = run_component(spec, rt.gateway, idempotency_key=key, turn=turn)
     except IdempotencyMismatch as exc:
         # Another delivery made this key's customer, with other details, a moment ago and
         # has not remembered it yet: look again after a backoff.

@@ -29,6 +29,7 @@ from tasks.entries import (
     entry_fields,
     event_object,
 )
+from tasks.publish import DoneWith
 from tasks.retry_policy import Decision, RetryPolicy, decide
 from tasks.runtime import Runtime, runtime_of
 from worker import tracing
@@ -81,7 +82,9 @@ class WorkTask(_Task):
                     "stripe_worker.delivery_id": parsed.delivery_id,
                 },
             )
-            return self.perform(parsed, held)
+            # A Stripe call's place among the calls in flight goes back with the publish.
+            with runtime_of(self.app).gateway.keeping_places():
+                return self.perform(parsed, held)
 
     def retry(self, *args: Any, **kwargs: Any) -> Any:
         """Celery's retry, but a retry that cannot be queued (Redis in a failover) puts the
@@ -169,8 +172,10 @@ class WorkTask(_Task):
     ) -> dict[str, Any]:
         wire = entry_fields(entry)
         outcome = "failed" if entry.stream == ERRORS else "published"
+        done_with, tag = self._done_with(rt)
         try:
-            # The memory, the entry and the trail's line in one round trip.
+            # The memory, the entry, the trail's line, the ack and the Stripe call's place
+            # in flight in one round trip.
             published = rt.publisher.publish(
                 entry.stream,
                 self.publish_id(work, entry),
@@ -178,10 +183,14 @@ class WorkTask(_Task):
                 work.delivery_id,
                 remember=remember,
                 trail=rt.trail.end_line(work, outcome, entry.stream, wire),
+                done_with=done_with,
             )
         except redis.RedisError as exc:
             decision = decide(exc, attempts, held, RetryPolicy.from_settings(rt.settings))
             raise self._carry_out(rt, work, decision, attempts) from None
+        rt.gateway.place_freed()
+        if tag:
+            rt.state.acked_by_publish(tag)
         metrics.task_done(self.name, outcome)
         return {
             "stream": entry.stream,
@@ -189,6 +198,29 @@ class WorkTask(_Task):
             "new": published.new,
             "customerId": entry.customer_id,
         }
+
+    def _done_with(self, rt: Runtime) -> tuple[DoneWith, str]:
+        """What the publish lets go of in its own round trip, and the delivery tag it acks.
+
+        The ack: with acks_late Celery acks a message once its task has returned, in a
+        round trip of the consumer's (kombu's QoS.ack: ZREM and HDEL of its unacked index
+        and hash); the publish does the same removals, so QoS.ack (tasks/transport.py)
+        then only does kombu's bookkeeping. A worker that dies between the two leaves
+        nothing to give back: the work is published. The tag is kombu's, among the
+        message's properties (Celery's Context.properties, set from the message by
+        celery/worker/request.py); a task run some other way has none, and is acked as
+        before."""
+        keys = rt.settings.keys
+        tag = (self.request.properties or {}).get("delivery_tag") or ""
+        if not isinstance(tag, str):
+            tag = ""
+        done_with = DoneWith()
+        if tag:
+            done_with = DoneWith(((keys.unacked_index, tag),), ((keys.unacked, tag),))
+        place = rt.gateway.place_to_free()
+        if place:
+            done_with += DoneWith((place,))
+        return done_with, tag
 
 
 @dataclass(frozen=True)

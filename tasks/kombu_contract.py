@@ -112,10 +112,12 @@ KOMBU_CONTRACT: tuple[Hook, ...] = (
                               "unacked_restore_interval", "unacked_restore_throttle",
                               "socket_connect_timeout"} <= set(names)),
     Hook("kombu.transport.redis:GlobalKeyPrefixMixin", "PREFIXED_SIMPLE_COMMANDS",
-         "attribute", "tasks/transport.py Channel._quarantine",
-         "kombu's client adds global_keyprefix to LPUSH but not to LREM, so the poison list "
-         "is named bare and the fetched list in full",
-         holds=lambda commands: "LPUSH" in commands and "LREM" not in commands),
+         "attribute", "tasks/transport.py Channel._quarantine, QoS.append",
+         "kombu's client adds global_keyprefix to LPUSH and LLEN but not to LREM or "
+         "LINDEX, so the poison and given-back lists are named bare and the fetched list "
+         "in full (QoS.append's look for the next fetch among them)",
+         holds=lambda commands: {"LPUSH", "LLEN"} <= set(commands)
+         and not {"LREM", "LINDEX"} & set(commands)),
     Hook("kombu.transport.virtual.base:Transport", "_deliver", "callable",
          "tasks/transport.py Channel._brpop_read (connection._deliver)",
          "hands a fetched message to the consumer's callback, as kombu's fetch does",
@@ -140,7 +142,16 @@ KOMBU_CONTRACT: tuple[Hook, ...] = (
          "tasks/transport.py QoS.can_consume (overridden)",
          "holds fewer than the prefetch while Stripe is pacing (WorkerState.hold_fewer)", "(self)"),
     Hook("kombu.transport.redis:QoS", "ack", "callable", "tasks/transport.py QoS.ack",
-         "a no-op once the connection is gone", "(self, delivery_tag)"),
+         "a no-op once the connection is gone; only the bookkeeping once the task's "
+         "publish acked it", "(self, delivery_tag)"),
+    Hook("kombu.transport.virtual.base:QoS", "ack", "callable",
+         "tasks/transport.py QoS.ack (called directly)",
+         "the in-memory bookkeeping only, once the publish made kombu's Redis writes of "
+         "the ack (ZREM and HDEL of the unacked index and hash)", "(self, delivery_tag)"),
+    Hook("celery.app.task:Context", "properties", "attribute",
+         "tasks/customers.py WorkTask._done_with",
+         "the message's properties, kombu's delivery_tag among them (set from the message "
+         "by celery/worker/request.py): the publish acks the message by it"),
     Hook("kombu.transport.redis:QoS", "reject", "callable", "tasks/transport.py QoS.reject",
          "a no-op once the connection is gone", "(self, delivery_tag, requeue=False)"),
     Hook("kombu.transport.redis:QoS", "restore_unacked", "callable",

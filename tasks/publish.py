@@ -40,6 +40,20 @@ GROWTH_WARNING_EVERY = 60.0  # seconds between warnings that a lagging group hol
 
 
 @dataclass(frozen=True)
+class DoneWith:
+    """What a piece of work is done with once its entry is published, let go of in the
+    publish's own round trip: (key, member) of sorted sets, such as kombu's unacked index
+    and a key's calls in flight (tasks/ratelimit.py ConcurrencyCap), and (key, field) of
+    hashes, such as kombu's unacked messages."""
+
+    zrem: tuple[tuple[str, str], ...] = ()
+    hdel: tuple[tuple[str, str], ...] = ()
+
+    def __add__(self, other: DoneWith) -> DoneWith:
+        return DoneWith(self.zrem + other.zrem, self.hdel + other.hdel)
+
+
+@dataclass(frozen=True)
 class Published:
     """Where a piece of work's entry is; `new` is False when it had been published before."""
 
@@ -104,21 +118,25 @@ class Publisher:
         *,
         remember: tuple[str, str] | None = None,
         trail: TrailLine | None = None,
+        done_with: DoneWith | None = None,
     ) -> Published:
         """Append `fields` to `stream` once per `work_id`; the delivery is done.
 
         Every entry carries `schema_version` and `work_id`, the id agents dedupe by; with
         tracing on, `traceparent` too: this publish's span, for an agent to continue from.
         In the same step (one round trip, publish_with_trail.lua), `remember` writes
-        (key, value) for CUSTOMER_MEMORY_TTL and `trail` appends its line, the entry's id
-        in place of its placeholder."""
+        (key, value) for CUSTOMER_MEMORY_TTL, `trail` appends its line, the entry's id
+        in place of its placeholder, and what the work is `done_with` is let go of (on
+        every path: a work published before is done with it too)."""
         attributes = {
             "messaging.operation.type": "send",
             "messaging.destination.name": self.settings.keys.stream(stream),
             "stripe_worker.work_id": work_id,
         }
         with tracing.span(f"publish {stream}", "producer", attributes=attributes) as span:
-            published = self._publish(stream, work_id, fields, delivery_id, remember, trail)
+            published = self._publish(
+                stream, work_id, fields, delivery_id, remember, trail, done_with or DoneWith()
+            )
             tracing.annotate(
                 span,
                 **{"messaging.message.id": published.entry_id, "stripe_worker.new": published.new},
@@ -133,6 +151,7 @@ class Publisher:
         delivery_id: str,
         remember: tuple[str, str] | None,
         trail: TrailLine | None,
+        done_with: DoneWith,
     ) -> Published:
         keys = self.settings.keys
         pairs = ["schema_version", SCHEMA_VERSION, "work_id", work_id]
@@ -159,18 +178,22 @@ class Publisher:
             delivery_id,
             *pairs,
         ]
-        if remember is None and trail is None:
+        if remember is None and trail is None and not (done_with.zrem or done_with.hdel):
             new, entry_id, length, dropped = self._script(keys=script_keys, args=args)
         else:
             memory_key, memory = remember or (script_keys[1], "")
             trail_keys, trail_args = (trail.keys, trail.args) if trail else ([], [])
+            pairs_done = (*done_with.zrem, *done_with.hdel)
             new, entry_id, length, dropped = self._with_trail(
-                keys=[*script_keys, memory_key, *trail_keys],
+                keys=[*script_keys, memory_key, *(k for k, _ in pairs_done), *trail_keys],
                 args=[
                     len(args),
                     memory,
                     self.settings.customer_memory_ttl,
                     trail.placeholder if trail else "",
+                    len(done_with.zrem),
+                    len(done_with.hdel),
+                    *(member for _, member in pairs_done),
                     *args,
                     *trail_args,
                 ],

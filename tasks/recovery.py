@@ -190,6 +190,7 @@ class Recovery:
                     continue
                 since = self._stranded.get(raw, now)
                 if now - since >= self.settings.heartbeat_interval:
+                    channel.looked = None  # its next fetch looks for itself
                     back = [channel.fetched_key, self.keys.given_back]
                     moved += int(self._give_back(keys=back, args=[raw]))
                 else:

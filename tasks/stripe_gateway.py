@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import redis
@@ -18,7 +19,8 @@ from tasks.ratelimit import (
     GLOBAL,
     ConcurrencyCap,
     StripeRateLimiter,
-    acquire_all,
+    Turn,
+    TurnTaker,
     default_ceiling,
     endpoint_ceiling,
 )
@@ -27,6 +29,8 @@ from worker.settings import Settings
 from worker.vault import STRIPE_SECRET_KEY, Vault, key_mode, livemode_of
 
 T = TypeVar("T")
+
+log = logging.getLogger("stripe_worker.stripe")
 
 # How long one call waits out 429s in place before the work goes back to wait on the
 # queue instead (tasks/customers.py); well inside a task's time limit.
@@ -55,6 +59,14 @@ CONCURRENCY_REASONS = ("global-concurrency", "endpoint-concurrency")
 LEASE_MARGIN = 10.0
 
 
+class _Kept(threading.local):
+    """A thread's work in hand (`StripeGateway.keeping_places`): the place among the calls
+    in flight its last call kept, (cap, call id), to give back with the work's end."""
+
+    keeping = False
+    place: tuple[ConcurrencyCap, str] | None = None
+
+
 class StripeGateway:
     """Stripe clients for the keys named by components, made once and reused (keep-alive),
     and the pace of each key, shared in Redis with every other worker (None: no pace)."""
@@ -78,6 +90,8 @@ class StripeGateway:
         self._caps: dict[str, ConcurrencyCap | None] = {}
         self.last_limiter: dict[str, str] = {}  # key mode -> the limiter that last said 429
         self._lock = threading.Lock()
+        self._kept = _Kept()
+        self._turns = TurnTaker(redis_client) if redis_client is not None else None
 
     @classmethod
     def best_effort(
@@ -151,41 +165,87 @@ class StripeGateway:
                 )
             return self._caps[key]
 
+    @contextlib.contextmanager
+    def keeping_places(self) -> Iterator[None]:
+        """A piece of work's block (tasks/customers.py): in it, a call of this thread that
+        succeeds keeps its place among the key's calls in flight, and `place_to_free`
+        hands it to the round trip that ends the work (its publish, tasks/publish.py),
+        which lets go of it there: not a round trip of its own after every call. The
+        cap then counts the call a little longer than Stripe does (never shorter). What
+        is still kept when the block ends is given back then; if Redis cannot take that,
+        the place's lease frees it, as a dead worker's."""
+        kept = self._kept
+        kept.keeping = True
+        try:
+            yield
+        finally:
+            kept.keeping = False
+            self._give_back_kept()
+
+    def place_to_free(self) -> tuple[str, str] | None:
+        """(sorted set, member) of the place this thread's work keeps: for the round trip
+        that ends the work to remove, then `place_freed`."""
+        place = self._kept.place
+        return (place[0].calls, place[1]) if place else None
+
+    def place_freed(self) -> None:
+        """The round trip that ends the work removed the place `place_to_free` named."""
+        self._kept.place = None
+
+    def _give_back_kept(self) -> None:
+        place, self._kept.place = self._kept.place, None
+        if place:
+            cap, call = place
+            try:
+                cap.leave(call)
+            except redis.RedisError as exc:
+                log.warning("a place among the calls in flight is left to its lease: %s", exc)
+
     def call(
         self,
         api_secret: str,
         request: Callable[[stripe.StripeClient], T],
         endpoint: str | None = None,
         account: str = "",
+        turn: Turn | None = None,
     ) -> T:
         """Make one Stripe call at the key's global pace and the pace of `endpoint` (the
         operation, `customers.create`), those of the connected `account` when the call is
-        made as one (Stripe-Account); Stripe's errors come back as ours.
+        made as one (Stripe-Account); Stripe's errors come back as ours. `turn`: its first
+        turn, taken already by `turn` (with the same key, endpoint and account).
 
         A 429 slows the limiter that answered for everyone on the key, and the call waits
         its turn at the slower pace and goes again, for up to HOLD_SECONDS; then
         RateLimited goes up. A `lock_timeout` 429 (one object busy) only waits.
         """
         client = self.client(api_secret)
-        paces = [self.limiter(api_secret, GLOBAL, account)] + (
-            [self.limiter(api_secret, endpoint, account)] if endpoint else []
-        )
-        limiters = [limiter for limiter in paces if limiter is not None]
-        cap = self.concurrency(api_secret)
+        limiters, cap = self._limits(api_secret, endpoint, account)
+        # A second call of one piece of work (create_once's look-up, then its create):
+        # the first's place goes back before this one waits for its turn.
+        if turn is None:
+            self._give_back_kept()
+        keep = self._kept.keeping
         deadline = time.monotonic() + HOLD_SECONDS
         while True:
-            slots = acquire_all(limiters) if limiters else []
-            # The place in flight after the slots: a call waiting for its slot holds none.
-            call, place = cap.enter() if cap else ("", None)
+            # The slots, then the place in flight (a call waiting for its slot holds
+            # none), in one round trip when neither has to wait (tasks/turn.lua).
+            if turn is None:
+                turn = self._take(limiters, cap)
+            slots, call, place = turn.slots, turn.call, turn.place
             if slots or place:
-                waited = slots[0].waited if slots else 0.0
-                rate_limit_waited(waited + (place.waited if place else 0.0))
+                rate_limit_waited(turn.waited)
+            turn = None
+            answered = False
             try:
-                return request(client)
+                answer = request(client)
+                answered = True
+                return answer
             except stripe.StripeError as exc:
                 error = from_stripe_error(exc)
             finally:
-                if cap:
+                if cap and keep and answered:
+                    self._kept.place = (cap, call)
+                elif cap:
                     cap.leave(call)
             if not isinstance(error, RateLimited) or not (limiters or cap):
                 raise error
@@ -202,6 +262,41 @@ class StripeGateway:
             if not limiters or time.monotonic() + pause > deadline:
                 raise error
             time.sleep(pause)
+
+    def _limits(
+        self, api_secret: str, endpoint: str | None, account: str
+    ) -> tuple[list[StripeRateLimiter], ConcurrencyCap | None]:
+        """The paces a call on `endpoint` keeps (global first), and its key's cap."""
+        paces = [self.limiter(api_secret, GLOBAL, account)] + (
+            [self.limiter(api_secret, endpoint, account)] if endpoint else []
+        )
+        limiters = [limiter for limiter in paces if limiter is not None]
+        return limiters, self.concurrency(api_secret)
+
+    def _take(
+        self, limiters: list[StripeRateLimiter], cap: ConcurrencyCap | None, read: str = ""
+    ) -> Turn:
+        if self._turns is None or not (limiters or cap or read):
+            return Turn([], "", None)
+        return self._turns.take(limiters, cap, read)
+
+    def turn(self, api_secret: str, endpoint: str, account: str = "", *, read: str) -> Turn:
+        """A call's first turn, taken before the caller knows it will make the call, with
+        the key `read` read in the same round trip (`Turn.read`): a create's memory of
+        its customer (tasks/create_once.py). When that finds a value the turn comes back
+        at once; a turn not used goes back with `forgo` (its slots in the paces are spent:
+        at most one each, on the rare work that finds its customer remembered)."""
+        if self._turns is None:
+            raise RuntimeError("a turn read from Redis needs the gateway's Redis client")
+        self._give_back_kept()
+        limiters, cap = self._limits(api_secret, endpoint, account)
+        return self._take(limiters, cap, read)
+
+    def forgo(self, api_secret: str, turn: Turn) -> None:
+        """`turn` will not be used: its place among the calls in flight goes back."""
+        cap = self.concurrency(api_secret)
+        if cap and turn.place:
+            cap.leave(turn.call)
 
     def _answered(
         self,

@@ -74,7 +74,13 @@ class QoS(kombu_redis.QoS):
             )
             if raw is not None:
                 pipe.lrem(channel.fetched_key, 1, raw)
-            pipe.execute()
+            # The next fetch's look (Channel._brpop_start), in this round trip: nothing
+            # but that fetch changes the fetched list before it is sent. kombu's client
+            # prefixes LLEN's key, not LINDEX's.
+            pipe.llen(channel.given_back_name)
+            pipe.lindex(channel.fetched_key, 0)
+            *_, given_back, left_end = pipe.execute()
+        channel.looked = (int(given_back), left_end)
         virtual.QoS.append(self, message, delivery_tag)
 
     def can_consume(self) -> bool:
@@ -85,10 +91,18 @@ class QoS(kombu_redis.QoS):
         return held < max(1, prefetch - self.channel.worker_state.fewer)
 
     def ack(self, delivery_tag: str) -> None:
-        if not self._gone():
-            super().ack(delivery_tag)
+        if self._gone():
+            return
+        if self.channel.worker_state.take_acked(delivery_tag):
+            # Its task's publish removed it from the unacked hash and index already, in
+            # the publish's round trip (tasks/customers.py WorkTask._done_with): what is
+            # left is kombu's bookkeeping in memory, as kombu's ack does after its own.
+            virtual.QoS.ack(self, delivery_tag)
+            return
+        super().ack(delivery_tag)
 
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        self.channel.worker_state.take_acked(delivery_tag)
         if not self._gone():
             super().reject(delivery_tag, requeue)
 
@@ -174,8 +188,13 @@ class Channel(kombu_redis.Channel):
         self.poison_key = f"{self.global_keyprefix}poison"
         # Commands through kombu's client get the prefix added for LPUSH, not for LREM.
         self._poison_name = "poison"
+        self.given_back_name = "given_back"  # as kombu's client prefixes it (LLEN)
         self.fetched_raw: dict[str, bytes] = {}
         self.fetched_before: bytes | None = None  # the fetched list's left end, before a fetch
+        # What the last QoS.append saw for the next fetch, (given back, left end), or
+        # None: that fetch looks itself. tasks/recovery.py voids it before it takes a
+        # stranded message off the list.
+        self.looked: tuple[int, bytes | None] | None = None
         self._fetch_queue: str | None = None
 
     def _brpop_start(self, timeout: float | None = None) -> None:
@@ -188,13 +207,16 @@ class Channel(kombu_redis.Channel):
         self._fetch_queue = queues[0]
         connection = self.client.connection
         # A dead worker's messages first, oldest first: they have waited already. One
-        # round trip to look (and to note what this fetch will move in front of); if
-        # another worker takes the last meanwhile, LMOVE answers nothing at once and the
-        # next fetch goes to the queue.
-        connection.send_command("LLEN", self.given_back_key)
-        connection.send_command("LINDEX", self.fetched_key, 0)
-        given_back = int(connection.read_response())
-        self.fetched_before = connection.read_response()
+        # round trip to look (and to note what this fetch will move in front of), or
+        # none when the last message's QoS.append looked; if another worker takes the
+        # last meanwhile, LMOVE answers nothing at once and the next fetch goes to the
+        # queue.
+        looked, self.looked = self.looked, None
+        if looked is None:
+            connection.send_command("LLEN", self.given_back_key)
+            connection.send_command("LINDEX", self.fetched_key, 0)
+            looked = (int(connection.read_response()), connection.read_response())
+        given_back, self.fetched_before = looked
         command: list[str | float]
         if given_back:
             command = ["LMOVE", self.given_back_key, self.fetched_key, "RIGHT", "LEFT"]

@@ -11,7 +11,8 @@ worker, so a test or `stripe-worker dev` can run several in one process.
   are scored on Redis's clock, so one host's clock cannot expire another's leases);
 - how many messages fewer than Celery's prefetch to hold, as the Stripe pace allows, and
   how many of them may be signups before the fetch takes from past them;
-- whether the consumer holds a broker connection, and since when, for the heartbeat.
+- whether the consumer holds a broker connection, and since when, for the heartbeat;
+- the messages whose ack their task's publish carried, for the channel's ack to skip.
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ from __future__ import annotations
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from typing import Any
+
+# Delivery tags acked by their publish and not yet by Celery, kept at most: Celery acks
+# within moments, and a tag it never acks (its connection lost) must not stay for good.
+# One dropped early only costs its ack's round trip again, which removes nothing.
+ACKED_KEPT = 10_000
 
 
 class WorkerState:
@@ -36,6 +43,7 @@ class WorkerState:
         # Set when the consumer connects or loses its connection: the heartbeat beats at
         # once instead of up to an interval later.
         self.consumer_changed = threading.Event()
+        self._acked: OrderedDict[str, None] = OrderedDict()
 
     def redis_now(self) -> float:
         """This host's estimate of Redis's clock."""
@@ -60,6 +68,19 @@ class WorkerState:
         counts them."""
         self.fewer = max(0, count)
         self.front = max(0, front)
+
+    def acked_by_publish(self, tag: str) -> None:
+        """The publish of the task of delivery `tag` removed it from kombu's unacked hash
+        and index (tasks/customers.py WorkTask._done_with)."""
+        with self._lock:
+            self._acked[tag] = None
+            if len(self._acked) > ACKED_KEPT:
+                self._acked.popitem(last=False)
+
+    def take_acked(self, tag: str) -> bool:
+        """Whether `tag`'s publish acked it (asked once, by the channel's ack)."""
+        with self._lock:
+            return self._acked.pop(tag, 0) is None
 
     def set_consumer_connected(self, connected: bool) -> None:
         if connected != self.consumer_connected:

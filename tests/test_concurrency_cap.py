@@ -15,10 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from tasks.ratelimit import DECREASE, ConcurrencyCap
+from tasks.ratelimit import DECREASE, ConcurrencyCap, StripeRateLimiter, TurnTaker
 from tasks.stripe_gateway import StripeGateway
 from worker.devtools.emulator import EmulatorServer
-from worker.errors import RateLimited
+from worker.errors import NotFound, RateLimited
 from worker.settings import Settings
 from worker.vault import Vault
 
@@ -132,3 +132,70 @@ def test_the_gateway_keeps_under_stripes_limit_and_finds_a_lower_one(
     assert wide.last_limiter == {"test": "concurrency"}
     pace = wide.limiter("stripe_secret_key")
     assert pace is not None and pace.rate() == pytest.approx(500)  # not the pace's news
+
+
+def test_a_works_call_keeps_its_place_until_the_works_end(settings, vault, redis_client, emulator):
+    """In a piece of work's block, a call that succeeds keeps its place for the publish to
+    free (place_to_free, then place_freed); a second call gives the first's back before
+    it waits its turn; what the block still keeps goes back when it ends."""
+    gateway = StripeGateway(
+        settings.with_(stripe_api_base=emulator.url), vault, redis_client=redis_client
+    )
+    cap = gateway.concurrency("stripe_secret_key")
+    assert cap is not None
+
+    def call() -> None:
+        gateway.call("stripe_secret_key", lambda c: c.v1.customers.list({"limit": 1}))
+
+    call()  # outside a block: the place goes back with the call
+    assert redis_client.zcard(cap.calls) == 0 and gateway.place_to_free() is None
+    with gateway.keeping_places():
+        call()
+        kept = gateway.place_to_free()
+        assert kept is not None and kept[0] == cap.calls
+        assert redis_client.zrange(cap.calls, 0, -1) == [kept[1]]
+        call()  # the work's second call: one place held, never two
+        again = gateway.place_to_free()
+        assert again is not None and again != kept and redis_client.zcard(cap.calls) == 1
+        redis_client.zrem(cap.calls, again[1])  # as the publish's round trip does
+        gateway.place_freed()
+        assert gateway.place_to_free() is None
+        call()
+        assert redis_client.zcard(cap.calls) == 1
+    assert redis_client.zcard(cap.calls) == 0 and gateway.place_to_free() is None
+
+
+def test_a_failed_call_gives_its_place_back_at_once(settings, vault, redis_client, emulator):
+    gateway = StripeGateway(
+        settings.with_(stripe_api_base=emulator.url), vault, redis_client=redis_client
+    )
+    cap = gateway.concurrency("stripe_secret_key")
+    assert cap is not None
+    with gateway.keeping_places():
+        with pytest.raises(NotFound):
+            gateway.call(
+                "stripe_secret_key", lambda c: c.raw_request("get", "/v1/customers/cus_missing")
+            )
+        assert redis_client.zcard(cap.calls) == 0 and gateway.place_to_free() is None
+
+
+def test_a_turn_takes_slot_and_place_in_one_step_and_reads_beside_them(redis_client, settings):
+    """tasks/turn.lua: the slot in each pace and the place under the cap together, with a
+    key read in the same step; a read that finds a value comes back at once; past a full
+    cap the turn waits for a place as ConcurrencyCap.enter does."""
+    pace = StripeRateLimiter(redis_client, settings.keys, TEST_KEY, 1000.0)
+    cap = ConcurrencyCap(redis_client, settings.keys, TEST_KEY, 2, lease=30, max_wait=0.05)
+    turns = TurnTaker(redis_client)
+    memory = settings.keys.customer(False, "signup-u_turn")
+    first = turns.take([pace], cap, read=memory)
+    assert first.read is None and len(first.slots) == 1 and first.place is not None
+    assert redis_client.zrange(cap.calls, 0, -1) == [first.call]
+    redis_client.set(memory, "cus_turn")
+    found = turns.take([pace], cap, read=memory)
+    assert found.read == "cus_turn"
+    if found.place is not None:  # its slot needed no wait: a place taken, to forgo
+        cap.leave(found.call)
+    assert turns.take([], cap).place is not None  # the cap alone, no pace
+    with pytest.raises(RateLimited):  # a third in a cap of 2
+        turns.take([pace], cap)
+    assert redis_client.zcard(cap.calls) == 2

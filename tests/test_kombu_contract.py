@@ -141,13 +141,19 @@ def test_every_override_of_theirs_is_listed() -> None:
 
 
 def test_kombu_prefixes_lpush_and_not_lrem(settings, redis_client) -> None:
-    """What Channel._quarantine relies on, on a real Redis through kombu's own client."""
+    """What Channel._quarantine and QoS.append rely on, on a real Redis through kombu's own
+    client."""
     app = create_celery(settings)
     with app.connection_for_read() as connection:
         channel = connection.default_channel
         full = settings.keys.kombu_prefix + "contract-probe"
         assert channel.client.lpush("contract-probe", "m") == 1
         assert redis_client.llen(full) == 1
+        # QoS.append's look for the next fetch: LLEN's key prefixed, LINDEX's not.
+        pipe = channel.client.pipeline()
+        pipe.llen("contract-probe")
+        pipe.lindex(full, 0)
+        assert pipe.execute() == [1, b"m"]
         assert channel.client.lrem(full, 1, "m") == 1
         assert not redis_client.exists(full)
 

@@ -13,6 +13,7 @@ from dataclasses import replace
 import pytest
 import requests
 
+from tasks.ratelimit import ConcurrencyCap
 from webhooks.signup import signup_component
 from worker.devtools.emulator import IDEMPOTENCY_TTL
 from worker.trail import Trail
@@ -335,3 +336,18 @@ def test_rate_limit_is_kept_across_workers(app, start_worker, redis_client, sett
     stats = emulator_stats(emulator)
     assert stats["faults"] == 0  # not one 429
     assert stats["created"]["test"] == 60
+
+
+def test_a_signups_ack_and_its_place_in_flight_go_with_its_publish(
+    client, start_inprocess_worker, redis_client, settings
+):
+    """The publish's round trip acks the message (kombu's unacked hash and index) and
+    frees the create's place among the calls in flight: nothing of the work is left held."""
+    assert post_signup(client).status_code == 200
+    start_inprocess_worker()
+    wait_for(lambda: entries(redis_client, settings, "customers"))
+    wait_for(lambda: settled(redis_client, settings))
+    assert redis_client.hlen(settings.keys.unacked) == 0
+    assert redis_client.zcard(settings.keys.unacked_index) == 0
+    calls = ConcurrencyCap(redis_client, settings.keys, TEST_KEY, 20, lease=30).calls
+    assert redis_client.zcard(calls) == 0
