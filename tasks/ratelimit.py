@@ -151,6 +151,16 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def no_slot_within(max_wait: float) -> RateLimited:
+    """The back-pressure when no pace has a slot within `max_wait`: the work waits on the
+    queue instead (acquire_all and TurnTaker alike)."""
+    return RateLimited(
+        f"the shared Stripe pace has no slot within {max_wait:.0f} s; waiting on the queue instead",
+        http_status=None,
+        retry_after=max_wait / 2,
+    )
+
+
 def acquire_all(limiters: list[StripeRateLimiter]) -> list[Slot]:
     """Wait for one slot in every pace of `limiters` (one key's), taken in one step, so a
     call never counts against one limiter while it waits for another. RateLimited when
@@ -166,12 +176,7 @@ def acquire_all(limiters: list[StripeRateLimiter]) -> list[Slot]:
             held, slot, waited = [-1] * len(limiters), "", waited + pause
             continue
         if wait < 0:
-            raise RateLimited(
-                f"the shared Stripe pace has no slot within {max_wait:.0f} s; "
-                "waiting on the queue instead",
-                http_status=None,
-                retry_after=max_wait / 2,
-            )
+            raise no_slot_within(max_wait)
         if wait == 0:
             return [Slot(epoch, waited) for epoch in epochs]
         time.sleep(wait)
@@ -343,12 +348,7 @@ class TurnTaker:
                 held, slot, waited = [-1] * len(limiters), "", waited + pause
                 continue
             if limiters and wait < 0:
-                raise RateLimited(
-                    f"the shared Stripe pace has no slot within {max_wait:.0f} s; "
-                    "waiting on the queue instead",
-                    http_status=None,
-                    retry_after=max_wait / 2,
-                )
+                raise no_slot_within(max_wait)
             if wait == 0:
                 slots = [Slot(epoch, waited) for epoch in epochs]
                 if cap is None:
