@@ -20,13 +20,12 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib.resources import files
 from typing import Any
 
 import redis
 
 from worker import tracing
-from worker.connections import lua_script, replicated
+from worker.connections import composed_script, lua_script, replicated
 from worker.keys import ERRORS
 from worker.schema import SCHEMA_VERSION
 from worker.settings import Settings
@@ -72,21 +71,6 @@ def as_field(value: Any) -> str:
     return str(value)
 
 
-def _publish_with_trail_source() -> str:
-    """publish_with_trail.lua after publish_once.lua and worker/trail.lua, each wrapped as
-    a function of its own KEYS and ARGV (Lua's `return` then ends the function)."""
-
-    def function(name: str, source: str) -> str:
-        return f"local function {name}(KEYS, ARGV)\n{source}\nend\n"
-
-    here, worker = files("tasks"), files("worker")
-    return (
-        function("publish_once", here.joinpath("publish_once.lua").read_text("utf-8"))
-        + function("trail", worker.joinpath("trail.lua").read_text("utf-8"))
-        + here.joinpath("publish_with_trail.lua").read_text("utf-8")
-    )
-
-
 class Publisher:
     """Appends entries to the streams under one STREAM_PREFIX, once per work id."""
 
@@ -102,7 +86,13 @@ class Publisher:
             fence_ttl=settings.customer_memory_ttl,
         )
         self._with_trail = replicated(
-            client.register_script(_publish_with_trail_source()),
+            composed_script(
+                client,
+                "tasks",
+                "publish_with_trail.lua",
+                ("publish_once", "tasks", "publish_once.lua"),
+                ("trail", "worker", "trail.lua"),
+            ),
             settings.redis_min_replicas,
             fence=1,
             fence_ttl=settings.customer_memory_ttl,

@@ -28,11 +28,10 @@ import hashlib
 import time
 import uuid
 from dataclasses import dataclass
-from importlib.resources import files
 
 import redis
 
-from worker.connections import lua_script
+from worker.connections import composed_script, lua_script
 from worker.errors import RateLimited
 from worker.keys import Keys
 from worker.settings import parse_endpoint_rates
@@ -266,21 +265,6 @@ class Turn:
         )
 
 
-def _turn_source() -> str:
-    """turn.lua after ratelimit.lua and concurrency.lua, each wrapped as a function of its
-    own KEYS and ARGV (as tasks/publish.py composes publish_with_trail.lua)."""
-
-    def function(name: str, source: str) -> str:
-        return f"local function {name}(KEYS, ARGV)\n{source}\nend\n"
-
-    here = files("tasks")
-    return (
-        function("pace", here.joinpath("ratelimit.lua").read_text("utf-8"))
-        + function("cap", here.joinpath("concurrency.lua").read_text("utf-8"))
-        + here.joinpath("turn.lua").read_text("utf-8")
-    )
-
-
 class TurnTaker:
     """Takes a call's turn in the paces and the cap of one key in one round trip a step
     (tasks/turn.lua), where acquire_all and ConcurrencyCap.enter take one each: at the
@@ -288,7 +272,13 @@ class TurnTaker:
     of its memory (tasks/create_once.py) comes in the same one."""
 
     def __init__(self, client: redis.Redis) -> None:
-        self._script = client.register_script(_turn_source())
+        self._script = composed_script(
+            client,
+            "tasks",
+            "turn.lua",
+            ("pace", "tasks", "ratelimit.lua"),
+            ("cap", "tasks", "concurrency.lua"),
+        )
 
     def _step(
         self,

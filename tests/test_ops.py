@@ -185,3 +185,27 @@ def test_the_trail_rides_with_the_queueing_on_a_new_redis_too(own_redis, prefix)
     [found] = Trail(client, settings).find("N@example.com")
     assert [line["step"] for line in found.lines] == ["received", "duplicate", "duplicate"]
     assert client.llen(settings.keys.queue) == 1
+
+
+def test_a_trail_line_that_cannot_be_written_never_costs_the_delivery(
+    redis_client, settings, caplog
+):
+    """The line is written in the queueing's own call (worker/enqueue_with_trail.lua): when
+    it fails (here its key holds the wrong type), the work is queued all the same and the
+    loss is logged."""
+    from worker.queue import Enqueuer
+    from worker.spec import ComponentSpec
+    from worker.work import Work
+
+    spec = ComponentSpec.parse(
+        {"component": "stripe.createCustomer", "trigger": "t", "Body": {"email": "w@example.com"}}
+    )
+    work = Work.for_component(spec, "signup", "msg_wrongtype")
+    redis_client.set(settings.keys.trail(work.work_id), "not a list")
+    with caplog.at_level("WARNING", logger="stripe_worker.queue"):
+        assert Enqueuer(redis_client, settings).enqueue_once(work) is True
+        assert Enqueuer(redis_client, settings).enqueue_once(work) is False
+    assert redis_client.llen(settings.keys.queue) == 1
+    assert redis_client.hexists(settings.keys.ledger_work, work.delivery_id)
+    lost = [r.getMessage() for r in caplog.records if "not written" in r.getMessage()]
+    assert len(lost) == 2 and "WRONGTYPE" in lost[0], lost

@@ -47,6 +47,21 @@ def lua_script(client: redis.Redis, package: str, name: str) -> Script:
     return client.register_script(files(package).joinpath(name).read_text("utf-8"))
 
 
+def composed_script(
+    client: redis.Redis, package: str, name: str, *parts: tuple[str, str, str]
+) -> Script:
+    """The script `name` after `parts` (function name, package, file), each wrapped as a
+    Lua function of its own KEYS and ARGV (its `return` then ends the function), so that
+    one step runs several scripts' logic in one call while each file stays the one place
+    its logic lives."""
+    source = "".join(
+        f"local function {function}(KEYS, ARGV)\n"
+        f"{files(part_package).joinpath(part).read_text('utf-8')}\nend\n"
+        for function, part_package, part in parts
+    )
+    return client.register_script(source + files(package).joinpath(name).read_text("utf-8"))
+
+
 def replicated(script: Script, replicas: int, fence: int, fence_ttl: int) -> Any:
     """`script` itself when `replicas` is 0; else a stand-in called the same way
     (`keys=`, `args=`) that runs it through `run_replicated`, with `keys[fence]` as the

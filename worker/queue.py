@@ -29,7 +29,7 @@ from worker import tracing
 from worker.connections import (
     RoundTrip,
     check_replicas,
-    lua_script,
+    composed_script,
     replica_wait_commands,
     replicated,
 )
@@ -58,7 +58,14 @@ class Enqueuer:
         self.client = client
         self.settings = settings
         self.keys = settings.keys
-        self._script = lua_script(client, "worker", "enqueue_once.lua")
+        # The trail's line is written in the same call (enqueue_with_trail.lua).
+        self._script = composed_script(
+            client,
+            "worker",
+            "enqueue_with_trail.lua",
+            ("enqueue_once", "worker", "enqueue_once.lua"),
+            ("trail", "worker", "trail.lua"),
+        )
         # With REDIS_MIN_REPLICAS, a duplicate waits too: its first delivery may have been
         # answered 503 for want of a replica, and its retry must not get 200 before it has one.
         self._replicas = settings.redis_min_replicas
@@ -102,27 +109,24 @@ class Enqueuer:
             "next" if work.task == CREATE_CUSTOMER_TASK else "last",
         ]
         step = origin or ("replayed" if work.delivery_id.startswith("replay:") else "received")
+        trail = self.trail.queueing_line(work, step, message_id)
+        if trail is not None:
+            script_keys += trail[0]
+            args += trail[1]
         try:
-            # The trail's line rides in the same round trip (never at the cost of the work:
-            # its error is logged, not raised).
             commands: list[tuple[Any, ...]] = [
                 ("EVALSHA", self._script.sha, len(script_keys), *script_keys, *args)
             ]
-            trail = self.trail.queueing_command(work, step, message_id)
-            if trail is not None:
-                commands.append(trail)
             if self._replicas:
                 fence_ttl = self.settings.dedupe_ttl
                 commands += replica_wait_commands(script_keys[0], fence_ttl, self._replicas)
-            queued, *answers = self._round_trip.execute(commands)
-            if self._replicas:
-                *answers, _fence, acked = answers
-            if isinstance(queued, NoScriptError):  # a new or flushed Redis: load, run once
-                queued, answers = self._run_alone(keys=script_keys, args=args), []
-            elif isinstance(queued, Exception):
-                raise queued
+            answer, *waited = self._round_trip.execute(commands)
+            if isinstance(answer, NoScriptError):  # a new or flushed Redis: load, run once
+                answer = self._run_alone(keys=script_keys, args=args)
+            elif isinstance(answer, Exception):
+                raise answer
             elif self._replicas:
-                check_replicas(acked, self._replicas)
+                check_replicas(waited[-1], self._replicas)
         except NotReplicated as exc:
             log.warning("queued %s, not yet replicated: %s", work.delivery_id, exc.message)
             raise QueueUnavailable(f"{exc.message}; retry later") from None
@@ -132,9 +136,11 @@ class Enqueuer:
                 f"the queue at REDIS_URL did not answer ({exc.__class__.__name__}); "
                 "nothing was queued, retry later"
             ) from None
-        written = answers[0] if answers else None
-        if written is None or isinstance(written, NoScriptError):
-            self.trail.record(work, step if queued else "duplicate", message=message_id)
-        elif isinstance(written, Exception):
-            log.warning("trail of %s not written: %s", work.work_id, written)
+        queued, trail_error = answer
+        if trail_error:  # the work is queued all the same: a lost line is logged
+            log.warning("trail of %s not written: %s", work.work_id, _text(trail_error))
         return bool(queued)
+
+
+def _text(reply: object) -> str:
+    return reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)

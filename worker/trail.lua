@@ -1,5 +1,6 @@
 -- Append one line to a piece of work's trail, index its search terms, count the step
--- (worker/trail.py). One call, pipelined by the receiver behind its enqueue_once.lua.
+-- (worker/trail.py). Run alone, or as a function inside worker/enqueue_with_trail.lua and
+-- tasks/publish_with_trail.lua.
 -- KEYS: the trail, this minute's throughput hash, the ledger's work hash, then one key
 --       per search term
 -- ARGV: line (JSON), ttl (s), lines kept, work id, now (s), work ids kept per term,

@@ -147,19 +147,19 @@ class Trail:
         except redis.RedisError as exc:
             log.warning("trail of %s not written: %s", work.work_id, exc.__class__.__name__)
 
-    def queueing_command(self, work: Work, step: str, message_id: str) -> tuple[Any, ...] | None:
-        """The EVALSHA that writes, after the enqueue_once.lua that queues `message_id`, the
-        trail's `step` line, or a `duplicate` line when the delivery was queued before: it
-        rides in the enqueue's write, so the receiver's answer waits one round trip, not
-        two. Its reply is NoScriptError when Redis has not seen the script yet; then call
-        `record` instead. None when no trails are kept."""
+    def queueing_line(
+        self, work: Work, step: str, message_id: str
+    ) -> tuple[list[str], list[Any]] | None:
+        """trail.lua's keys and arguments for the `step` line written in the step that
+        queues `message_id` (worker/enqueue_with_trail.lua), or a `duplicate` line when the
+        delivery was queued before: the receiver's answer waits one call, not two. None
+        when no trails are kept."""
         if not self.ttl:
             return None
         keys, args = self._call(work, step, (), {"message": message_id})
         duplicate = {"at": round(time.time(), 3), "step": "duplicate",
                      "delivery": work.delivery_id}  # fmt: skip
-        return ("EVALSHA", self._write.sha, len(keys), *keys, *args, work.delivery_id,
-                message_id, _line(duplicate))  # fmt: skip
+        return keys, [*args, work.delivery_id, message_id, _line(duplicate)]
 
     def record_error(self, work: Work, step: str, attempt: int, error: StripeWorkerError) -> None:
         """An attempt that ended in `error`."""
