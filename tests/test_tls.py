@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 
 import pytest
@@ -13,7 +14,8 @@ import redis
 import requests
 
 from worker.devtools.doctor import broker_check
-from worker.redis_problems import parse_version
+from worker.devtools.local import free_port
+from worker.redis_problems import parse_version, tls_problem
 
 from .support import WebProcess, WorkerProcess, cli, signup_over_http, wait_for, worker_env
 from .support.tls_redis import FirstBytes, OldRedis, TestCA, TlsRedis
@@ -146,6 +148,23 @@ def test_a_client_certificate_from_the_url(ca, settings):
         assert ok and "(TLS)" in detail
     finally:
         server.stop()
+
+
+def test_a_closed_connection_hints_at_tls_only_where_the_port_wants_more_than_plaintext(
+    redis_url,
+):
+    """A plaintext client cut off by a TLS port is told to use rediss://; cut off by a
+    Redis that stopped (the port takes no connection) or restarted (it answers plaintext
+    again), it is not told about TLS at all."""
+    closed = redis.ConnectionError("Connection closed by server.")
+    listener = socket.create_server(("127.0.0.1", 0))  # takes a connection, says nothing
+    try:
+        port = listener.getsockname()[1]
+        assert "rediss://" in (tls_problem(closed, f"redis://127.0.0.1:{port}/0") or "")
+    finally:
+        listener.close()
+    assert tls_problem(closed, f"redis://127.0.0.1:{free_port()}/0") is None
+    assert tls_problem(closed, redis_url) is None
 
 
 def test_the_version_is_read_from_info(redis_client):

@@ -62,8 +62,13 @@ def tls_problem(exc: BaseException, url: str) -> str | None:
             f"Redis at {where} does not speak TLS on this port; {plaintext} for a plaintext "
             "port, or the port the provider gives for TLS"
         )
-    if not is_tls_url(url) and any(
-        mark in text for mark in ("reset by peer", "Connection closed by server", "Broken pipe")
+    if (
+        not is_tls_url(url)
+        and any(
+            mark in text for mark in ("reset by peer", "Connection closed by server", "Broken pipe")
+        )
+        # A Redis that stopped closes connections too: then the port takes no new one.
+        and _speaks_no_plaintext(_first_address(url))
     ):
         tls = "add ?ssl=true at the end of" if is_sentinel_url(url) else "use rediss:// in"
         return (
@@ -101,6 +106,21 @@ def _first_address(url: str) -> tuple[str, int]:
         return sentinel_target(url).sentinels[0]
     parts = urlsplit(url)
     return parts.hostname or "127.0.0.1", parts.port or 6379
+
+
+def _speaks_no_plaintext(address: tuple[str, int]) -> bool:
+    """True when the port takes a connection but answers no plaintext PING (a TLS port
+    closes it, or waits for a handshake); False when it answers, or takes no connection."""
+    try:
+        sock = socket.create_connection(address, timeout=1)
+    except OSError:
+        return False
+    with sock:
+        try:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(1)[:1] not in (b"+", b"-")
+        except OSError:
+            return True
 
 
 def _answers_plaintext(address: tuple[str, int]) -> bool:
