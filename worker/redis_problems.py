@@ -55,7 +55,7 @@ def tls_problem(exc: BaseException, url: str) -> str | None:
         )
         # A plaintext Redis waits for the end of a line that a ClientHello may not have: the
         # handshake times out. Asked in plaintext, the port answers as Redis does.
-        or (isinstance(exc, redis.TimeoutError) and _answers_plaintext(_first_address(url)))
+        or (isinstance(exc, redis.TimeoutError) and _plaintext_answer(_first_address(url)))
     ):
         plaintext = "drop ssl=true" if is_sentinel_url(url) else "use redis://"
         return (
@@ -68,7 +68,7 @@ def tls_problem(exc: BaseException, url: str) -> str | None:
             mark in text for mark in ("reset by peer", "Connection closed by server", "Broken pipe")
         )
         # A Redis that stopped closes connections too: then the port takes no new one.
-        and _speaks_no_plaintext(_first_address(url))
+        and _plaintext_answer(_first_address(url)) is False
     ):
         tls = "add ?ssl=true at the end of" if is_sentinel_url(url) else "use rediss:// in"
         return (
@@ -108,28 +108,20 @@ def _first_address(url: str) -> tuple[str, int]:
     return parts.hostname or "127.0.0.1", parts.port or 6379
 
 
-def _speaks_no_plaintext(address: tuple[str, int]) -> bool:
-    """True when the port takes a connection but answers no plaintext PING (a TLS port
-    closes it, or waits for a handshake); False when it answers, or takes no connection."""
+def _plaintext_answer(address: tuple[str, int]) -> bool | None:
+    """Whether the port answers a plaintext PING (+PONG, or -NOAUTH with a password); False
+    when it takes the connection but answers no such thing (a TLS port closes it, or waits
+    for a handshake); None when it takes no connection (nothing listens)."""
     try:
         sock = socket.create_connection(address, timeout=1)
     except OSError:
-        return False
+        return None
     with sock:
         try:
             sock.sendall(b"PING\r\n")
-            return sock.recv(1)[:1] not in (b"+", b"-")
+            return sock.recv(1)[:1] in (b"+", b"-")
         except OSError:
-            return True
-
-
-def _answers_plaintext(address: tuple[str, int]) -> bool:
-    try:
-        with socket.create_connection(address, timeout=1) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(1)[:1] in (b"+", b"-")  # +PONG, or -NOAUTH with a password
-    except OSError:
-        return False
+            return False
 
 
 def parse_version(info: Mapping[str, Any]) -> tuple[int, ...]:
