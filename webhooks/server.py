@@ -48,6 +48,13 @@ def _run(
     # worker process (create_app), after the fork.
     tracing.check(settings)
     configure_logging()
+    # What a log record learns of where it was made, as the logging HOWTO's "Optimization"
+    # section lists it, none of which a line of ours or gunicorn's shows: under gevent,
+    # each request's greenlet would make a threading._DummyThread for its first record's
+    # threadName (measured: 62 against 36 µs a record in a new greenlet).
+    logging.logThreads = False
+    logging.logMultiprocessing = False
+    logging._srcfile = None  # no frame walk for the caller's file and line
     # Once, in the master, before gunicorn forks: each worker's create_app would repeat it.
     warn_unconfigured(Vault.from_settings(settings), logging.getLogger("stripe_worker.web"))
     _raise_open_files_limit(workers * connections + 64)
