@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import redis
+import requests
 
 from worker.devtools.dev_state import state_path
 
@@ -60,9 +61,28 @@ def test_dev_on_embedded_defaults_end_to_end(tmp_path):
         [(_id, entry)] = wait_for(lambda: client.xrange("stripe:customers"))
         assert entry["customerEmail"] == "jenny.rosen@example.com"
         assert entry["idempotency_key"] == "signup-u_dev"
-        [(_id, enriched)] = wait_for(lambda: client.xrange("stripe:events"))
-        assert enriched["event_type"] == "invoice.payment_failed"
+
+        # The emulator delivers the events its API calls make (as `stripe listen
+        # --forward-to` does): the two customers' customer.created, beside the event sent.
+        def events_by_type():
+            return {e["event_type"]: e for _id, e in client.xrange("stripe:events")}
+
+        wait_for(lambda: len(events_by_type()) == 2 and len(client.xrange("stripe:events")) == 3)
+        enriched = events_by_type()["invoice.payment_failed"]
         assert enriched["customerId"].startswith("cus_")
+        made = [
+            e
+            for _id, e in client.xrange("stripe:events")
+            if e["event_type"] != enriched["event_type"]
+        ]
+        assert {e["customerEmail"] for e in made} >= {"jenny.rosen@example.com"}
+        undelivered = requests.get(
+            f"{state['stripe_api_base']}/v1/events",
+            params={"delivery_success": "false"},
+            auth=(state["secrets"]["stripe_secret_key"], ""),
+            timeout=10,
+        ).json()["data"]
+        assert [e["type"] for e in undelivered] == []  # catch-up finds nothing to recover
         tail = subprocess.run(
             [*CLI, "tail", "customers", "--from-start", "--count", "1"],
             env=env,

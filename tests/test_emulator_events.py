@@ -7,7 +7,9 @@ import pytest
 import requests
 import stripe
 
-from .support import TEST_KEY
+from worker.devtools.emulator import EmulatorServer
+
+from .support import TEST_KEY, wait_for
 from .test_emulator import call, schema_validator
 
 ACCOUNT = "acct_1Connected0001"
@@ -120,3 +122,49 @@ def test_connected_accounts_have_their_own_customers_and_events(emulator):
 def test_a_limit_out_of_range_is_refused_as_stripe_does(emulator, limit):
     answer = call(emulator, "GET", "/v1/events", params={"limit": limit})
     assert answer.status_code == 400 and answer.json()["error"]["param"] == "limit"
+
+
+def test_its_events_are_delivered_signed_retried_and_marked_as_stripe_does():
+    """`forward_to` (dev's, like `stripe listen --forward-to`): each event an API call makes
+    is POSTed with a Stripe-Signature the SDK verifies, a 500 is tried again, and the 2xx
+    marks it delivered (`delivery_success`)."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    secret = "whsec_forwarded_test_secret"
+    got: list[tuple[int, dict]] = []
+
+    class Endpoint(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            event = stripe.Webhook.construct_event(body, self.headers["Stripe-Signature"], secret)
+            status = 500 if not got else 200  # the first attempt fails
+            got.append((status, json.loads(body)))
+            assert event["id"] == got[-1][1]["id"]
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    own_emulator = EmulatorServer("127.0.0.1", 0).start()
+    endpoint = ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
+    threading.Thread(target=endpoint.serve_forever, daemon=True).start()
+    forwarder = own_emulator.state.forward_to(
+        f"http://127.0.0.1:{endpoint.server_address[1]}/webhooks/stripe", secret
+    )
+    try:
+        [customer] = make_customers(own_emulator, 1)
+        events = sdk(own_emulator).v1.events
+        wait_for(lambda: not events.list(params={"delivery_success": False}).data)
+        assert [(status, e["type"], e["data"]["object"]["id"]) for status, e in got] == [
+            (500, "customer.created", customer),
+            (200, "customer.created", customer),
+        ]
+    finally:
+        forwarder.stop()
+        endpoint.shutdown()
+        endpoint.server_close()
+        own_emulator.stop()

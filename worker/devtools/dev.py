@@ -21,7 +21,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery.exceptions import SecurityWarning
 
@@ -38,6 +38,9 @@ from worker.vault import (
     Vault,
     key_mode,
 )
+
+if TYPE_CHECKING:
+    from worker.devtools.emulator import EmulatorState
 
 
 def _generated_whsec() -> str:
@@ -64,6 +67,7 @@ class DevStack:
         self._stops: list[Any] = []
         self.state: dict[str, Any] = {}
         self.console_token = ""
+        self._emulated: EmulatorState | None = None  # the emulator dev started, if any
 
     def prepare(self) -> tuple[Settings, Vault]:
         """Fill in what is missing with embedded defaults, saying each in one line."""
@@ -113,14 +117,24 @@ class DevStack:
         if not port_free(self.host, self.port):
             taken, self.port = self.port, free_port()
             self.say(f"port      {taken} is taken: the receiver listens on {self.port}")
+        receiver = f"http://{self.host}:{self.port}"
+        vault = Vault(settings.secrets_dir, env)
+        if self._emulated is not None:  # its events reach the receiver, as Stripe's would
+            secret = (vault.find(STRIPE_WEBHOOK_SECRET) or "").split(",")[-1].strip()
+            forwarder = self._emulated.forward_to(f"{receiver}/webhooks/stripe", secret)
+            self._stops.append(forwarder.stop)
+            self.say(
+                f"events    the emulator delivers its events to {forwarder.url}, "
+                "as `stripe listen --forward-to` does"
+            )
         self.state = {
-            "receiver": f"http://{self.host}:{self.port}",
+            "receiver": receiver,
             "redis_url": settings.redis_url,
             "stream_prefix": settings.stream_prefix,
             "secrets": generated,
             "stripe_api_base": settings.stripe_api_base,
         }
-        return settings, Vault(settings.secrets_dir, env)
+        return settings, vault
 
     def _embedded_redis(self) -> str:
         port = free_port()
@@ -133,6 +147,7 @@ class DevStack:
 
         server = EmulatorServer("127.0.0.1", 0, EmulatorState(allowed_keys={key})).start()
         self._stops.append(server.stop)
+        self._emulated = server.state
         return server.url
 
     def serve_receiver(self, settings: Settings, vault: Vault) -> None:

@@ -6,6 +6,7 @@ Secrets come from the vault (SECRETS_DIR, then the environment), else from a run
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import time
@@ -133,6 +134,17 @@ class Sender:
             timeout=30,
         )
         summary = f"stripe    {event_type} {event['id']} for {customer['id']} -> {self.url}"
+        if answer.ok and base and base == self.dev.get("stripe_api_base"):
+            # Delivered, as Stripe counts it: catch-up's listing then shows it so (if the
+            # emulator is gone, catch-up finds a duplicate: nothing lost).
+            with contextlib.suppress(requests.RequestException):
+                requests.post(
+                    f"{base}/_emulator/events/delivered", json={"ids": [event["id"]]}, timeout=10
+                )
+        if answer.ok and _duplicate(answer):
+            # dev's emulator delivers the events its API calls make (its forwarder), as
+            # Stripe does: the customer.created of the customer made above may be there first.
+            summary += " (delivered before: dev's emulator forwards the events it makes)"
         return Sent(summary, answer)
 
     @staticmethod
@@ -140,8 +152,9 @@ class Sender:
         base: str, key: str, event: dict[str, Any], made: bool
     ) -> dict[str, Any]:
         """The dev emulator's own copy of the event, as Stripe would deliver it: the one its
-        customer call made, else the event added to its log. Catch-up then lists the very
-        event this webhook carries (a duplicate), not a second one of the same change."""
+        customer call made (which its forwarder delivers too), else the event added to its
+        log (which it leaves to us to deliver). Catch-up then lists the very event this
+        webhook carries (a duplicate), not a second one of the same change."""
         obj = event["data"]["object"]
         if made and event["type"] == "customer.created":
             listed = requests.get(
@@ -183,3 +196,10 @@ class Sender:
             data={"object": obj},
             request={"id": None, "idempotency_key": None},
         )
+
+
+def _duplicate(answer: requests.Response) -> bool:
+    try:
+        return bool(answer.json().get("duplicate"))
+    except (ValueError, AttributeError):
+        return False

@@ -10,9 +10,10 @@ walks in created order, as the guide "Process undelivered webhook events" says);
 
 Each key mode and each connected account (the `Stripe-Account` header,
 docs.stripe.com/connect/authentication) has its own log; a connected account's events
-carry `account`, as Connect webhooks do. The emulator delivers no webhooks, so each event
-counts one pending delivery (`pending_webhooks` 1, `delivery_success` false) until a test
-marks it delivered (`POST /_emulator/events/delivered`).
+carry `account`, as Connect webhooks do. Each event counts one pending delivery
+(`pending_webhooks` 1, `delivery_success` false) until it is marked delivered: by the
+forwarder after a 2xx (forward.py, in `dev`), or by a test or `send`
+(`POST /_emulator/events/delivered`).
 """
 
 from __future__ import annotations

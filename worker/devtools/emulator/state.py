@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import random
 import re
 import secrets
@@ -23,6 +24,7 @@ from worker.devtools.emulator.form import (
     unknown_parameter,
     validate_customer_params,
 )
+from worker.devtools.emulator.forward import Forwarder
 from worker.devtools.emulator.ratelimit import (
     CONCURRENCY_LIMIT,
     ENDPOINT_LIMIT,
@@ -71,6 +73,7 @@ class EmulatorState:
         self.lock = threading.Lock()
         self._started_with = frozenset(allowed_keys or ())
         self.rng = rng or random.Random()
+        self.forwarder: Forwarder | None = None  # kept across resets
         self.reset()
 
     def reset(self) -> None:
@@ -260,8 +263,22 @@ class EmulatorState:
         return self.connected.setdefault((mode, account), OrderedDict())
 
     def _event(self, mode: str, account: str, event_type: str, obj: dict[str, Any]) -> None:
-        """What Stripe does after a change: an event about the object (locked)."""
-        self.events.record(mode, account, event_type, obj, request_id=new_id("req_"))
+        """What Stripe does after a change: an event about the object (locked), delivered
+        when an endpoint is set (`forward_to`)."""
+        event = self.events.record(mode, account, event_type, obj, request_id=new_id("req_"))
+        if self.forwarder is not None:
+            self.forwarder.deliver(copy.deepcopy(event))
+
+    def forward_to(self, url: str, secret: str) -> Forwarder:
+        """Deliver each event made from now on to `url`, signed with `secret`
+        (worker/devtools/emulator/forward.py); stop the returned Forwarder to end it."""
+
+        def delivered(event_id: str) -> None:
+            with self.lock:
+                self.events.mark_delivered({event_id})
+
+        self.forwarder = Forwarder(url, secret, delivered)
+        return self.forwarder
 
     def create_customer(
         self, mode: str, params: dict[str, Any], account: str = ""
