@@ -188,12 +188,13 @@ def test_status_exits_1_while_a_worker_beats_but_cannot_consume(settings, webhoo
     probe = worker_env(settings.with_(redis_url=server.url(query=f"ssl_ca_certs={ca.ca}")), {})
     try:
         wait_for(lambda: "1 alive" in run_cli(probe, "status").stdout, timeout=60)
-        admin.acl_setuser("sw-app", passwords=[f"-{PASSWORD}", "+another-password"])
         # The consumer's connection is the one blocked in BLMOVE; under load it may not have
-        # sent its first one yet when status already counts the worker alive.
+        # sent its first one yet when status already counts the worker alive. It must be
+        # authenticated before the password changes, or it never connects at all.
         consumer = wait_for(
-            lambda: [c for c in admin.client_list() if c.get("cmd") == "blmove"], timeout=30
+            lambda: [c for c in admin.client_list() if c.get("cmd") == "blmove"], timeout=60
         )
+        admin.acl_setuser("sw-app", passwords=[f"-{PASSWORD}", "+another-password"])
         for c in consumer:
             admin.client_kill_filter(_id=c["id"])
 

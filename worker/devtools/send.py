@@ -141,10 +141,10 @@ class Sender:
                 requests.post(
                     f"{base}/_emulator/events/delivered", json={"ids": [event["id"]]}, timeout=10
                 )
-        if answer.ok and _duplicate(answer):
-            # dev's emulator delivers the events its API calls make (its forwarder), as
-            # Stripe does: the customer.created of the customer made above may be there first.
-            summary += " (delivered before: dev's emulator forwards the events it makes)"
+            if _duplicate(answer):
+                # dev's emulator delivers the events its API calls make (its forwarder), as
+                # Stripe does: the customer.created of the customer made above may be first.
+                summary += " (delivered before: dev's emulator forwards the events it makes)"
         return Sent(summary, answer)
 
     @staticmethod
