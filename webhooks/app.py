@@ -31,6 +31,7 @@ from webhooks.verify import verify_standard_signature, verify_stripe_signature
 from worker import tracing
 from worker.connections import redis_client
 from worker.errors import QueueUnavailable, SecretMissing, StripeWorkerError, WebhookRejected
+from worker.logs import info_line_writer
 from worker.queue import Enqueuer
 from worker.settings import Settings
 from worker.vault import SIGNUP_WEBHOOK_SECRET, STRIPE_WEBHOOK_SECRET, Vault, check_livemode
@@ -101,6 +102,7 @@ class WebhookRoutes:
         self.metrics = metrics
         self._counted: dict[tuple[str, str], Any] = {}  # label children, looked up once
         self._timed = {route: metrics.latency.labels(route) for route, _h in routes.values()}
+        self._log_line = info_line_writer(log)  # after the server's configure_logging
 
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
@@ -181,14 +183,9 @@ class WebhookRoutes:
         self._timed[route].observe(elapsed)
         # One JSON line per request, made without json.dumps of a dict (the only field
         # from the sender, the id, is escaped as JSON).
-        log.info(
-            '{"at": %.3f, "route": "%s", "outcome": "%s", "status": %d, "id": %s, "ms": %.2f}',
-            time.time(),
-            route,
-            outcome,
-            status,
-            id_json,
-            elapsed * 1000,
+        self._log_line(
+            f'{{"at": {time.time():.3f}, "route": "{route}", "outcome": "{outcome}", '
+            f'"status": {status}, "id": {id_json}, "ms": {elapsed * 1000:.2f}}}'
         )
         return status, body, outcome, event_id
 
