@@ -129,7 +129,7 @@ class Trail:
         if step in ("received", "reconciled", "replayed", "published", "failed"):
             index |= terms_of(work)
         keys = [self.keys.trail(work.work_id), self.keys.throughput(int(now) // 60)]
-        keys += [self.keys.ledger_work, *(self.keys.find(term_digest(t)) for t in index)]
+        keys += [self.keys.find(term_digest(t)) for t in index]
         counter = f"{COUNTED[step]}:{int(now)}" if step in COUNTED else ""
         args = [_line(line), self.ttl, TRAIL_MAX, work.work_id, now, FIND_MAX, counter,
                 THROUGHPUT_TTL]  # fmt: skip
@@ -151,15 +151,15 @@ class Trail:
         self, work: Work, step: str, message_id: str
     ) -> tuple[list[str], list[Any]] | None:
         """trail.lua's keys and arguments for the `step` line written in the step that
-        queues `message_id` (worker/enqueue_with_trail.lua), or a `duplicate` line when the
-        delivery was queued before: the receiver's answer waits one call, not two. None
-        when no trails are kept."""
+        queues `message_id` (worker/enqueue_with_trail.lua), then the `duplicate` line that
+        step writes instead when the delivery was queued before: the receiver's answer
+        waits one call, not two. None when no trails are kept."""
         if not self.ttl:
             return None
         keys, args = self._call(work, step, (), {"message": message_id})
         duplicate = {"at": round(time.time(), 3), "step": "duplicate",
                      "delivery": work.delivery_id}  # fmt: skip
-        return keys, [*args, work.delivery_id, message_id, _line(duplicate)]
+        return keys, [*args, _line(duplicate)]
 
     def record_error(self, work: Work, step: str, attempt: int, error: StripeWorkerError) -> None:
         """An attempt that ended in `error`."""
