@@ -16,6 +16,8 @@ _longest_first: list[tuple[str, ...]] = [()]  # the same, sorted once per new va
 
 def remember_secret(value: str) -> None:
     """Mask `value` (and each comma-separated part of it) in everything redacted from now on."""
+    if value in _known_values:  # the vault resolves its secrets on every delivery
+        return
     _known_values.add(value)
     for part in value.split(","):
         if len(part.strip()) >= 8:
