@@ -253,10 +253,14 @@ KOMBU_CONTRACT: tuple[Hook, ...] = (
     Hook("celery.apps.worker:Worker", "install_platform_tweaks", "callable",
          "worker/devtools/dev.py DevWorker (overridden)",
          "the dev worker's own signal handling", "(self, worker)"),
-    Hook("celery.bin.celery:celery", "params", "attribute", "tasks/launch.py run_worker",
-         "the app is given as the default of the celery command's first option, --app: "
+    Hook("celery.bin.base:CLIContext", "__init__", "callable", "tasks/launch.py run_worker",
+         "the context the celery group hands its worker command, made by us: the command "
+         "runs without the group (which imports every other subcommand); "
          "app.worker_main would drop the worker's exit status",
-         holds=lambda params: params[0].name == "app"),
+         "(self, app, no_color, workdir, quiet=False)"),
+    Hook("celery.bin.worker", "worker", "attribute", "tasks/launch.py run_worker",
+         "the worker command, run by its click main() with that context as its obj",
+         holds=lambda command: callable(getattr(command, "main", None))),
 )
 # fmt: on
 
