@@ -20,6 +20,7 @@ from tasks.celery_app import broker_options
 from tasks.transport import SentinelTransport
 from worker.connections import sentinel_options
 from worker.settings import Settings
+from worker.status import snapshot
 
 from .support import (
     WebProcess,
@@ -120,7 +121,9 @@ def test_signups_through_tls_sentinels_with_passwords_and_a_failover(
         for n in range(3):
             signup_over_http(web.url, f"u_st{n}")
         wait_for(lambda: cluster.master().xlen(stream) == 3, timeout=60)
-        wait_for(lambda: "1 alive" in run_command("status", env=env).stdout, timeout=30)
+        # Asked here, in this process: the one `status` process below is the test.
+        master = cluster.master()
+        wait_for(lambda: snapshot(master, tls).live_workers == 1, timeout=30)
         status = run_command("status", env=env)
         assert status.returncode == 0 and status.stdout.splitlines()[-1] == "OK", status.stdout
         check = run_command("check", env=env)

@@ -16,6 +16,7 @@ import requests
 from worker.devtools.doctor import broker_check
 from worker.devtools.local import free_port
 from worker.redis_problems import parse_version, tls_problem
+from worker.status import snapshot
 
 from .support import WebProcess, WorkerProcess, cli, signup_over_http, wait_for, worker_env
 from .support.tls_redis import FirstBytes, OldRedis, TestCA, TlsRedis
@@ -94,8 +95,9 @@ def test_signups_are_processed_on_a_tls_only_redis(ca, how, settings, webhook_en
         for n in range(3):
             signup_over_http(web.url, f"u_tls{n}")
         wait_for(lambda: client.xlen(tls.keys.stream("customers")) == 3, timeout=60)
-        # The heartbeat says the consumer is connected from its next beat on.
-        wait_for(lambda: "1 alive" in run_cli(env, "status").stdout, timeout=30)
+        # The heartbeat says the consumer is connected from its next beat on (asked here,
+        # in this process: one `status` process, below, is the test).
+        wait_for(lambda: snapshot(client, tls).live_workers == 1, timeout=30)
         status = run_cli(env, "status")
         assert status.returncode == 0, status.stdout + status.stderr
         assert status.stdout.splitlines()[-1] == "OK"
@@ -187,7 +189,7 @@ def test_status_exits_1_while_a_worker_beats_but_cannot_consume(settings, webhoo
     worker = WorkerProcess(worker_env(tls, webhook_env), tmp_path / "worker.log").start()
     probe = worker_env(settings.with_(redis_url=server.url(query=f"ssl_ca_certs={ca.ca}")), {})
     try:
-        wait_for(lambda: "1 alive" in run_cli(probe, "status").stdout, timeout=60)
+        wait_for(lambda: snapshot(admin, settings).live_workers == 1, timeout=60)
         # The consumer's connection is the one blocked in BLMOVE; under load it may not have
         # sent its first one yet when status already counts the worker alive. It must be
         # authenticated before the password changes, or it never connects at all.
@@ -198,12 +200,13 @@ def test_status_exits_1_while_a_worker_beats_but_cannot_consume(settings, webhoo
         for c in consumer:
             admin.client_kill_filter(_id=c["id"])
 
-        def reported() -> subprocess.CompletedProcess | None:
-            done = run_cli(probe, "status")
-            return done if "cannot consume" in done.stdout else None
-
-        done = wait_for(reported, timeout=60)
-        assert done.returncode == 1
+        # A problem once the consumer has been down past the grace `status` gives it.
+        wait_for(
+            lambda: any("cannot consume" in p for p in snapshot(admin, settings).problems()),
+            timeout=60,
+        )
+        done = run_cli(probe, "status")
+        assert done.returncode == 1, done.stdout + done.stderr
         assert "0 alive, 1 not consuming" in done.stdout and "NOT CONSUMING" in done.stdout
         problem = done.stdout.splitlines()[-1]
         assert problem.startswith("PROBLEM") and f"pid {worker.pid} cannot consume" in problem
