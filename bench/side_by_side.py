@@ -42,7 +42,7 @@ from bench.harness import (  # noqa: E402
     stripe_request,
     wrk,
 )
-from tests.support import Process, wait_http  # noqa: E402
+from tests.support import Process, wait_for, wait_http  # noqa: E402
 from worker.devtools.local import free_port  # noqa: E402
 
 EVENTS_PER_S = 6000  # signed events made per second of wrk: more than either receiver answers
@@ -118,6 +118,8 @@ def receiver(which: str, seconds: float) -> dict:
             url = f"http://127.0.0.1:{port}"
             wait_http(url + "/healthz")
             pid = proc.pid
+        # A route answers once one worker has booted: both, before their RSS is read.
+        wait_for(lambda: len(tree(pid)) == 3, timeout=30)
         row: dict = {"rss_start": rss_mb(pid)[1:]}  # the workers, not the arbiter
         for c in (16, 64):
             # Events of their own for each run: one sent again would be a (cheaper) duplicate.
