@@ -239,6 +239,7 @@ def test_a_write_not_replicated_reports_as_unavailable_in_one_line_or_json():
 WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [["web"], ["dev"]])
 def test_a_port_that_is_not_a_number_is_refused_not_8000(tmp_path, args):
     line = one_error_line(run_command(*args, env=fresh_env(tmp_path, PORT="eighty")), 2)
@@ -278,6 +279,7 @@ def test_dev_with_an_explicit_taken_port_is_refused_not_moved(tmp_path, taken_po
         ("redis://127.0.0.1:70000/0", "the port '70000'"),
     ],
 )
+@pytest.mark.slow
 def test_a_malformed_redis_url_is_refused_naming_the_part(tmp_path, url, says):
     for args in (["status"], ["worker"]):
         line = one_error_line(run_command(*args, env=fresh_env(tmp_path, REDIS_URL=url)), 2)

@@ -113,6 +113,7 @@ def test_missing_key_exits_2_naming_the_secret(emulator):
     assert done.returncode == 2 and "STRIPE_SECRET_KEY" in done.stderr
 
 
+@pytest.mark.slow
 def test_missing_spec_file_exits_2(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "worker.cli", "run", str(tmp_path / "no.json")],
@@ -123,6 +124,7 @@ def test_missing_spec_file_exits_2(tmp_path):
     assert done.returncode == 2 and "cannot read spec" in done.stderr
 
 
+@pytest.mark.slow
 def test_bad_setting_and_absent_redis_are_clear_errors_not_tracebacks():
     env = dict(os.environ, STREAM_MAXLEN="abc")
     done = subprocess.run(

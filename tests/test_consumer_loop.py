@@ -71,6 +71,7 @@ def test_an_entry_its_consumers_die_on_is_dead_lettered_without_running_again(
     assert redis_client.xlen(settings.keys.dead_letter(CUSTOMERS, "agents")) == 1
 
 
+@pytest.mark.slow
 def test_the_example_agent_reads_acks_and_stops_on_sigterm(
     redis_client, settings, start_inprocess_worker, webhook_env, tmp_path
 ):

@@ -123,6 +123,7 @@ def test_dev_uses_the_real_redis_when_redis_url_answers(tmp_path, redis_url, pre
             redis_client.delete(*keys)
 
 
+@pytest.mark.slow
 def test_send_without_a_receiver_or_secret_is_a_clear_error(tmp_path):
     env = fresh_env(tmp_path)
     done = subprocess.run(

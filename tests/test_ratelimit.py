@@ -215,7 +215,12 @@ def test_the_emulator_keeps_stripes_global_limit_per_key_mode(own_emulator):
     # Then over ten endpoints (each well under its 25/s): past the global 100.
     more, took = _burst_until_limited(own_emulator, LIVE_KEY, lambda i: f"/v1/thing{i % 10}")
     passed = len(more) - more.count(429)
-    assert 429 in more and passed <= 100 + 100 * (took + 1), (passed, took)
+    assert passed <= 100 + 100 * (took + 1), (passed, took)
+    # The bucket empties only where the calls come faster than it refills (100/s): this
+    # process sends them and serves them, and on a loaded machine it sent 600 at 110/s,
+    # none of which had to be refused. Faster than 130/s, 600 calls empty it.
+    if len(more) / took > 130:
+        assert 429 in more, (passed, took)
     stats = emulator_stats(own_emulator)
     assert stats["rate_limited"] == {"test": test.count(429), "live": more.count(429)}
     limited = test.count(429) + more.count(429)

@@ -101,6 +101,7 @@ def test_tail_errors_shows_type_status_and_message(tmp_path, redis_url, prefix, 
     assert "authentication_error 401: Stripe refused the API key (401)" in done.stdout
 
 
+@pytest.mark.slow
 def test_group_acknowledges_only_with_ack(tmp_path, redis_url, prefix, redis_client):
     env = fresh_env(tmp_path, REDIS_URL=redis_url, STREAM_PREFIX=prefix)
     key = f"{prefix}:customers"
