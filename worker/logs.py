@@ -56,9 +56,9 @@ def info_line_writer(logger: logging.Logger) -> Callable[[str], None]:
 
     Where the line would reach only configure_logging's handler and that handler writes
     the message alone (`stripe-worker web`), the writer redacts the line and writes it to
-    the handler's stream itself: what a LogRecord, the handler's lock and its formatter
-    cost was a fifth of a webhook's answer under gunicorn (60 of 810 µs of CPU, measured
-    by bench/receiver_profile.py against a checkout writing the line the same way). The
+    the handler's stream itself: a LogRecord, the handler's lock and its formatter cost
+    60 of a webhook answer's 810 µs of CPU under gunicorn (bench/receiver_profile.py,
+    against a checkout writing the line the same way). The
     line is the same. Anywhere else (dev's format with time and level, pytest's capture,
     a handler of the user's) it is logged as any other line. Decided once, when called.
     """
