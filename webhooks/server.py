@@ -49,9 +49,11 @@ def _run(
     tracing.check(settings)
     configure_logging()
     # What a log record learns of where it was made, as the logging HOWTO's "Optimization"
-    # section lists it, none of which a line of ours or gunicorn's shows: under gevent,
-    # each request's greenlet would make a threading._DummyThread for its first record's
-    # threadName (measured: 62 against 36 µs a record in a new greenlet).
+    # section lists it, none of which a line of ours or gunicorn's shows: under gevent, a
+    # request's greenlet would make a threading._DummyThread for its first record's
+    # threadName (62 against 36 µs a record in a new greenlet, measured). The line per
+    # request skips records (worker/logs.py info_line_writer); a warning per request, as
+    # in a Redis outage, does not.
     logging.logThreads = False
     logging.logMultiprocessing = False
     logging._srcfile = None  # no frame walk for the caller's file and line

@@ -120,7 +120,7 @@ class DevStack:
         receiver = f"http://{self.host}:{self.port}"
         vault = Vault(settings.secrets_dir, env)
         if self._emulated is not None:  # its events reach the receiver, as Stripe's would
-            secret = (vault.find(STRIPE_WEBHOOK_SECRET) or "").split(",")[-1].strip()
+            secret = (vault.get_list(STRIPE_WEBHOOK_SECRET) or [""])[-1]
             forwarder = self._emulated.forward_to(f"{receiver}/webhooks/stripe", secret)
             self._stops.append(forwarder.stop)
             self.say(

@@ -122,8 +122,10 @@ class Sender:
         else:
             customer = dict(fixtures()["customer"], id=customer_id)
         event = self.build_event(event_type, customer, livemode_of(key))
-        if base and base == self.dev.get("stripe_api_base"):
-            event = self._as_the_emulator_has_it(base, key, event, customer_id is None)
+        # dev's emulator, when the API is it: its own copy of the event is the one sent
+        emulator = base if base and base == self.dev.get("stripe_api_base") else None
+        if emulator:
+            event = self._as_the_emulator_has_it(emulator, key, event, customer_id is None)
         payload = json.dumps(event)
         secret = self._need("stripe_webhook_secret").split(",")[-1].strip()
         header = stripe.WebhookSignature.generate_signature_header(payload, secret)
@@ -134,12 +136,14 @@ class Sender:
             timeout=30,
         )
         summary = f"stripe    {event_type} {event['id']} for {customer['id']} -> {self.url}"
-        if answer.ok and base and base == self.dev.get("stripe_api_base"):
+        if answer.ok and emulator:
             # Delivered, as Stripe counts it: catch-up's listing then shows it so (if the
             # emulator is gone, catch-up finds a duplicate: nothing lost).
             with contextlib.suppress(requests.RequestException):
                 requests.post(
-                    f"{base}/_emulator/events/delivered", json={"ids": [event["id"]]}, timeout=10
+                    f"{emulator}/_emulator/events/delivered",
+                    json={"ids": [event["id"]]},
+                    timeout=10,
                 )
             if _duplicate(answer):
                 # dev's emulator delivers the events its API calls make (its forwarder), as

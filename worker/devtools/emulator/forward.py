@@ -15,12 +15,10 @@ Events added through `/_emulator/events` are not forwarded: whoever adds one del
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any
 
 import requests
 import stripe
@@ -39,14 +37,14 @@ class Forwarder:
         self.url = url
         self._secret = secret
         self._delivered = delivered
-        self._events: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
+        self._events: queue.SimpleQueue[tuple[str, str] | None] = queue.SimpleQueue()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="emulator-forward", daemon=True)
         self._thread.start()
 
-    def deliver(self, event: dict[str, Any]) -> None:
-        """Queue `event` (a copy the forwarder may keep) for delivery; never blocks."""
-        self._events.put(event)
+    def deliver(self, event_id: str, payload: str) -> None:
+        """Queue the event's JSON `payload` for delivery; never blocks."""
+        self._events.put((event_id, payload))
 
     def stop(self) -> None:
         self._stopping.set()
@@ -56,10 +54,9 @@ class Forwarder:
     def _run(self) -> None:
         with requests.Session() as session:
             while (event := self._events.get()) is not None:
-                self._deliver(session, event)
+                self._deliver(session, *event)
 
-    def _deliver(self, session: requests.Session, event: dict[str, Any]) -> None:
-        payload = json.dumps(event)
+    def _deliver(self, session: requests.Session, event_id: str, payload: str) -> None:
         delay = FIRST_DELAY
         for attempt in range(1, ATTEMPTS + 1):
             if self._stopping.is_set():
@@ -74,7 +71,7 @@ class Forwarder:
                     timeout=10,
                 )
                 if answer.ok:
-                    self._delivered(event["id"])
+                    self._delivered(event_id)
                     return
                 why = f"answered {answer.status_code}"
             except requests.RequestException as exc:
@@ -82,6 +79,4 @@ class Forwarder:
             if attempt < ATTEMPTS and self._stopping.wait(delay):
                 return
             delay *= 2
-        log.warning(
-            "event %s not delivered to %s (%s): left to catch-up", event["id"], self.url, why
-        )
+        log.warning("event %s not delivered to %s (%s): left to catch-up", event_id, self.url, why)

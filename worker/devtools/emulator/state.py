@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import copy
+import json
 import random
 import re
 import secrets
@@ -266,8 +266,8 @@ class EmulatorState:
         """What Stripe does after a change: an event about the object (locked), delivered
         when an endpoint is set (`forward_to`)."""
         event = self.events.record(mode, account, event_type, obj, request_id=new_id("req_"))
-        if self.forwarder is not None:
-            self.forwarder.deliver(copy.deepcopy(event))
+        if self.forwarder is not None:  # its JSON now: the object may change after
+            self.forwarder.deliver(event["id"], json.dumps(event))
 
     def forward_to(self, url: str, secret: str) -> Forwarder:
         """Deliver each event made from now on to `url`, signed with `secret`
