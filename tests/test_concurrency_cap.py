@@ -25,7 +25,6 @@ from worker.vault import Vault
 
 from .support.observe import emulator_stats, faults
 from .support.signing import LIVE_KEY, TEST_KEY
-from .support.waiting import wait_for
 
 
 @pytest.fixture
@@ -70,20 +69,18 @@ def test_the_cap_is_shared_by_every_worker_on_the_key(redis_client, settings):
     b = ConcurrencyCap(redis_client, settings.keys, TEST_KEY, 2, lease=30)
     first, _slot = a.enter()
     b.enter()
-    third: dict = {}
-    waiter = threading.Thread(target=lambda: third.setdefault("place", a.enter()))
-    waiter.start()
     with pytest.raises(RateLimited):  # full, and it may not wait: back-pressure
         ConcurrencyCap(redis_client, settings.keys, TEST_KEY, 2, lease=30, max_wait=0.05).enter()
-    assert "place" not in third
-    a.leave(first)
-    waiter.join(10)
-    assert third["place"][1].waited > 0
+    # The first call ends a second from now, long after the third has asked (no thread's
+    # first step raced against another's).
+    threading.Timer(1.0, a.leave, [first]).start()
+    _call, place = a.enter()
+    assert place.waited > 0
     assert redis_client.zcard(a.calls) == 2
 
 
 def test_a_dead_callers_place_lapses_with_its_lease(redis_client, settings):
-    dead = ConcurrencyCap(redis_client, settings.keys, TEST_KEY, 1, lease=0.3)
+    dead = ConcurrencyCap(redis_client, settings.keys, TEST_KEY, 1, lease=2)
     dead.enter()  # and never leaves: its worker died mid-call
     alive = ConcurrencyCap(redis_client, settings.keys, TEST_KEY, 1, lease=30, max_wait=10)
     _call, slot = alive.enter()
@@ -136,7 +133,8 @@ def test_the_gateway_keeps_under_stripes_limit_and_finds_a_lower_one(
     assert emulator_stats(own_emulator)["rate_limited_by"]["concurrency"] >= 1
     cap = wide.concurrency("stripe_secret_key")
     assert cap is not None
-    wait_for(lambda: cap.cap() < 8, timeout=5)
+    # Cut at least once (the cap itself climbs back as the seconds pass).
+    assert int(redis_client.hget(cap.key, "epoch") or 0) >= 1
     assert wide.last_limiter == {"test": "concurrency"}
     pace = wide.limiter("stripe_secret_key")
     assert pace is not None and pace.rate() == pytest.approx(500)  # not the pace's news

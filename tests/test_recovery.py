@@ -55,11 +55,9 @@ def test_killed_while_running_runs_again_on_the_live_worker(
     wait_for(lambda: redis_client.zcard(settings.keys.workers) == 1)
     post_signup(client)
     wait_for(lambda: emulator_stats(emulator)["requests"] >= 1)  # the call is in flight
-    start_worker(**DEFAULTS)
+    start_worker(**DEFAULTS).ready()
     doomed.kill()
-    killed_at = time.monotonic()
     wait_for(lambda: entries(redis_client, settings, "customers"), timeout=BOUND)
-    assert time.monotonic() - killed_at < BOUND
     one_customer_and_one_entry(redis_client, settings, emulator)
 
 
@@ -73,7 +71,7 @@ def test_killed_with_no_worker_left_runs_when_one_starts(
     doomed.kill()
     assert held(redis_client, settings) == 1  # stranded in kombu's unacked hash
     faults(emulator, latency_ms=0)
-    start_worker(**DEFAULTS)
+    start_worker(**DEFAULTS).ready()
     wait_for(lambda: entries(redis_client, settings, "customers"), timeout=BOUND)
     one_customer_and_one_entry(redis_client, settings, emulator)
 
@@ -88,7 +86,7 @@ def test_killed_while_waiting_a_retry_runs_at_its_due_time(
     wait_for(lambda: emulator_stats(emulator)["faults"] == 1)  # failed once: now waiting
     wait_for(lambda: holds_a_retry(redis_client, settings))
     doomed.kill()
-    start_worker(RETRY_BASE_DELAY=8, RETRY_MAX_DELAY=8, **DEFAULTS)
+    start_worker(RETRY_BASE_DELAY=8, RETRY_MAX_DELAY=8, **DEFAULTS).ready()
     [entry] = wait_for(lambda: entries(redis_client, settings, "customers"), timeout=BOUND)
     assert entry["attempts"] == "2"
     one_customer_and_one_entry(redis_client, settings, emulator)
@@ -102,7 +100,7 @@ def test_fetched_but_unrecorded_work_of_a_dead_worker_comes_back(
     dead = "gone-host-1-abc"
     redis_client.lmove(settings.keys.queue, settings.keys.fetched(dead), "RIGHT", "LEFT")
     redis_client.zadd(settings.keys.workers, {dead: time.time() - 60})
-    start_worker(**DEFAULTS)
+    start_worker(**DEFAULTS).ready()
     wait_for(lambda: entries(redis_client, settings, "customers"), timeout=BOUND)
     assert not redis_client.exists(settings.keys.fetched(dead))
     assert redis_client.zscore(settings.keys.workers, dead) is None
@@ -114,8 +112,8 @@ def test_a_slow_task_on_a_live_worker_is_not_handed_out_twice(
 ):
     """The call takes 9 s, well past the 5 s lapse: the lease is renewed all along."""
     faults(emulator, latency_ms=9000)
-    start_worker(**DEFAULTS)
-    start_worker(**DEFAULTS)
+    start_worker(**DEFAULTS).ready()
+    start_worker(**DEFAULTS).ready()
     wait_for(lambda: redis_client.zcard(settings.keys.workers) == 2)
     post_signup(client)
     wait_for(lambda: entries(redis_client, settings, "customers"), timeout=BOUND)
@@ -133,7 +131,7 @@ def test_a_stalled_worker_is_taken_for_dead_and_its_work_still_ends_once(
     wait_for(lambda: emulator_stats(emulator)["requests"] >= 1)
     os.killpg(stalled.proc.pid, signal.SIGSTOP)
     try:
-        start_worker(**DEFAULTS)
+        start_worker(**DEFAULTS).ready()
         # The live worker runs it again once the stalled one's lease lapses.
         wait_for(lambda: emulator_stats(emulator)["requests"] >= 2, timeout=BOUND)
         wait_for(lambda: entries(redis_client, settings, "customers"), timeout=BOUND)
@@ -184,7 +182,7 @@ def test_what_a_live_worker_fetched_but_could_not_record_comes_back(
     from worker.spec import ComponentSpec
     from worker.work import Work
 
-    start_worker(**DEFAULTS)
+    start_worker(**DEFAULTS).ready()
     [worker_id] = wait_for(lambda: redis_client.zrange(settings.keys.workers, 0, -1))
     spec = ComponentSpec.parse(
         {"component": "stripe.createCustomer", "trigger": "true", "Body": {"name": "x"}}

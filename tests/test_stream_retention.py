@@ -26,6 +26,7 @@ def test_a_lagging_group_loses_nothing_and_the_stream_is_trimmed_once_it_acks(
     worker = start_worker(STREAM_MAXLEN=maxlen)
     works = [event_work(i) for i in range(3 * maxlen)]
     enqueue(redis_client, settings, works)
+    worker.ready()  # then each batch comes well within the 10 s a read blocks
     read_by_eager = 0
     while read_by_eager < len(works):  # one group keeps up while the worker publishes
         batch = eager.read(count=100, block_ms=10_000)

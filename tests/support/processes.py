@@ -139,6 +139,18 @@ class WorkerProcess(Process):
         super().start()
         return self
 
+    def ready(self, timeout: float = 90) -> WorkerProcess:
+        """Wait for Celery's last line at start (" ready."): a start on a loaded 2-core
+        machine took 0.7-1.7 s here, and much longer under CI's load. Then a test's own
+        bound counts what it measures, not the start."""
+
+        def up() -> bool:
+            assert self.alive(), self.log()
+            return " ready." in self.log()
+
+        wait_for(up, timeout=timeout, interval=0.1)
+        return self
+
 
 class WebProcess(Process):
     """`stripe-worker web` (gunicorn) on a free port (or `port`), started and answering
