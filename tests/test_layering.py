@@ -7,8 +7,9 @@
   both processes share; it imports neither `tasks/` nor `webhooks/`, nor Celery;
 - the two processes on it, `webhooks/` (the receiver) and `tasks/` (the worker: its Celery app,
   transport, recovery, tasks), which never import each other;
-- the wiring on top, the CLI (`worker/cli.py` and the command modules it dispatches to) and the
-  developer tools (`worker/devtools/`): the one place that imports both processes.
+- the wiring on top, the CLI (`worker/__main__.py`, `cli.py` and the command modules it
+  dispatches to) and the developer tools (`worker/devtools/`): the one place that imports both
+  processes.
 
 The receiver needs no Celery, tasks or Stripe SDK, and the hot path never imports the developer
 tools."""
@@ -25,7 +26,13 @@ PROCESSES = ("tasks", "webhooks")
 AGENT = "stripe_worker_agent"
 # The wiring floor: the CLI and the dev tools. Only these modules of worker/ may import tasks/
 # or webhooks/ (and so start either process).
-WIRING = ("worker.cli", "worker.commands", "worker.cli_process", "worker.ops_commands")
+WIRING = (
+    "worker.__main__",
+    "worker.cli",
+    "worker.commands",
+    "worker.cli_process",
+    "worker.ops_commands",
+)
 WIRING_PACKAGES = ("worker.devtools",)
 # The worker process's own libraries: the base and the receiver stay clear of them.
 WORKER_PROCESS_LIBRARIES = ("celery", "kombu")

@@ -291,17 +291,7 @@ def build_parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.func is cmd.cmd_web:
-        # gunicorn's gevent workers patch after the fork; patching the master too leaves no
-        # module of it holding an unpatched socket. Its warning names redis.asyncio, which
-        # imports from ssl directly and which the receiver never uses.
-        import warnings
-
-        from gevent import monkey
-
-        warnings.filterwarnings("ignore", category=monkey.MonkeyPatchWarning)
-        monkey.patch_all()
+    args = build_parser().parse_args(argv)  # `web` was patched for gevent first (__main__.py)
     import redis
 
     try:

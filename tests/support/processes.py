@@ -62,7 +62,7 @@ def worker_env(settings: Settings, env: Mapping[str, str], **extra: object) -> d
 
 def cli(*args: str) -> list[str]:
     """The command line of `stripe-worker ARGS` with the interpreter running the tests."""
-    return [sys.executable, "-m", "worker.cli", *args]
+    return [sys.executable, "-m", "worker", *args]
 
 
 class Process:
