@@ -17,8 +17,8 @@ from urllib.parse import quote_plus
 
 import stripe
 
-from tasks.ratelimit import Turn
 from tasks.stripe_gateway import SIGNUP_ENDPOINT, StripeGateway
+from tasks.turn import Turn
 from worker.errors import NotFound, from_stripe_error
 from worker.spec import CREATE_CUSTOMER, GET_CUSTOMER, ComponentSpec
 

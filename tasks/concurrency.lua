@@ -1,5 +1,5 @@
 -- The shared, adaptive cap on one Stripe key's calls in flight at once, across every worker:
--- Stripe's concurrency limiter (tasks/ratelimit.py). Redis's clock, one for every caller.
+-- Stripe's concurrency limiter (tasks/concurrency_cap.py). Redis's clock, one for every caller.
 -- KEYS: the cap (hash: cap after the last cut, at = when, epoch), the calls in flight
 --       (sorted set: call id -> when its lease ends)
 -- ARGV: op, ceiling, held epoch (-1: none), increase (places regained per second), then

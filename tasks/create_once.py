@@ -19,9 +19,9 @@ import logging
 from typing import Any
 
 from tasks.components import run_component
-from tasks.ratelimit import Turn
 from tasks.runtime import Runtime
 from tasks.stripe_gateway import SIGNUP_ENDPOINT
+from tasks.turn import Turn
 from worker.errors import IdempotencyMismatch, NotFound, StripeUnavailable
 from worker.spec import GET_CUSTOMER, ComponentSpec
 from worker.work import Work

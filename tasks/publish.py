@@ -42,7 +42,7 @@ GROWTH_WARNING_EVERY = 60.0  # seconds between warnings that a lagging group hol
 class DoneWith:
     """What a piece of work is done with once its entry is published, let go of in the
     publish's own round trip: (key, member) of sorted sets, such as kombu's unacked index
-    and a key's calls in flight (tasks/ratelimit.py ConcurrencyCap), and (key, field) of
+    and a key's calls in flight (tasks/concurrency_cap.py), and (key, field) of
     hashes, such as kombu's unacked messages."""
 
     zrem: tuple[tuple[str, str], ...] = ()

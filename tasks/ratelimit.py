@@ -18,20 +18,19 @@ the ceiling each second. So a limit lower than the default (another service on t
 account, an endpoint Stripe keeps lower) is found without
 configuration, and costs one 429 now and then, not a stream of them.
 
-The page also names a concurrency limiter: ConcurrencyCap keeps a key's calls in flight
-under STRIPE_CONCURRENCY across every worker, adapting the same way.
+The page also names a concurrency limiter, kept by tasks/concurrency_cap.py; tasks/turn.py
+takes a call's turn in both in one round trip.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-import uuid
 from dataclasses import dataclass
 
 import redis
 
-from worker.connections import composed_script, lua_script
+from worker.connections import lua_script
 from worker.errors import RateLimited
 from worker.keys import Keys
 from worker.settings import parse_endpoint_rates
@@ -143,10 +142,11 @@ def reserve(
         args += [limiter.ceiling, epoch, limiter.ceiling * INCREASE]
     keys = [name for limiter in limiters for name in (limiter.key, limiter.slots)]
     answer = limiters[0]._script(keys=keys, args=args)
-    return float(answer[0]), [int(e) for e in answer[2:]], _text(answer[1])
+    return float(answer[0]), [int(e) for e in answer[2:]], as_text(answer[1])
 
 
-def _text(value: bytes | str) -> str:
+def as_text(value: bytes | str) -> str:
+    """A script's string answer, whether the client decodes responses or not."""
     return value.decode() if isinstance(value, bytes) else value
 
 
@@ -180,172 +180,3 @@ def acquire_all(limiters: list[StripeRateLimiter]) -> list[Slot]:
             return [Slot(epoch, waited) for epoch in epochs]
         time.sleep(wait)
         held, waited = epochs, waited + wait
-
-
-class ConcurrencyCap:
-    """Stripe's concurrency limiter for one key: at most `ceiling` calls in flight at once,
-    counted in Redis across every worker (STRIPE_CONCURRENCY). Stripe's page names the
-    limiter, "the number of requests that are active at any given time", without a figure;
-    a 429 from it lowers the cap (AIMD, as the paces do).
-
-    A call holds its place under a lease (`lease` s, past any call's time-out), so a worker
-    that dies mid-call frees it without anyone's help."""
-
-    name = CONCURRENCY
-
-    def __init__(
-        self,
-        client: redis.Redis,
-        keys: Keys,
-        api_key: str,
-        ceiling: int,
-        lease: float,
-        max_wait: float = 20.0,
-    ) -> None:
-        self.key = keys.ratelimit(key_id(api_key) + ":" + CONCURRENCY)
-        self.calls = self.key + ":calls"
-        self.ceiling = ceiling
-        self.lease = lease
-        self.max_wait = max_wait
-        self._script = lua_script(client, "tasks", "concurrency.lua")
-
-    def _run(self, op: str, held: int, *extra: float | str) -> tuple[float, int]:
-        args = [op, self.ceiling, held, self.ceiling * INCREASE, *extra]
-        value, epoch = self._script(keys=[self.key, self.calls], args=args)
-        return float(value), int(epoch)
-
-    def enter(self) -> tuple[str, Slot]:
-        """Wait for a place among the calls in flight: (the call's id, its Slot).
-        RateLimited when the wait would pass `max_wait`."""
-        call, waited, pause = uuid.uuid4().hex, 0.0, 0.005
-        while True:
-            inside, epoch = self._run("enter", -1, call, self.lease)
-            if inside:
-                return call, Slot(epoch, waited)
-            if waited + pause > self.max_wait:
-                raise RateLimited(
-                    f"{self.ceiling} Stripe calls in flight for {self.max_wait:.0f} s; "
-                    "waiting on the queue instead",
-                    http_status=None,
-                    retry_after=self.max_wait / 2,
-                )
-            # A place frees within one call's time; asked at most 10 times a second, so
-            # 64 threads waiting cost Redis little.
-            time.sleep(pause)
-            waited, pause = waited + pause, min(0.1, pause * 2)
-
-    def leave(self, call: str) -> None:
-        self._run("leave", -1, call)
-
-    def slow_down(self, slot: Slot) -> float:
-        """Stripe's concurrency limiter answered the call that entered in `slot`."""
-        cap, _epoch = self._run("slow", slot.epoch, DECREASE, 1.0)
-        return cap
-
-    def cap(self) -> float:
-        """Calls allowed in flight now, for stats and tests."""
-        cap, _epoch = self._run("peek", -1)
-        return cap
-
-
-@dataclass(frozen=True)
-class Turn:
-    """A call's turn: its slot in every pace, its place among the calls in flight (`call`
-    its id, '' and None without a cap), and the value read in the same round trip."""
-
-    slots: list[Slot]
-    call: str
-    place: Slot | None
-    read: str | None = None
-
-    @property
-    def waited(self) -> float:
-        return (self.slots[0].waited if self.slots else 0.0) + (
-            self.place.waited if self.place else 0.0
-        )
-
-
-class TurnTaker:
-    """Takes a call's turn in the paces and the cap of one key in one round trip a step
-    (tasks/turn.lua), where acquire_all and ConcurrencyCap.enter take one each: at the
-    defaults a call costs one round trip before it is sent, not two, and a create's read
-    of its memory (tasks/create_once.py) comes in the same one."""
-
-    def __init__(self, client: redis.Redis) -> None:
-        self._script = composed_script(
-            client,
-            "tasks",
-            "turn.lua",
-            ("pace", "tasks", "ratelimit.lua"),
-            ("cap", "tasks", "concurrency.lua"),
-        )
-
-    def _step(
-        self,
-        limiters: list[StripeRateLimiter],
-        cap: ConcurrencyCap | None,
-        call: str,
-        read: str,
-        held: list[int],
-        max_wait: float,
-        slot: str,
-    ) -> tuple[float, list[int], str, bool, int, str | None]:
-        keys: list[str] = [read] if read else []
-        args: list[str | float] = ["1" if read else "", "1" if cap else ""]
-        if cap:
-            keys += [cap.key, cap.calls]
-            args += [cap.ceiling, cap.ceiling * INCREASE, call, cap.lease]
-        else:
-            args += [0, 0, "", 0]
-        if limiters:
-            keys += [name for limiter in limiters for name in (limiter.key, limiter.slots)]
-            args += ["acquire", max_wait, slot]
-            for limiter, epoch in zip(limiters, held, strict=True):
-                args += [limiter.ceiling, epoch, limiter.ceiling * INCREASE]
-        answer = self._script(keys=keys, args=args)
-        value = _text(answer[0]) or None
-        inside, cap_epoch = bool(int(answer[1])), int(answer[2])
-        if not limiters:
-            return 0.0, [], "", inside, cap_epoch, value
-        epochs = [int(e) for e in answer[5:]]
-        return float(answer[3]), epochs, _text(answer[4]), inside, cap_epoch, value
-
-    def take(
-        self, limiters: list[StripeRateLimiter], cap: ConcurrencyCap | None, read: str = ""
-    ) -> Turn:
-        """Wait for a slot in every pace of `limiters` (one key's), as acquire_all does,
-        then a place under `cap`, as ConcurrencyCap.enter does (RateLimited past either's
-        `max_wait`); the first step reads the key `read` too. A turn whose read finds a
-        value comes back at once, without waiting for its slots: the caller may not make
-        the call (its place, if it has one, is its to give back)."""
-        max_wait = min(limiter.max_wait for limiter in limiters) if limiters else 0.0
-        call = uuid.uuid4().hex if cap else ""
-        held, slot, waited = [-1] * len(limiters), "", 0.0
-        value: str | None = None
-        while True:
-            left = max_wait - waited
-            wait, epochs, slot, inside, cap_epoch, found = self._step(
-                limiters, cap, call, read, held, min(HORIZON, left), slot
-            )
-            if read:
-                value, read = found, ""  # read once, in the first step
-                if value is not None:
-                    place = Slot(cap_epoch, 0.0) if inside else None
-                    return Turn([], call if inside else "", place, value)
-            if limiters and wait < 0 and left > 0:  # no slot within the horizon: again
-                pause = min(HORIZON / 2, left)
-                time.sleep(pause)
-                held, slot, waited = [-1] * len(limiters), "", waited + pause
-                continue
-            if limiters and wait < 0:
-                raise no_slot_within(max_wait)
-            if wait == 0:
-                slots = [Slot(epoch, waited) for epoch in epochs]
-                if cap is None:
-                    return Turn(slots, "", None, value)
-                if inside:
-                    return Turn(slots, call, Slot(cap_epoch, 0.0), value)
-                call, place = cap.enter()  # the cap is full: wait for a place
-                return Turn(slots, call, place, value)
-            time.sleep(wait)
-            held, waited = epochs, waited + wait

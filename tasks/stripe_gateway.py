@@ -13,17 +13,16 @@ from typing import Any, TypeVar
 import redis
 import stripe
 
+from tasks.concurrency_cap import ConcurrencyCap
 from tasks.metrics import MeasuredHttpClient, rate_limit_waited, rate_limited_by
 from tasks.ratelimit import (
     CONCURRENCY,
     GLOBAL,
-    ConcurrencyCap,
     StripeRateLimiter,
-    Turn,
-    TurnTaker,
     default_ceiling,
     endpoint_ceiling,
 )
+from tasks.turn import Turn, TurnTaker
 from worker.errors import RateLimited, SecretMissing, SpecError, from_stripe_error
 from worker.settings import Settings
 from worker.vault import STRIPE_SECRET_KEY, Vault, key_mode, livemode_of

@@ -1,4 +1,4 @@
--- A call's turn in one step (tasks/ratelimit.py TurnTaker): a key read beside it (a
+-- A call's turn in one step (tasks/turn.py TurnTaker): a key read beside it (a
 -- create's user -> customer memory), its slot in every pace (ratelimit.lua's acquire) and,
 -- once the slots need no wait, its place among the calls in flight (concurrency.lua's
 -- enter): a call waiting for its slot holds no place. TurnTaker prepends both scripts,

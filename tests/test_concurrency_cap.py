@@ -16,8 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from tasks.ratelimit import DECREASE, INCREASE, ConcurrencyCap, StripeRateLimiter, TurnTaker
+from tasks.concurrency_cap import ConcurrencyCap
+from tasks.ratelimit import DECREASE, INCREASE, StripeRateLimiter
 from tasks.stripe_gateway import StripeGateway
+from tasks.turn import TurnTaker
 from worker.devtools.emulator import EmulatorServer
 from worker.errors import NotFound, RateLimited
 from worker.settings import Settings

@@ -13,7 +13,7 @@ from dataclasses import replace
 import pytest
 import requests
 
-from tasks.ratelimit import ConcurrencyCap
+from tasks.concurrency_cap import ConcurrencyCap
 from webhooks.signup import signup_component
 from worker.devtools.emulator import IDEMPOTENCY_TTL
 from worker.trail import Trail
