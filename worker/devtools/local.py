@@ -2,18 +2,45 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import threading
 from typing import Any
 
 import redis
 
+# Under the ports services usually take (Redis's 6379, 8000, 8080) and the ephemeral range.
+PORTS_FROM = 10000
+
 
 def free_port() -> int:
-    """A loopback port nobody listens on now."""
+    """A loopback port nobody listens on now, for a server that binds it a moment later.
+
+    Taken under the kernel's ephemeral range (ip_local_port_range, 32768-60999 by default),
+    where outgoing connections get their local ports: a port bind(0) gives out is one of
+    those, and any connection made before the server binds (the test suite makes thousands)
+    may take it first ("port 57643 is taken", once in a suite's run)."""
+    low = _ephemeral_low()
+    for _ in range(50):
+        port = random.randrange(PORTS_FROM, low) if low > PORTS_FROM else 0
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _ephemeral_low() -> int:
+    """The lowest local port the kernel gives an outgoing connection (0: unknown)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def port_free(host: str, port: int) -> bool:
