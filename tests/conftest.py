@@ -33,6 +33,7 @@ from .support import (
     RedisServer,
     WebProcess,
     WorkerProcess,
+    compile_project,
     leftovers,
     shared_redis,
     worker_env,
@@ -45,6 +46,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if hasattr(config, "workerinput"):  # an xdist worker: the controller chose for the run
         _redis.update(url=os.environ["STRIPE_WORKER_TEST_REDIS_URL"], how="", server=None)
         return
+    compile_project()
     url, how, server = shared_redis()
     token = None
     if server is None:  # a shared server: a database of the run's own on it

@@ -38,6 +38,7 @@ from .processes import (
     WorkerProcess,
     clean_env,
     cli,
+    compile_project,
     worker_env,
 )
 from .redis_server import RedisServer, shared_redis
@@ -67,6 +68,7 @@ __all__ = [
     "at_once",
     "clean_env",
     "cli",
+    "compile_project",
     "emulator_stats",
     "enqueue",
     "entries",

@@ -60,6 +60,18 @@ def worker_env(settings: Settings, env: Mapping[str, str], **extra: object) -> d
     return child
 
 
+def compile_project() -> None:
+    """Write the project's bytecode once, before the run starts its processes. Where
+    PYTHONDONTWRITEBYTECODE is set (this sandbox sets it, and every process the suite
+    starts inherits it), each process would compile the project's modules anew: 0.25 s of
+    CPU a worker process; the whole suite 316 s of CPU against 326 s, 191 s against 197 s."""
+    import compileall
+
+    root = Path(__file__).resolve().parents[2]
+    for package in ("worker", "tasks", "webhooks", "stripe_worker_agent", "bench", "tests"):
+        compileall.compile_dir(root / package, quiet=1)
+
+
 def cli(*args: str) -> list[str]:
     """The command line of `stripe-worker ARGS` with the interpreter running the tests."""
     return [sys.executable, "-m", "worker", *args]
