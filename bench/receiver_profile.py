@@ -157,7 +157,7 @@ def main() -> int:
 def other_receiver(stack: Stack, root: Path) -> tuple[str, int]:
     """`stripe-worker web` of the checkout at `root`, on the same Redis and prefix."""
     port = free_port()
-    argv = [sys.executable, "-m", "worker.cli", "web", "--host", "127.0.0.1", "--port",
+    argv = [sys.executable, "-m", "worker", "web", "--host", "127.0.0.1", "--port",
             str(port), "--workers", "2"]  # fmt: skip
     env = dict(stack.env, PYTHONPATH=str(root))
     proc = Process(argv, env, stack.logdir / "against.log", cwd=str(root)).start()

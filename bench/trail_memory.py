@@ -83,7 +83,7 @@ def main(n: int = 500) -> int:
                STRIPE_API_BASE=emulator.url, SIGNUP_WEBHOOK_SECRET=SIGNUP_WEBHOOK_SECRET,
                WORKER_METRICS_PORT="0")  # fmt: skip
     worker = subprocess.Popen(
-        [sys.executable, "-m", "worker.cli", "worker", "--loglevel=WARNING"],
+        [sys.executable, "-m", "worker", "worker", "--loglevel=WARNING"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -395,7 +395,7 @@ def test_two_checkouts_do_not_find_each_others_dev(tmp_path):
     log_path = tmp_path / "other-dev.log"
     with open(log_path, "wb") as log:
         dev = subprocess.Popen(
-            [sys.executable, "-m", "worker.cli", "dev", "--port", str(free_port())],
+            [sys.executable, "-m", "worker", "dev", "--port", str(free_port())],
             env=env, cwd=other, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     try:
@@ -404,7 +404,7 @@ def test_two_checkouts_do_not_find_each_others_dev(tmp_path):
         url = re.search(r"embedded fakeredis at (\S+)", log_path.read_text()).group(1)
         beside = dict(env, REDIS_URL=url)
         theirs = subprocess.run(
-            [sys.executable, "-m", "worker.cli", "dlq", "list"],
+            [sys.executable, "-m", "worker", "dlq", "list"],
             env=beside, cwd=other, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert "using the running `stripe-worker dev`" in theirs.stderr, theirs

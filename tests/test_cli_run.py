@@ -21,7 +21,7 @@ def run(spec, settings, key=TEST_KEY, extra_env=None):
     env = told(settings, STRIPE_SECRET_KEY=key, **(extra_env or {}))
     text = spec if isinstance(spec, str) else json.dumps(spec)
     return subprocess.run(
-        [sys.executable, "-m", "worker.cli", "run", "--json", "-"],
+        [sys.executable, "-m", "worker", "run", "--json", "-"],
         input=text,
         capture_output=True,
         text=True,
@@ -59,7 +59,7 @@ def test_spec_from_a_file(settings, tmp_path):
     path.write_text(json.dumps(dict(CREATE, outputs={"email": "Response.email"})))
     env = told(settings, STRIPE_SECRET_KEY=TEST_KEY)
     done = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "run", str(path)],
+        [sys.executable, "-m", "worker", "run", str(path)],
         capture_output=True,
         text=True,
         env=env,
@@ -103,7 +103,7 @@ def test_bad_spec_exits_2_without_calling_stripe(emulator, settings):
 def test_missing_key_exits_2_naming_the_secret(emulator):
     env = clean_env(STRIPE_API_BASE=emulator.url)
     done = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "run", "--json", "-"],
+        [sys.executable, "-m", "worker", "run", "--json", "-"],
         input=json.dumps(CREATE),
         capture_output=True,
         text=True,
@@ -116,7 +116,7 @@ def test_missing_key_exits_2_naming_the_secret(emulator):
 @pytest.mark.slow
 def test_missing_spec_file_exits_2(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "run", str(tmp_path / "no.json")],
+        [sys.executable, "-m", "worker", "run", str(tmp_path / "no.json")],
         capture_output=True,
         text=True,
         timeout=60,
@@ -128,7 +128,7 @@ def test_missing_spec_file_exits_2(tmp_path):
 def test_bad_setting_and_absent_redis_are_clear_errors_not_tracebacks():
     env = dict(os.environ, STREAM_MAXLEN="abc")
     done = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "dlq", "list"],
+        [sys.executable, "-m", "worker", "dlq", "list"],
         env=env,
         capture_output=True,
         text=True,
@@ -138,7 +138,7 @@ def test_bad_setting_and_absent_redis_are_clear_errors_not_tracebacks():
     assert "Traceback" not in done.stderr
     env = dict(os.environ, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
     done = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "dlq", "list"],
+        [sys.executable, "-m", "worker", "dlq", "list"],
         env=env,
         capture_output=True,
         text=True,

@@ -111,7 +111,7 @@ def test_the_schema_command_prints_each_published_schema(settings, webhook_env):
     env = worker_env(settings, webhook_env)
     for stream in STREAMS:
         done = subprocess.run(
-            [sys.executable, "-m", "worker.cli", "schema", stream],
+            [sys.executable, "-m", "worker", "schema", stream],
             env=env,
             capture_output=True,
             text=True,
@@ -121,7 +121,7 @@ def test_the_schema_command_prints_each_published_schema(settings, webhook_env):
         assert json.loads(done.stdout) == schema_of(stream)
         assert schema_of(stream)["properties"]["schema_version"]["const"] == SCHEMA_VERSION
     bad = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "schema", "payments"],
+        [sys.executable, "-m", "worker", "schema", "payments"],
         env=env,
         capture_output=True,
         text=True,

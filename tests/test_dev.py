@@ -14,7 +14,7 @@ from worker.devtools.dev_state import state_path
 from .support import TEST_KEY, free_port, wait_for
 from .support.shell import fresh_env, group_alive, start_dev
 
-CLI = [sys.executable, "-m", "worker.cli"]
+CLI = [sys.executable, "-m", "worker"]
 
 
 def stop(proc):

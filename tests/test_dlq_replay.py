@@ -32,7 +32,7 @@ def failed_signup(i: int) -> dict[str, str]:
 
 def dlq(settings, env, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "worker.cli", "dlq", *args],
+        [sys.executable, "-m", "worker", "dlq", *args],
         env=worker_env(settings, env),
         capture_output=True,
         text=True,

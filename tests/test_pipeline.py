@@ -151,7 +151,7 @@ def test_401_is_one_error_entry_without_retry_then_replayed(
 
     # The key is fixed; the operator replays the failure, twice by mistake.
     requests.post(f"{emulator.url}/_emulator/keys", json={"allow": [TEST_KEY]}, timeout=5)
-    cli = [sys.executable, "-m", "worker.cli", "dlq"]
+    cli = [sys.executable, "-m", "worker", "dlq"]
     env = worker_env(settings, webhook_env)
     listed = subprocess.run([*cli, "list"], env=env, capture_output=True, text=True, timeout=60)
     assert "failed" in listed.stdout and "authentication_error" in listed.stdout
@@ -277,7 +277,7 @@ def test_run_queue_hands_a_component_to_the_worker_once(
     answers = []
     for _ in range(2):
         done = subprocess.run(
-            [sys.executable, "-m", "worker.cli", "run", "--queue", "-"],
+            [sys.executable, "-m", "worker", "run", "--queue", "-"],
             input=spec,
             env=env,
             capture_output=True,

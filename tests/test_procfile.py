@@ -56,7 +56,7 @@ def test_procfile_lines_process_a_signup_end_to_end(
             [
                 sys.executable,
                 "-m",
-                "worker.cli",
+                "worker",
                 "send",
                 "signup",
                 "--email",

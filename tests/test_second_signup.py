@@ -96,7 +96,7 @@ def test_stripe_refusing_the_reused_key_waits_for_the_first_customer(
         "idempotency_key": "signup-u_again",
     }
     done = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "run", "-"],
+        [sys.executable, "-m", "worker", "run", "-"],
         input=json.dumps(create),
         env=worker_env(settings, webhook_env),
         capture_output=True,

@@ -123,7 +123,7 @@ def test_tail_prints_entries_for_people_and_machines(redis_client, settings, web
         },
     )
     env = worker_env(settings, webhook_env)
-    cli = [sys.executable, "-m", "worker.cli", "tail", "customers", "--from-start", "--count", "1"]
+    cli = [sys.executable, "-m", "worker", "tail", "customers", "--from-start", "--count", "1"]
     human = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=60)
     assert human.returncode == 0, human.stderr
     assert "cus_1" in human.stdout and "a@example.com" in human.stdout
