@@ -210,9 +210,9 @@ print(len(ticks))
 def test_web_patches_for_gevent_before_redis_binds_its_sleep():
     """`stripe-worker web` patches before anything imports redis-py (worker/__main__.py), so
     one connection's Redis retry backoff (1.5 s here) leaves the other greenlets running:
-    some 30 ticks of 50 ms. Patched after redis-py bound `time.sleep` (as a Sentinel
-    failover showed: /healthz 0.33 s instead of 0.03 s), they stop for the whole backoff:
-    4 ticks, one between each sleep."""
+    some 30 ticks of 50 ms. Patched after redis-py bound `time.sleep` (in a Sentinel
+    failover the slowest /healthz took 0.64 s against 0.01 s: bench/failover_run.py), they
+    stop for the whole backoff: 4 ticks, one between each sleep."""
     probe = subprocess.run(
         [sys.executable, "-c", GREEN_PROBE, str(free_port())],
         capture_output=True,
