@@ -17,12 +17,24 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["web"]:
-        from gevent import monkey
-
-        monkey.patch_all()  # the master too: no module it imports keeps a blocking socket
+        patch_for_web()
     from worker.cli import main as command_line
 
     return command_line(argv)
+
+
+def patch_for_web() -> None:
+    """gevent's patch, once, in gunicorn's master too: no module it imports keeps a
+    blocking socket or sleep. Reached late (redis already imported) only when `web` is
+    started some other way than this module (`python -m worker.cli web`); gevent's warning
+    then names redis.asyncio, which imports from ssl directly and which `web` never uses."""
+    import warnings
+
+    from gevent import monkey
+
+    if not monkey.is_module_patched("socket"):
+        warnings.filterwarnings("ignore", category=monkey.MonkeyPatchWarning)
+        monkey.patch_all()
 
 
 if __name__ == "__main__":

@@ -291,7 +291,11 @@ def build_parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)  # `web` was patched for gevent first (__main__.py)
+    args = build_parser().parse_args(argv)
+    if args.func is cmd.cmd_web:
+        from worker.__main__ import patch_for_web
+
+        patch_for_web()  # done already, before redis was imported, through `stripe-worker`
     import redis
 
     try:
