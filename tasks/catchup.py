@@ -128,6 +128,10 @@ def catch_up_forever(catchup: CatchUp, stop: threading.Event) -> None:
             catchup.tick()
         except StripeWorkerError as exc:  # Stripe refused or is away: the cursor waits
             log.warning("catch-up: %s: %s", exc.error_type, exc.message)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            # Redis is away: the heartbeat says so, once for the outage (tasks/recovery.py,
+            # Outage), and the next tick asks again.
+            log.debug("catch-up: Redis does not answer (%s)", exc.__class__.__name__)
         except redis.RedisError as exc:
             log.warning("catch-up: Redis: %s", exc.__class__.__name__)
         except Exception:  # a bug of ours must not stop catch-up for good

@@ -6,7 +6,9 @@ calls (customer.created), as Stripe makes them, and no webhook is posted unless 
 posts one, as a delivery that arrives late or early."""
 
 import json
+import logging
 import subprocess
+import threading
 import time
 
 import pytest
@@ -17,12 +19,14 @@ import tasks.reconcile as walking
 from tasks.catchup import GRACE
 from tasks.reconcile import EventList
 from tasks.stripe_gateway import StripeGateway
+from worker.connections import redis_client
 from worker.trail import Trail
 
 from .support import (
     TEST_KEY,
     cli,
     entries,
+    free_port,
     post_stripe,
     settled,
     wait_for,
@@ -328,3 +332,24 @@ def test_catch_up_settings_are_refused_at_start_when_wrong(env, says):
         Settings.from_env(env)
     both = Settings.from_env({"CATCHUP_TYPES": "invoice.paid, customer.created"})
     assert both.event_types == ["invoice.paid", "customer.created"]
+
+
+class OneTick(threading.Event):
+    """catch_up_forever's stop, set by its first wait: one tick, on the test's thread."""
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.set()
+        return True
+
+
+def test_a_tick_leaves_a_redis_outage_to_the_heartbeat(settings, vault, caplog):
+    """The heartbeat says once that Redis does not answer (Outage); a catch-up tick that
+    meets the same outage adds no warning of its own (test_cli_errors's one-voice test
+    caught one when the tick fell inside the outage)."""
+    gone = settings.with_(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    client = redis_client(gone)
+    ticking = catchup.CatchUp(client, gone, StripeGateway(gone, vault, redis_client=client), "w1")
+    with caplog.at_level(logging.DEBUG, logger=catchup.log.name):
+        catchup.catch_up_forever(ticking, OneTick())
+    said = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == catchup.log.name]
+    assert said == [(logging.DEBUG, "catch-up: Redis does not answer (ConnectionError)")]
