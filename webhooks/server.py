@@ -80,6 +80,7 @@ def _run(
             self.cfg.set("accesslog", None)  # our own line per request replaces it
             self.cfg.set("graceful_timeout", 10)
             self.cfg.set("child_exit", _mark_dead)
+            self.cfg.set("post_worker_init", _say_ready)
             # gunicorn >= 25 opens ~/.gunicorn/gunicorn.ctl, one path for every server of
             # the user: a second `web` takes it over, and stopping either removes it.
             self.cfg.set("control_socket_disable", True)
@@ -95,6 +96,13 @@ def _run(
 
     Server().run()
     return 0
+
+
+def _say_ready(worker: Any) -> None:
+    """After gunicorn's "Booting worker" (said at the fork), the line that says the worker
+    now serves, and so stops gracefully on SIGTERM: until its own handlers are set, the
+    master's inherited one swallows the signal, and the master kills it at graceful_timeout."""
+    worker.log.info("Worker ready (pid: %s)", worker.pid)
 
 
 def _raise_open_files_limit(wanted: int) -> None:

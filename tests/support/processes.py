@@ -176,6 +176,7 @@ class WebProcess(Process):
         port: int | None = None,
     ) -> None:
         self.port = port or free_port()
+        self.workers = workers
         self.url = f"http://127.0.0.1:{self.port}"
         args = ["web", "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(workers)]
         super().__init__(cli(*args), env, log_path)
@@ -189,4 +190,7 @@ class WebProcess(Process):
             return http_answers(self.url + "/healthz")
 
         wait_for(up, timeout=30, interval=0.1)
+        # Every worker, not only the one that answered: one still booting when a test sends
+        # SIGTERM would not stop gracefully (webhooks/server.py _say_ready).
+        wait_for(lambda: self.log().count("Worker ready (pid:") >= self.workers, timeout=60)
         return self
