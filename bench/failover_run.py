@@ -249,11 +249,13 @@ def run_failover(
         say(f"sent {count} {sent} in {time.monotonic() - begin:.1f}s; waiting for the workers")
         client = cluster.master(decode_responses=True)
         stream = KEYS.stream("events" if stripe_events else "customers")
-        progress = {"seen": (-1, -1), "since": time.monotonic()}
+        progress = {"seen": (-1, -1, -1), "since": time.monotonic()}
         catching_up = stripe_events and settings.get("CATCHUP", "on") != "off"
 
         def settled() -> bool:
-            now = (client.xlen(stream), client.zcard(KEYS.ledger))
+            # What was given back (a crash's recovery, a failover's) is taken by a live
+            # worker before the run stops them: their SIGTERM would hand back what it holds.
+            now = (client.xlen(stream), client.zcard(KEYS.ledger), client.llen(KEYS.given_back))
             if now != progress["seen"]:
                 progress.update(seen=now, since=time.monotonic())
             # Done, or nothing moved for 20 s (what was lost stays lost); with catch-up, once
@@ -262,7 +264,7 @@ def run_failover(
             if catching_up and ran < last_made[0] + GRACE + 1:
                 progress["since"] = time.monotonic()
                 return False
-            done = now[0] >= len(answered) and now[1] == 0
+            done = now[0] >= len(answered) and now[1] == 0 and now[2] == 0
             if catching_up and not done:  # what is left in the ledger, its sweep requeues
                 return time.time() > kill_at[0] + VISIBILITY_TIMEOUT + 150
             return done or time.monotonic() - progress["since"] > 20
