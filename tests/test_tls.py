@@ -227,7 +227,7 @@ def test_a_redis_older_than_6_2_is_refused_at_start_in_one_line(settings, webhoo
         worker = WorkerProcess(
             worker_env(settings.with_(redis_url=url), webhook_env), tmp_path / "w.log"
         )
-        assert worker.start().proc.wait(60) == 2
+        assert worker.start().proc.wait(60) == 2, worker.log()
         lines = worker.log().strip().splitlines()
         assert lines == [
             f"error: Redis at redis://:***@127.0.0.1:{old.port}/0 is version 6.0.16; "
