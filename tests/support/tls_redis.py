@@ -182,7 +182,9 @@ class Recorder(FirstBytes):
 
 
 class OldRedis(StandIn):
-    """Answers as Redis 6.0 would (no BLMOVE): INFO says so, PING PONG, the rest OK."""
+    """Answers as Redis 6.0 would (no BLMOVE): INFO says so, HELLO as 6.0 answers it, PING
+    PONG, the rest OK. redis-py 8.2 opens each connection with HELLO 3 (its default is
+    RESP3), which Redis 6.0 has (redis.io/docs/latest/commands/hello)."""
 
     def handle(self, conn: socket.socket) -> None:
         reader = conn.makefile("rb")
@@ -190,8 +192,27 @@ class OldRedis(StandIn):
             while header := reader.readline():
                 count = int(header[1:])  # *N, then $len and the value of each part
                 parts = [reader.readline() and reader.readline().strip() for _ in range(count)]
-                if parts and parts[0].upper() == b"INFO":
+                command = parts[0].upper() if parts else b""
+                if command == b"INFO":
                     body = b"# Server\r\nredis_version:6.0.16\r\n"
                     conn.sendall(b"$%d\r\n%s\r\n" % (len(body), body))
+                elif command == b"HELLO":
+                    conn.sendall(_hello_reply(int(parts[1]) if len(parts) > 1 else 2))
                 else:
                     conn.sendall(b"+PONG\r\n" if parts[:1] == [b"PING"] else b"+OK\r\n")
+
+
+def _hello_reply(proto: int) -> bytes:
+    """Redis 6.0.16's HELLO: a map in RESP3, the same pairs as a flat array in RESP2."""
+    pairs = [("server", "redis"), ("version", "6.0.16"), ("proto", proto), ("id", 1),
+             ("mode", "standalone"), ("role", "master")]  # fmt: skip
+    out = [b"%%%d\r\n" % (len(pairs) + 1) if proto == 3 else b"*%d\r\n" % (2 * len(pairs) + 2)]
+    for name, value in [*pairs, ("modules", None)]:
+        out.append(b"$%d\r\n%s\r\n" % (len(name), name.encode()))
+        if value is None:
+            out.append(b"*0\r\n")
+        elif isinstance(value, int):
+            out.append(b":%d\r\n" % value)
+        else:
+            out.append(b"$%d\r\n%s\r\n" % (len(value), value.encode()))
+    return b"".join(out)
