@@ -135,6 +135,17 @@ class Process:
             except subprocess.TimeoutExpired:
                 self.kill()
 
+    def wait_for_line(self, text: str, count: int = 1, timeout: float = 90) -> None:
+        """Until the log holds `text` `count` times; AssertionError with the log if the
+        process ends first."""
+
+        def said() -> bool:
+            log = self.log()
+            assert self.alive(), log
+            return log.count(text) >= count
+
+        wait_for(said, timeout=timeout, interval=0.1)
+
     def log(self) -> str:
         with open(self.log_path, encoding="utf-8", errors="replace") as f:
             return f.read()
@@ -155,12 +166,7 @@ class WorkerProcess(Process):
         """Wait for Celery's last line at start (" ready."): a start on a loaded 2-core
         machine took 0.7-1.7 s here, and much longer under CI's load. Then a test's own
         bound counts what it measures, not the start."""
-
-        def up() -> bool:
-            assert self.alive(), self.log()
-            return " ready." in self.log()
-
-        wait_for(up, timeout=timeout, interval=0.1)
+        self.wait_for_line(" ready.", timeout=timeout)
         return self
 
 
@@ -192,5 +198,5 @@ class WebProcess(Process):
         wait_for(up, timeout=30, interval=0.1)
         # Every worker, not only the one that answered: one still booting when a test sends
         # SIGTERM would not stop gracefully (webhooks/server.py _say_ready).
-        wait_for(lambda: self.log().count("Worker ready (pid:") >= self.workers, timeout=60)
+        self.wait_for_line("Worker ready (pid:", self.workers, timeout=60)
         return self

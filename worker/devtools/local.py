@@ -21,14 +21,10 @@ def free_port() -> int:
     those, and any connection made before the server binds (the test suite makes thousands)
     may take it first ("port 57643 is taken", once in a suite's run)."""
     low = _ephemeral_low()
-    for _ in range(50):
-        port = random.randrange(PORTS_FROM, low) if low > PORTS_FROM else 0
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return int(s.getsockname()[1])
+    if low > PORTS_FROM:
+        for port in random.sample(range(PORTS_FROM, low), 50):
+            if port_free("127.0.0.1", port):
+                return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
