@@ -35,6 +35,7 @@ from .support import (
     WorkerProcess,
     compile_project,
     leftovers,
+    schedule,
     shared_redis,
     worker_env,
 )
@@ -66,6 +67,18 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     # Read by the xdist workers (started after this) and by entry_schemas.
     os.environ["STRIPE_WORKER_TEST_REDIS_URL"] = url
+
+
+def expected_seconds(item: pytest.Item) -> float:
+    """About how long a test takes: `slow(seconds=N)` where measured, 3 for another slow
+    test, 0 for the rest."""
+    mark = item.get_closest_marker("slow")
+    return 0.0 if mark is None else float(mark.kwargs.get("seconds", 3))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    workers = getattr(config, "workerinput", {}).get("workercount", 1)
+    items[:] = schedule.dealt(items, workers, expected_seconds)
 
 
 @pytest.hookimpl(trylast=True)

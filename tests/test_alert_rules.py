@@ -126,7 +126,7 @@ def prometheus_config(tmp_path: Path, targets: list[str]) -> Path:
     return path
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=13)
 @pytest.mark.skipif(PROMETHEUS is None, reason="prometheus absent (.ci/run installs it)")
 def test_a_real_prometheus_fires_the_right_alerts(start_worker, start_web, tmp_path):
     from .support.processes import Process

@@ -101,7 +101,7 @@ def test_reconcile_queues_each_undelivered_event_once_and_a_second_run_nothing(
     assert after.stdout.strip() == "listed 1, queued 0, skipped 1"  # only the third
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=12)
 def test_catch_up_alone_recovers_events_made_while_everything_was_down(
     client, start_inprocess_worker, redis_client, settings, emulator, webhook_env
 ):
@@ -138,7 +138,7 @@ def test_catch_up_alone_recovers_events_made_while_everything_was_down(
     assert Trail(redis_client, settings).find(events[1]["id"])[0].lines[0]["step"] == "reconciled"
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=60)
 def test_a_running_worker_catches_up_within_about_a_minute(
     start_worker, redis_client, settings, emulator
 ):

@@ -134,7 +134,7 @@ def test_clients_and_workers_follow_a_demoted_master(cluster, settings, start_wo
 
 
 @needs_sentinel
-@pytest.mark.slow
+@pytest.mark.slow(seconds=10)
 def test_after_the_master_is_killed_a_worker_takes_given_back_work(cluster, settings, start_worker):
     """The master SIGKILLed: the worker's reconnects fail until the sentinels promote the
     replica, and kombu moves on to the URL's next sentinel. What is given back after that
@@ -214,7 +214,7 @@ def test_a_publish_counts_only_once_replicated(lone_master, settings):
 
 
 @needs_sentinel
-@pytest.mark.slow
+@pytest.mark.slow(seconds=13)
 def test_master_killed_under_load_loses_nothing_answered_200():
     report = run_failover(
         min_replicas=1, rate=10, seconds=6, restart_after=0.5, say=lambda *_: None

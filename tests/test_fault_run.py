@@ -6,7 +6,7 @@ import pytest
 from bench.fault_run import run_fault
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=17)
 def test_every_signup_is_one_customer_and_one_entry():
     report = run_fault(
         signups=60,

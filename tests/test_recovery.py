@@ -107,6 +107,7 @@ def test_fetched_but_unrecorded_work_of_a_dead_worker_comes_back(
     one_customer_and_one_entry(redis_client, settings, emulator)
 
 
+@pytest.mark.slow(seconds=11)
 def test_a_slow_task_on_a_live_worker_is_not_handed_out_twice(
     client, start_worker, redis_client, settings, emulator
 ):

@@ -101,7 +101,7 @@ def cluster(ca):
 
 
 @needs_sentinel
-@pytest.mark.slow
+@pytest.mark.slow(seconds=12)
 def test_signups_through_tls_sentinels_with_passwords_and_a_failover(
     cluster, settings, webhook_env, tmp_path
 ):
@@ -164,7 +164,7 @@ def plaintext_cluster():
 
 
 @needs_sentinel
-@pytest.mark.slow
+@pytest.mark.slow(seconds=20)
 def test_tls_problems_behind_sentinels_are_named_with_their_fix(
     cluster, plaintext_cluster, settings, webhook_env
 ):

@@ -89,7 +89,7 @@ def test_past_the_hard_limit_the_oldest_are_dropped_counted_and_logged(
     assert (lag.name, lag.pending) == ("abandoned", 0)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=12)
 def test_failures_are_never_trimmed(redis_client, settings, start_inprocess_worker, emulator):
     import requests
 

@@ -13,6 +13,7 @@
                   tests.support.sentinel)
     leftovers     the run's own Redis database and TMPDIR, and what was left in them
                   (tests/conftest.py fails the run on it)
+    schedule      dealt: the order the run starts its tests in (longest first, dealt out)
 
 Nothing here imports pytest, so bench/ uses it as a plain package.
 """
