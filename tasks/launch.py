@@ -27,6 +27,7 @@ def _run(settings: Settings, pool: str, concurrency: int, loglevel: str) -> int:
 
     from tasks import metrics, worker_app
     from tasks.catchup import install_catchup
+    from tasks.holding import hold_to_pace
     from tasks.recovery import install_recovery
     from tasks.runtime import runtime_of
     from worker import tracing
@@ -47,7 +48,7 @@ def _run(settings: Settings, pool: str, concurrency: int, loglevel: str) -> int:
         app,
         settings,
         {"pool": pool, "concurrency": concurrency},
-        report=rt.gateway.hold_to_pace(concurrency, rt.state.hold_fewer),
+        report=hold_to_pace(rt.gateway, concurrency, rt.state.hold_fewer),
     )
     install_catchup(app, settings, recovery.worker_id)  # when a key and a webhook secret are set
     server = metrics.serve(settings)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import redis
 import stripe
@@ -23,9 +22,9 @@ from tasks.ratelimit import (
     endpoint_ceiling,
 )
 from tasks.turn import Turn, TurnTaker
-from worker.errors import RateLimited, SecretMissing, SpecError, from_stripe_error
+from worker.errors import RateLimited, from_stripe_error
 from worker.settings import Settings
-from worker.vault import STRIPE_SECRET_KEY, Vault, key_mode, livemode_of
+from worker.vault import Vault, key_mode, livemode_of
 
 T = TypeVar("T")
 
@@ -34,16 +33,8 @@ log = logging.getLogger("stripe_worker.stripe")
 # How long one call waits out 429s in place before the work goes back to wait on the
 # queue instead (tasks/customers.py); well inside a task's time limit.
 HOLD_SECONDS = 30.0
-# A worker holds no more work than its keys' pace can start within this many seconds (and
-# at least MIN_HELD); the rest waits on the queue, for any worker. What one worker holds is
-# what its crash strands, and what work given back after a crash waits behind: at Stripe's
-# test limit 25 messages, not 64 threads' worth (2.6 s of the pace). It binds only while
-# the pace is under the pool's size per second, so not at the live limit.
-AHEAD_SECONDS = 1.0
-MIN_HELD = 4
-# What a signup calls: of what it holds, a worker keeps this many signups (what that
-# endpoint's pace starts within AHEAD_SECONDS), and takes the rest from past them
-# (tasks/transport.py), so the other endpoints' budgets are used at the same time.
+# What a signup calls: the endpoint whose pace bounds how many signups a worker holds at
+# the front of what it holds (tasks/holding.py).
 SIGNUP_ENDPOINT = "customers.create"
 # Without Stripe-Rate-Limited-Reason, a 429 on one endpoint is that endpoint's limiter,
 # unless another endpoint met a 429 this recently too: then it is the limit they share.
@@ -327,89 +318,25 @@ class StripeGateway:
             self.last_limiter[key_mode(key)] = name
             return name
 
-    def rates(self, now: bool = True) -> list[tuple[str, float]]:
-        """(key mode, calls/s) of each paced key this worker has used: the rate its pace
-        allows now (from Redis), or else the ceiling the pace starts from."""
-        with self._lock:  # the platform's own paces (a connected account's are its own)
-            limiters = [
-                (key, limiter)
-                for (key, account, name), limiter in self._limiters.items()
-                if limiter and name == GLOBAL and not account
-            ]
-        return [
-            (key_mode(key), limiter.rate() if now else limiter.ceiling) for key, limiter in limiters
-        ]
-
-    def endpoint_paces(self) -> dict[str, dict[str, float]]:
-        """Calls/s each endpoint's pace allows now, by key mode then endpoint."""
+    def paces_in_use(self) -> list[tuple[str, str, StripeRateLimiter]]:
+        """(key, endpoint or GLOBAL, pace) of each of the platform's own paces this worker
+        has made (a connected account's are its own)."""
         with self._lock:
-            limiters = [
+            return [
                 (key, name, limiter)
                 for (key, account, name), limiter in self._limiters.items()
-                if limiter and name != GLOBAL and not account
+                if limiter and not account
             ]
-        paces: dict[str, dict[str, float]] = {}
-        for key, name, limiter in limiters:
-            paces.setdefault(key_mode(key), {})[name] = round(limiter.rate(), 2)
-        return paces
 
-    def caps(self) -> dict[str, float]:
-        """Calls each key may have in flight now (its concurrency cap), by key mode."""
+    def caps_in_use(self) -> list[tuple[str, ConcurrencyCap]]:
+        """(key, cap) of each key's cap on calls in flight this worker has made."""
         with self._lock:
-            caps = [(key, cap) for key, cap in self._caps.items() if cap]
-        return {key_mode(key): round(cap.cap(), 1) for key, cap in caps}
+            return [(key, cap) for key, cap in self._caps.items() if cap]
 
-    def paces(self) -> dict[str, float]:
-        """Calls/s each key's pace allows now, by key mode: what this worker's heartbeat
-        tells `stripe-worker status`. Only keys this worker has called with."""
-        paces: dict[str, float] = {}
-        for mode, rate in self.rates():
-            paces[mode] = round(paces.get(mode, 0.0) + rate, 2)
-        return paces
-
-    def hold_to_pace(
-        self, pool_size: int, hold_fewer: Callable[[int, int], None]
-    ) -> Callable[[], dict[str, Any]]:
-        """Make the worker hold what its pace can start within AHEAD_SECONDS, from now
-        and on every heartbeat (the returned callable, which reports the paces), by
-        `hold_fewer` (the worker state's), with at most what Create Customer's pace starts
-        in that time being signups."""
-
-        signups: StripeRateLimiter | None = None
-
-        def hold(rates: list[float], signup_rate: float | None) -> None:
-            front = messages_to_hold([signup_rate], pool_size) if signup_rate else 0
-            hold_fewer(pool_size - messages_to_hold(rates, pool_size), front)
-
-        with contextlib.suppress(SecretMissing, SpecError):
-            self.limiter(STRIPE_SECRET_KEY)  # the usual key's paces, before the first call
-            self.concurrency(STRIPE_SECRET_KEY)
-            signups = self.limiter(STRIPE_SECRET_KEY, SIGNUP_ENDPOINT)
-        hold(
-            [rate for _mode, rate in self.rates(now=False)],
-            signups.ceiling if signups is not None else None,
-        )
-
-        def each_beat() -> dict[str, Any]:
-            paces = self.paces()
-            hold(list(paces.values()), signups.rate() if signups is not None else None)
-            with self._lock:
-                last = dict(self.last_limiter)
-            return {
-                "pace": paces,
-                "endpoint_pace": self.endpoint_paces(),
-                "in_flight_cap": self.caps(),
-                "limited_by": last,
-            }
-
-        return each_beat
+    def limited_by(self) -> dict[str, str]:
+        """The limiter that last answered 429, by key mode."""
+        with self._lock:
+            return dict(self.last_limiter)
 
     def livemode(self, api_secret: str) -> bool:
         return livemode_of(self.vault.stripe_key(api_secret))
-
-
-def messages_to_hold(rates: list[float], pool_size: int) -> int:
-    """How many messages a worker with `pool_size` threads holds at these paces (calls/s)."""
-    if not rates:
-        return pool_size
-    return min(pool_size, max(MIN_HELD, math.ceil(sum(rates) * AHEAD_SECONDS)))

@@ -432,7 +432,7 @@ def test_stripes_own_429_bodies_say_which_429_it_is(emulator):
 def test_a_worker_holds_only_what_its_pace_can_start_soon(start_worker, redis_client, settings):
     """At 2 calls/s a worker of 64 threads holds MIN_HELD messages, not 64: the rest wait
     on the queue for any worker, and a crash strands only those few."""
-    from tasks.stripe_gateway import MIN_HELD
+    from tasks.holding import MIN_HELD
 
     enqueue(redis_client, settings, [signup_work(f"u_{i}") for i in range(12)])
     start_worker(STRIPE_RATE_LIMIT=2)

@@ -210,6 +210,7 @@ def run_dev(
     """Start everything, print what to do next, run the worker until Ctrl-C or SIGTERM."""
     from tasks import worker_app
     from tasks.catchup import install_catchup
+    from tasks.holding import hold_to_pace
     from tasks.recovery import install_recovery
     from tasks.runtime import runtime_of
     from worker import tracing
@@ -249,7 +250,7 @@ def run_dev(
             app,
             settings,
             {"pool": "threads", "concurrency": concurrency},
-            report=rt.gateway.hold_to_pace(concurrency, rt.state.hold_fewer),
+            report=hold_to_pace(rt.gateway, concurrency, rt.state.hold_fewer),
         )
         install_catchup(app, settings, recovery.worker_id)
         worker = _quiet_worker_class(app)(
