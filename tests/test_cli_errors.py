@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from .support import TEST_KEY, free_port, fresh_env, run_command, wait_for
+from .support import TEST_KEY, free_port, fresh_env, run_command, run_in_process, wait_for
 
 
 def one_error_line(done, status):
@@ -51,16 +51,14 @@ def test_version_and_every_command_and_option_described(tmp_path):
         (["frobnicate"], "invalid choice"),
     ],
 )
-@pytest.mark.slow
 def test_usage_mistakes_are_one_line_exit_2(tmp_path, args, says):
-    line = one_error_line(run_command(*args, env=fresh_env(tmp_path)), 2)
+    line = one_error_line(run_in_process(*args, env=fresh_env(tmp_path)), 2)
     assert says in line
 
 
-@pytest.mark.slow
 def test_unknown_dlq_entry_is_one_line_exit_2(tmp_path, redis_url, prefix):
     env = fresh_env(tmp_path, REDIS_URL=redis_url, STREAM_PREFIX=prefix)
-    line = one_error_line(run_command("dlq", "replay", "999-0", env=env), 2)
+    line = one_error_line(run_in_process("dlq", "replay", "999-0", env=env), 2)
     assert f"no entry 999-0 in {prefix}:errors" in line
 
 
@@ -88,18 +86,17 @@ def test_redis_url_without_a_scheme_is_refused_by_every_process(tmp_path, args):
 
 def test_a_password_in_a_url_without_scheme_is_not_shown(tmp_path):
     env = fresh_env(tmp_path, REDIS_URL="user:s3cretpass@127.0.0.1:6390")
-    line = one_error_line(run_command("dlq", "list", env=env), 2)
+    line = one_error_line(run_in_process("dlq", "list", env=env), 2)
     assert "s3cretpass" not in line and "***@127.0.0.1:6390" in line
 
 
-@pytest.mark.slow
 def test_absent_redis_is_one_line_exit_1_naming_it(tmp_path):
     url = f"redis://127.0.0.1:{free_port()}/0"
     env = fresh_env(tmp_path, REDIS_URL=url)
     for args in (["dlq", "list"], ["tail", "errors"]):
-        line = one_error_line(run_command(*args, env=env), 1)
+        line = one_error_line(run_in_process(*args, env=env), 1)
         assert f"Redis at {url} does not answer" in line and "hint:" in line
-    done = run_command("tail", "errors", "--json", env=env)
+    done = run_in_process("tail", "errors", "--json", env=env)
     assert done.returncode == 1
     assert json.loads(done.stderr)["error"]["type"] == "redis_error"
 
@@ -130,32 +127,29 @@ def run_env(tmp_path, settings, key):
     )
 
 
-@pytest.mark.slow
 def test_run_errors_one_line_or_json_with_json(tmp_path, settings):
     env = run_env(tmp_path, settings, TEST_KEY)
     get = json.dumps({"component": "stripe.getStripeCustomer", "customer_id": "cus_nope"})
-    line = one_error_line(run_command("run", "-", env=env, stdin=get), 1)
+    line = one_error_line(run_in_process("run", "-", env=env, stdin=get), 1)
     assert "No such customer" in line
-    done = run_command("run", "--json", "-", env=env, stdin=get)
+    done = run_in_process("run", "--json", "-", env=env, stdin=get)
     assert done.returncode == 1 and len(done.stderr.splitlines()) == 1
     assert json.loads(done.stderr)["error"]["type"] == "not_found"
-    done = run_command("run", "--json", "-", env=env, stdin="{nope")
+    done = run_in_process("run", "--json", "-", env=env, stdin="{nope")
     assert done.returncode == 2 and json.loads(done.stderr)["error"]["type"] == "invalid_spec"
 
 
-@pytest.mark.slow
 def test_short_live_key_masked_by_stripe_is_never_shown(tmp_path, emulator, settings):
     short = "sk_live_short"  # Stripe's message masks it as sk_live_*hort
     requests.post(f"{emulator.url}/_emulator/keys", json={"revoke": [short]}, timeout=5)
     env = run_env(tmp_path, settings, short)
     get = json.dumps({"component": "stripe.getStripeCustomer", "customer_id": "cus_1"})
     for args in (["run", "-"], ["run", "--json", "-"]):
-        done = run_command(*args, env=env, stdin=get)
+        done = run_in_process(*args, env=env, stdin=get)
         assert done.returncode == 1 and "Invalid API Key" in done.stderr, done.stderr
         assert "hort" not in done.stderr and "sk_live_[redacted]" in done.stderr
 
 
-@pytest.mark.slow
 def test_send_honours_port_without_a_dev(tmp_path, start_web, settings):
     web = start_web()
     env = fresh_env(
@@ -165,7 +159,7 @@ def test_send_honours_port_without_a_dev(tmp_path, start_web, settings):
         REDIS_URL=settings.redis_url,
         STREAM_PREFIX=settings.stream_prefix,
     )
-    done = run_command(
+    done = run_in_process(
         "send", "signup", "--email", "port@example.com", "--user-id", "u_port", env=env
     )
     assert done.returncode == 0, done
@@ -174,7 +168,7 @@ def test_send_honours_port_without_a_dev(tmp_path, start_web, settings):
     assert answer.startswith("200 ")
     # the same webhook id again is a duplicate delivery, acknowledged and not queued
     webhook_id = summary.split("webhook ")[1].split(" ")[0].rstrip(",")
-    again = run_command(
+    again = run_in_process(
         "send", "signup", "--email", "port@example.com", "--user-id", "u_port",
         "--webhook-id", webhook_id, env=env,
     )  # fmt: skip
@@ -295,7 +289,7 @@ def test_a_secrets_dir_that_does_not_exist_is_named(tmp_path, args):
 
 def test_a_whsec_secret_that_is_not_base64_is_named_as_such(tmp_path, redis_url):
     env = fresh_env(tmp_path, REDIS_URL=redis_url, SIGNUP_WEBHOOK_SECRET="whsec_!!notbase64")
-    done = run_command("check", env=env)
+    done = run_in_process("check", env=env)
     [line] = [line for line in done.stdout.splitlines() if "signup_webhook_secret" in line]
     assert done.returncode == 1 and line.startswith("FAIL")
     assert "value 1 is not valid base64 after whsec_" in line
@@ -310,7 +304,7 @@ def test_tail_count_on_a_shorter_stream_returns_saying_so(tmp_path, redis_url, p
     try:
         env = fresh_env(tmp_path, REDIS_URL=redis_url, STREAM_PREFIX=prefix)
         # --wait is the point here; its default is 10 s
-        done = run_command("tail", "customers", "--count", "5", "--wait", "2", env=env)
+        done = run_in_process("tail", "customers", "--count", "5", "--wait", "2", env=env)
     finally:
         client.delete(f"{prefix}:customers")
     assert done.returncode == 1 and "cus_only" in done.stdout
@@ -321,7 +315,7 @@ def test_tail_count_on_a_shorter_stream_returns_saying_so(tmp_path, redis_url, p
 
 def test_run_says_why_a_create_needs_a_trigger(tmp_path):
     spec = json.dumps({"component": "stripe.createCustomer", "Body": {"email": "a@b.co"}})
-    line = one_error_line(run_command("run", "-", env=fresh_env(tmp_path), stdin=spec), 2)
+    line = one_error_line(run_in_process("run", "-", env=fresh_env(tmp_path), stdin=spec), 2)
     assert 'needs a "trigger"' in line and "agent platform" in line
 
 

@@ -1,6 +1,7 @@
 """Operations on real worker processes: `status`, the trail and `trace`, the worker's metrics."""
 
 import json
+import os
 import re
 import time
 
@@ -8,11 +9,18 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from worker.cli import main
 from worker.devtools.local import free_port
 from worker.status import snapshot
 
-from .support import TEST_KEY, emulator_stats, entries, faults, sign_standard, wait_for
+from .support import (
+    TEST_KEY,
+    emulator_stats,
+    entries,
+    faults,
+    run_in_process,
+    sign_standard,
+    wait_for,
+)
 
 
 def signup(client, user: str, email: str, msg_id: str, times: int = 1) -> None:
@@ -23,15 +31,13 @@ def signup(client, user: str, email: str, msg_id: str, times: int = 1) -> None:
 
 
 @pytest.fixture
-def cli(settings, monkeypatch, capsys):
+def cli(settings):
     """Run `stripe-worker ARGS` in this process against the test's Redis and prefix."""
-    monkeypatch.setenv("REDIS_URL", settings.redis_url)
-    monkeypatch.setenv("STREAM_PREFIX", settings.stream_prefix)
+    env = dict(os.environ, REDIS_URL=settings.redis_url, STREAM_PREFIX=settings.stream_prefix)
 
     def run(*args: str) -> tuple[int, str, str]:
-        code = main(list(args))
-        out, err = capsys.readouterr()
-        return code, out, err
+        done = run_in_process(*args, env=env)
+        return done.returncode, done.stdout, done.stderr
 
     return run
 

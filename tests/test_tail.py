@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from .support import cli, fresh_env, run_command, wait_for
+from .support import cli, fresh_env, run_in_process, wait_for
 
 # The entries here are hand-made (tail shows any fields); `settings` deletes them after.
 pytestmark = [pytest.mark.handmade_entries, pytest.mark.usefixtures("settings")]
@@ -72,7 +72,7 @@ def test_tail_shows_the_last_entries_then_follows(tmp_path, redis_url, prefix, r
 def test_from_start_and_new(tmp_path, redis_url, prefix, redis_client):
     env = fresh_env(tmp_path, REDIS_URL=redis_url, STREAM_PREFIX=prefix)
     add(redis_client, prefix, "customers", 12)
-    done = run_command("tail", "customers", "--from-start", "--count", "12", env=env)
+    done = run_in_process("tail", "customers", "--from-start", "--count", "12", env=env)
     assert done.returncode == 0 and "cus_0000" in done.stdout.splitlines()[0]
     tail = Tail(env, "customers", "--new", "--count", "1")
     # --new shows none of the twelve: keep adding until it shows one that arrived
@@ -96,21 +96,22 @@ def test_tail_errors_shows_type_status_and_message(tmp_path, redis_url, prefix, 
         http_status="401",
         error_message="Stripe refused the API key (401): Invalid API Key provided",
     )
-    done = run_command("tail", "errors", "--count", "1", env=env)
+    done = run_in_process("tail", "errors", "--count", "1", env=env)
     assert done.returncode == 0
     assert "authentication_error 401: Stripe refused the API key (401)" in done.stdout
 
 
-@pytest.mark.slow
 def test_group_acknowledges_only_with_ack(tmp_path, redis_url, prefix, redis_client):
     env = fresh_env(tmp_path, REDIS_URL=redis_url, STREAM_PREFIX=prefix)
     key = f"{prefix}:customers"
     add(redis_client, prefix, "customers", 2)
-    done = run_command("tail", "customers", "--group", "agents", "--count", "1", env=env)
+    done = run_in_process("tail", "customers", "--group", "agents", "--count", "1", env=env)
     assert done.returncode == 0 and "cus_0000" in done.stdout
     assert "not acknowledging" in done.stderr and "--ack" in done.stderr
     assert redis_client.xpending(key, "agents")["pending"] == 1  # still an agent's to handle
-    done = run_command("tail", "customers", "--group", "agents", "--ack", "--count", "1", env=env)
+    done = run_in_process(
+        "tail", "customers", "--group", "agents", "--ack", "--count", "1", env=env
+    )
     assert done.returncode == 0 and "cus_0001" in done.stdout
     assert "acknowledging each entry" in done.stderr
     assert redis_client.xpending(key, "agents")["pending"] == 1  # the second one was acked

@@ -8,7 +8,7 @@ import pytest
 from worker.cli import main
 from worker.terminal import printable
 
-from .support import fresh_env, run_command, sign_standard
+from .support import fresh_env, run_in_process, sign_standard
 
 FORGED = "customer.updated\x1b[2J\x1b[31mFORGED\n12:00:00  forged line\u202etxt.exe"
 
@@ -44,7 +44,7 @@ def test_tail_prints_a_forged_event_type_as_one_escaped_line(
         },
     )
     env = fresh_env(tmp_path, REDIS_URL=redis_url, STREAM_PREFIX=prefix)
-    done = run_command("tail", stream, "--count", "1", env=env)
+    done = run_in_process("tail", stream, "--count", "1", env=env)
     assert done.returncode == 0, done.stderr
     [line] = done.stdout.splitlines()
     assert raw_controls(done.stdout) == set()
@@ -65,7 +65,7 @@ def test_dlq_list_prints_a_forged_message_as_one_escaped_line(
         },
     )
     env = fresh_env(tmp_path, REDIS_URL=redis_url, STREAM_PREFIX=prefix)
-    done = run_command("dlq", "list", env=env)
+    done = run_in_process("dlq", "list", env=env)
     assert done.returncode == 0, done.stderr
     [line] = done.stdout.splitlines()
     assert raw_controls(done.stdout) == set()

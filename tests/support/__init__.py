@@ -8,7 +8,8 @@
     processes     Process, WorkerProcess, WebProcess, cli, clean_env, worker_env, FAST_WORKER
     inprocess     InProcessWorker: the worker on a thread, where a process adds nothing
     observe       faults, emulator_stats, entries, queued, settled
-    shell         fresh_env, run_command, start_dev, group_alive: the CLI as a user types it
+    shell         fresh_env, run_command (run_in_process where no process is needed),
+                  start_dev, group_alive: the CLI as a user types it
     sentinel      SentinelCluster: a master, a replica and three sentinels (import it from
                   tests.support.sentinel)
     leftovers     the run's own Redis database and TMPDIR, and what was left in them
@@ -43,7 +44,7 @@ from .processes import (
     worker_env,
 )
 from .redis_server import RedisServer, shared_redis
-from .shell import fresh_env, group_alive, run_command, start_dev
+from .shell import fresh_env, group_alive, run_command, run_in_process, start_dev
 from .signing import (
     LIVE_KEY,
     SIGNUP_WEBHOOK_SECRET,
@@ -83,6 +84,7 @@ __all__ = [
     "post_stripe",
     "queued",
     "run_command",
+    "run_in_process",
     "settled",
     "shared_redis",
     "sign_standard",
