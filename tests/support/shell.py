@@ -49,7 +49,7 @@ def run_in_process(
     `env` is the whole environment while it runs, as in a shell of its own."""
     from worker.cli import main
 
-    assert not set(args) & set(PROCESS_COMMANDS), f"{args} needs a process: run_command"
+    assert args[:1] and args[0] not in PROCESS_COMMANDS, f"{args} needs a process: run_command"
     out, err = io.StringIO(), io.StringIO()
     saved, saved_tempdir = dict(os.environ), tempfile.tempdir
     os.environ.clear()
