@@ -1,10 +1,11 @@
 """Where the test suite's CPU goes: every Python process it starts, by kind.
 
-    .venv/bin/python bench/suite_cpu.py                 # the whole suite (about 3 minutes)
+    .venv/bin/python bench/suite_cpu.py                 # the whole suite (2-3 minutes)
     .venv/bin/python bench/suite_cpu.py -m "not slow"   # any pytest arguments
 
-On 2 cores the suite is CPU-bound (about 345 s of CPU in 175-200 s, measured 2026-12-04), so
-its time is the sum of what its processes cost: the pytest-xdist workers (collection and
+On a slow 2-core machine the suite is CPU-bound (about 345 s of CPU in 175-200 s, measured
+2026-12-04; on a faster one 145 s in 102 s, where it mostly waits), and its time is then the
+sum of what its processes cost: the pytest-xdist workers (collection and
 the in-process tests), and the worker, gunicorn and CLI processes the tests start. Each
 Python process the run starts (that keeps PYTHONPATH) reports its own CPU time when it
 exits, through a sitecustomize module this script puts first on PYTHONPATH; a process
