@@ -2,10 +2,10 @@
 entry, no control character reaching the terminal (ESC sequences, CR/LF, C1, bidi)."""
 
 import json
+import os
 
 import pytest
 
-from worker.cli import main
 from worker.terminal import printable
 
 from .support import fresh_env, run_in_process, sign_standard
@@ -73,7 +73,7 @@ def test_dlq_list_prints_a_forged_message_as_one_escaped_line(
 
 
 def test_trace_and_status_escape_what_senders_and_agents_named(
-    client, redis_client, settings, monkeypatch, capsys
+    client, redis_client, settings
 ) -> None:
     # A real signup through the receiver: its webhook id (the sender's) is on the trail.
     body = json.dumps({"type": "user.created", "data": {"user_id": "u_t1", "email": "t@x.io"}})
@@ -83,15 +83,14 @@ def test_trace_and_status_escape_what_senders_and_agents_named(
     # A consumer group is named by an agent; status lists it beside its stream.
     redis_client.xadd(f"{settings.stream_prefix}:events", {"event_type": "x"})
     redis_client.xgroup_create(f"{settings.stream_prefix}:events", "agent\x1b[31m")
-    monkeypatch.setenv("REDIS_URL", settings.redis_url)
-    monkeypatch.setenv("STREAM_PREFIX", settings.stream_prefix)
+    env = dict(os.environ, REDIS_URL=settings.redis_url, STREAM_PREFIX=settings.stream_prefix)
 
-    assert main(["trace", "u_t1"]) == 0
-    out = capsys.readouterr().out
+    done = run_in_process("trace", "u_t1", env=env)
+    assert done.returncode == 0
+    out = done.stdout
     assert raw_controls(out) == set()
     assert "delivery=signup:msg\\x1b[2J\\x1b[31m\\x9b" in out
     assert len(out.splitlines()) == 2  # the work id and its one step, `received`
 
-    main(["status"])
-    out = capsys.readouterr().out
+    out = run_in_process("status", env=env).stdout
     assert raw_controls(out) == set() and "agent\\x1b[31m lag" in out
