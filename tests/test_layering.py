@@ -30,6 +30,7 @@ WIRING = (
     "worker.__main__",
     "worker.cli",
     "worker.commands",
+    "worker.serve_commands",
     "worker.cli_process",
     "worker.ops_commands",
 )

@@ -1,5 +1,6 @@
-"""The `stripe-worker` command: parses the arguments, dispatches to worker/commands.py, and
-turns every error into one line on stderr (or, with --json, one JSON object)."""
+"""The `stripe-worker` command: parses the arguments, dispatches to the commands
+(worker/commands.py, serve_commands.py, ops_commands.py), and turns every error into one
+line on stderr (or, with --json, one JSON object)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import NoReturn
 
 from worker import commands as cmd
+from worker import serve_commands as serve
 from worker.cli_process import error_report
 from worker.errors import StripeWorkerError
 from worker.keys import STREAMS
@@ -103,7 +105,7 @@ def build_parser() -> Parser:
         "given, a taken port is refused",
     )
     dev.add_argument("--concurrency", type=int, default=4, help="worker threads (default 4)")
-    dev.set_defaults(func=cmd.cmd_dev)
+    dev.set_defaults(func=serve.cmd_dev)
 
     web = command("web", "serve the webhook receiver under gunicorn", "For deployment.")
     web.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
@@ -120,7 +122,7 @@ def build_parser() -> Parser:
         default=_env_int("WEB_CONNECTIONS", 1000),
         help="connections each gevent worker holds at once (WEB_CONNECTIONS, 1000)",
     )
-    web.set_defaults(func=cmd.cmd_web)
+    web.set_defaults(func=serve.cmd_web)
 
     wrk = command("worker", "run the Celery worker", "For deployment.")
     wrk.add_argument(
@@ -134,7 +136,7 @@ def build_parser() -> Parser:
         help="default: WORKER_POOL (threads)",
     )
     wrk.add_argument("--loglevel", default="INFO", help="DEBUG, INFO, WARNING... (default INFO)")
-    wrk.set_defaults(func=cmd.cmd_worker)
+    wrk.set_defaults(func=serve.cmd_worker)
 
     check = command(
         "check",
@@ -286,20 +288,20 @@ def build_parser() -> Parser:
         help="answer 429 like Stripe above this many requests/s per key mode; "
         "'stripe' = Stripe's own (25 test, 100 live); default 0 = none",
     )
-    emu.set_defaults(func=cmd.cmd_emulator)
+    emu.set_defaults(func=serve.cmd_emulator)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.func is cmd.cmd_web:
+    if args.func is serve.cmd_web:
         from worker.__main__ import patch_for_web
 
         patch_for_web()  # done already, before redis was imported, through `stripe-worker`
     import redis
 
     try:
-        if args.func is not cmd.cmd_emulator:
+        if args.func is not serve.cmd_emulator:
             from worker.settings import Settings
 
             Settings.from_env()  # every process refuses a bad setting first, in one line
