@@ -1,7 +1,6 @@
 """Operations on real worker processes: `status`, the trail and `trace`, the worker's metrics."""
 
 import json
-import os
 import re
 import time
 
@@ -20,6 +19,7 @@ from .support import (
     run_in_process,
     sign_standard,
     wait_for,
+    worker_env,
 )
 
 
@@ -33,7 +33,7 @@ def signup(client, user: str, email: str, msg_id: str, times: int = 1) -> None:
 @pytest.fixture
 def cli(settings):
     """Run `stripe-worker ARGS` in this process against the test's Redis and prefix."""
-    env = dict(os.environ, REDIS_URL=settings.redis_url, STREAM_PREFIX=settings.stream_prefix)
+    env = worker_env(settings, {})
 
     def run(*args: str) -> tuple[int, str, str]:
         done = run_in_process(*args, env=env)

@@ -2,13 +2,12 @@
 entry, no control character reaching the terminal (ESC sequences, CR/LF, C1, bidi)."""
 
 import json
-import os
 
 import pytest
 
 from worker.terminal import printable
 
-from .support import fresh_env, run_in_process, sign_standard
+from .support import fresh_env, run_in_process, sign_standard, worker_env
 
 FORGED = "customer.updated\x1b[2J\x1b[31mFORGED\n12:00:00  forged line\u202etxt.exe"
 
@@ -83,7 +82,7 @@ def test_trace_and_status_escape_what_senders_and_agents_named(
     # A consumer group is named by an agent; status lists it beside its stream.
     redis_client.xadd(f"{settings.stream_prefix}:events", {"event_type": "x"})
     redis_client.xgroup_create(f"{settings.stream_prefix}:events", "agent\x1b[31m")
-    env = dict(os.environ, REDIS_URL=settings.redis_url, STREAM_PREFIX=settings.stream_prefix)
+    env = worker_env(settings, {})
 
     done = run_in_process("trace", "u_t1", env=env)
     assert done.returncode == 0

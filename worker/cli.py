@@ -1,6 +1,5 @@
-"""The `stripe-worker` command: parses the arguments, dispatches to the commands
-(worker/commands.py, serve_commands.py, ops_commands.py), and turns every error into one
-line on stderr (or, with --json, one JSON object)."""
+"""The `stripe-worker` command: parses the arguments, dispatches to worker/*commands.py, and
+turns every error into one line on stderr (or, with --json, one JSON object)."""
 
 from __future__ import annotations
 

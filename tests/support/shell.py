@@ -34,11 +34,6 @@ def run_command(
     )
 
 
-# Commands whose run is a process's own: they serve, consume or patch the interpreter for
-# gevent (`web`), so they never run in the test's process.
-PROCESS_COMMANDS = ("worker", "web", "dev", "emulator")
-
-
 def run_in_process(
     *args: str, env: Mapping[str, str], stdin: str = ""
 ) -> subprocess.CompletedProcess[str]:
@@ -47,9 +42,11 @@ def run_in_process(
     it, without the 0.2-0.6 s of CPU a new interpreter costs. For a command that reads and
     answers (a usage mistake, a setting refused, tail, dlq, run, check, status, send);
     `env` is the whole environment while it runs, as in a shell of its own."""
+    from worker import serve_commands
     from worker.cli import main
 
-    assert args[:1] and args[0] not in PROCESS_COMMANDS, f"{args} needs a process: run_command"
+    # Those that run until stopped serve, consume or patch the interpreter for gevent (`web`).
+    assert args and not hasattr(serve_commands, f"cmd_{args[0]}"), f"{args}: run_command"
     out, err = io.StringIO(), io.StringIO()
     saved, saved_tempdir = dict(os.environ), tempfile.tempdir
     os.environ.clear()
